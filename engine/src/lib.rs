@@ -1,0 +1,2 @@
+//! AWGIM inference engine (work in progress).
+#![no_std]

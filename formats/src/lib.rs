@@ -1,0 +1,2 @@
+//! The AWGIM model file format (work in progress).
+#![no_std]

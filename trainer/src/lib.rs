@@ -1,0 +1,1 @@
+//! AWGIM host trainer (work in progress).
