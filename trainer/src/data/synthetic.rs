@@ -13,9 +13,12 @@
 //!   ReLU with a negative bias plus per-feature noise) maps latents to
 //!   non-negative, partly sparse features of dimension D.
 //!
-//! With the default constants a nearest-class-mean classifier reaches
-//! roughly half accuracy on 5-way 1-shot tasks (see `tests/data_synthetic.rs`),
-//! leaving room for a learned model. Generation is deterministic per seed.
+//! With the default spec, nearest-class-mean on 600 meta-test tasks reaches
+//! 0.49-0.52 on 5-way 1-shot and 0.66-0.69 on 5-way 5-shot (seeds 0 and 1),
+//! while the same classifier given the means of all 600 examples of each
+//! class reaches 0.79-0.82: room for a learned model
+//! (`tests/data_synthetic.rs` checks these ranges). Generation is
+//! deterministic per seed.
 
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -34,7 +37,7 @@ const SUPERCLASS_SPREAD: f32 = 1.0;
 /// Standard deviation of a class prototype around its superclass centre.
 const CLASS_SPREAD: f32 = 0.55;
 /// Overall scale of a class's noise.
-const NOISE_SCALE: f32 = 0.55;
+const NOISE_SCALE: f32 = 1.1;
 /// Log-normal spread of the per-axis noise scales (anisotropy).
 const NOISE_ANISOTROPY: f32 = 0.6;
 /// Per-feature noise added before the final ReLU.
