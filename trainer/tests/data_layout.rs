@@ -4,14 +4,22 @@
 mod data_support;
 
 use data_support::fixture;
-use trainer::data::{detect_layout, load_path, DataError, DataSource, Dataset, Layout, Split, SplitKind};
+use trainer::data::{
+    detect_layout, load_path, DataError, DataSource, Dataset, Layout, Split, SplitKind,
+};
 
 #[test]
 fn layouts_are_detected() {
     assert_eq!(detect_layout(&fixture("leo_py2")).unwrap(), Layout::Pickles);
-    assert_eq!(detect_layout(&fixture("awgim_repacked")).unwrap(), Layout::Pickles);
+    assert_eq!(
+        detect_layout(&fixture("awgim_repacked")).unwrap(),
+        Layout::Pickles
+    );
     assert_eq!(detect_layout(&fixture("npy_dir")).unwrap(), Layout::NpyDir);
-    assert_eq!(detect_layout(&fixture("leo_py2/expected.npz")).unwrap(), Layout::Npz);
+    assert_eq!(
+        detect_layout(&fixture("leo_py2/expected.npz")).unwrap(),
+        Layout::Npz
+    );
     assert!(matches!(
         detect_layout(&fixture("no_such_dir")),
         Err(DataError::NotFound { .. })
@@ -25,7 +33,10 @@ fn layouts_are_detected() {
 fn unknown_directory_points_at_leo_subdirectories() {
     let root = tempfile::tempdir().unwrap();
     let err = detect_layout(root.path()).unwrap_err();
-    assert!(err.to_string().contains("{train,val,test}_embeddings.pkl"), "{err}");
+    assert!(
+        err.to_string().contains("{train,val,test}_embeddings.pkl"),
+        "{err}"
+    );
     // LEO's download: {root}/miniImageNet/center/*.pkl
     let center = root.path().join("miniImageNet").join("center");
     std::fs::create_dir_all(&center).unwrap();
@@ -40,7 +51,10 @@ fn unknown_directory_points_at_leo_subdirectories() {
     // A missing split file is named.
     std::fs::remove_file(center.join("val_embeddings.pkl")).unwrap();
     let err = load_path(&center).unwrap_err();
-    assert!(matches!(&err, DataError::NotFound { path } if path.ends_with("val_embeddings.pkl")), "{err}");
+    assert!(
+        matches!(&err, DataError::NotFound { path } if path.ends_with("val_embeddings.pkl")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,16 +74,37 @@ fn episode_requirements_are_checked_before_training() {
         matches!(&err, DataError::TooFewClasses { split, classes: 5, .. } if split == "val"),
         "{err}"
     );
-    assert!(matches!(dataset.check_episodes(0, 1, 1), Err(DataError::InvalidSettings(_))));
+    assert!(matches!(
+        dataset.check_episodes(0, 1, 1),
+        Err(DataError::InvalidSettings(_))
+    ));
     dataset.require_dim(16).unwrap();
     let err = dataset.require_dim(640).unwrap_err();
-    assert!(matches!(err, DataError::WrongDim { dim: 16, required: 640, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::WrongDim {
+                dim: 16,
+                required: 640,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 fn tiny_split(name: &str, classes: &[&str], dim: usize) -> Split {
     let counts = vec![2; classes.len()];
     let data = (0..classes.len() * 2 * dim).map(|i| i as f32).collect();
-    Split::new(name, "test", classes.iter().map(|c| c.to_string()).collect(), dim, &counts, data).unwrap()
+    Split::new(
+        name,
+        "test",
+        classes.iter().map(|c| c.to_string()).collect(),
+        dim,
+        &counts,
+        data,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -78,9 +113,28 @@ fn datasets_refuse_shared_classes_and_mixed_dimensions() {
     let val = tiny_split("val", &["c"], 3);
     let test = tiny_split("test", &["b"], 3);
     let err = Dataset::new("d", train.clone(), val.clone(), test).unwrap_err();
-    assert!(matches!(&err, DataError::SharedClass { class, .. } if class == "b"), "{err}");
-    let err = Dataset::new("d", train.clone(), tiny_split("val", &["c"], 4), tiny_split("test", &["d"], 3)).unwrap_err();
-    assert!(matches!(err, DataError::SplitDimMismatch { dim: 4, other_dim: 3, .. }), "{err}");
+    assert!(
+        matches!(&err, DataError::SharedClass { class, .. } if class == "b"),
+        "{err}"
+    );
+    let err = Dataset::new(
+        "d",
+        train.clone(),
+        tiny_split("val", &["c"], 4),
+        tiny_split("test", &["d"], 3),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::SplitDimMismatch {
+                dim: 4,
+                other_dim: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let dataset = Dataset::new("d", train, val, tiny_split("test", &["d"], 3)).unwrap();
     assert_eq!(dataset.split(SplitKind::Test).class_names(), ["d"]);
 }
@@ -92,16 +146,40 @@ fn splits_validate_their_contents() {
     assert!(err.to_string().contains("3 values for 2 examples"), "{err}");
     let err = Split::new("train", "t", names(2), 2, &[1, 0], vec![0.0; 2]).unwrap_err();
     assert!(err.to_string().contains("has no examples"), "{err}");
-    let err = Split::new("train", "t", vec!["x".into(), "x".into()], 1, &[1, 1], vec![0.0; 2]).unwrap_err();
+    let err = Split::new(
+        "train",
+        "t",
+        vec!["x".into(), "x".into()],
+        1,
+        &[1, 1],
+        vec![0.0; 2],
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
     let err = Split::new("train", "t", names(1), 0, &[1], vec![]).unwrap_err();
     assert!(err.to_string().contains("dimension is 0"), "{err}");
-    let err = Split::new("train", "t", names(2), 1, &[1, 2], vec![0.0, 1.0, f32::INFINITY]).unwrap_err();
+    let err = Split::new(
+        "train",
+        "t",
+        names(2),
+        1,
+        &[1, 2],
+        vec![0.0, 1.0, f32::INFINITY],
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, DataError::NonFinite { class, example: 1, .. } if class == "c1"),
         "{err}"
     );
-    let split = Split::new("train", "t", names(2), 2, &[1, 2], (0..6).map(|i| i as f32).collect()).unwrap();
+    let split = Split::new(
+        "train",
+        "t",
+        names(2),
+        2,
+        &[1, 2],
+        (0..6).map(|i| i as f32).collect(),
+    )
+    .unwrap();
     assert_eq!(split.example(1, 1), Some(&[4.0, 5.0][..]));
     assert_eq!(split.example(1, 2), None);
     assert_eq!(split.example(2, 0), None);

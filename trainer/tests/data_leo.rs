@@ -7,7 +7,9 @@ use std::path::Path;
 
 use data_support::{assert_dataset_matches, assert_matches, expected, fixture};
 use proptest::prelude::*;
-use trainer::data::{load_path, read_pickle_split, read_pickle_split_bytes, DataError, PickleError};
+use trainer::data::{
+    load_path, read_pickle_split, read_pickle_split_bytes, DataError, PickleError,
+};
 
 #[test]
 fn python2_fixtures_reproduce_expected() {
@@ -35,7 +37,8 @@ fn every_writer_and_protocol_reads_the_same_split() {
         "leo_py3_p5/train_embeddings.pkl",
         "leo_py3_numpy1_p2/train_embeddings.pkl",
     ] {
-        let split = read_pickle_split(&fixture(rel), "train").unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let split =
+            read_pickle_split(&fixture(rel), "train").unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert_matches(&split, &train, true);
     }
 }
@@ -63,34 +66,66 @@ fn awgim_repacked_arrays_read_the_same() {
     // train: Python 2 protocol 2; val: Python 3 protocol 2; test: protocol 0, Fortran order.
     let dataset = load_path(&fixture("awgim_repacked")).unwrap();
     assert_dataset_matches(&dataset, false);
-    assert_eq!(dataset.split(trainer::data::SplitKind::Val).class_names()[2], "val-0002");
+    assert_eq!(
+        dataset.split(trainer::data::SplitKind::Val).class_names()[2],
+        "val-0002"
+    );
 }
 
 fn error_of(name: &str) -> DataError {
     let path = fixture(&format!("leo_errors/{name}.pkl"));
     let err = read_pickle_split(&path, "train").expect_err(name);
     let message = err.to_string();
-    assert!(message.contains(&format!("{name}.pkl")), "message does not name the file: {message}");
+    assert!(
+        message.contains(&format!("{name}.pkl")),
+        "message does not name the file: {message}"
+    );
     err
 }
 
 #[test]
 fn defective_files_give_named_errors() {
-    assert!(matches!(error_of("missing_embeddings"), DataError::MissingKey { key: "embeddings", .. }));
-    assert!(matches!(error_of("missing_keys"), DataError::MissingKey { key: "keys", .. }));
-    assert!(matches!(error_of("length_mismatch"), DataError::LengthMismatch { keys: 119, rows: 120, .. }));
+    assert!(matches!(
+        error_of("missing_embeddings"),
+        DataError::MissingKey {
+            key: "embeddings",
+            ..
+        }
+    ));
+    assert!(matches!(
+        error_of("missing_keys"),
+        DataError::MissingKey { key: "keys", .. }
+    ));
+    assert!(matches!(
+        error_of("length_mismatch"),
+        DataError::LengthMismatch {
+            keys: 119,
+            rows: 120,
+            ..
+        }
+    ));
     let err = error_of("bad_key");
     assert!(matches!(err, DataError::BadKey { row: 3, .. }), "{err}");
     assert!(err.to_string().contains("3-3-n"), "{err}");
-    assert!(matches!(error_of("class_mismatch"), DataError::ClassMismatch { row: 5, .. }));
+    assert!(matches!(
+        error_of("class_mismatch"),
+        DataError::ClassMismatch { row: 5, .. }
+    ));
     assert!(matches!(
         error_of("duplicate_image"),
-        DataError::DuplicateImage { first: 6, row: 7, .. }
+        DataError::DuplicateImage {
+            first: 6,
+            row: 7,
+            ..
+        }
     ));
     let err = error_of("int_embeddings");
     assert!(matches!(err, DataError::UnsupportedDtype { .. }), "{err}");
     assert!(err.to_string().contains("<i4"), "{err}");
-    assert!(matches!(error_of("embeddings_3d"), DataError::BadShape { .. }));
+    assert!(matches!(
+        error_of("embeddings_3d"),
+        DataError::BadShape { .. }
+    ));
     let err = error_of("nan_embedding");
     match &err {
         // Row 41 of the file is example 1 of the third class.
@@ -100,8 +135,14 @@ fn defective_files_give_named_errors() {
         }
         _ => panic!("expected NonFinite, got {err}"),
     }
-    assert!(matches!(error_of("keys_not_strings"), DataError::BadKey { row: 0, .. }));
-    assert!(matches!(error_of("a_list"), DataError::NotEmbeddings { .. }));
+    assert!(matches!(
+        error_of("keys_not_strings"),
+        DataError::BadKey { row: 0, .. }
+    ));
+    assert!(matches!(
+        error_of("a_list"),
+        DataError::NotEmbeddings { .. }
+    ));
     let err = error_of("ordered_dict");
     assert!(err.to_string().contains("collections.OrderedDict"), "{err}");
 }
@@ -128,7 +169,10 @@ fn every_truncation_is_a_typed_error() {
                     assert_eq!(end, len, "{rel}");
                     assert!(offset <= len, "{rel}");
                 }
-                other => panic!("{rel} cut at {len}: expected Truncated, got {:?}", other.err()),
+                other => panic!(
+                    "{rel} cut at {len}: expected Truncated, got {:?}",
+                    other.err()
+                ),
             }
         }
         let err = read_pickle_split_bytes(&bytes[..100], path, "train").unwrap_err();
@@ -144,13 +188,21 @@ fn corrupted_opcodes_are_reported_with_their_offset() {
     let mut b = bytes.clone();
     b[2] = 0xff;
     let err = read_pickle_split_bytes(&b, path, "train").unwrap_err();
-    assert!(err.to_string().contains("unsupported opcode 0xff (unknown) at byte 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unsupported opcode 0xff (unknown) at byte 2"),
+        "{err}"
+    );
     let mut b = bytes.clone();
     b[14] = b'i';
     assert!(matches!(
         read_pickle_split_bytes(&b, path, "train"),
         Err(DataError::Pickle {
-            source: PickleError::UnsupportedOpcode { name: "INST", offset: 14, .. },
+            source: PickleError::UnsupportedOpcode {
+                name: "INST",
+                offset: 14,
+                ..
+            },
             ..
         })
     ));
@@ -160,7 +212,10 @@ fn corrupted_opcodes_are_reported_with_their_offset() {
     b[at + 9] = b'z';
     assert!(matches!(
         read_pickle_split_bytes(&b, path, "train"),
-        Err(DataError::MissingKey { key: "embeddings", .. })
+        Err(DataError::MissingKey {
+            key: "embeddings",
+            ..
+        })
     ));
     // Garbage after STOP is ignored, as Python's pickle.load does.
     let mut b = bytes.clone();

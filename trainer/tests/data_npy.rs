@@ -11,7 +11,10 @@ fn npy_directory_reads_mixed_dtypes_and_orders() {
     // test: float32 Fortran order.
     let dataset = load_path(&fixture("npy_dir")).unwrap();
     assert_dataset_matches(&dataset, false);
-    assert_eq!(dataset.split(SplitKind::Train).class_names(), &expected("train").classes[..]);
+    assert_eq!(
+        dataset.split(SplitKind::Train).class_names(),
+        &expected("train").classes[..]
+    );
     assert_eq!(dataset.split(SplitKind::Test).class_names()[0], "test-0000");
 }
 
@@ -27,7 +30,10 @@ fn npz_with_class_names_and_compressed_float64() {
 #[test]
 fn npz_missing_split_is_named() {
     let err = read_npz(&fixture("npz/missing_test.npz")).unwrap_err();
-    assert!(matches!(&err, DataError::MissingArray { name, .. } if name == "test"), "{err}");
+    assert!(
+        matches!(&err, DataError::MissingArray { name, .. } if name == "test"),
+        "{err}"
+    );
     assert!(err.to_string().contains("missing_test.npz"), "{err}");
 }
 
@@ -51,7 +57,10 @@ fn truncated_extended_and_wrong_npy_files_are_refused() {
     for len in cuts {
         std::fs::write(&path, &original[..len]).unwrap();
         let err = read_npy_split(&path, "train").expect_err("truncated file accepted");
-        assert!(matches!(err, DataError::Malformed { .. }), "cut at {len}: {err}");
+        assert!(
+            matches!(err, DataError::Malformed { .. }),
+            "cut at {len}: {err}"
+        );
         assert!(err.to_string().contains("train.npy"), "{err}");
     }
     let mut longer = original.clone();
@@ -60,14 +69,18 @@ fn truncated_extended_and_wrong_npy_files_are_refused() {
     let err = read_npy_split(&path, "train").unwrap_err();
     assert!(err.to_string().contains("trailing bytes"), "{err}");
     std::fs::write(&path, &original).unwrap();
-    assert_matches(&read_npy_split(&path, "train").unwrap(), &expected("train"), false);
+    assert_matches(
+        &read_npy_split(&path, "train").unwrap(),
+        &expected("train"),
+        false,
+    );
 
     // int32 data and a 2-D array.
     let write = |shape: &[u64], dtype: &str, bytes: usize| {
-        let header = format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({}), }}", shape
-            .iter()
-            .map(|d| format!("{d},"))
-            .collect::<String>());
+        let header = format!(
+            "{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({}), }}",
+            shape.iter().map(|d| format!("{d},")).collect::<String>()
+        );
         let mut file = b"\x93NUMPY\x01\x00".to_vec();
         let padded = format!("{header:<width$}\n", width = 117 - 10);
         file.extend_from_slice(&(padded.len() as u16).to_le_bytes());
@@ -83,5 +96,8 @@ fn truncated_extended_and_wrong_npy_files_are_refused() {
     assert!(matches!(err, DataError::BadShape { .. }), "{err}");
     write(&[2, 3, 4], "<f4", 96);
     let split = read_npy_split(&path, "train").unwrap();
-    assert_eq!((split.num_classes(), split.class_len(1), split.dim()), (2, 3, 4));
+    assert_eq!(
+        (split.num_classes(), split.class_len(1), split.dim()),
+        (2, 3, 4)
+    );
 }

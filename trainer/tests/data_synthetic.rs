@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use trainer::data::{ncm_accuracy, Dataset, EpisodeSampler, EpisodeSpec, Metric, SplitKind, SyntheticSpec};
+use trainer::data::{
+    ncm_accuracy, Dataset, EpisodeSampler, EpisodeSpec, Metric, SplitKind, SyntheticSpec,
+};
 
 fn small(seed: u64) -> SyntheticSpec {
     SyntheticSpec {
@@ -19,7 +21,10 @@ fn generation_is_deterministic_per_seed() {
     let b = small(7).generate().unwrap();
     assert_eq!(a, b);
     let c = small(8).generate().unwrap();
-    assert_ne!(a.split(SplitKind::Train).data(), c.split(SplitKind::Train).data());
+    assert_ne!(
+        a.split(SplitKind::Train).data(),
+        c.split(SplitKind::Train).data()
+    );
 }
 
 #[test]
@@ -54,7 +59,11 @@ fn splits_have_the_requested_sizes_and_disjoint_classes() {
             .map(|r| r.iter().map(|v| v.to_bits()).collect())
             .collect()
     };
-    let (train, val, test) = (rows(SplitKind::Train), rows(SplitKind::Val), rows(SplitKind::Test));
+    let (train, val, test) = (
+        rows(SplitKind::Train),
+        rows(SplitKind::Val),
+        rows(SplitKind::Test),
+    );
     assert!(train.is_disjoint(&val) && train.is_disjoint(&test) && val.is_disjoint(&test));
 }
 
@@ -71,9 +80,18 @@ fn features_are_non_negative_and_partly_sparse() {
 fn invalid_specs_are_refused() {
     for spec in [
         SyntheticSpec { dim: 0, ..small(0) },
-        SyntheticSpec { val_classes: 0, ..small(0) },
-        SyntheticSpec { examples_per_class: 0, ..small(0) },
-        SyntheticSpec { superclasses: 0, ..small(0) },
+        SyntheticSpec {
+            val_classes: 0,
+            ..small(0)
+        },
+        SyntheticSpec {
+            examples_per_class: 0,
+            ..small(0)
+        },
+        SyntheticSpec {
+            superclasses: 0,
+            ..small(0)
+        },
     ] {
         assert!(spec.generate().is_err(), "{spec:?}");
     }
@@ -81,7 +99,12 @@ fn invalid_specs_are_refused() {
 
 /// Mean NCM accuracy over 600 test tasks (5-way, `k_shot`-shot, 15 queries).
 fn ncm_mean(dataset: &Dataset, k_shot: usize, metric: Metric) -> f32 {
-    let mut sampler = EpisodeSampler::new(dataset.split(SplitKind::Test), EpisodeSpec::five_way(k_shot), 99).unwrap();
+    let mut sampler = EpisodeSampler::new(
+        dataset.split(SplitKind::Test),
+        EpisodeSpec::five_way(k_shot),
+        99,
+    )
+    .unwrap();
     let acc = ncm_accuracy(&sampler.sample(600), metric).unwrap();
     acc.iter().sum::<f32>() / acc.len() as f32
 }
@@ -95,7 +118,9 @@ fn oracle_mean(dataset: &Dataset) -> f32 {
         .map(|c| {
             let rows = split.class_data(c);
             let n = split.class_len(c) as f32;
-            (0..dim).map(|j| rows.iter().skip(j).step_by(dim).sum::<f32>() / n).collect()
+            (0..dim)
+                .map(|j| rows.iter().skip(j).step_by(dim).sum::<f32>() / n)
+                .collect()
         })
         .collect();
     let mut sampler = EpisodeSampler::new(split, EpisodeSpec::five_way(1), 99).unwrap();
@@ -104,8 +129,15 @@ fn oracle_mean(dataset: &Dataset) -> f32 {
     for (t, queries) in batch.query.chunks_exact(5 * 15 * dim).enumerate() {
         let classes = &batch.classes[t * 5..(t + 1) * 5];
         for (q, row) in queries.chunks_exact(dim).enumerate() {
-            let dist = |c: usize| -> f32 { row.iter().zip(&means[c]).map(|(a, b)| (a - b) * (a - b)).sum() };
-            let best = (0..5).min_by(|&a, &b| dist(classes[a]).total_cmp(&dist(classes[b]))).unwrap();
+            let dist = |c: usize| -> f32 {
+                row.iter()
+                    .zip(&means[c])
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum()
+            };
+            let best = (0..5)
+                .min_by(|&a, &b| dist(classes[a]).total_cmp(&dist(classes[b])))
+                .unwrap();
             correct += usize::from(best as u32 == batch.query_labels[t * 75 + q]);
         }
     }
@@ -129,8 +161,17 @@ fn nearest_class_mean_is_above_chance_but_far_from_perfect() {
             "seed {seed}: NCM 5-way 1-shot {one:.3} (cosine {cosine:.3}), 5-shot {five:.3}, oracle means {oracle:.3}"
         );
         assert!((0.40..0.60).contains(&one), "seed {seed}: 1-shot NCM {one}");
-        assert!((0.40..0.65).contains(&cosine), "seed {seed}: 1-shot cosine NCM {cosine}");
-        assert!(five > one + 0.08 && five < 0.85, "seed {seed}: 5-shot NCM {five}");
-        assert!(oracle > one + 0.15, "seed {seed}: oracle {oracle} leaves no room over 1-shot NCM {one}");
+        assert!(
+            (0.40..0.65).contains(&cosine),
+            "seed {seed}: 1-shot cosine NCM {cosine}"
+        );
+        assert!(
+            five > one + 0.08 && five < 0.85,
+            "seed {seed}: 5-shot NCM {five}"
+        );
+        assert!(
+            oracle > one + 0.15,
+            "seed {seed}: oracle {oracle} leaves no room over 1-shot NCM {one}"
+        );
     }
 }

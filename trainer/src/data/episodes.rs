@@ -95,7 +95,9 @@ impl EpisodeBatch {
         }
         let labels = self.support_labels.iter().chain(&self.query_labels);
         if let Some(l) = labels.into_iter().find(|&&l| l as usize >= n) {
-            return Err(DataError::InvalidSettings(format!("episode batch: label {l} >= N={n}")));
+            return Err(DataError::InvalidSettings(format!(
+                "episode batch: label {l} >= N={n}"
+            )));
         }
         Ok(())
     }
@@ -185,7 +187,8 @@ impl<'s> EpisodeSampler<'s> {
             let classes = index::sample(&mut self.rng, self.split.num_classes(), n_way).into_vec();
             let query_start = out.query_examples.len();
             for (label, &class) in classes.iter().enumerate() {
-                let picks = index::sample(&mut self.rng, self.split.class_len(class), k_shot + n_query);
+                let picks =
+                    index::sample(&mut self.rng, self.split.class_len(class), k_shot + n_query);
                 for (j, example) in picks.into_iter().enumerate() {
                     let row = self.split.example(class, example).unwrap_or(&[]);
                     if j < k_shot {
@@ -217,7 +220,8 @@ fn permute_task_queries(out: &mut EpisodeBatch, start: usize, order: &[usize]) {
     let labels = out.query_labels[start..start + n].to_vec();
     let examples = out.query_examples[start..start + n].to_vec();
     for (r, &old) in order.iter().enumerate() {
-        out.query[(start + r) * dim..(start + r + 1) * dim].copy_from_slice(&rows[old * dim..(old + 1) * dim]);
+        out.query[(start + r) * dim..(start + r + 1) * dim]
+            .copy_from_slice(&rows[old * dim..(old + 1) * dim]);
         out.query_labels[start + r] = labels[old];
         out.query_examples[start + r] = examples[old];
     }
@@ -248,7 +252,9 @@ pub fn ncm_accuracy(batch: &EpisodeBatch, metric: Metric) -> Result<Vec<f32>, Da
         let labels = &batch.support_labels[t * n * k..(t + 1) * n * k];
         for (row, &l) in support.chunks_exact(d).zip(labels) {
             let mean = &mut means[l as usize * d..(l as usize + 1) * d];
-            mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / k as f32);
+            mean.iter_mut()
+                .zip(row)
+                .for_each(|(m, x)| *m += x / k as f32);
         }
         let query = &batch.query[t * n * q * d..(t + 1) * n * q * d];
         let truth = &batch.query_labels[t * n * q..(t + 1) * n * q];

@@ -165,7 +165,9 @@ pub enum DataError {
         example: usize,
     },
     /// Two splits have different feature dimensions.
-    #[error("{origin}: split {split:?} has feature dimension {dim} but split {other:?} has {other_dim}")]
+    #[error(
+        "{origin}: split {split:?} has feature dimension {dim} but split {other:?} has {other_dim}"
+    )]
     SplitDimMismatch {
         /// File or data set of the disagreeing split.
         origin: String,
@@ -214,7 +216,9 @@ pub enum DataError {
         n_way: usize,
     },
     /// A class has fewer examples than K + Q.
-    #[error("{origin}: split {split:?}: class {class:?} has {have} examples, fewer than K + Q = {need}")]
+    #[error(
+        "{origin}: split {split:?}: class {class:?} has {have} examples, fewer than K + Q = {need}"
+    )]
     TooFewExamples {
         /// File or data set of the split.
         origin: String,

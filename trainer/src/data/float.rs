@@ -29,41 +29,58 @@ impl FloatType {
         }
     }
 
-    fn decode(self, b: &[u8]) -> f32 {
-        let mut w4 = [0u8; 4];
-        let mut w8 = [0u8; 8];
-        match self {
-            FloatType::F32Le | FloatType::F32Be => w4.copy_from_slice(&b[..4]),
-            FloatType::F64Le | FloatType::F64Be => w8.copy_from_slice(&b[..8]),
-        }
-        match self {
-            FloatType::F32Le => f32::from_le_bytes(w4),
-            FloatType::F32Be => f32::from_be_bytes(w4),
-            FloatType::F64Le => f64::from_le_bytes(w8) as f32,
-            FloatType::F64Be => f64::from_be_bytes(w8) as f32,
-        }
-    }
-
     /// Decodes `dst.len()` elements of `src`: element `j` of `dst` is the
     /// element at index `start + j * stride` of `src`. `None` if an index
     /// falls outside `src`.
-    pub(crate) fn gather(self, src: &[u8], start: usize, stride: usize, dst: &mut [f32]) -> Option<()> {
-        let w = self.width();
-        if stride == 1 {
-            let begin = start.checked_mul(w)?;
-            let end = begin.checked_add(dst.len().checked_mul(w)?)?;
-            let bytes = src.get(begin..end)?;
-            for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(w)) {
-                *d = self.decode(b);
+    pub(crate) fn gather(
+        self,
+        src: &[u8],
+        start: usize,
+        stride: usize,
+        dst: &mut [f32],
+    ) -> Option<()> {
+        match self {
+            FloatType::F32Le => gather_with::<4>(src, start, stride, dst, f32::from_le_bytes),
+            FloatType::F32Be => gather_with::<4>(src, start, stride, dst, f32::from_be_bytes),
+            FloatType::F64Le => {
+                gather_with::<8>(src, start, stride, dst, |b| f64::from_le_bytes(b) as f32)
             }
-        } else {
-            for (j, d) in dst.iter_mut().enumerate() {
-                let begin = stride.checked_mul(j)?.checked_add(start)?.checked_mul(w)?;
-                *d = self.decode(src.get(begin..begin.checked_add(w)?)?);
+            FloatType::F64Be => {
+                gather_with::<8>(src, start, stride, dst, |b| f64::from_be_bytes(b) as f32)
             }
         }
-        Some(())
     }
+}
+
+/// [`FloatType::gather`] for elements of `W` bytes decoded by `decode`
+/// (monomorphised so the contiguous loop has no per-element dispatch).
+#[inline(always)]
+fn gather_with<const W: usize>(
+    src: &[u8],
+    start: usize,
+    stride: usize,
+    dst: &mut [f32],
+    decode: impl Fn([u8; W]) -> f32,
+) -> Option<()> {
+    let word = |b: &[u8]| -> [u8; W] {
+        let mut w = [0u8; W];
+        w.copy_from_slice(b);
+        w
+    };
+    if stride == 1 {
+        let begin = start.checked_mul(W)?;
+        let end = begin.checked_add(dst.len().checked_mul(W)?)?;
+        let bytes = src.get(begin..end)?;
+        for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(W)) {
+            *d = decode(word(b));
+        }
+    } else {
+        for (j, d) in dst.iter_mut().enumerate() {
+            let begin = stride.checked_mul(j)?.checked_add(start)?.checked_mul(W)?;
+            *d = decode(word(src.get(begin..begin.checked_add(W)?)?));
+        }
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -75,8 +92,14 @@ mod tests {
         let values = [1.5f32, -2.25, 3.0, 0.125];
         let le32: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let be32: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
-        let le64: Vec<u8> = values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect();
-        let be64: Vec<u8> = values.iter().flat_map(|&v| f64::from(v).to_be_bytes()).collect();
+        let le64: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f64::from(v).to_le_bytes())
+            .collect();
+        let be64: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f64::from(v).to_be_bytes())
+            .collect();
         for (ty, src) in [
             (FloatType::F32Le, &le32),
             (FloatType::F32Be, &be32),

@@ -31,7 +31,9 @@ pub fn read_pickle_split_bytes(bytes: &[u8], path: &Path, split: &str) -> Result
     let root = pickle.root();
     match pickle.object(root) {
         Some(Object::Dict(_)) => leo_split(&pickle, path, split),
-        Some(Object::Array(Some(array))) if array.shape.len() == 3 => repacked_split(&pickle, array, path, split),
+        Some(Object::Array(Some(array))) if array.shape.len() == 3 => {
+            repacked_split(&pickle, array, path, split)
+        }
         Some(Object::Array(Some(array))) => Err(DataError::BadShape {
             path: path.to_path_buf(),
             array: "top-level array".into(),
@@ -97,7 +99,12 @@ fn data_error(path: &Path, name: &str) -> DataError {
     }
 }
 
-fn repacked_split(pickle: &Pickle<'_>, array: &Array, path: &Path, split: &str) -> Result<Split, DataError> {
+fn repacked_split(
+    pickle: &Pickle<'_>,
+    array: &Array,
+    path: &Path,
+    split: &str,
+) -> Result<Split, DataError> {
     let name = "top-level array";
     let float = float_type(array, path, name)?;
     let [classes, samples, dim] = array.shape[..] else {
@@ -111,7 +118,9 @@ fn repacked_split(pickle: &Pickle<'_>, array: &Array, path: &Path, split: &str) 
             expected: "(classes, samples, features), all non-zero",
         });
     }
-    let raw = pickle.raw_data(array).ok_or_else(|| data_error(path, name))?;
+    let raw = pickle
+        .raw_data(array)
+        .ok_or_else(|| data_error(path, name))?;
     let st = strides(array);
     let mut data = vec![0f32; classes * samples * dim];
     for (row, dst) in data.chunks_exact_mut(dim).enumerate() {
@@ -133,7 +142,11 @@ fn repacked_split(pickle: &Pickle<'_>, array: &Array, path: &Path, split: &str) 
 
 /// The keys of a LEO file as byte strings (Python 2 `str`, Python 3 `str`
 /// in UTF-8 or latin-1; fixed-width `S` / `U` arrays are accepted too).
-fn key_strings<'p>(pickle: &'p Pickle<'_>, keys: &Array, path: &Path) -> Result<Vec<Cow<'p, [u8]>>, DataError> {
+fn key_strings<'p>(
+    pickle: &'p Pickle<'_>,
+    keys: &Array,
+    path: &Path,
+) -> Result<Vec<Cow<'p, [u8]>>, DataError> {
     let bad = |row: usize, key: String, problem: &'static str| DataError::BadKey {
         path: path.to_path_buf(),
         row,
@@ -142,7 +155,9 @@ fn key_strings<'p>(pickle: &'p Pickle<'_>, keys: &Array, path: &Path) -> Result<
     };
     match keys.dtype.kind {
         b'O' => {
-            let items = pickle.objects(keys).ok_or_else(|| data_error(path, "keys"))?;
+            let items = pickle
+                .objects(keys)
+                .ok_or_else(|| data_error(path, "keys"))?;
             items
                 .iter()
                 .enumerate()
@@ -155,7 +170,9 @@ fn key_strings<'p>(pickle: &'p Pickle<'_>, keys: &Array, path: &Path) -> Result<
                 .collect()
         }
         b'S' | b'U' if keys.dtype.itemsize > 0 => {
-            let raw = pickle.raw_data(keys).ok_or_else(|| data_error(path, "keys"))?;
+            let raw = pickle
+                .raw_data(keys)
+                .ok_or_else(|| data_error(path, "keys"))?;
             let width = keys.dtype.itemsize;
             raw.chunks_exact(width)
                 .enumerate()
@@ -174,7 +191,8 @@ fn key_strings<'p>(pickle: &'p Pickle<'_>, keys: &Array, path: &Path) -> Result<
                         if code == 0 {
                             break;
                         }
-                        let c = char::from_u32(code).ok_or_else(|| bad(row, s.clone(), "invalid code point"))?;
+                        let c = char::from_u32(code)
+                            .ok_or_else(|| bad(row, s.clone(), "invalid code point"))?;
                         s.push(c);
                     }
                     Ok(Cow::Owned(s.into_bytes()))
@@ -200,7 +218,11 @@ fn decode_name(bytes: &[u8]) -> String {
 
 /// Splits a key "<x>-<class>-<image file>" into (class, image file),
 /// checking that the image file name starts with "<class>_".
-fn parse_key<'k>(key: &'k [u8], row: usize, path: &Path) -> Result<(&'k [u8], &'k [u8]), DataError> {
+fn parse_key<'k>(
+    key: &'k [u8],
+    row: usize,
+    path: &Path,
+) -> Result<(&'k [u8], &'k [u8]), DataError> {
     let bad = |problem| DataError::BadKey {
         path: path.to_path_buf(),
         row,
@@ -208,9 +230,12 @@ fn parse_key<'k>(key: &'k [u8], row: usize, path: &Path) -> Result<(&'k [u8], &'
         problem,
     };
     let mut fields = key.split(|&b| b == b'-');
-    let (Some(_), Some(class), Some(image), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+    let (Some(_), Some(class), Some(image), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
     else {
-        return Err(bad("expected \"<x>-<class>-<image file>\" with exactly two '-'"));
+        return Err(bad(
+            "expected \"<x>-<class>-<image file>\" with exactly two '-'",
+        ));
     };
     if class.is_empty() {
         return Err(bad("empty class field"));
@@ -230,10 +255,12 @@ fn parse_key<'k>(key: &'k [u8], row: usize, path: &Path) -> Result<(&'k [u8], &'
 fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, DataError> {
     let root = pickle.root();
     let entry = |key: &'static str| -> Result<&Array, DataError> {
-        let value: Value = pickle.dict_get(root, key).ok_or_else(|| DataError::MissingKey {
-            path: path.to_path_buf(),
-            key,
-        })?;
+        let value: Value = pickle
+            .dict_get(root, key)
+            .ok_or_else(|| DataError::MissingKey {
+                path: path.to_path_buf(),
+                key,
+            })?;
         pickle.array(value).ok_or_else(|| DataError::NotEmbeddings {
             path: path.to_path_buf(),
             found: format!("a dict whose {key:?} is {}", pickle.describe(value)),
@@ -251,7 +278,11 @@ fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, Dat
         return Err(bad_shape("embeddings", embeddings, "(examples, features)"));
     };
     if rows == 0 || dim == 0 {
-        return Err(bad_shape("embeddings", embeddings, "(examples, features), both non-zero"));
+        return Err(bad_shape(
+            "embeddings",
+            embeddings,
+            "(examples, features), both non-zero",
+        ));
     }
     let [n_keys] = keys.shape[..] else {
         return Err(bad_shape("keys", keys, "(examples,)"));
@@ -266,7 +297,9 @@ fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, Dat
     }
     let keys = key_strings(pickle, keys, path)?;
     let grouping = group_by_class(&keys, path)?;
-    let raw = pickle.raw_data(embeddings).ok_or_else(|| data_error(path, "embeddings"))?;
+    let raw = pickle
+        .raw_data(embeddings)
+        .ok_or_else(|| data_error(path, "embeddings"))?;
     let st = strides(embeddings);
     let mut starts = Vec::with_capacity(grouping.counts.len());
     let mut next = 0usize;

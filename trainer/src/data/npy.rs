@@ -43,7 +43,11 @@ fn open(path: &Path) -> Result<File, DataError> {
 }
 
 /// Reads one `.npy` stream holding a `(classes, samples, D)` float array.
-fn read_class_array(mut reader: impl Read, path: &Path, name: &str) -> Result<ClassArray, DataError> {
+fn read_class_array(
+    mut reader: impl Read,
+    path: &Path,
+    name: &str,
+) -> Result<ClassArray, DataError> {
     let header = NpyHeader::from_reader(&mut reader)
         .map_err(|e| malformed(path, format!("{name}: not a valid .npy array: {e}")))?;
     let dtype = header.dtype();
@@ -132,8 +136,14 @@ fn read_class_array(mut reader: impl Read, path: &Path, name: &str) -> Result<Cl
 }
 
 /// Reads a 1-D string array of class names.
-fn read_names(reader: impl Read, path: &Path, name: &str, classes: usize) -> Result<Vec<String>, DataError> {
-    let npy = NpyFile::new(reader).map_err(|e| malformed(path, format!("{name}: not a valid .npy array: {e}")))?;
+fn read_names(
+    reader: impl Read,
+    path: &Path,
+    name: &str,
+    classes: usize,
+) -> Result<Vec<String>, DataError> {
+    let npy = NpyFile::new(reader)
+        .map_err(|e| malformed(path, format!("{name}: not a valid .npy array: {e}")))?;
     if npy.shape().len() != 1 {
         return Err(DataError::BadShape {
             path: path.to_path_buf(),
@@ -154,8 +164,17 @@ fn read_names(reader: impl Read, path: &Path, name: &str, classes: usize) -> Res
     Ok(names)
 }
 
-fn into_split(array: ClassArray, names: Option<Vec<String>>, split: &str, origin: &Path) -> Result<Split, DataError> {
-    let names = names.unwrap_or_else(|| (0..array.classes).map(|c| format!("{split}-{c:04}")).collect());
+fn into_split(
+    array: ClassArray,
+    names: Option<Vec<String>>,
+    split: &str,
+    origin: &Path,
+) -> Result<Split, DataError> {
+    let names = names.unwrap_or_else(|| {
+        (0..array.classes)
+            .map(|c| format!("{split}-{c:04}"))
+            .collect()
+    });
     Split::new(
         split,
         origin.display().to_string(),
@@ -225,10 +244,11 @@ pub fn read_npz(path: &Path) -> Result<Dataset, DataError> {
     let mut splits = Vec::with_capacity(3);
     for kind in SplitKind::ALL {
         let name = kind.name();
-        let member = npz_member(&mut archive, path, name)?.ok_or_else(|| DataError::MissingArray {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-        })?;
+        let member =
+            npz_member(&mut archive, path, name)?.ok_or_else(|| DataError::MissingArray {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            })?;
         let array = read_class_array(member, path, name)?;
         let names_key = format!("{name}_classes");
         let names = match npz_member(&mut archive, path, &names_key)? {

@@ -86,14 +86,19 @@ impl Split {
         let mut seen = HashMap::with_capacity(class_names.len());
         for (c, class) in class_names.iter().enumerate() {
             if let Some(first) = seen.insert(class.as_str(), c) {
-                return Err(invalid(format!("class {class:?} listed twice (classes {first} and {c})")));
+                return Err(invalid(format!(
+                    "class {class:?} listed twice (classes {first} and {c})"
+                )));
             }
         }
         let mut offsets = Vec::with_capacity(counts.len() + 1);
         offsets.push(0usize);
         for (c, &n) in counts.iter().enumerate() {
             if n == 0 {
-                return Err(invalid(format!("class {:?} has no examples", class_names[c])));
+                return Err(invalid(format!(
+                    "class {:?} has no examples",
+                    class_names[c]
+                )));
             }
             let next = offsets[c]
                 .checked_add(n)
@@ -107,7 +112,18 @@ impl Split {
                 data.len()
             )));
         }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        // Chunked so the common all-finite case vectorises.
+        let bad_chunk = data
+            .chunks(4096)
+            .position(|chunk| !chunk.iter().fold(true, |ok, v| ok & v.is_finite()));
+        let first_bad = bad_chunk.and_then(|c| {
+            let start = c * 4096;
+            data[start..]
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| start + i)
+        });
+        if let Some(i) = first_bad {
             let row = i / dim;
             let class = offsets.partition_point(|&o| o <= row) - 1;
             return Err(DataError::NonFinite {
@@ -167,7 +183,10 @@ impl Split {
 
     /// The smallest number of examples of any class.
     pub fn min_class_len(&self) -> usize {
-        (0..self.num_classes()).map(|c| self.class_len(c)).min().unwrap_or(0)
+        (0..self.num_classes())
+            .map(|c| self.class_len(c))
+            .min()
+            .unwrap_or(0)
     }
 
     /// The examples of class `class`, row-major (`class_len * dim` values);
@@ -229,7 +248,12 @@ pub struct Dataset {
 impl Dataset {
     /// Assembles a data set; refuses splits whose dimensions differ or that
     /// share a class name.
-    pub fn new(name: impl Into<String>, train: Split, val: Split, test: Split) -> Result<Dataset, DataError> {
+    pub fn new(
+        name: impl Into<String>,
+        train: Split,
+        val: Split,
+        test: Split,
+    ) -> Result<Dataset, DataError> {
         let name = name.into();
         for other in [&val, &test] {
             if other.dim() != train.dim() {
@@ -255,7 +279,12 @@ impl Dataset {
                 }
             }
         }
-        Ok(Dataset { name, train, val, test })
+        Ok(Dataset {
+            name,
+            train,
+            val,
+            test,
+        })
     }
 
     /// The data set's name (its path, or the synthetic spec).
@@ -293,7 +322,12 @@ impl Dataset {
 
     /// Checks, before any training starts, that every split has at least
     /// `n_way` classes and every class at least `k_shot + n_query` examples.
-    pub fn check_episodes(&self, n_way: usize, k_shot: usize, n_query: usize) -> Result<(), DataError> {
+    pub fn check_episodes(
+        &self,
+        n_way: usize,
+        k_shot: usize,
+        n_query: usize,
+    ) -> Result<(), DataError> {
         if n_way == 0 || k_shot == 0 {
             return Err(DataError::InvalidSettings(format!(
                 "{n_way}-way {k_shot}-shot episodes need N >= 1 and K >= 1"

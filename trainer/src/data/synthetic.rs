@@ -110,10 +110,17 @@ impl SyntheticSpec {
             )));
         }
         let total = self.dim.checked_mul(self.examples_per_class).and_then(|n| {
-            n.checked_mul(self.train_classes.max(self.val_classes).max(self.test_classes))
+            n.checked_mul(
+                self.train_classes
+                    .max(self.val_classes)
+                    .max(self.test_classes),
+            )
         });
         if total.is_none() {
-            return Err(DataError::InvalidSettings(format!("synthetic data too large: {}", self.describe())));
+            return Err(DataError::InvalidSettings(format!(
+                "synthetic data too large: {}",
+                self.describe()
+            )));
         }
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
         let warp = Warp::new(self.dim, &mut rng);
@@ -122,10 +129,11 @@ impl SyntheticSpec {
             .collect();
         let origin = self.describe();
         let mut splits = Vec::with_capacity(3);
-        for (kind, classes) in SplitKind::ALL
-            .into_iter()
-            .zip([self.train_classes, self.val_classes, self.test_classes])
-        {
+        for (kind, classes) in SplitKind::ALL.into_iter().zip([
+            self.train_classes,
+            self.val_classes,
+            self.test_classes,
+        ]) {
             let mut names = Vec::with_capacity(classes);
             let mut data = Vec::with_capacity(classes * self.examples_per_class * self.dim);
             let mut features = vec![0f32; self.dim];
@@ -140,12 +148,21 @@ impl SyntheticSpec {
                 }
             }
             let counts = vec![self.examples_per_class; classes];
-            splits.push(Split::new(kind.name(), origin.clone(), names, self.dim, &counts, data)?);
+            splits.push(Split::new(
+                kind.name(),
+                origin.clone(),
+                names,
+                self.dim,
+                &counts,
+                data,
+            )?);
         }
         let mut splits = splits.into_iter();
         match (splits.next(), splits.next(), splits.next()) {
             (Some(train), Some(val), Some(test)) => Dataset::new(origin, train, val, test),
-            _ => Err(DataError::InvalidSettings("synthetic split generation failed".into())),
+            _ => Err(DataError::InvalidSettings(
+                "synthetic split generation failed".into(),
+            )),
         }
     }
 }
@@ -166,8 +183,9 @@ impl ClassModel {
     fn new(centre: &[f32; LATENT], rng: &mut Xoshiro256PlusPlus) -> Self {
         let offset: [f32; LATENT] = gaussian(rng, CLASS_SPREAD);
         let prototype = std::array::from_fn(|i| centre[i] + offset[i]);
-        let scales: [f32; LATENT] =
-            std::array::from_fn(|_| NOISE_SCALE * (NOISE_ANISOTROPY * rng.sample::<f32, _>(StandardNormal)).exp());
+        let scales: [f32; LATENT] = std::array::from_fn(|_| {
+            NOISE_SCALE * (NOISE_ANISOTROPY * rng.sample::<f32, _>(StandardNormal)).exp()
+        });
         let norm = (LATENT as f32).sqrt();
         let mut noise = vec![0f32; LATENT * LATENT];
         for (i, row) in noise.chunks_exact_mut(LATENT).enumerate() {

@@ -9,7 +9,9 @@ use trainer::data::{Dataset, Split, SplitKind};
 
 /// Path of a committed fixture.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// One split of `expected.npz`.
@@ -56,7 +58,11 @@ pub fn assert_matches(split: &Split, exp: &Expected, names: bool) {
         .iter()
         .zip(&exp.data)
         .all(|(a, b)| a.to_bits() == b.to_bits());
-    assert!(same && split.data().len() == exp.data.len(), "{}: values differ", split.origin());
+    assert!(
+        same && split.data().len() == exp.data.len(),
+        "{}: values differ",
+        split.origin()
+    );
     if names {
         assert_eq!(split.class_names(), &exp.classes[..], "{}", split.origin());
     }

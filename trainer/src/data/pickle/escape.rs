@@ -130,7 +130,9 @@ impl Decoded {
                     *self = Decoded::Utf8(s);
                 }
             },
-            Decoded::Utf8(s) => s.push(char::from_u32(code).ok_or("invalid code point in UNICODE")?),
+            Decoded::Utf8(s) => {
+                s.push(char::from_u32(code).ok_or("invalid code point in UNICODE")?)
+            }
         }
         Ok(())
     }

@@ -259,7 +259,9 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= self.frame_base() {
             return Err(self.malformed("stack underflow"));
         }
-        self.stack.pop().ok_or_else(|| self.malformed("stack underflow"))
+        self.stack
+            .pop()
+            .ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn top(&self) -> Step<Value> {
@@ -486,7 +488,8 @@ impl<'a> Machine<'a> {
                 // unicode strings
                 b'V' => {
                     let line = self.line()?;
-                    let text = escape::raw_unicode_escape_decode(line).map_err(|p| self.malformed(p))?;
+                    let text =
+                        escape::raw_unicode_escape_decode(line).map_err(|p| self.malformed(p))?;
                     self.push_obj(Object::Text(text));
                 }
                 0x8c => {
@@ -578,7 +581,8 @@ impl<'a> Machine<'a> {
 
     fn push_utf8(&mut self, n: usize) -> Step<()> {
         let bytes = self.take(n)?;
-        let s = std::str::from_utf8(bytes).map_err(|_| self.malformed("unicode string is not valid UTF-8"))?;
+        let s = std::str::from_utf8(bytes)
+            .map_err(|_| self.malformed("unicode string is not valid UTF-8"))?;
         self.push_obj(Object::Text(Text::Utf8(Cow::Borrowed(s))));
         Ok(())
     }
@@ -591,10 +595,11 @@ impl<'a> Machine<'a> {
     }
 
     fn parse_int(&self, digits: &str) -> Step<i64> {
-        digits
-            .trim()
-            .parse()
-            .map_err(|_| self.malformed(format!("integer literal {digits:?} is not a 64-bit integer")))
+        digits.trim().parse().map_err(|_| {
+            self.malformed(format!(
+                "integer literal {digits:?} is not a 64-bit integer"
+            ))
+        })
     }
 
     /// INT: `I01` / `I00` are True / False (protocols 0 and 1), else a decimal.
@@ -661,7 +666,10 @@ impl<'a> Machine<'a> {
     fn tuple_items(&self, v: Value, what: &str) -> Step<Vec<Value>> {
         match self.obj(v) {
             Some(Object::Tuple(items)) => Ok(items.clone()),
-            _ => Err(self.malformed(format!("{what} must be a tuple, found {}", self.describe(v)))),
+            _ => Err(self.malformed(format!(
+                "{what} must be a tuple, found {}",
+                self.describe(v)
+            ))),
         }
     }
 
@@ -682,7 +690,8 @@ impl<'a> Machine<'a> {
         dims.into_iter()
             .map(|d| {
                 let d = self.int(d, "array dimension")?;
-                usize::try_from(d).map_err(|_| self.malformed(format!("negative array dimension {d}")))
+                usize::try_from(d)
+                    .map_err(|_| self.malformed(format!("negative array dimension {d}")))
             })
             .collect()
     }
@@ -690,7 +699,10 @@ impl<'a> Machine<'a> {
     fn dtype(&self, v: Value) -> Step<Dtype> {
         match self.obj(v) {
             Some(Object::Dtype(d)) => Ok(*d),
-            _ => Err(self.malformed(format!("expected a numpy dtype, found {}", self.describe(v)))),
+            _ => Err(self.malformed(format!(
+                "expected a numpy dtype, found {}",
+                self.describe(v)
+            ))),
         }
     }
 
@@ -698,7 +710,10 @@ impl<'a> Machine<'a> {
         match self.obj(v) {
             Some(Object::Bytes(b)) => Ok(b),
             Some(Object::Text(t)) => Ok(t.raw()),
-            _ => Err(self.malformed(format!("{what} must be a string, found {}", self.describe(v)))),
+            _ => Err(self.malformed(format!(
+                "{what} must be a string, found {}",
+                self.describe(v)
+            ))),
         }
     }
 
@@ -714,7 +729,9 @@ impl<'a> Machine<'a> {
             Callable::Reconstruct => {
                 let cls = args.first().and_then(|&a| self.obj(a));
                 if !matches!(cls, Some(Object::Callable(Callable::NdArray))) {
-                    return Err(self.malformed("_reconstruct of something other than numpy.ndarray"));
+                    return Err(
+                        self.malformed("_reconstruct of something other than numpy.ndarray")
+                    );
                 }
                 Object::Array(None)
             }
@@ -736,7 +753,10 @@ impl<'a> Machine<'a> {
                     [t, e] => (t, self.string_arg(e, "encoding")?),
                     _ => return Err(self.malformed("_codecs.encode needs 2 arguments")),
                 };
-                if !matches!(encoding, b"latin1" | b"latin-1" | b"iso-8859-1" | b"iso8859-1") {
+                if !matches!(
+                    encoding,
+                    b"latin1" | b"latin-1" | b"iso-8859-1" | b"iso8859-1"
+                ) {
                     return Err(self.malformed(format!(
                         "_codecs.encode with encoding {:?}",
                         String::from_utf8_lossy(encoding)
@@ -746,7 +766,10 @@ impl<'a> Machine<'a> {
                     Some(Object::Text(t)) => t.to_latin1(),
                     _ => None,
                 };
-                Object::Bytes(bytes.ok_or_else(|| self.malformed("_codecs.encode of a non-latin-1 string"))?)
+                Object::Bytes(
+                    bytes
+                        .ok_or_else(|| self.malformed("_codecs.encode of a non-latin-1 string"))?,
+                )
             }
             Callable::Bytes => {
                 if !args.is_empty() {
@@ -819,13 +842,19 @@ impl<'a> Machine<'a> {
             [c] => ByteOrder::from_char(*c),
             _ => None,
         }
-        .ok_or_else(|| self.malformed(format!("bad dtype byte order {:?}", String::from_utf8_lossy(order))))?;
+        .ok_or_else(|| {
+            self.malformed(format!(
+                "bad dtype byte order {:?}",
+                String::from_utf8_lossy(order)
+            ))
+        })?;
         if items[2] != Value::None || items[3] != Value::None {
             return Err(self.malformed("structured or subarray dtypes are not supported"));
         }
         let elsize = self.int(items[5], "dtype element size")?;
         if elsize >= 0 {
-            dtype.itemsize = usize::try_from(elsize).map_err(|_| self.malformed("dtype element size too large"))?;
+            dtype.itemsize = usize::try_from(elsize)
+                .map_err(|_| self.malformed("dtype element size too large"))?;
         }
         Ok(dtype)
     }
@@ -846,9 +875,12 @@ impl<'a> Machine<'a> {
         let dtype = self.dtype(dtype)?;
         let fortran = self.flag(fortran, "array fortran flag")?;
         let data = if dtype.kind == b'O' {
-            let count = element_count(&shape).ok_or_else(|| self.malformed("array shape overflows"))?;
+            let count =
+                element_count(&shape).ok_or_else(|| self.malformed("array shape overflows"))?;
             match (data, self.obj(data)) {
-                (Value::Obj(id), Some(Object::List(items))) if items.len() == count => ArrayData::Objects(id),
+                (Value::Obj(id), Some(Object::List(items))) if items.len() == count => {
+                    ArrayData::Objects(id)
+                }
                 (_, Some(Object::List(items))) => {
                     return Err(self.malformed(format!(
                         "object array of shape {shape:?} holds {} items",

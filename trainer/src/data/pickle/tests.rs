@@ -57,11 +57,18 @@ fn scalars_of_every_protocol() {
 #[test]
 fn too_large_integers_are_refused() {
     let b = b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.";
-    assert!(matches!(parse(b), Err(PickleError::Malformed { offset: 0, .. })));
-    let b = b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80\x8a\x09\xff\xff\xff\xff\xff\xff\xff\x7f\xff.";
+    assert!(matches!(
+        parse(b),
+        Err(PickleError::Malformed { offset: 0, .. })
+    ));
+    let b =
+        b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80\x8a\x09\xff\xff\xff\xff\xff\xff\xff\x7f\xff.";
     // the first is i64::MIN (fits); the second is positive 2**63 - 1 + ... with
     // a sign byte of 0xff: negative and too large.
-    assert!(matches!(parse(b), Err(PickleError::Malformed { offset: 10, .. })));
+    assert!(matches!(
+        parse(b),
+        Err(PickleError::Malformed { offset: 10, .. })
+    ));
 }
 
 #[test]
@@ -77,15 +84,15 @@ fn pop_removes_a_value_or_the_mark() {
 #[test]
 fn structural_errors_name_the_offset() {
     let cases: &[(&[u8], usize)] = &[
-        (b"\x80\x02t.", 2),        // TUPLE without MARK
-        (b"\x80\x02(a.", 3),       // APPEND on an empty frame
-        (b"\x80\x02h\x05.", 2),    // BINGET of an undefined memo key
-        (b"K\x01a.", 2),           // APPEND to an int
-        (b"K\x01K\x02R.", 4),      // REDUCE of an int
-        (b"}K\x01u.", 3),          // SETITEMS without MARK
-        (b"(K\x01K\x02K\x03d.", 7), // odd number of dict items
-        (b"S'abc\n.", 0),          // unterminated STRING
-        (b"Iabc\n.", 0),           // bad INT literal
+        (b"\x80\x02t.", 2),                 // TUPLE without MARK
+        (b"\x80\x02(a.", 3),                // APPEND on an empty frame
+        (b"\x80\x02h\x05.", 2),             // BINGET of an undefined memo key
+        (b"K\x01a.", 2),                    // APPEND to an int
+        (b"K\x01K\x02R.", 4),               // REDUCE of an int
+        (b"}K\x01u.", 3),                   // SETITEMS without MARK
+        (b"(K\x01K\x02K\x03d.", 7),         // odd number of dict items
+        (b"S'abc\n.", 0),                   // unterminated STRING
+        (b"Iabc\n.", 0),                    // bad INT literal
         (b"X\x02\x00\x00\x00\xff\xfe.", 0), // invalid UTF-8
     ];
     for &(bytes, offset) in cases {
@@ -112,7 +119,10 @@ fn unsupported_opcodes_protocols_and_callables() {
     ));
     assert_eq!(
         parse(b"\x80\x06K\x01.").err(),
-        Some(PickleError::UnsupportedProtocol { protocol: 6, offset: 0 })
+        Some(PickleError::UnsupportedProtocol {
+            protocol: 6,
+            offset: 0
+        })
     );
     assert_eq!(
         parse(b"\x80\x02cos\nsystem\nU\x02ls\x85R.").err(),
@@ -144,7 +154,8 @@ fn lengths_past_the_end_are_truncation() {
 #[test]
 fn codecs_encode_round_trips_latin1() {
     // _codecs.encode('\u00ff\u0000A', 'latin1') as Python 3 protocol 2 writes it.
-    let b = b"\x80\x02c_codecs\nencode\nX\x04\x00\x00\x00\xc3\xbf\x00AX\x06\x00\x00\x00latin1\x86R.";
+    let b =
+        b"\x80\x02c_codecs\nencode\nX\x04\x00\x00\x00\xc3\xbf\x00AX\x06\x00\x00\x00latin1\x86R.";
     let p = parse(b).unwrap();
     assert_eq!(p.string(p.root()), Some(&b"\xff\x00A"[..]));
     // A code point above 255 cannot be latin-1.
@@ -155,7 +166,9 @@ fn codecs_encode_round_trips_latin1() {
 #[test]
 fn array_data_must_match_shape() {
     // _reconstruct(ndarray, (0,), 'b') BUILT with shape (2,) f4 but 4 bytes of data.
-    let mut b = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R".to_vec();
+    let mut b =
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+            .to_vec();
     b.extend_from_slice(b"(K\x01K\x02\x85cnumpy\ndtype\nU\x02f4K\x00K\x01\x87R");
     b.extend_from_slice(b"(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb");
     let at = b.len() + 8;
@@ -183,7 +196,10 @@ fn dtype_type_strings() {
     assert_eq!((d.kind, d.itemsize), (b'U', 36));
     let d = Dtype::from_typestr(b">f8").unwrap();
     assert_eq!((d.kind, d.itemsize, d.order), (b'f', 8, ByteOrder::Big));
-    assert_eq!(Dtype::from_typestr(b"O8").unwrap().order, ByteOrder::NotApplicable);
+    assert_eq!(
+        Dtype::from_typestr(b"O8").unwrap().order,
+        ByteOrder::NotApplicable
+    );
     assert_eq!(Dtype::from_typestr(b"f4").unwrap().to_string(), "<f4");
     for bad in [&b""[..], b"q4", b"f", b"fx", b"U99999999999999999999"] {
         assert!(Dtype::from_typestr(bad).is_none(), "{bad:?}");
