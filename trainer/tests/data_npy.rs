@@ -101,3 +101,45 @@ fn truncated_extended_and_wrong_npy_files_are_refused() {
         (2, 3, 4)
     );
 }
+
+#[test]
+fn corrupt_headers_are_refused_without_huge_allocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.npy");
+    // Version 2 header claiming 4 GiB of header text.
+    std::fs::write(&path, b"\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr'").unwrap();
+    let err = read_npy_split(&path, "train").unwrap_err();
+    assert!(
+        err.to_string().contains("header of 4294967295 bytes"),
+        "{err}"
+    );
+    // Dimensions whose product overflows 64 bits (zeros do not hide it).
+    let header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296, 4294967296), }\n";
+    let mut file = b"\x93NUMPY\x01\x00".to_vec();
+    file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    file.extend_from_slice(header);
+    std::fs::write(&path, &file).unwrap();
+    let err = read_npy_split(&path, "train").unwrap_err();
+    assert!(err.to_string().contains("does not fit in 64 bits"), "{err}");
+    // Not an npy file at all.
+    std::fs::write(&path, b"PK\x03\x04 not npy").unwrap();
+    let err = read_npy_split(&path, "train").unwrap_err();
+    assert!(err.to_string().contains("no NUMPY magic"), "{err}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Random byte changes to an .npy file never panic.
+    #[test]
+    fn random_npy_corruption_never_panics(changes in proptest::collection::vec((0usize..7808, proptest::prelude::any::<u8>()), 1..6)) {
+        let mut bytes = std::fs::read(fixture("npy_dir/train.npy")).unwrap();
+        for (at, value) in changes {
+            let n = bytes.len();
+            bytes[at % n] = value;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.npy");
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = read_npy_split(&path, "train");
+    }
+}

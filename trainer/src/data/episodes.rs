@@ -75,14 +75,21 @@ impl EpisodeBatch {
     /// label is below N.
     pub fn check(&self) -> Result<(), DataError> {
         let (b, n, k, q, d) = (self.batch, self.n_way, self.k_shot, self.n_query, self.dim);
+        let product = |factors: &[usize]| factors.iter().try_fold(1usize, |p, &f| p.checked_mul(f));
         let sizes = [
-            ("support", self.support.len(), b * n * k * d),
-            ("support_labels", self.support_labels.len(), b * n * k),
-            ("query", self.query.len(), b * n * q * d),
-            ("query_labels", self.query_labels.len(), b * n * q),
+            ("support", self.support.len(), product(&[b, n, k, d])),
+            (
+                "support_labels",
+                self.support_labels.len(),
+                product(&[b, n, k]),
+            ),
+            ("query", self.query.len(), product(&[b, n, q, d])),
+            ("query_labels", self.query_labels.len(), product(&[b, n, q])),
         ];
         for (name, have, want) in sizes {
-            if have != want {
+            if Some(have) != want {
+                let want =
+                    want.map_or_else(|| "more than usize::MAX".to_string(), |w| w.to_string());
                 return Err(DataError::InvalidSettings(format!(
                     "episode batch: {name} has {have} values, B={b} N={n} K={k} Q={q} D={d} needs {want}"
                 )));

@@ -57,7 +57,7 @@ pub enum DataError {
         /// Number of embedding rows.
         rows: usize,
     },
-    /// A key is not of the form "<x>-<class>-<image file>".
+    /// A key is not of the form `"<x>-<class>-<image file>"`.
     #[error("{}: bad key format at row {row}: {key:?} ({problem})", path.display())]
     BadKey {
         /// The pickle file.

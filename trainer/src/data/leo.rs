@@ -80,13 +80,14 @@ fn float_type(array: &Array, path: &Path, name: &str) -> Result<FloatType, DataE
 fn strides(array: &Array) -> Vec<usize> {
     let n = array.shape.len();
     let mut strides = vec![1usize; n];
+    // Saturating: a stride that does not fit makes `gather` fail, not wrap.
     if array.fortran {
         for axis in 1..n {
-            strides[axis] = strides[axis - 1] * array.shape[axis - 1];
+            strides[axis] = strides[axis - 1].saturating_mul(array.shape[axis - 1]);
         }
     } else {
         for axis in (0..n.saturating_sub(1)).rev() {
-            strides[axis] = strides[axis + 1] * array.shape[axis + 1];
+            strides[axis] = strides[axis + 1].saturating_mul(array.shape[axis + 1]);
         }
     }
     strides
@@ -125,8 +126,11 @@ fn repacked_split(
     let mut data = vec![0f32; classes * samples * dim];
     for (row, dst) in data.chunks_exact_mut(dim).enumerate() {
         let (c, s) = (row / samples, row % samples);
+        let start = c
+            .saturating_mul(st[0])
+            .saturating_add(s.saturating_mul(st[1]));
         float
-            .gather(raw, c * st[0] + s * st[1], st[2], dst)
+            .gather(raw, start, st[2], dst)
             .ok_or_else(|| data_error(path, name))?;
     }
     let names = (0..classes).map(|c| format!("{split}-{c:04}")).collect();
@@ -313,7 +317,7 @@ fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, Dat
         starts[class] += 1;
         let dst = &mut data[dst_row * dim..(dst_row + 1) * dim];
         float
-            .gather(raw, row * st[0], st[1], dst)
+            .gather(raw, row.saturating_mul(st[0]), st[1], dst)
             .ok_or_else(|| data_error(path, "embeddings"))?;
     }
     Split::new(

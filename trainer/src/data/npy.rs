@@ -42,14 +42,86 @@ fn open(path: &Path) -> Result<File, DataError> {
     })
 }
 
+/// Largest header accepted (numpy's own reader refuses more than 10,000
+/// bytes by default).
+const MAX_HEADER_LEN: usize = 65_536;
+
+/// Reads an `.npy` header. The preamble and the shape are checked here
+/// before `npyz` parses the header, so that a corrupt length cannot make it
+/// allocate gigabytes and absurd dimensions cannot overflow its arithmetic.
+fn read_header(reader: &mut impl Read, path: &Path, name: &str) -> Result<NpyHeader, DataError> {
+    let bad =
+        |problem: String| malformed(path, format!("{name}: not a valid .npy array: {problem}"));
+    let io = |e: std::io::Error| bad(format!("header: {e}"));
+    let mut preamble = vec![0u8; 8];
+    reader.read_exact(&mut preamble).map_err(io)?;
+    if &preamble[..6] != b"\x93NUMPY" {
+        return Err(bad("no NUMPY magic".into()));
+    }
+    let len_size = match preamble[6] {
+        1 => 2,
+        2 | 3 => 4,
+        v => return Err(bad(format!("unsupported format version {v}"))),
+    };
+    let mut len_bytes = vec![0u8; len_size];
+    reader.read_exact(&mut len_bytes).map_err(io)?;
+    let header_len = len_bytes
+        .iter()
+        .rev()
+        .fold(0usize, |n, &b| (n << 8) | usize::from(b));
+    if header_len > MAX_HEADER_LEN {
+        return Err(bad(format!("header of {header_len} bytes")));
+    }
+    let mut text = vec![0u8; header_len];
+    reader.read_exact(&mut text).map_err(io)?;
+    if shape_overflows(&text) {
+        return Err(bad("shape does not fit in 64 bits".into()));
+    }
+    preamble.extend_from_slice(&len_bytes);
+    preamble.extend_from_slice(&text);
+    NpyHeader::from_reader(&preamble[..]).map_err(|e| bad(e.to_string()))
+}
+
+/// Whether the `'shape'` tuple of a header's text has dimensions whose
+/// product (zeros skipped) overflows `u64`. Unparsable text is left to
+/// `npyz` to reject.
+fn shape_overflows(text: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(text);
+    let Some(at) = text.find("'shape'").or_else(|| text.find("\"shape\"")) else {
+        return false;
+    };
+    let rest = &text[at..];
+    let (Some(open), Some(close)) = (rest.find('('), rest.find(')')) else {
+        return false;
+    };
+    if close < open {
+        return false;
+    }
+    let mut product = 1u64;
+    for field in rest[open + 1..close].split(',') {
+        let digits = field.trim().trim_end_matches('L');
+        if digits.is_empty() {
+            continue;
+        }
+        match digits.parse::<u64>() {
+            Ok(0) => {}
+            Ok(d) => match product.checked_mul(d) {
+                Some(p) => product = p,
+                None => return true,
+            },
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 /// Reads one `.npy` stream holding a `(classes, samples, D)` float array.
 fn read_class_array(
     mut reader: impl Read,
     path: &Path,
     name: &str,
 ) -> Result<ClassArray, DataError> {
-    let header = NpyHeader::from_reader(&mut reader)
-        .map_err(|e| malformed(path, format!("{name}: not a valid .npy array: {e}")))?;
+    let header = read_header(&mut reader, path, name)?;
     let dtype = header.dtype();
     let float = match &dtype {
         DType::Plain(ts) if ts.type_char() == TypeChar::Float => {
@@ -92,7 +164,7 @@ fn read_class_array(
         .ok_or_else(bad_shape)?;
     let mut raw = Vec::new();
     reader
-        .take(expected as u64 + 1)
+        .take((expected as u64).saturating_add(1))
         .read_to_end(&mut raw)
         .map_err(|source| DataError::Io {
             path: path.to_path_buf(),
@@ -137,13 +209,13 @@ fn read_class_array(
 
 /// Reads a 1-D string array of class names.
 fn read_names(
-    reader: impl Read,
+    mut reader: impl Read,
     path: &Path,
     name: &str,
     classes: usize,
 ) -> Result<Vec<String>, DataError> {
-    let npy = NpyFile::new(reader)
-        .map_err(|e| malformed(path, format!("{name}: not a valid .npy array: {e}")))?;
+    let header = read_header(&mut reader, path, name)?;
+    let npy = NpyFile::with_header(header, reader);
     if npy.shape().len() != 1 {
         return Err(DataError::BadShape {
             path: path.to_path_buf(),

@@ -175,10 +175,13 @@ impl Split {
 
     /// Number of examples of class `class` (0 if out of range).
     pub fn class_len(&self, class: usize) -> usize {
-        match (self.offsets.get(class), self.offsets.get(class + 1)) {
-            (Some(a), Some(b)) => b - a,
-            _ => 0,
-        }
+        self.class_rows(class).map_or(0, |(a, b)| b - a)
+    }
+
+    /// First and one-past-last row of class `class`.
+    fn class_rows(&self, class: usize) -> Option<(usize, usize)> {
+        let end = *self.offsets.get(class.checked_add(1)?)?;
+        Some((self.offsets[class], end))
     }
 
     /// The smallest number of examples of any class.
@@ -192,16 +195,17 @@ impl Split {
     /// The examples of class `class`, row-major (`class_len * dim` values);
     /// empty if out of range.
     pub fn class_data(&self, class: usize) -> &[f32] {
-        match (self.offsets.get(class), self.offsets.get(class + 1)) {
-            (Some(&a), Some(&b)) => &self.data[a * self.dim..b * self.dim],
-            _ => &[],
+        match self.class_rows(class) {
+            Some((a, b)) => &self.data[a * self.dim..b * self.dim],
+            None => &[],
         }
     }
 
     /// Example `index` of class `class`; `None` if out of range.
     pub fn example(&self, class: usize, index: usize) -> Option<&[f32]> {
-        let rows = self.class_data(class);
-        rows.get(index * self.dim..(index + 1) * self.dim)
+        let start = index.checked_mul(self.dim)?;
+        self.class_data(class)
+            .get(start..start.checked_add(self.dim)?)
     }
 
     /// All examples, class-major, row-major.
