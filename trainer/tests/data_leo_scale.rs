@@ -1,6 +1,7 @@
 //! The LEO reader on large files written here in Python 2's exact layout
-//! (protocol 2, SHORT_BINSTRING keys, one BINSTRING of raw float32 data),
-//! with classes interleaved so that grouping moves every row.
+//! (protocol 2, SHORT_BINSTRING keys, one BINSTRING of raw float32 data) or
+//! with the raw data as Python 3 writes it (`_codecs.encode`), with classes
+//! interleaved so that grouping moves every row.
 //!
 //! The ignored test is the measurement program for the reader's speed on a
 //! file the size of tieredImageNet's train split:
@@ -37,8 +38,17 @@ fn dtype(p: &mut Vec<u8>, code: &[u8], order: u8, flags: u8) {
     p.extend_from_slice(b"tb");
 }
 
+/// How the raw float data is written.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// Python 2: one BINSTRING.
+    BinString,
+    /// Python 3, protocol 2: `_codecs.encode(<BINUNICODE text>, "latin1")`.
+    CodecsEncode,
+}
+
 /// A LEO dict pickle with `rows` examples of `dim` features in `classes` classes.
-fn leo_pickle(rows: usize, dim: usize, classes: usize) -> Vec<u8> {
+fn leo_pickle(rows: usize, dim: usize, classes: usize, raw: Raw) -> Vec<u8> {
     let mut p = Vec::with_capacity(rows * (dim * 4 + 40) + 1000);
     p.extend_from_slice(b"\x80\x02}q\x01(U\x04keys");
     reconstruct(&mut p);
@@ -62,11 +72,21 @@ fn leo_pickle(rows: usize, dim: usize, classes: usize) -> Vec<u8> {
     p.extend_from_slice(&(dim as i32).to_le_bytes());
     p.push(0x86);
     dtype(&mut p, b"f4", b'<', 0);
-    p.extend_from_slice(b"\x89T");
-    p.extend_from_slice(&((rows * dim * 4) as u32).to_le_bytes());
-    for r in 0..rows {
-        for j in 0..dim {
-            p.extend_from_slice(&value(r, j).to_le_bytes());
+    p.push(0x89);
+    let data = (0..rows).flat_map(|r| (0..dim).flat_map(move |j| value(r, j).to_le_bytes()));
+    match raw {
+        Raw::BinString => {
+            p.push(b'T');
+            p.extend_from_slice(&((rows * dim * 4) as u32).to_le_bytes());
+            p.extend(data);
+        }
+        Raw::CodecsEncode => {
+            // Each byte is a code point below 256, written as UTF-8.
+            let text: String = data.map(char::from).collect();
+            p.extend_from_slice(b"c_codecs\nencode\nX");
+            p.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            p.extend_from_slice(text.as_bytes());
+            p.extend_from_slice(b"X\x06\x00\x00\x00latin1\x86R");
         }
     }
     p.extend_from_slice(b"tbu.");
@@ -109,17 +129,36 @@ fn check(split: &trainer::data::Split, rows: usize, dim: usize, classes: usize) 
 #[test]
 fn a_larger_interleaved_file_is_grouped_in_file_order() {
     let (rows, dim, classes) = (6000, 640, 97);
-    let bytes = leo_pickle(rows, dim, classes);
-    let split = read_pickle_split_bytes(&bytes, Path::new("large.pkl"), "train").unwrap();
-    check(&split, rows, dim, classes);
+    for raw in [Raw::BinString, Raw::CodecsEncode] {
+        let bytes = leo_pickle(rows, dim, classes, raw);
+        let split = read_pickle_split_bytes(&bytes, Path::new("large.pkl"), "train").unwrap();
+        check(&split, rows, dim, classes);
+    }
 }
 
 #[test]
 #[ignore = "measurement: builds a 1.17 GB pickle (tieredImageNet train size) and reads it"]
 fn measure_tiered_imagenet_sized_file() {
     let (rows, dim, classes) = (448_695, 640, 351);
-    let bytes = leo_pickle(rows, dim, classes);
-    println!("pickle of {:.2} GB", bytes.len() as f64 / 1e9);
+    let bytes = leo_pickle(rows, dim, classes, Raw::CodecsEncode);
+    println!(
+        "Python 3 protocol 2 pickle of {:.2} GB",
+        bytes.len() as f64 / 1e9
+    );
+    let start = Instant::now();
+    let split = read_pickle_split_bytes(&bytes, Path::new("memory.pkl"), "train").unwrap();
+    println!(
+        "read_pickle_split_bytes (in memory): {:.2?}",
+        start.elapsed()
+    );
+    check(&split, rows, dim, classes);
+    drop((split, bytes));
+
+    let bytes = leo_pickle(rows, dim, classes, Raw::BinString);
+    println!(
+        "Python 2 protocol 2 pickle of {:.2} GB",
+        bytes.len() as f64 / 1e9
+    );
     let start = Instant::now();
     let split = read_pickle_split_bytes(&bytes, Path::new("memory.pkl"), "train").unwrap();
     println!(

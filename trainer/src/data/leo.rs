@@ -220,7 +220,7 @@ fn decode_name(bytes: &[u8]) -> String {
     }
 }
 
-/// Splits a key "<x>-<class>-<image file>" into (class, image file),
+/// Splits a key `"<x>-<class>-<image file>"` into (class, image file),
 /// checking that the image file name starts with "<class>_".
 fn parse_key<'k>(
     key: &'k [u8],

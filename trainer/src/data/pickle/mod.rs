@@ -21,6 +21,7 @@ mod object;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 pub(crate) use numpy::{element_count, Array, ArrayData, ByteOrder, Dtype};
 pub(crate) use object::{Object, Value};
@@ -155,6 +156,9 @@ struct Machine<'a> {
 }
 
 type Step<T> = Result<T, PickleError>;
+
+/// Unicode strings at least this long are stored as latin-1 when they can be.
+const LATIN1_DECODE_MIN: usize = 4096;
 
 impl<'a> Machine<'a> {
     fn new(input: &'a [u8]) -> Self {
@@ -581,6 +585,14 @@ impl<'a> Machine<'a> {
 
     fn push_utf8(&mut self, n: usize) -> Step<()> {
         let bytes = self.take(n)?;
+        // Long strings are array data (Python 3's `_codecs.encode` form):
+        // decode them to latin-1 in one pass; short ones (keys) are borrowed.
+        if n >= LATIN1_DECODE_MIN {
+            if let Some(latin1) = object::utf8_to_latin1(bytes) {
+                self.push_obj(Object::Text(Text::Latin1(Buf::Shared(Rc::new(latin1)))));
+                return Ok(());
+            }
+        }
         let s = std::str::from_utf8(bytes)
             .map_err(|_| self.malformed("unicode string is not valid UTF-8"))?;
         self.push_obj(Object::Text(Text::Utf8(Cow::Borrowed(s))));

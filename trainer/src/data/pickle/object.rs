@@ -71,15 +71,36 @@ impl<'a> Text<'a> {
     pub(crate) fn to_latin1(&self) -> Option<Buf<'a>> {
         match self {
             Text::Latin1(b) => Some(b.clone()),
-            Text::Utf8(s) => {
-                let mut out = Vec::with_capacity(s.len());
-                for c in s.chars() {
-                    out.push(u8::try_from(u32::from(c)).ok()?);
-                }
-                Some(Buf::Shared(Rc::new(out)))
-            }
+            Text::Utf8(s) => utf8_to_latin1(s.as_bytes()).map(|v| Buf::Shared(Rc::new(v))),
         }
     }
+}
+
+/// Latin-1 bytes of UTF-8 text, `None` if the bytes are not UTF-8 or a
+/// code point is above 255. Works on bytes (code points 128-255 are the
+/// two-byte sequences starting with 0xC2 or 0xC3): this is the hot loop for
+/// array data written by Python 3.
+pub(crate) fn utf8_to_latin1(utf8: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; utf8.len()];
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(&b) = utf8.get(i) {
+        if b < 0x80 {
+            out[n] = b;
+            i += 1;
+        } else {
+            let cont = *utf8.get(i + 1)?;
+            if !(b == 0xc2 || b == 0xc3) || cont & 0xc0 != 0x80 {
+                return None;
+            }
+            out[n] = ((b & 0x03) << 6) | (cont & 0x3f);
+            i += 2;
+        }
+        n += 1;
+    }
+    out.truncate(n);
+    out.shrink_to_fit();
+    Some(out)
 }
 
 /// A Python callable this reader knows how to apply.
@@ -149,5 +170,20 @@ impl Object<'_> {
             Object::Array(None) => "an unbuilt ndarray",
             Object::Dtype(_) => "a numpy dtype",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latin1_from_utf8() {
+        let all: String = (0u8..=255).map(char::from).collect();
+        assert_eq!(utf8_to_latin1(all.as_bytes()), Some((0u8..=255).collect()));
+        assert_eq!(utf8_to_latin1("\u{100}".as_bytes()), None);
+        assert_eq!(utf8_to_latin1("a\u{20ac}".as_bytes()), None);
+        assert_eq!(utf8_to_latin1(b"\xc3"), None);
+        assert_eq!(utf8_to_latin1(b"\xc3A"), None);
     }
 }
