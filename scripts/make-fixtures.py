@@ -9,6 +9,7 @@ need no Python. Run from the repository root:  python3 scripts/make-fixtures.py
 Output is deterministic: re-running it reproduces the committed files.
 """
 
+import collections
 import io
 import os
 import pickle
@@ -184,8 +185,6 @@ def main():
     for name, d in errors.items():
         dump(d, out("leo_errors", f"{name}.pkl"), 2)
     dump([1, 2, 3], out("leo_errors", "a_list.pkl"), 2)
-    import collections
-
     with open(out("leo_errors", "ordered_dict.pkl"), "wb") as f:
         pickle.dump(collections.OrderedDict(train), f, protocol=2)
 
