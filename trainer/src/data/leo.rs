@@ -96,7 +96,7 @@ fn strides(array: &Array) -> Vec<usize> {
 fn data_error(path: &Path, name: &str) -> DataError {
     DataError::Malformed {
         path: path.to_path_buf(),
-        problem: format!("{name}: array data shorter than its shape"),
+        problem: format!("{name}: array data missing or shorter than its shape"),
     }
 }
 
@@ -108,16 +108,17 @@ fn repacked_split(
 ) -> Result<Split, DataError> {
     let name = "top-level array";
     let float = float_type(array, path, name)?;
+    let bad_shape = || DataError::BadShape {
+        path: path.to_path_buf(),
+        array: name.into(),
+        shape: array.shape.clone(),
+        expected: "(classes, samples, features), all non-zero",
+    };
     let [classes, samples, dim] = array.shape[..] else {
-        return Err(data_error(path, name));
+        return Err(bad_shape());
     };
     if classes == 0 || samples == 0 || dim == 0 {
-        return Err(DataError::BadShape {
-            path: path.to_path_buf(),
-            array: name.into(),
-            shape: array.shape.clone(),
-            expected: "(classes, samples, features), all non-zero",
-        });
+        return Err(bad_shape());
     }
     let raw = pickle
         .raw_data(array)
