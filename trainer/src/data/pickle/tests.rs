@@ -1,5 +1,6 @@
 //! Unit tests of the pickle machine on hand-written opcode sequences.
 
+use super::numpy::Dtype;
 use super::*;
 
 fn parse(bytes: &[u8]) -> Result<Pickle<'_>, PickleError> {
