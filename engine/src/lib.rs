@@ -90,11 +90,11 @@ pub type Edge1Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 1, 64);
 /// The edge 5-way 5-shot model (D = 64, d = 32, 4 heads, G = 64).
 pub type Edge5Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 5, 64);
 
-/// Workspace of [`Paper1Shot`]: 101,440 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper1Shot`]: 87,040 bytes ([`Workspace::BYTES`]).
 pub type Paper1ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 1, 256; PAPER_BATCH);
-/// Workspace of [`Paper5Shot`]: 101,440 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper5Shot`]: 189,440 bytes ([`Workspace::BYTES`]).
 pub type Paper5ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 5, 256; PAPER_BATCH);
-/// Workspace of [`Edge1Shot`]: 101,440 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge1Shot`]: 16,640 bytes ([`Workspace::BYTES`]).
 pub type Edge1ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 1, 64; EDGE_BATCH);
-/// Workspace of [`Edge5Shot`]: 101,440 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge5Shot`]: 42,240 bytes ([`Workspace::BYTES`]).
 pub type Edge5ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 5, 64; EDGE_BATCH);
