@@ -1,6 +1,6 @@
 //! Sizes and host timings of the shipped configurations.
 //!
-//! `cargo run -p engine --release --example measure`
+//! `cargo run -p engine --release --example measure [REPS [CONFIG]]`
 //! (add `RUSTFLAGS="-C target-cpu=native"` and a separate `--target-dir` to let the compiler
 //! use the host's vector extensions, as a JIT does).
 //!
@@ -14,9 +14,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use engine::{Model, Prediction, Workspace};
-use formats::{
-    expected_tensors, AlignedBuf, FileBuilder, FileKind, ModelConfig, Provenance,
-};
+use formats::{expected_tensors, AlignedBuf, FileBuilder, FileKind, ModelConfig, Provenance};
 
 const QUERIES: usize = 75;
 
@@ -57,13 +55,16 @@ fn model_file(config: ModelConfig) -> Vec<u8> {
     builder.build().unwrap()
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+/// "median (min)" of the samples, in microseconds. The minimum shows the cost without
+/// interference from other processes on a shared machine.
+fn us(mut samples: Vec<Duration>) -> String {
     samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:8.2} us", d.as_secs_f64() * 1e6)
+    let at = |d: Duration| d.as_secs_f64() * 1e6;
+    format!(
+        "{:.2} ({:.2}) us",
+        at(samples[samples.len() / 2]),
+        at(samples[0])
+    )
 }
 
 fn measure<
@@ -81,6 +82,10 @@ fn measure<
     config: ModelConfig,
     reps: usize,
 ) {
+    let only = std::env::args().nth(2);
+    if only.is_some_and(|only| only != label) {
+        return;
+    }
     let bytes = AlignedBuf::from_bytes(&model_file(config));
     let weight_bytes: u64 = expected_tensors(&config, FileKind::Inference)
         .map(|s| s.elements() * 4)
@@ -93,7 +98,9 @@ fn measure<
         seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         (seed >> 8) as f32 / (1u32 << 24) as f32
     };
-    let support: Vec<[f32; D]> = (0..NK).map(|_| core::array::from_fn(|_| feature())).collect();
+    let support: Vec<[f32; D]> = (0..NK)
+        .map(|_| core::array::from_fn(|_| feature()))
+        .collect();
     let support: &[[f32; D]; NK] = support.as_slice().try_into().unwrap();
     let queries: Vec<[f32; D]> = (0..QUERIES)
         .map(|_| core::array::from_fn(|_| feature()))
@@ -103,9 +110,8 @@ fn measure<
     let (mut prepare, mut single, mut batch, mut task) = (vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
         let t = Instant::now();
-        let prepared = model.prepare(&mut workspace, black_box(support)).unwrap();
+        black_box(model.prepare(&mut workspace, black_box(support)).unwrap());
         prepare.push(t.elapsed());
-        drop(prepared);
 
         let mut prepared = model.prepare(&mut workspace, support).unwrap();
         let t = Instant::now();
@@ -115,13 +121,17 @@ fn measure<
         single.push(t.elapsed() / QUERIES as u32);
 
         let t = Instant::now();
-        prepared.classify_batch(black_box(&queries), &mut out).unwrap();
+        prepared
+            .classify_batch(black_box(&queries), &mut out)
+            .unwrap();
         batch.push(t.elapsed() / QUERIES as u32);
         black_box(&out);
 
         let t = Instant::now();
         let mut prepared = model.prepare(&mut workspace, black_box(support)).unwrap();
-        prepared.classify_batch(black_box(&queries), &mut out).unwrap();
+        prepared
+            .classify_batch(black_box(&queries), &mut out)
+            .unwrap();
         task.push(t.elapsed());
         black_box(&out);
     }
@@ -132,13 +142,10 @@ fn measure<
         weight_bytes,
         bytes.len()
     );
-    println!(
-        "  prepare {}   classify {} /query   classify_batch {} /query   task(prepare+{QUERIES} queries) {}",
-        us(median(prepare)),
-        us(median(single)),
-        us(median(batch)),
-        us(median(task)),
-    );
+    println!("  prepare                          {}", us(prepare));
+    println!("  classify, per query              {}", us(single));
+    println!("  classify_batch, per query        {}", us(batch));
+    println!("  task: prepare + {QUERIES} queries batched {}", us(task));
 }
 
 fn main() {
@@ -146,7 +153,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    println!("median of {reps} repetitions, single thread, {QUERIES} queries per task");
+    println!("median (min) of {reps} repetitions, single thread, {QUERIES} queries per task");
     measure::<640, 128, 4, 5, 1, 256, 5, 256, { engine::PAPER_BATCH }>(
         "Paper1Shot",
         ModelConfig::paper(1),

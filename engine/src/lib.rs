@@ -50,7 +50,10 @@ pub(crate) const fn check_sizes(
     nk: usize,
     l2: usize,
 ) {
-    assert!(d > 0 && l > 0 && h > 0 && n > 0 && k > 0 && g > 0, "sizes must be positive");
+    assert!(
+        d > 0 && l > 0 && h > 0 && n > 0 && k > 0 && g > 0,
+        "sizes must be positive"
+    );
     assert!(l % h == 0, "the heads H must divide the latent size L");
     assert!(nk == n * k, "NK must equal N * K");
     assert!(l2 == 2 * l, "L2 must equal 2 * L");
@@ -77,7 +80,7 @@ macro_rules! awgim_workspace {
 }
 
 /// Queries per batch in the paper workspaces.
-pub const PAPER_BATCH: usize = 8;
+pub const PAPER_BATCH: usize = 16;
 /// Queries per batch in the edge workspaces.
 pub const EDGE_BATCH: usize = 4;
 
@@ -90,11 +93,11 @@ pub type Edge1Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 1, 64);
 /// The edge 5-way 5-shot model (D = 64, d = 32, 4 heads, G = 64).
 pub type Edge5Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 5, 64);
 
-/// Workspace of [`Paper1Shot`]: 87,040 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper1Shot`]: 191,488 bytes ([`Workspace::BYTES`]).
 pub type Paper1ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 1, 256; PAPER_BATCH);
-/// Workspace of [`Paper5Shot`]: 189,440 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper5Shot`]: 304,128 bytes ([`Workspace::BYTES`]).
 pub type Paper5ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 5, 256; PAPER_BATCH);
-/// Workspace of [`Edge1Shot`]: 16,640 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge1Shot`]: 19,840 bytes ([`Workspace::BYTES`]).
 pub type Edge1ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 1, 64; EDGE_BATCH);
-/// Workspace of [`Edge5Shot`]: 42,240 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge5Shot`]: 48,000 bytes ([`Workspace::BYTES`]).
 pub type Edge5ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 5, 64; EDGE_BATCH);

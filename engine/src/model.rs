@@ -113,9 +113,13 @@ fn matrix<'a, const R: usize, const C: usize>(
 }
 
 /// A `[C]` weight borrowed in place.
-fn vector<'a, const C: usize>(file: &ModelFile<'a>, name: &str) -> Result<&'a [f32; C], EngineError> {
+fn vector<'a, const C: usize>(
+    file: &ModelFile<'a>,
+    name: &str,
+) -> Result<&'a [f32; C], EngineError> {
     let flat = file.tensor(name)?;
-    flat.try_into().map_err(|_| shape_error(name, C, flat.len()))
+    flat.try_into()
+        .map_err(|_| shape_error(name, C, flat.len()))
 }
 
 fn block<'a, const L: usize, const L2: usize>(
@@ -159,7 +163,14 @@ macro_rules! block_names {
 }
 
 /// Fails on the first non-finite entry of `rows`, numbering rows from `row0`.
-fn check_finite<const W: usize>(rows: &[[f32; W]], input: Input, row0: usize) -> Result<(), EngineError> {
+fn check_finite<const W: usize>(
+    rows: &[[f32; W]],
+    input: Input,
+    row0: usize,
+) -> Result<(), EngineError> {
+    if ops::all_finite(rows.as_flattened()) {
+        return Ok(());
+    }
     for (r, row) in rows.iter().enumerate() {
         if let Some(column) = row.iter().position(|v| !v.is_finite()) {
             return Err(EngineError::NonFiniteInput {
@@ -276,26 +287,49 @@ impl<
         // 1. Attentive path: s = X_s enc_ap; v = sa_ap(s, s, s), rows replaced by class means.
         ops::linear(support, self.enc_ap, &mut sc.s);
         ops::linear(&sc.s, self.sa_ap.wk, &mut sc.keys);
+        ops::transpose(&sc.keys, &mut sc.keys_t);
         ops::linear(&sc.s, self.sa_ap.wv, &mut sc.values);
-        self.block(&self.sa_ap, &sc.s, &sc.keys, &sc.values, &mut sc.block, &mut sc.out, "sa_ap")?;
+        self.block(
+            &self.sa_ap,
+            &sc.s,
+            &sc.keys_t,
+            &sc.values,
+            &mut sc.block,
+            &mut sc.out,
+            "sa_ap",
+        )?;
         class_means::<L, N, K, NK>(&sc.out, &mut sc.means);
         //    ca_ap keys s Wk for every support row, values v Wv once per class.
-        ops::linear(&sc.s, self.ca_ap.wk, &mut p.keys);
+        ops::linear(&sc.s, self.ca_ap.wk, &mut sc.keys);
+        ops::transpose(&sc.keys, &mut p.keys_t);
         ops::linear(&sc.means, self.ca_ap.wv, &mut p.values);
 
         // 2. Contextual path: c = sa_cp(X_s enc_cp, ..); c_bar[i] = mean of class i.
         ops::linear(support, self.enc_cp, &mut sc.encoded);
         ops::linear(&sc.encoded, self.sa_cp.wk, &mut sc.keys);
+        ops::transpose(&sc.keys, &mut sc.keys_t);
         ops::linear(&sc.encoded, self.sa_cp.wv, &mut sc.values);
-        self.block(&self.sa_cp, &sc.encoded, &sc.keys, &sc.values, &mut sc.block, &mut sc.out, "sa_cp")?;
+        self.block(
+            &self.sa_cp,
+            &sc.encoded,
+            &sc.keys_t,
+            &sc.values,
+            &mut sc.block,
+            &mut sc.out,
+            "sa_cp",
+        )?;
         class_means::<L, N, K, NK>(&sc.out, &mut sc.means);
 
         // 3. The class half of the generator's first layer: c_bar[i] G1[0..d].
         ops::linear(&sc.means, self.g1_context, &mut p.context);
 
-        let finite = [p.keys.as_flattened(), p.values.as_flattened(), p.context.as_flattened()]
-            .iter()
-            .all(|x| ops::all_finite(x));
+        let finite = [
+            p.keys_t.as_flattened(),
+            p.values.as_flattened(),
+            p.context.as_flattened(),
+        ]
+        .iter()
+        .all(|x| ops::all_finite(x));
         if !finite {
             return Err(EngineError::NonFinite { stage: "support" });
         }
@@ -307,14 +341,15 @@ impl<
 
     /// `block(x, keys, values)` of AWGIM.md for `M` query rows `x`, into `out`:
     /// `a_j = softmax((x Wq_j)(keys_j)^T / sqrt(d/h)) values_j`; `out = LN1(x + sum_j a_j Wo_j)`;
-    /// `out = LN2(out + F2(relu(F1(out))))`. `keys` and `values` are already projected (`k Wk`,
-    /// `v Wv`); `values` has one row per group of `R / V` keys (see [`ops::attend`]).
+    /// `out = LN2(out + F2(relu(F1(out))))`. Keys and values are already projected (`k Wk`,
+    /// given transposed, and `v Wv`); `values` has one row per group of `R / V` keys (see
+    /// [`ops::attend`]).
     #[allow(clippy::too_many_arguments)]
     fn block<const M: usize, const R: usize, const V: usize>(
         &self,
         block: &Block<'a, L, L2>,
         x: &[[f32; L]; M],
-        keys: &[[f32; L]; R],
+        keys_t: &[[f32; R]; L],
         values: &[[f32; L]; V],
         scratch: &mut BlockScratch<M, L, L2>,
         out: &mut [[f32; L]; M],
@@ -326,7 +361,7 @@ impl<
         for (q, att) in scratch.q.iter().zip(scratch.att.iter_mut()) {
             for j in 0..H {
                 let head = j * head_dim..(j + 1) * head_dim;
-                if !ops::attend(q, keys, values, head, self.scale, att) {
+                if !ops::attend(q, keys_t, values, head, self.scale, att) {
                     return Err(non_finite);
                 }
             }
@@ -354,7 +389,7 @@ impl<
     fn attentive_half<const M: usize>(
         &self,
         prepared: &Prepared<L, N, G, NK>,
-        scratch: &mut QueryScratch<M, L, L2, G>,
+        scratch: &mut QueryScratch<M, D, L, L2, G>,
         queries: &[[f32; D]; M],
         row0: usize,
     ) -> Result<(), EngineError> {
@@ -363,7 +398,7 @@ impl<
         self.block(
             &self.ca_ap,
             &scratch.q,
-            &prepared.keys,
+            &prepared.keys_t,
             &prepared.values,
             &mut scratch.block,
             &mut scratch.a,
@@ -378,13 +413,19 @@ impl<
     fn classify_rows<const M: usize>(
         &self,
         prepared: &Prepared<L, N, G, NK>,
-        scratch: &mut QueryScratch<M, L, L2, G>,
+        scratch: &mut QueryScratch<M, D, L, L2, G>,
         queries: &[[f32; D]; M],
         out: &mut [Prediction<N>; M],
         row0: usize,
     ) -> Result<(), EngineError> {
         self.attentive_half(prepared, scratch, queries, row0)?;
-        ops::linear_transposed(queries, self.g2_mu, &mut scratch.y);
+        ops::linear_transposed(
+            queries,
+            self.g2_mu,
+            &mut scratch.y,
+            &mut scratch.xt,
+            &mut scratch.yt,
+        );
         for ((prediction, ga), y) in out.iter_mut().zip(&scratch.ga).zip(&scratch.y) {
             for (logit, context) in prediction.logits.iter_mut().zip(&prepared.context) {
                 *logit = ops::relu_sum_dot(context, ga, y);
@@ -456,7 +497,8 @@ impl<
     }
 
     /// Classifies `queries` into `out` (same length), `B` queries at a time so every weight
-    /// matrix is streamed once per `B` queries; the results equal `classify` on each query.
+    /// matrix is streamed once per `B` queries; the results equal `classify` on each query up
+    /// to f32 rounding (`G2mu x` is summed in another order).
     pub fn classify_batch(
         &mut self,
         queries: &[[f32; D]],
@@ -479,7 +521,10 @@ impl<
             }
         }
         let done = queries.len() - query_chunks.remainder().len();
-        let rest = query_chunks.remainder().iter().zip(result_chunks.into_remainder());
+        let rest = query_chunks
+            .remainder()
+            .iter()
+            .zip(result_chunks.into_remainder());
         for (r, (query, result)) in rest.enumerate() {
             self.model.classify_rows(
                 &ws.prepared,
@@ -500,8 +545,12 @@ impl<
         weights: &mut [[f32; D]; N],
     ) -> Result<(), EngineError> {
         let ws = &mut *self.workspace;
-        self.model
-            .attentive_half(&ws.prepared, &mut ws.single, core::array::from_ref(query), 0)?;
+        self.model.attentive_half(
+            &ws.prepared,
+            &mut ws.single,
+            core::array::from_ref(query),
+            0,
+        )?;
         for (h, context) in ws.hidden.iter_mut().zip(&ws.prepared.context) {
             for ((h, c), a) in h.iter_mut().zip(context).zip(&ws.single.ga[0]) {
                 *h = (c + a).max(0.0);

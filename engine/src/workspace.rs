@@ -23,8 +23,8 @@ impl<const M: usize, const L: usize, const L2: usize> BlockScratch<M, L, L2> {
 
 /// What `prepare` computes once per support set and every query reuses.
 pub(crate) struct Prepared<const L: usize, const N: usize, const G: usize, const NK: usize> {
-    /// `ca_ap` keys `s Wk` of every support row (all heads side by side).
-    pub keys: [[f32; L]; NK],
+    /// `ca_ap` keys `s Wk` of every support row (all heads side by side), transposed.
+    pub keys_t: [[f32; NK]; L],
     /// `ca_ap` values `v Wv`, one row per class (the rows of a class are equal after the
     /// class-mean replacement).
     pub values: [[f32; L]; N],
@@ -38,8 +38,10 @@ pub(crate) struct SupportScratch<const L: usize, const L2: usize, const N: usize
     pub encoded: [[f32; L]; NK],
     /// `s` kept for the `ca_ap` keys while the contextual path runs.
     pub s: [[f32; L]; NK],
-    /// Self-attention keys `x Wk`.
+    /// Self-attention keys `x Wk` (and the `ca_ap` keys `s Wk` before transposing).
     pub keys: [[f32; L]; NK],
+    /// `keys` transposed.
+    pub keys_t: [[f32; NK]; L],
     /// Self-attention values `x Wv`.
     pub values: [[f32; L]; NK],
     /// Block output (`v` of `sa_ap`, `c` of `sa_cp`).
@@ -51,7 +53,13 @@ pub(crate) struct SupportScratch<const L: usize, const L2: usize, const N: usize
 }
 
 /// Per-query scratch for `M` queries classified together.
-pub(crate) struct QueryScratch<const M: usize, const L: usize, const L2: usize, const G: usize> {
+pub(crate) struct QueryScratch<
+    const M: usize,
+    const D: usize,
+    const L: usize,
+    const L2: usize,
+    const G: usize,
+> {
     /// `q = x enc_ap`.
     pub q: [[f32; L]; M],
     /// `a(x) = ca_ap(q, s, v)`.
@@ -60,17 +68,25 @@ pub(crate) struct QueryScratch<const M: usize, const L: usize, const L2: usize, 
     pub ga: [[f32; G]; M],
     /// `G2mu x`.
     pub y: [[f32; G]; M],
+    /// The queries transposed (for `G2mu x` of a batch).
+    pub xt: [[f32; M]; D],
+    /// `G2mu x` transposed.
+    pub yt: [[f32; M]; G],
     /// The `ca_ap` block's scratch.
     pub block: BlockScratch<M, L, L2>,
 }
 
-impl<const M: usize, const L: usize, const L2: usize, const G: usize> QueryScratch<M, L, L2, G> {
+impl<const M: usize, const D: usize, const L: usize, const L2: usize, const G: usize>
+    QueryScratch<M, D, L, L2, G>
+{
     const fn new() -> Self {
         Self {
             q: [[0.0; L]; M],
             a: [[0.0; L]; M],
             ga: [[0.0; G]; M],
             y: [[0.0; G]; M],
+            xt: [[0.0; M]; D],
+            yt: [[0.0; M]; G],
             block: BlockScratch::new(),
         }
     }
@@ -99,8 +115,8 @@ pub struct Workspace<
 > {
     pub(crate) prepared: Prepared<L, N, G, NK>,
     pub(crate) support: SupportScratch<L, L2, N, NK>,
-    pub(crate) single: QueryScratch<1, L, L2, G>,
-    pub(crate) batch: QueryScratch<B, L, L2, G>,
+    pub(crate) single: QueryScratch<1, D, L, L2, G>,
+    pub(crate) batch: QueryScratch<B, D, L, L2, G>,
     /// Generator hidden rows `h_i` for [`crate::Task::generated_weights`].
     pub(crate) hidden: [[f32; G]; N],
 }
@@ -126,7 +142,7 @@ impl<
         const { assert!(B > 0, "the batch size B must be positive") };
         Self {
             prepared: Prepared {
-                keys: [[0.0; L]; NK],
+                keys_t: [[0.0; NK]; L],
                 values: [[0.0; L]; N],
                 context: [[0.0; G]; N],
             },
@@ -134,6 +150,7 @@ impl<
                 encoded: [[0.0; L]; NK],
                 s: [[0.0; L]; NK],
                 keys: [[0.0; L]; NK],
+                keys_t: [[0.0; NK]; L],
                 values: [[0.0; L]; NK],
                 out: [[0.0; L]; NK],
                 means: [[0.0; L]; N],

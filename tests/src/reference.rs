@@ -255,8 +255,7 @@ impl Reference {
             let mut w = Matrix::zeros(n, feature);
             for class in 0..n {
                 for col in 0..feature {
-                    let mean =
-                        (0..k).map(|r| mu.at(class * k + r, col)).sum::<f64>() / k as f64;
+                    let mean = (0..k).map(|r| mu.at(class * k + r, col)).sum::<f64>() / k as f64;
                     w.set(class, col, mean);
                 }
             }
@@ -273,12 +272,7 @@ impl Reference {
             .zip(&weights)
             .map(|(x, w)| {
                 (0..w.rows)
-                    .map(|i| {
-                        x.iter()
-                            .zip(w.row(i))
-                            .map(|(&x, w)| f64::from(x) * w)
-                            .sum()
-                    })
+                    .map(|i| x.iter().zip(w.row(i)).map(|(&x, w)| f64::from(x) * w).sum())
                     .collect()
             })
             .collect()

@@ -5,7 +5,11 @@ use formats::{AlignedBuf, EncoderKind, FormatError, LayerNormKind, ModelConfig};
 use tests::random::{to_arrays, RandomModel, RandomTask};
 
 fn edge_file(shots: u32, seed: u64) -> AlignedBuf {
-    AlignedBuf::from_bytes(&RandomModel::new(ModelConfig::edge(shots), seed).build().unwrap())
+    AlignedBuf::from_bytes(
+        &RandomModel::new(ModelConfig::edge(shots), seed)
+            .build()
+            .unwrap(),
+    )
 }
 
 fn edge_task(shots: u32) -> (Vec<[f32; 64]>, Vec<[f32; 64]>) {
@@ -15,7 +19,8 @@ fn edge_task(shots: u32) -> (Vec<[f32; 64]>, Vec<[f32; 64]>) {
 
 #[test]
 fn config_mismatch_names_the_field() {
-    let paper = AlignedBuf::from_bytes(&RandomModel::new(ModelConfig::paper(1), 1).build().unwrap());
+    let paper =
+        AlignedBuf::from_bytes(&RandomModel::new(ModelConfig::paper(1), 1).build().unwrap());
     assert_eq!(
         engine::Edge1Shot::load(&paper).err(),
         Some(EngineError::ConfigMismatch {
@@ -62,7 +67,10 @@ fn mlp_encoder_is_refused() {
     let mut config = ModelConfig::edge(1);
     config.encoder = EncoderKind::Mlp;
     let file = AlignedBuf::from_bytes(&RandomModel::new(config, 1).build().unwrap());
-    assert_eq!(engine::Edge1Shot::load(&file).err(), Some(EngineError::MlpEncoder));
+    assert_eq!(
+        engine::Edge1Shot::load(&file).err(),
+        Some(EngineError::MlpEncoder)
+    );
 }
 
 #[test]
@@ -214,7 +222,12 @@ fn extreme_weights_give_finite_logits_or_a_typed_error() {
         }
     };
     // Layer norm is scale invariant: huge encoders or feed-forward weights stay finite.
-    for (target, by) in [("enc_ap", 1e15), ("enc_cp", 1e15), ("sa_ap.f2", 1e30), ("ca_ap.f1", 1e-30)] {
+    for (target, by) in [
+        ("enc_ap", 1e15),
+        ("enc_cp", 1e15),
+        ("sa_ap.f2", 1e30),
+        ("ca_ap.f1", 1e-30),
+    ] {
         let out = run_extreme(scale(target, by));
         assert!(out.is_ok(), "{target} x {by}: {out:?}");
     }
@@ -249,7 +262,10 @@ fn extreme_weights_give_finite_logits_or_a_typed_error() {
                 values.iter_mut().for_each(|v| *v *= by);
             }
         });
-        assert!(matches!(out, Ok(_) | Err(EngineError::NonFinite { .. })), "{out:?}");
+        assert!(
+            matches!(out, Ok(_) | Err(EngineError::NonFinite { .. })),
+            "{out:?}"
+        );
     }
 }
 
@@ -284,5 +300,5 @@ fn workspace_sizes_are_as_documented() {
         engine::Edge1ShotWorkspace::BYTES,
         engine::Edge5ShotWorkspace::BYTES,
     ];
-    assert_eq!(sizes, [87_040, 189_440, 16_640, 42_240]);
+    assert_eq!(sizes, [191_488, 304_128, 19_840, 48_000]);
 }

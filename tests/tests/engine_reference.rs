@@ -51,8 +51,27 @@ fn agree<
             .collect();
         let mut batch = vec![Prediction::zeroed(); queries.len()];
         prepared.classify_batch(&queries, &mut batch).unwrap();
-        // The batch path is the same arithmetic in the same order: bit-identical.
-        assert_eq!(single, batch, "seed {seed}: batch differs from single queries");
+        for (b, want) in batch.iter().zip(&expected) {
+            let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (&g, &w) in b.logits.iter().zip(want) {
+                assert!(
+                    (f64::from(g) - w).abs() <= TOL * scale,
+                    "seed {seed} batch: {g} vs {w}"
+                );
+            }
+        }
+        // The batch path sums G2mu x in another order: equal up to f32 rounding (both are
+        // checked against the reference below; here they agree to the same bound).
+        for (s, b) in single.iter().zip(&batch) {
+            let top = s.logits.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (x, y) in s.logits.iter().zip(&b.logits) {
+                let diff = f64::from((x - y).abs());
+                assert!(
+                    diff <= TOL * f64::from(top),
+                    "seed {seed}: single {s:?} batch {b:?}"
+                );
+            }
+        }
 
         let scale = expected
             .iter()
@@ -91,7 +110,11 @@ fn agree<
         for (i, row) in weights.iter().enumerate() {
             for (j, &w) in row.iter().enumerate() {
                 let err = (f64::from(w) - reference_w.at(i, j)).abs() / w_scale;
-                assert!(err <= TOL, "seed {seed} W[{i}][{j}] {w} vs {}", reference_w.at(i, j));
+                assert!(
+                    err <= TOL,
+                    "seed {seed} W[{i}][{j}] {w} vs {}",
+                    reference_w.at(i, j)
+                );
             }
             let logit: f64 = queries[0]
                 .iter()
