@@ -107,7 +107,8 @@ fn measure<
         .collect();
     let mut out = vec![Prediction::<N>::zeroed(); QUERIES];
 
-    let (mut prepare, mut single, mut batch, mut task) = (vec![], vec![], vec![], vec![]);
+    let (mut prepare, mut single, mut batch) = (vec![], vec![], vec![]);
+    let (mut task, mut small_task) = (vec![], vec![]);
     for _ in 0..reps {
         let t = Instant::now();
         black_box(model.prepare(&mut workspace, black_box(support)).unwrap());
@@ -134,6 +135,14 @@ fn measure<
             .unwrap();
         task.push(t.elapsed());
         black_box(&out);
+
+        let t = Instant::now();
+        let mut prepared = model.prepare(&mut workspace, black_box(support)).unwrap();
+        prepared
+            .classify_batch(black_box(&queries[..N]), &mut out[..N])
+            .unwrap();
+        small_task.push(t.elapsed());
+        black_box(&out);
     }
     println!("{label}  (D={D} d={L} h={H} N={N} K={K} G={G}, batch B={B})");
     println!(
@@ -146,6 +155,19 @@ fn measure<
     println!("  classify, per query              {}", us(single));
     println!("  classify_batch, per query        {}", us(batch));
     println!("  task: prepare + {QUERIES} queries batched {}", us(task));
+    println!("  task: prepare + {N} queries batched  {}", us(small_task));
+    let (d, l, n, k, g) = (D as u64, L as u64, N as u64, K as u64, G as u64);
+    // q = x enc_ap, G2mu x, ca_ap (Wq, Wo, F1, F2; scores over N K keys, N class values),
+    // the attentive half of G1, and the N logits.
+    let per_query = d * l + g * d + 6 * l * l + n * k * l + n * l + l * g + n * g;
+    // Per support row: both encoders, two self-attention blocks (Wq, Wk, Wv, Wo, F1, F2 and
+    // N K scores and values), the ca_ap key; per class: the ca_ap value and c_bar G1[0..d].
+    let block_row = 8 * l * l + 2 * n * k * l;
+    let prepare_macs = n * k * (2 * d * l + 2 * block_row + l * l) + n * (l * l + l * g);
+    println!(
+        "  multiply-adds: {per_query} per query ({:.3} MFLOP), {prepare_macs} in prepare",
+        2.0 * per_query as f64 / 1e6
+    );
 }
 
 fn main() {
