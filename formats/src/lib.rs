@@ -2,8 +2,8 @@
 //!
 //! See `FORMAT.md` for the byte layout. [`parse`] checks a whole file held in memory and never
 //! panics; tensors are then borrowed in place ([`ModelFile::tensor`]) or copied. With the
-//! `alloc` feature [`FileBuilder`] writes files; with `std`, [`write_atomic`] and
-//! [`read_aligned`] move them to and from disk.
+//! `alloc` feature `FileBuilder` writes files; with `std`, `write_atomic` and
+//! `read_aligned` move them to and from disk.
 #![no_std]
 #![deny(missing_docs)]
 
