@@ -273,11 +273,6 @@ impl<
         })
     }
 
-    /// The layer-norm epsilon recorded in the file.
-    pub fn epsilon(&self) -> f32 {
-        self.epsilon
-    }
-
     /// Does all support-side work once and returns a handle that classifies queries.
     ///
     /// `support` holds the `N x K` support features class-major: rows `i*K..(i+1)*K` are class

@@ -37,7 +37,7 @@ pub use tensors::{
     ADAM_V_PREFIX,
 };
 #[cfg(feature = "alloc")]
-pub use write::{tensor_name, FileBuilder};
+pub use write::FileBuilder;
 
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AWGIM\0MF";

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    FileKind, Header, ModelConfig, Provenance, TensorEntry, TensorName, TrainingState, MAX_TENSORS,
+    FileKind, Header, ModelConfig, Provenance, TensorEntry, TrainingState, MAX_TENSORS,
 };
 use crate::tensors::{allowed_tensor, expected_tensors};
 use crate::{payload_start, CRC32, MAGIC, PREFIX_LEN, VERSION};
@@ -160,9 +160,4 @@ impl<'t> FileBuilder<'t> {
 
 fn align64(n: u64) -> u64 {
     n.div_ceil(64) * 64
-}
-
-/// A tensor name as stored (for callers building names at run time).
-pub fn tensor_name(name: &str) -> Option<TensorName> {
-    TensorName::try_from(name).ok()
 }

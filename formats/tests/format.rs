@@ -150,6 +150,8 @@ fn check_round_trip(kind: FileKind, training: Option<TrainingState>, adam: bool)
     assert_eq!(header.provenance, provenance());
     assert_eq!(header.training, training);
     assert_eq!(header.tensors.len(), data.len());
+    assert_eq!(parsed.contains("adam.m.enc_ap"), adam);
+    assert!(!parsed.contains("nope"));
     for (name, values) in &data {
         assert_eq!(parsed.tensor(name).unwrap(), &values[..], "{name}");
         assert_eq!(parsed.to_vec(name).unwrap(), *values, "{name}");
