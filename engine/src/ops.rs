@@ -401,16 +401,37 @@ pub fn attend<const W: usize, const R: usize, const V: usize>(
         return false;
     }
     softmax(&mut p);
-    let group = R / V;
-    let out = &mut out[head.clone()];
-    out.fill(0.0);
-    for (p, value) in p.chunks_exact(group).zip(values) {
-        let weight: f32 = p.iter().sum();
-        for (o, v) in out.iter_mut().zip(&value[head.clone()]) {
-            *o += weight * v;
-        }
+    let mut pooled = [0.0f32; V];
+    for (pooled, group) in pooled.iter_mut().zip(p.chunks_exact(R / V)) {
+        *pooled = group.iter().sum();
+    }
+    // out[c] = sum_v pooled[v] values[v][c], a vector of columns at a time so the partial sums
+    // stay in registers.
+    let mut c = head.start;
+    while c + VECTOR <= head.end {
+        out[c..c + VECTOR].copy_from_slice(&mix::<VECTOR, W, V>(&pooled, values, c));
+        c += VECTOR;
+    }
+    for (o, c) in out[c..head.end].iter_mut().zip(c..) {
+        *o = mix::<1, W, V>(&pooled, values, c)[0];
     }
     true
+}
+
+/// `sum_v weights[v] values[v][c..c + C]`.
+#[inline(always)]
+fn mix<const C: usize, const W: usize, const V: usize>(
+    weights: &[f32; V],
+    values: &[[f32; W]; V],
+    c: usize,
+) -> [f32; C] {
+    let mut acc = [0.0f32; C];
+    for (&weight, value) in weights.iter().zip(values) {
+        for (a, &v) in acc.iter_mut().zip(&value[c..c + C]) {
+            *a += weight * v;
+        }
+    }
+    acc
 }
 
 #[cfg(test)]
