@@ -6,6 +6,7 @@
 //! `read_aligned` move them to and from disk.
 #![no_std]
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
