@@ -1,2 +1,59 @@
-//! The AWGIM model file format (work in progress).
+//! The AWGIM model file: the only contract between the trainer and the `no_std` engine.
+//!
+//! See `FORMAT.md` for the byte layout. [`parse`] checks a whole file held in memory and never
+//! panics; tensors are then borrowed in place ([`ModelFile::tensor`]) or copied. With the
+//! `alloc` feature `FileBuilder` writes files; with `std`, `write_atomic` and
+//! `read_aligned` move them to and from disk.
 #![no_std]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod aligned;
+mod error;
+mod header;
+#[cfg(feature = "std")]
+mod io;
+mod read;
+mod tensors;
+#[cfg(feature = "alloc")]
+mod write;
+
+pub use aligned::Aligned;
+pub use error::FormatError;
+pub use header::{
+    shape_elements, ConfigError, EncoderKind, FileKind, Header, LayerNormKind, ModelConfig,
+    Provenance, Shape, TensorEntry, TensorName, Text, TrainingState, Validation, MAX_DIMS,
+    MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+};
+#[cfg(feature = "std")]
+pub use io::{read_aligned, write_atomic, AlignedBuf};
+pub use read::{parse, ModelFile};
+pub use tensors::{
+    allowed_tensor, expected_tensors, optional_shape, required_tensor, TensorSpec, ADAM_M_PREFIX,
+    ADAM_V_PREFIX,
+};
+#[cfg(feature = "alloc")]
+pub use write::FileBuilder;
+
+/// The first 8 bytes of every model file.
+pub const MAGIC: [u8; 8] = *b"AWGIM\0MF";
+/// The format version this crate reads and writes.
+pub const VERSION: u16 = 1;
+/// Bytes before the header: magic, version, reserved, header length, payload length.
+pub const PREFIX_LEN: usize = 20;
+/// Bytes of the CRC-32 trailer.
+pub const TRAILER_LEN: usize = 4;
+/// Alignment of the payload start and of every tensor, in bytes.
+pub const ALIGNMENT: usize = 64;
+
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// File offset of the payload for a header of `header_len` bytes.
+fn payload_start(header_len: u64) -> u64 {
+    (PREFIX_LEN as u64 + header_len).div_ceil(ALIGNMENT as u64) * ALIGNMENT as u64
+}

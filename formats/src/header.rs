@@ -1,0 +1,268 @@
+//! The postcard-encoded header: kind, configuration, provenance, training state and the
+//! tensor table. Every type here uses fixed-capacity `heapless` containers so a header can be
+//! decoded without an allocator.
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+/// Most tensors one file may hold: 39 parameters of a training file, plus an Adam first and
+/// second moment for each (117), rounded up.
+pub const MAX_TENSORS: usize = 128;
+/// Longest tensor name in bytes (the longest name of the spec, `adam.m.sa_ap.ln1.gain`, has 21).
+pub const MAX_NAME_LEN: usize = 32;
+/// Most dimensions of one tensor.
+pub const MAX_DIMS: usize = 4;
+/// Longest provenance text field (data set name) in bytes.
+pub const MAX_TEXT_LEN: usize = 64;
+/// Longest opaque trainer option blob in bytes.
+pub const MAX_TRAINER_OPTIONS: usize = 1024;
+
+/// A tensor name.
+pub type TensorName = String<MAX_NAME_LEN>;
+/// A tensor shape (row-major; `[in, out]` for dense layers).
+pub type Shape = Vec<u32, MAX_DIMS>;
+/// A short provenance text.
+pub type Text = String<MAX_TEXT_LEN>;
+
+/// What a file is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// Only what a device needs to classify.
+    Inference,
+    /// Every parameter, optionally with optimizer and training state to resume a run.
+    Training,
+}
+
+/// Which layer normalisation the model was trained with (AWGIM.md, "One attention block").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerNormKind {
+    /// Mean and variance over the `d` features of one row (the project's default).
+    PerRow,
+    /// The reference's quirk: mean and variance over all rows of a task and all features.
+    TaskWide,
+}
+
+/// Which encoder the three blocks use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncoderKind {
+    /// Multi-head attention blocks (the paper's model).
+    Attention,
+    /// The MLP ablation: each block is `LN2(x + F2(relu(F1(x))))` on its query input alone.
+    Mlp,
+}
+
+/// The model configuration: every size the tensors and an engine depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Feature dimension `D` of the backbone features.
+    pub feature_dim: u32,
+    /// Latent dimension `d`.
+    pub latent_dim: u32,
+    /// Attention heads `h`; must divide `d`.
+    pub heads: u32,
+    /// Ways `N`: classes per task.
+    pub ways: u32,
+    /// Shots `K`: support examples per class.
+    pub shots: u32,
+    /// Generator hidden width `G` (`2d` in the paper).
+    pub generator_hidden: u32,
+    /// Layer-norm epsilon (finite and positive).
+    pub ln_epsilon: f32,
+    /// Layer-norm variant.
+    pub layer_norm: LayerNormKind,
+    /// Encoder variant.
+    pub encoder: EncoderKind,
+}
+
+impl ModelConfig {
+    /// The paper's sizes: D = 640, d = 128, 4 heads, 5-way, G = 256, per-row layer norm with
+    /// the reference epsilon 1e-12, attention encoder; `shots` is K.
+    pub const fn paper(shots: u32) -> Self {
+        Self::new(640, 128, 4, 5, shots, 256)
+    }
+
+    /// The edge configuration: D = 64, d = 32, 4 heads, 5-way, G = 64; `shots` is K.
+    pub const fn edge(shots: u32) -> Self {
+        Self::new(64, 32, 4, 5, shots, 64)
+    }
+
+    /// A configuration with the given sizes, epsilon 1e-12, per-row layer norm and the
+    /// attention encoder.
+    pub const fn new(
+        feature_dim: u32,
+        latent_dim: u32,
+        heads: u32,
+        ways: u32,
+        shots: u32,
+        generator_hidden: u32,
+    ) -> Self {
+        Self {
+            feature_dim,
+            latent_dim,
+            heads,
+            ways,
+            shots,
+            generator_hidden,
+            ln_epsilon: 1e-12,
+            layer_norm: LayerNormKind::PerRow,
+            encoder: EncoderKind::Attention,
+        }
+    }
+
+    /// Checks that the configuration describes a model that can exist.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let dims = [
+            ("feature_dim", self.feature_dim),
+            ("latent_dim", self.latent_dim),
+            ("heads", self.heads),
+            ("ways", self.ways),
+            ("shots", self.shots),
+            ("generator_hidden", self.generator_hidden),
+        ];
+        for (field, value) in dims {
+            if value == 0 {
+                return Err(ConfigError::ZeroDimension { field });
+            }
+        }
+        if self.latent_dim % self.heads != 0 {
+            return Err(ConfigError::HeadsDoNotDivideLatent {
+                latent_dim: self.latent_dim,
+                heads: self.heads,
+            });
+        }
+        if self.latent_dim.checked_mul(2).is_none() || self.ways.checked_mul(self.shots).is_none() {
+            return Err(ConfigError::TooLarge);
+        }
+        if !(self.ln_epsilon.is_finite() && self.ln_epsilon > 0.0) {
+            return Err(ConfigError::InvalidEpsilon {
+                epsilon: self.ln_epsilon,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`ModelConfig`] is invalid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConfigError {
+    /// A size is zero.
+    ZeroDimension {
+        /// The field that is zero.
+        field: &'static str,
+    },
+    /// The head count does not divide the latent dimension.
+    HeadsDoNotDivideLatent {
+        /// `d`.
+        latent_dim: u32,
+        /// `h`.
+        heads: u32,
+    },
+    /// A derived size (`2d`, `N*K`) overflows `u32`.
+    TooLarge,
+    /// The layer-norm epsilon is not finite or not positive.
+    InvalidEpsilon {
+        /// The epsilon found.
+        epsilon: f32,
+    },
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::ZeroDimension { field } => write!(f, "configuration field `{field}` is zero"),
+            Self::HeadsDoNotDivideLatent { latent_dim, heads } => write!(
+                f,
+                "{heads} attention heads do not divide the latent dimension {latent_dim}"
+            ),
+            Self::TooLarge => write!(f, "a derived size (2d or N*K) overflows u32"),
+            Self::InvalidEpsilon { epsilon } => {
+                write!(f, "layer-norm epsilon {epsilon} is not finite and positive")
+            }
+        }
+    }
+}
+
+/// Validation accuracy of the checkpoint a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Mean validation accuracy in [0, 1].
+    pub accuracy: f32,
+    /// Half-width of its 95% confidence interval (1.96 std / sqrt(tasks)).
+    pub ci95: f32,
+}
+
+/// Where a file came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Data set name (e.g. `miniImageNet/center`, or `random` for generated weights).
+    pub dataset: Text,
+    /// Shots the model was trained with.
+    pub shots: u32,
+    /// Training steps taken.
+    pub steps: u64,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Validation result of the stored weights, if one was measured.
+    pub validation: Option<Validation>,
+    /// Name of the tool that wrote the file.
+    pub tool: Text,
+    /// Version of that tool.
+    pub tool_version: Text,
+}
+
+/// What a training run needs to resume, beyond the tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    /// Steps taken so far.
+    pub step: u64,
+    /// Best validation accuracy so far.
+    pub best_val_accuracy: f32,
+    /// Step at which it was reached.
+    pub best_step: u64,
+    /// Steps skipped because the loss or a gradient was not finite.
+    pub skipped_steps: u64,
+    /// State of the run's random number generator.
+    pub rng_state: [u64; 4],
+    /// The trainer's own options, opaque to this crate.
+    pub trainer_options: Vec<u8, MAX_TRAINER_OPTIONS>,
+}
+
+/// One row of the tensor table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    /// Tensor name (see FORMAT.md).
+    pub name: TensorName,
+    /// Shape, row-major.
+    pub shape: Shape,
+    /// Byte offset from the payload start (a multiple of 64).
+    pub offset: u32,
+}
+
+impl TensorEntry {
+    /// Number of `f32` elements, `None` if it overflows `u64`.
+    pub fn elements(&self) -> Option<u64> {
+        shape_elements(&self.shape)
+    }
+}
+
+/// Number of elements of a shape, `None` on overflow.
+pub fn shape_elements(shape: &[u32]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &dim| acc.checked_mul(u64::from(dim)))
+}
+
+/// The header of a model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Inference or training file.
+    pub kind: FileKind,
+    /// Model configuration.
+    pub config: ModelConfig,
+    /// Where the file came from.
+    pub provenance: Provenance,
+    /// Training state; only in training files.
+    pub training: Option<TrainingState>,
+    /// The tensor table.
+    pub tensors: Vec<TensorEntry, MAX_TENSORS>,
+}
