@@ -1,1 +1,3 @@
 //! AWGIM host trainer (work in progress).
+
+pub mod autodiff;
