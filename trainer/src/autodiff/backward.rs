@@ -130,7 +130,7 @@ impl Ctx {
                 return Err(AutodiffError::ForeignTensor);
             }
             let is_leaf = match self.nodes.get(&t.node).map(|n| n.role) {
-                Some(NodeRole::Leaf(i)) => self.leaves[i].kind != LeafKind::Constant,
+                Some(NodeRole::Leaf(i)) => matches!(self.leaves[i].kind, LeafKind::Param | LeafKind::Input),
                 _ => false,
             };
             if !is_leaf || !t.view.is_plain() {

@@ -28,6 +28,8 @@ pub enum LeafKind {
     Input,
     /// Fixed data set once when the graph is built (e.g. an index ramp).
     Constant,
+    /// Persistent non-trainable state updated by the optimizer (AdamW moments).
+    State,
 }
 
 /// A named leaf tensor (parameter, input or constant data).
@@ -116,6 +118,12 @@ impl Tensor {
         self.view.numel()
     }
 
+    /// A constant with this tensor's shape.
+    pub fn full_like(&self, value: f32) -> Tensor {
+        let shape = self.shape();
+        with_ctx(self.graph, |c| c.splat(value, &shape))
+    }
+
     /// The luminal node producing this tensor's buffer.
     pub fn node(&self) -> NodeIndex {
         self.node
@@ -170,6 +178,11 @@ impl GraphBuilder {
         with_ctx(self.id, |c| c.leaf(name, shape, LeafKind::Constant, Some(data)))
     }
 
+    /// Optimizer state with its initial value (not trainable, persists between steps).
+    pub(crate) fn state(&mut self, name: &str, shape: &[usize], init: Vec<f32>) -> Tensor {
+        with_ctx(self.id, |c| c.leaf(name, shape, LeafKind::State, Some(init)))
+    }
+
     /// A scalar constant broadcast to `shape`.
     pub fn full(&mut self, value: f32, shape: &[usize]) -> Tensor {
         with_ctx(self.id, |c| c.splat(value, shape))
@@ -222,10 +235,6 @@ impl GraphBuilder {
                 .map(|l| (l.name.clone(), l.shape.clone()))
                 .collect()
         })
-    }
-
-    pub(crate) fn id(&self) -> u64 {
-        self.id
     }
 
     /// Take the graph out of the registry (handles stop working).
@@ -324,6 +333,7 @@ impl Ctx {
             LeafKind::Param => format!("Param {name}"),
             LeafKind::Input => format!("Input {name}"),
             LeafKind::Constant => format!("Constant {name}"),
+            LeafKind::State => format!("State {name}"),
         };
         let node = self.graph.graph.add_node(Box::new(Function(label, zeros_fn(numel))));
         self.leaves.push(Leaf {

@@ -7,11 +7,16 @@
 mod backward;
 mod error;
 mod graph;
+pub mod kernels;
 mod ops;
+mod program;
 pub mod reference;
+mod train;
 mod view;
 
 pub use backward::backward;
 pub use error::AutodiffError;
 pub use graph::{GraphBuilder, LeafKind, Tensor};
+pub use program::Backend;
+pub use train::{AdamWConfig, Evaluator, OptimizerState, StepOutcome, TrainStep};
 pub use view::{Access, AxisAccess, View, MAX_RANK};
