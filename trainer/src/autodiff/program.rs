@@ -196,6 +196,11 @@ impl Program {
         self.graph.tensors.remove(&(self.outputs[i], 0));
     }
 
+    /// Debug names of the compiled graph's ops (diagnostics).
+    pub fn op_names(&self) -> Vec<String> {
+        self.graph.graph.node_weights().map(|o| format!("{o:?}")).collect()
+    }
+
     /// Number of nodes after compilation.
     pub fn node_count(&self) -> usize {
         self.graph.graph.node_count()

@@ -396,6 +396,11 @@ impl Evaluator {
         self.program.fill(slot, data.to_vec())
     }
 
+    /// Debug names of the compiled graph's ops (diagnostics).
+    pub fn op_names(&self) -> Vec<String> {
+        self.program.op_names()
+    }
+
     /// Run once; one vector per output, row-major.
     pub fn run(&mut self) -> Result<Vec<Vec<f32>>, AutodiffError> {
         self.program.run()?;
