@@ -160,20 +160,74 @@ pub struct StridedBinary {
     b: Access,
 }
 
+/// True when a view reads a whole buffer of `n` elements in order.
+fn is_dense(acc: &Access, n: usize) -> bool {
+    let c = acc.coalesced();
+    c.base == 0 && (c.axes.is_empty() || (c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full())) && acc.numel() == n
+}
+
+/// The buffer of an input the executor hands over (its last use), if it is dense.
+fn take_owned(input: &mut InputTensor, acc: &Access) -> Option<Vec<f32>> {
+    match input {
+        InputTensor::Owned(t) => {
+            let v = t.data.as_any_mut().downcast_mut::<Vec<f32>>()?;
+            is_dense(acc, v.len()).then(|| std::mem::take(v))
+        }
+        InputTensor::Borrowed(_) => None,
+    }
+}
+
+fn apply_in_place(out: &mut [f32], other: Operand, lhs_is_out: bool, f: impl Fn(f32, f32) -> f32) {
+    match (other, lhs_is_out) {
+        (Operand::Slice(y), true) => out.iter_mut().zip(y).for_each(|(o, &y)| *o = f(*o, y)),
+        (Operand::Slice(x), false) => out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x, *o)),
+        (Operand::Scalar(y), true) => out.iter_mut().for_each(|o| *o = f(*o, y)),
+        (Operand::Scalar(x), false) => out.iter_mut().for_each(|o| *o = f(x, *o)),
+    }
+}
+
+impl StridedBinary {
+    fn run(&self, a: Operand, b: Operand, out: &mut [f32]) {
+        match self.kind {
+            BinaryKind::Add => zip_apply(a, b, out, |x, y| x + y),
+            BinaryKind::Mul => zip_apply(a, b, out, |x, y| x * y),
+            BinaryKind::Mod => zip_apply(a, b, out, |x, y| x % y),
+            BinaryKind::LessThan => zip_apply(a, b, out, |x, y| if x < y { 1.0 } else { 0.0 }),
+        }
+    }
+
+    fn run_in_place(&self, out: &mut [f32], other: Operand, lhs_is_out: bool) {
+        match self.kind {
+            BinaryKind::Add => apply_in_place(out, other, lhs_is_out, |x, y| x + y),
+            BinaryKind::Mul => apply_in_place(out, other, lhs_is_out, |x, y| x * y),
+            BinaryKind::Mod => apply_in_place(out, other, lhs_is_out, |x, y| x % y),
+            BinaryKind::LessThan => apply_in_place(out, other, lhs_is_out, |x, y| if x < y { 1.0 } else { 0.0 }),
+        }
+    }
+}
+
 impl Operator for StridedBinary {
-    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+    fn process(&mut self, mut inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let n = self.a.numel();
+        // Reuse a dense input buffer the executor no longer needs.
+        for (i, own) in [(0usize, &self.a), (1, &self.b)] {
+            if let Some(mut out) = take_owned(&mut inp[i].0, own) {
+                let (other_acc, other_in) = if i == 0 { (&self.b, &inp[1].0) } else { (&self.a, &inp[0].0) };
+                let other = data(other_in);
+                assert_fits(other_acc, other.len(), "StridedBinary operand");
+                let mut scratch = Vec::new();
+                let op = operand(other, other_acc, &mut scratch);
+                self.run_in_place(&mut out, op, i == 0);
+                return vec![LuminalTensor::new(out)];
+            }
+        }
         let (xa, xb) = (data(&inp[0].0), data(&inp[1].0));
         assert_fits(&self.a, xa.len(), "StridedBinary lhs");
         assert_fits(&self.b, xb.len(), "StridedBinary rhs");
-        let mut out = vec![0.0f32; self.a.numel()];
+        let mut out = vec![0.0f32; n];
         let (mut sa, mut sb) = (Vec::new(), Vec::new());
         let (a, b) = (operand(xa, &self.a, &mut sa), operand(xb, &self.b, &mut sb));
-        match self.kind {
-            BinaryKind::Add => zip_apply(a, b, &mut out, |x, y| x + y),
-            BinaryKind::Mul => zip_apply(a, b, &mut out, |x, y| x * y),
-            BinaryKind::Mod => zip_apply(a, b, &mut out, |x, y| x % y),
-            BinaryKind::LessThan => zip_apply(a, b, &mut out, |x, y| if x < y { 1.0 } else { 0.0 }),
-        }
+        self.run(a, b, &mut out);
         vec![LuminalTensor::new(out)]
     }
 }
