@@ -14,7 +14,12 @@ fn values(rng: &mut Xoshiro256PlusPlus, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
 }
 
-fn param(g: &mut GraphBuilder, rng: &mut Xoshiro256PlusPlus, name: &str, shape: &[usize]) -> Tensor {
+fn param(
+    g: &mut GraphBuilder,
+    rng: &mut Xoshiro256PlusPlus,
+    name: &str,
+    shape: &[usize],
+) -> Tensor {
     let n = shape.iter().product();
     let scale = (6.0 / (shape[0] + shape[shape.len() - 1]) as f32).sqrt();
     g.param(name, shape, values(rng, n, scale))
@@ -51,9 +56,18 @@ fn attention(tasks: usize, rows: usize, d: usize, backend: Backend) -> TrainStep
     let f2 = param(&mut g, &mut rng, "f2", &[2 * d, d]);
     let ro = param(&mut g, &mut rng, "readout", &[d, 5]);
     let split = |t: Tensor| t.reshape(&[tasks, rows, heads, dh]).permute(&[0, 2, 1, 3]);
-    let (q, k, v) = (split(x.matmul(wq)), split(x.matmul(wk)), split(x.matmul(wv)));
-    let a = (q.matmul(k.t()) * (1.0 / (dh as f32).sqrt())).softmax(3).matmul(v);
-    let a = a.permute(&[0, 2, 1, 3]).reshape(&[tasks, rows, d]).matmul(wo);
+    let (q, k, v) = (
+        split(x.matmul(wq)),
+        split(x.matmul(wk)),
+        split(x.matmul(wv)),
+    );
+    let a = (q.matmul(k.t()) * (1.0 / (dh as f32).sqrt()))
+        .softmax(3)
+        .matmul(v);
+    let a = a
+        .permute(&[0, 2, 1, 3])
+        .reshape(&[tasks, rows, d])
+        .matmul(wo);
     let h = (x + a).layer_norm(&[2], 1e-12);
     let h = (h + h.matmul(f1).relu().matmul(f2)).layer_norm(&[2], 1e-12);
     let loss = h.matmul(ro).cross_entropy_with_logits(y).mean_all();
@@ -72,13 +86,26 @@ fn time(name: &str, backend: Backend, mut step: TrainStep, feeds: &[(&str, usize
         step.step(s).expect("step");
     }
     let ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
-    println!("{name:<10} {backend:<12?} {ms:>10.1} ms/step  ({} nodes)", step.node_count());
+    println!(
+        "{name:<10} {backend:<12?} {ms:>10.1} ms/step  ({} nodes)",
+        step.node_count()
+    );
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let num = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
-    let (tasks, rows, big_d, d, steps) = (num(0, 32), num(1, 80), num(2, 640), num(3, 128), num(4, 5) as u64);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let num =
+        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let (tasks, rows, big_d, d, steps) = (
+        num(0, 32),
+        num(1, 80),
+        num(2, 640),
+        num(3, 128),
+        num(4, 5) as u64,
+    );
     let backends: Vec<Backend> = args
         .get(5)
         .map(String::as_str)
@@ -94,7 +121,19 @@ fn main() {
     println!("tasks {tasks}, rows/task {rows}, D {big_d}, d {d}, {steps} timed steps");
     for &b in &backends {
         let n = tasks * rows;
-        time("mlp", b, mlp(tasks, rows, big_d, d, b), &[("x", n * big_d), ("target", n * big_d)], steps);
-        time("attention", b, attention(tasks, rows, d, b), &[("x", n * d), ("y", n * 5)], steps);
+        time(
+            "mlp",
+            b,
+            mlp(tasks, rows, big_d, d, b),
+            &[("x", n * big_d), ("target", n * big_d)],
+            steps,
+        );
+        time(
+            "attention",
+            b,
+            attention(tasks, rows, d, b),
+            &[("x", n * d), ("y", n * 5)],
+            steps,
+        );
     }
 }

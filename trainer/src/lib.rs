@@ -1,3 +1,4 @@
 //! AWGIM host trainer (work in progress).
 
+#[warn(missing_docs)]
 pub mod autodiff;

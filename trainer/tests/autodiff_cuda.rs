@@ -25,7 +25,9 @@ fn network(backend: Backend) -> TrainStep {
     let wk = g.param("wk", &[d, d], init(d * d, d));
     let w1 = g.param("w1", &[d, 32], init(d * 32, d));
     let w2 = g.param("w2", &[32, classes], init(32 * classes, 32));
-    let att = (x.matmul(wq).matmul(x.matmul(wk).t()) * 0.25).softmax(2).matmul(x);
+    let att = (x.matmul(wq).matmul(x.matmul(wk).t()) * 0.25)
+        .softmax(2)
+        .matmul(x);
     let h = (x + att).layer_norm(&[2], 1e-12);
     let logits = h.matmul(w1).relu().matmul(w2);
     let loss = logits.cross_entropy_with_logits(y).mean_all();
@@ -42,7 +44,9 @@ fn curve(backend: Backend) -> Vec<f32> {
     let (batch, rows, d, classes) = (8, 6, 16, 4);
     let mut losses = Vec::new();
     for s in 0..STEPS {
-        let x: Vec<f32> = (0..batch * rows * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let x: Vec<f32> = (0..batch * rows * d)
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
         let mut y = vec![0.0f32; batch * rows * classes];
         for r in 0..batch * rows {
             // Label: which quarter of the row's first feature's range it falls in.
@@ -70,6 +74,12 @@ fn cpu_and_cuda_loss_curves_agree() {
         }
     }
     println!("max relative difference: {worst:.3e} (tolerance {TOLERANCE:.0e})");
-    assert!(cpu.last() < cpu.first(), "the network did not learn on the CPU");
-    assert!(worst <= TOLERANCE, "CPU and CUDA loss curves diverge: {worst:.3e}");
+    assert!(
+        cpu.last() < cpu.first(),
+        "the network did not learn on the CPU"
+    );
+    assert!(
+        worst <= TOLERANCE,
+        "CPU and CUDA loss curves diverge: {worst:.3e}"
+    );
 }

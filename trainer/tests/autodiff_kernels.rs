@@ -15,11 +15,22 @@ fn inputs(seed: u64, specs: &[(&str, &[usize])]) -> Vec<(String, Vec<f32>)> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     specs
         .iter()
-        .map(|(n, s)| (n.to_string(), (0..s.iter().product::<usize>()).map(|_| rng.gen_range(-2.0f32..2.0)).collect()))
+        .map(|(n, s)| {
+            (
+                n.to_string(),
+                (0..s.iter().product::<usize>())
+                    .map(|_| rng.gen_range(-2.0f32..2.0))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
-fn run(build: Build, feed: &[(String, Vec<f32>)], backend: Backend) -> (Vec<Vec<f32>>, Vec<String>) {
+fn run(
+    build: Build,
+    feed: &[(String, Vec<f32>)],
+    backend: Backend,
+) -> (Vec<Vec<f32>>, Vec<String>) {
     let mut g = GraphBuilder::new();
     let outs = build(&mut g);
     let mut ev = Evaluator::new(g, &outs, backend).unwrap();
@@ -36,9 +47,18 @@ fn compare(build: Build, specs: &[(&str, &[usize])], exact: bool) {
     for backend in [Backend::Cpu, Backend::CpuLuminal] {
         let (fast, ops) = run(build, &feed, backend);
         if backend == Backend::Cpu {
-            for interpreted in ["Add", "Mul", "Mod", "LessThan", "Contiguous", "SumReduce(", "MaxReduce("] {
+            for interpreted in [
+                "Add",
+                "Mul",
+                "Mod",
+                "LessThan",
+                "Contiguous",
+                "SumReduce(",
+                "MaxReduce(",
+            ] {
                 assert!(
-                    !ops.iter().any(|o| o == interpreted || o.starts_with(interpreted) && interpreted.ends_with('(')),
+                    !ops.iter().any(|o| o == interpreted
+                        || o.starts_with(interpreted) && interpreted.ends_with('(')),
                     "{interpreted} left in the fast graph: {ops:?}"
                 );
             }
@@ -69,7 +89,7 @@ fn elementwise_over_every_view_kind() {
             let broadcast = a + c.expand(0, 3).expand(2, 5);
             let sliced = a.slice(2, 1, 5) * a.slice(2, 0, 4);
             let padded = a.pad(1, 2, 1) + a.pad(1, 1, 2);
-            let two_sided = a.slice(1, 1, 3).rem(a.slice(1, 2, 4).add_scalar(2.5));
+            let two_sided = a.slice(1, 1, 3) % a.slice(1, 2, 4).add_scalar(2.5);
             let cmp = a.less_than(a.permute(&[0, 2, 1]).contiguous().reshape(&[3, 4, 5]));
             let unary = (a.exp() + a.sin()).recip().sqrt();
             vec![permuted, broadcast, sliced, padded, two_sided, cmp, unary]
@@ -125,7 +145,13 @@ fn matmuls_of_every_layout() {
                 q.permute(&[1, 0, 2, 3]).matmul(q.permute(&[1, 0, 3, 2])),
             ]
         },
-        &[("a", &[6, 4]), ("w", &[4, 3]), ("x", &[2, 6, 4]), ("y", &[2, 4, 5]), ("q", &[2, 3, 6, 4])],
+        &[
+            ("a", &[6, 4]),
+            ("w", &[4, 3]),
+            ("x", &[2, 6, 4]),
+            ("y", &[2, 4, 5]),
+            ("q", &[2, 3, 6, 4]),
+        ],
         false,
     );
 }
@@ -135,13 +161,34 @@ fn gradients_of_an_attention_block_agree() {
     compare(
         |g| {
             let x = g.input("x", &[2, 5, 8]);
-            let wq = g.param("wq", &[8, 8], (0..64).map(|i| ((i * 37 % 17) as f32 - 8.0) / 20.0).collect());
-            let wk = g.param("wk", &[8, 8], (0..64).map(|i| ((i * 29 % 13) as f32 - 6.0) / 20.0).collect());
-            let wf = g.param("wf", &[8, 4], (0..32).map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0).collect());
+            let wq = g.param(
+                "wq",
+                &[8, 8],
+                (0..64)
+                    .map(|i| ((i * 37 % 17) as f32 - 8.0) / 20.0)
+                    .collect(),
+            );
+            let wk = g.param(
+                "wk",
+                &[8, 8],
+                (0..64)
+                    .map(|i| ((i * 29 % 13) as f32 - 6.0) / 20.0)
+                    .collect(),
+            );
+            let wf = g.param(
+                "wf",
+                &[8, 4],
+                (0..32)
+                    .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+                    .collect(),
+            );
             let q = x.matmul(wq).reshape(&[2, 5, 2, 4]).permute(&[0, 2, 1, 3]);
             let k = x.matmul(wk).reshape(&[2, 5, 2, 4]).permute(&[0, 2, 1, 3]);
             let att = (q.matmul(k.t()) * 0.5).softmax(3).matmul(k);
-            let h = att.permute(&[0, 2, 1, 3]).reshape(&[2, 5, 8]).layer_norm(&[2], 1e-12);
+            let h = att
+                .permute(&[0, 2, 1, 3])
+                .reshape(&[2, 5, 8])
+                .layer_norm(&[2], 1e-12);
             let logits = (h + x).relu().matmul(wf);
             let loss = logits.log_softmax(2).mean_all();
             let mut outs = vec![loss];
@@ -162,7 +209,7 @@ fn luminal_f32_matches_the_f64_reference_evaluator() {
         vec![
             a.matmul(b).softmax(1),
             a.pad(0, 1, 1).slice(1, 1, 4).max_axis(0),
-            a.exp2().log2().rem(b.t().add_scalar(3.0)),
+            a.exp2().log2() % b.t().add_scalar(3.0),
             a.less_than(b.t()) + a.sin() * b.t().sqrt().recip(),
             a.layer_norm(&[0, 1], 1e-6),
         ]
@@ -176,7 +223,10 @@ fn luminal_f32_matches_the_f64_reference_evaluator() {
     for (x, y) in f32s.iter().zip(&f64s) {
         for (p, q) in x.iter().zip(y) {
             let same_nan = p.is_nan() && q.is_nan();
-            assert!(same_nan || (*p as f64 - q).abs() <= 1e-5 * q.abs().max(1.0), "{p} vs {q}");
+            assert!(
+                same_nan || (*p as f64 - q).abs() <= 1e-5 * q.abs().max(1.0),
+                "{p} vs {q}"
+            );
         }
     }
 }

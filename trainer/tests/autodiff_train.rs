@@ -50,7 +50,10 @@ fn adamw_by_hand(p: &[f64], grads: &[Vec<f64>], lr: f64, wd: f64) -> Vec<f64> {
 fn assert_close(got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
-        assert!((*g as f64 - w).abs() <= tol * w.abs().max(1.0), "got {got:?}, want {want:?}");
+        assert!(
+            (*g as f64 - w).abs() <= tol * w.abs().max(1.0),
+            "got {got:?}, want {want:?}"
+        );
     }
 }
 
@@ -64,7 +67,12 @@ fn adamw_matches_hand_computation_over_three_steps() {
         assert!(!out.skipped);
     }
     let g: Vec<f64> = c.iter().map(|&x| x as f64).collect();
-    let want = adamw_by_hand(&p0.iter().map(|&x| x as f64).collect::<Vec<_>>(), &[g.clone(), g.clone(), g], 0.1, 0.01);
+    let want = adamw_by_hand(
+        &p0.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        &[g.clone(), g.clone(), g],
+        0.1,
+        0.01,
+    );
     assert_close(&step.params().unwrap()[0].1, &want, 1e-5);
     assert_eq!(step.updates(), 3);
     // The first step of Adam moves each coordinate by ~lr * sign(g) (plus decay).
@@ -118,8 +126,14 @@ fn staircase_schedule() {
     // Bias correction folded into the step size.
     // (The betas are f32 settings: use their exact values.)
     let (b1, b2) = (0.9f32 as f64, 0.999f32 as f64);
-    assert!(close(c.step_size(0, 1), 1e-3 * (1.0 - b2).sqrt() / (1.0 - b1)));
-    assert!(close(c.step_size(15_000, 3), 2e-4 * (1.0 - b2.powi(3)).sqrt() / (1.0 - b1.powi(3))));
+    assert!(close(
+        c.step_size(0, 1),
+        1e-3 * (1.0 - b2).sqrt() / (1.0 - b1)
+    ));
+    assert!(close(
+        c.step_size(15_000, 3),
+        2e-4 * (1.0 - b2.powi(3)).sqrt() / (1.0 - b1.powi(3))
+    ));
     let none = AdamWConfig {
         decay_steps: 0,
         ..c
@@ -166,7 +180,10 @@ fn clip_by_value_then_by_norm() {
     step.step(0).unwrap();
     let m = &step.optimizer_state().unwrap().moments[0].1;
     let norm = (1.0f64 + 1.0 + 0.0025).sqrt();
-    let g: Vec<f64> = [1.0, -1.0, 0.05, 0.0].iter().map(|x| x * 0.5 / norm).collect();
+    let g: Vec<f64> = [1.0, -1.0, 0.05, 0.0]
+        .iter()
+        .map(|x| x * 0.5 / norm)
+        .collect();
     let want: Vec<f64> = g.iter().map(|x| 0.1 * x).collect();
     assert_close(m, &want, 1e-6);
     let v = &step.optimizer_state().unwrap().moments[0].2;
@@ -210,9 +227,18 @@ fn checkpoint_round_trip_continues_identically() {
 #[test]
 fn errors_are_typed() {
     let mut step = linear_step(no_clip(), vec![1.0], vec![1.0]);
-    assert!(matches!(step.set_input("nope", &[1.0]), Err(AutodiffError::UnknownName(_))));
-    assert!(matches!(step.set_input("c", &[1.0, 2.0]), Err(AutodiffError::DataLength { .. })));
-    assert!(matches!(step.set_input("p", &[1.0]), Err(AutodiffError::UnknownName(_))));
+    assert!(matches!(
+        step.set_input("nope", &[1.0]),
+        Err(AutodiffError::UnknownName(_))
+    ));
+    assert!(matches!(
+        step.set_input("c", &[1.0, 2.0]),
+        Err(AutodiffError::DataLength { .. })
+    ));
+    assert!(matches!(
+        step.set_input("p", &[1.0]),
+        Err(AutodiffError::UnknownName(_))
+    ));
     assert!(matches!(
         step.load_params(&[("p".into(), vec![1.0, 2.0])]),
         Err(AutodiffError::DataLength { .. })
@@ -237,7 +263,9 @@ fn errors_are_typed() {
 
 /// Two-class-per-cluster synthetic problem: 4 Gaussian blobs in 8-D, labels by blob.
 fn blobs(rng: &mut Xoshiro256PlusPlus, n: usize) -> (Vec<f32>, Vec<f32>) {
-    let centers: Vec<Vec<f32>> = (0..4).map(|_| (0..8).map(|_| rng.gen_range(-2.0..2.0)).collect()).collect();
+    let centers: Vec<Vec<f32>> = (0..4)
+        .map(|_| (0..8).map(|_| rng.gen_range(-2.0..2.0)).collect())
+        .collect();
     let noise = Normal::new(0.0f32, 0.7).unwrap();
     let mut x = Vec::with_capacity(n * 8);
     let mut y = Vec::with_capacity(n * 4);
@@ -251,7 +279,9 @@ fn blobs(rng: &mut Xoshiro256PlusPlus, n: usize) -> (Vec<f32>, Vec<f32>) {
 
 fn glorot(rng: &mut Xoshiro256PlusPlus, fan_in: usize, fan_out: usize) -> Vec<f32> {
     let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
-    (0..fan_in * fan_out).map(|_| rng.gen_range(-limit..limit)).collect()
+    (0..fan_in * fan_out)
+        .map(|_| rng.gen_range(-limit..limit))
+        .collect()
 }
 
 /// A 2-layer MLP: loss (mean CE) and accuracy outputs.
@@ -286,8 +316,10 @@ fn mlp_learns_blobs_to_95_percent() {
     let mut first_loss = None;
     for s in 0..300u64 {
         let b = (s as usize) % 20;
-        step.set_input("x", &xs[b * batch * 8..(b + 1) * batch * 8]).unwrap();
-        step.set_input("y", &ys[b * batch * 4..(b + 1) * batch * 4]).unwrap();
+        step.set_input("x", &xs[b * batch * 8..(b + 1) * batch * 8])
+            .unwrap();
+        step.set_input("y", &ys[b * batch * 4..(b + 1) * batch * 4])
+            .unwrap();
         let out = step.step(s).unwrap();
         first_loss.get_or_insert(out.loss);
     }
@@ -307,7 +339,9 @@ fn mlp_learns_blobs_to_95_percent() {
     let correct = (0..n)
         .filter(|&i| {
             let row = &logits[i * 4..(i + 1) * 4];
-            let pred = (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+            let pred = (0..4)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
             yt[i * 4 + pred] == 1.0
         })
         .count();
@@ -321,7 +355,9 @@ fn mlp_learns_blobs_to_95_percent() {
 /// Fresh samples from the blobs whose centres `blobs` draws with `seed`.
 fn blobs_with_centres_of(seed: u64, n: usize, noise_seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let centers: Vec<Vec<f32>> = (0..4).map(|_| (0..8).map(|_| r.gen_range(-2.0..2.0)).collect()).collect();
+    let centers: Vec<Vec<f32>> = (0..4)
+        .map(|_| (0..8).map(|_| r.gen_range(-2.0..2.0)).collect())
+        .collect();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(noise_seed);
     let noise = Normal::new(0.0f32, 0.7).unwrap();
     let mut x = Vec::new();
@@ -342,8 +378,10 @@ fn same_seed_gives_bit_identical_parameters() {
         let mut step = mlp(5, 32, Backend::Cpu);
         for s in 0..25u64 {
             let b = (s as usize) % 4;
-            step.set_input("x", &xs[b * 32 * 8..(b + 1) * 32 * 8]).unwrap();
-            step.set_input("y", &ys[b * 32 * 4..(b + 1) * 32 * 4]).unwrap();
+            step.set_input("x", &xs[b * 32 * 8..(b + 1) * 32 * 8])
+                .unwrap();
+            step.set_input("y", &ys[b * 32 * 4..(b + 1) * 32 * 4])
+                .unwrap();
             step.step(s).unwrap();
         }
         step.params().unwrap()

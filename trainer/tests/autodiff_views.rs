@@ -25,7 +25,11 @@ fn random_view(rng: &mut Xoshiro256PlusPlus) -> View {
             2 => {
                 let axis = rng.gen_range(0..r);
                 let len = v.axis_len(axis);
-                let (start, end) = if rng.gen_bool(0.5) { (rng.gen_range(0..len), len) } else { (0, rng.gen_range(1..=len)) };
+                let (start, end) = if rng.gen_bool(0.5) {
+                    (rng.gen_range(0..len), len)
+                } else {
+                    (0, rng.gen_range(1..=len))
+                };
                 if v.can_slice(axis, start, end) && start < end {
                     v = v.slice(axis, start, end);
                 }
@@ -55,7 +59,11 @@ fn access_matches_luminal_index_and_valid_expressions() {
             let lum_valid = valid.exec_single_var(i) != 0;
             assert_eq!(off.is_some(), lum_valid, "validity of element {i} of {v:?}");
             if let Some(o) = off {
-                assert_eq!(o, index.exec_single_var(i), "offset of element {i} of {v:?}");
+                assert_eq!(
+                    o,
+                    index.exec_single_var(i),
+                    "offset of element {i} of {v:?}"
+                );
                 assert!(o < v.physical_numel());
             }
         });
@@ -69,7 +77,14 @@ fn tracker_round_trip_is_lossless() {
     for _ in 0..500 {
         let v = random_view(&mut rng);
         assert_eq!(View::from_tracker(&v.to_tracker()).unwrap(), v);
-        assert_eq!(v.to_tracker().shape().iter().map(|e| e.to_usize().unwrap()).collect::<Vec<_>>(), v.shape());
+        assert_eq!(
+            v.to_tracker()
+                .shape()
+                .iter()
+                .map(|e| e.to_usize().unwrap())
+                .collect::<Vec<_>>(),
+            v.shape()
+        );
     }
 }
 

@@ -72,7 +72,12 @@ impl Ctx {
     }
 
     /// Carry a gradient through an edge view, back to the producer's buffer shape.
-    pub(crate) fn pullback(&mut self, grad: Tensor, view: &View, src: NodeIndex) -> Result<Tensor, AutodiffError> {
+    pub(crate) fn pullback(
+        &mut self,
+        grad: Tensor,
+        view: &View,
+        src: NodeIndex,
+    ) -> Result<Tensor, AutodiffError> {
         let dims = view.physical_dims();
         let order = view.order();
         // Put the axes in physical order.
@@ -130,7 +135,9 @@ impl Ctx {
                 return Err(AutodiffError::ForeignTensor);
             }
             let is_leaf = match self.nodes.get(&t.node).map(|n| n.role) {
-                Some(NodeRole::Leaf(i)) => matches!(self.leaves[i].kind, LeafKind::Param | LeafKind::Input),
+                Some(NodeRole::Leaf(i)) => {
+                    matches!(self.leaves[i].kind, LeafKind::Param | LeafKind::Input)
+                }
                 _ => false,
             };
             if !is_leaf || !t.view.is_plain() {
@@ -139,10 +146,11 @@ impl Ctx {
         }
 
         let relevant = self.relevant_nodes(loss.node, wrt);
-        let order = toposort(&self.graph.graph, None).map_err(|_| AutodiffError::InvalidArgument {
-            op: "backward",
-            reason: "the graph has a cycle".into(),
-        })?;
+        let order =
+            toposort(&self.graph.graph, None).map_err(|_| AutodiffError::InvalidArgument {
+                op: "backward",
+                reason: "the graph has a cycle".into(),
+            })?;
 
         let mut pending: HashMap<NodeIndex, Vec<Tensor>> = HashMap::new();
         let seed = self.splat(1.0, &loss.shape());
@@ -201,7 +209,10 @@ impl Ctx {
                 if !seen.insert(n) {
                     continue;
                 }
-                let barrier = matches!(self.nodes.get(&n).map(|i| i.role), Some(NodeRole::StopGradient));
+                let barrier = matches!(
+                    self.nodes.get(&n).map(|i| i.role),
+                    Some(NodeRole::StopGradient)
+                );
                 if stop_at_barriers && barrier {
                     continue;
                 }
@@ -209,12 +220,20 @@ impl Ctx {
                     if e.weight().is_schedule() {
                         continue;
                     }
-                    stack.push(if dir == Direction::Outgoing { e.target() } else { e.source() });
+                    stack.push(if dir == Direction::Outgoing {
+                        e.target()
+                    } else {
+                        e.source()
+                    });
                 }
             }
             seen
         };
-        let forward = walk(wrt.iter().map(|t| t.node).collect(), Direction::Outgoing, true);
+        let forward = walk(
+            wrt.iter().map(|t| t.node).collect(),
+            Direction::Outgoing,
+            true,
+        );
         let backward = walk(vec![loss], Direction::Incoming, false);
         forward.intersection(&backward).copied().collect()
     }
@@ -294,7 +313,10 @@ impl Ctx {
             Kind::Mod => {
                 // r = a - b * trunc(a / b): dr/da = 1, dr/db = -trunc(a / b) = (r - a) / b.
                 if wants(0) {
-                    out.push((inputs[0].src, self.pullback(grad, &inputs[0].view, inputs[0].src)?));
+                    out.push((
+                        inputs[0].src,
+                        self.pullback(grad, &inputs[0].view, inputs[0].src)?,
+                    ));
                 }
                 if wants(1) {
                     let (a, b) = (inputs[0].tensor(self), inputs[1].tensor(self));
@@ -302,7 +324,10 @@ impl Ctx {
                     let diff = self.sub(r, a);
                     let local = self.div(diff, b);
                     let g = self.mul(grad, local);
-                    out.push((inputs[1].src, self.pullback(g, &inputs[1].view, inputs[1].src)?));
+                    out.push((
+                        inputs[1].src,
+                        self.pullback(g, &inputs[1].view, inputs[1].src)?,
+                    ));
                 }
             }
             Kind::Sum(d) => {

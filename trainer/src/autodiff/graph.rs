@@ -165,7 +165,9 @@ impl GraphBuilder {
 
     /// A trainable parameter with its initial value (row-major).
     pub fn param(&mut self, name: &str, shape: &[usize], init: Vec<f32>) -> Tensor {
-        with_ctx(self.id, |c| c.leaf(name, shape, LeafKind::Param, Some(init)))
+        with_ctx(self.id, |c| {
+            c.leaf(name, shape, LeafKind::Param, Some(init))
+        })
     }
 
     /// An input, fed from the host before each run.
@@ -175,12 +177,16 @@ impl GraphBuilder {
 
     /// A constant tensor with fixed data.
     pub fn constant_data(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
-        with_ctx(self.id, |c| c.leaf(name, shape, LeafKind::Constant, Some(data)))
+        with_ctx(self.id, |c| {
+            c.leaf(name, shape, LeafKind::Constant, Some(data))
+        })
     }
 
     /// Optimizer state with its initial value (not trainable, persists between steps).
     pub(crate) fn state(&mut self, name: &str, shape: &[usize], init: Vec<f32>) -> Tensor {
-        with_ctx(self.id, |c| c.leaf(name, shape, LeafKind::State, Some(init)))
+        with_ctx(self.id, |c| {
+            c.leaf(name, shape, LeafKind::State, Some(init))
+        })
     }
 
     /// A scalar constant broadcast to `shape`.
@@ -241,10 +247,12 @@ impl GraphBuilder {
     pub(crate) fn into_ctx(self) -> Ctx {
         let id = self.id;
         std::mem::forget(self);
-        REGISTRY.with(|r| r.borrow_mut().remove(&id)).unwrap_or_else(|| {
-            // Unreachable: a live GraphBuilder always has its registry entry.
-            panic!("graph {id} missing from the registry")
-        })
+        REGISTRY
+            .with(|r| r.borrow_mut().remove(&id))
+            .unwrap_or_else(|| {
+                // Unreachable: a live GraphBuilder always has its registry entry.
+                panic!("graph {id} missing from the registry")
+            })
     }
 }
 
@@ -256,8 +264,12 @@ impl Drop for GraphBuilder {
     }
 }
 
+/// luminal's loader closure for a `Function` node.
+type LoadFn =
+    Box<dyn Fn(Vec<(op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<LuminalTensor>>;
+
 /// Placeholder data for leaves without a value (never read: runs check inputs first).
-fn zeros_fn(n: usize) -> Box<dyn Fn(Vec<(op::InputTensor, luminal::prelude::ShapeTracker)>) -> Vec<LuminalTensor>> {
+fn zeros_fn(n: usize) -> LoadFn {
     Box::new(move |_| vec![LuminalTensor::new(vec![0.0f32; n])])
 }
 
@@ -307,7 +319,13 @@ impl Ctx {
         Ok(self.tensor(node, View::contiguous(shape)?))
     }
 
-    pub fn leaf(&mut self, name: &str, shape: &[usize], kind: LeafKind, data: Option<Vec<f32>>) -> Tensor {
+    pub fn leaf(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        kind: LeafKind,
+        data: Option<Vec<f32>>,
+    ) -> Tensor {
         let view = match View::contiguous(shape) {
             Ok(v) => v,
             Err(e) => {
@@ -335,7 +353,10 @@ impl Ctx {
             LeafKind::Constant => format!("Constant {name}"),
             LeafKind::State => format!("State {name}"),
         };
-        let node = self.graph.graph.add_node(Box::new(Function(label, zeros_fn(numel))));
+        let node = self
+            .graph
+            .graph
+            .add_node(Box::new(Function(label, zeros_fn(numel))));
         self.leaves.push(Leaf {
             name: name.to_string(),
             node,
@@ -432,13 +453,22 @@ impl Ctx {
         } else {
             t
         };
-        let shape = self.node_shape(t.node).map(<[usize]>::to_vec).unwrap_or_default();
+        let shape = self
+            .node_shape(t.node)
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default();
         let node = self.add_op(op, &[t], shape, NodeRole::Op);
         self.tensor(node, t.view)
     }
 
     /// A luminal binary op on two equally shaped tensors; the result is row-major.
-    pub fn binary<O: Operator + 'static>(&mut self, name: &'static str, op: O, a: Tensor, b: Tensor) -> Tensor {
+    pub fn binary<O: Operator + 'static>(
+        &mut self,
+        name: &'static str,
+        op: O,
+        a: Tensor,
+        b: Tensor,
+    ) -> Tensor {
         if !self.owns(&a) || !self.owns(&b) {
             return a;
         }

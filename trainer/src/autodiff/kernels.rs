@@ -163,7 +163,10 @@ pub struct StridedBinary {
 /// True when a view reads a whole buffer of `n` elements in order.
 fn is_dense(acc: &Access, n: usize) -> bool {
     let c = acc.coalesced();
-    c.base == 0 && (c.axes.is_empty() || (c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full())) && acc.numel() == n
+    c.base == 0
+        && (c.axes.is_empty()
+            || (c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full()))
+        && acc.numel() == n
 }
 
 /// The buffer of an input the executor hands over (its last use), if it is dense.
@@ -201,7 +204,9 @@ impl StridedBinary {
             BinaryKind::Add => apply_in_place(out, other, lhs_is_out, |x, y| x + y),
             BinaryKind::Mul => apply_in_place(out, other, lhs_is_out, |x, y| x * y),
             BinaryKind::Mod => apply_in_place(out, other, lhs_is_out, |x, y| x % y),
-            BinaryKind::LessThan => apply_in_place(out, other, lhs_is_out, |x, y| if x < y { 1.0 } else { 0.0 }),
+            BinaryKind::LessThan => {
+                apply_in_place(out, other, lhs_is_out, |x, y| if x < y { 1.0 } else { 0.0 })
+            }
         }
     }
 }
@@ -212,7 +217,11 @@ impl Operator for StridedBinary {
         // Reuse a dense input buffer the executor no longer needs.
         for (i, own) in [(0usize, &self.a), (1, &self.b)] {
             if let Some(mut out) = take_owned(&mut inp[i].0, own) {
-                let (other_acc, other_in) = if i == 0 { (&self.b, &inp[1].0) } else { (&self.a, &inp[0].0) };
+                let (other_acc, other_in) = if i == 0 {
+                    (&self.b, &inp[1].0)
+                } else {
+                    (&self.a, &inp[0].0)
+                };
                 let other = data(other_in);
                 assert_fits(other_acc, other.len(), "StridedBinary operand");
                 let mut scratch = Vec::new();
@@ -276,7 +285,8 @@ impl Operator for StridedReduce {
         let mut out = vec![init; front_n * back_n];
         let mut row = vec![init; back_n];
         let back_c = back.coalesced();
-        let back_dense = back_c.axes.len() == 1 && back_c.axes[0].stride == 1 && back_c.axes[0].is_full();
+        let back_dense =
+            back_c.axes.len() == 1 && back_c.axes[0].stride == 1 && back_c.axes[0].is_full();
         let front_c = Access {
             base: front.base,
             // Row helper walks all axes but the last: append a unit axis.
@@ -433,10 +443,20 @@ impl Compiler for MatMulCompiler {
         let reduces: Vec<NodeIndex> = graph
             .graph
             .node_indices()
-            .filter(|&n| graph.graph.node_weight(n).is_some_and(|o| o.as_any().is::<op::SumReduce>()))
+            .filter(|&n| {
+                graph
+                    .graph
+                    .node_weight(n)
+                    .is_some_and(|o| o.as_any().is::<op::SumReduce>())
+            })
             .collect();
         for sum in reduces {
-            let Some(op::SumReduce(axis)) = graph.graph.node_weight(sum).and_then(|o| o.as_any().downcast_ref::<op::SumReduce>()).cloned() else {
+            let Some(op::SumReduce(axis)) = graph
+                .graph
+                .node_weight(sum)
+                .and_then(|o| o.as_any().downcast_ref::<op::SumReduce>())
+                .cloned()
+            else {
                 continue;
             };
             let srcs = sources(graph, sum);
@@ -444,7 +464,10 @@ impl Compiler for MatMulCompiler {
                 continue;
             };
             let mul = *mul;
-            let is_mul = graph.graph.node_weight(mul).is_some_and(|o| o.as_any().is::<op::Mul>());
+            let is_mul = graph
+                .graph
+                .node_weight(mul)
+                .is_some_and(|o| o.as_any().is::<op::Mul>());
             let single_use = graph.graph.edges_directed(mul, Direction::Outgoing).count() == 1;
             if !is_mul || !single_use || graph.no_delete.contains(&mul) {
                 continue;
@@ -460,15 +483,26 @@ impl Compiler for MatMulCompiler {
             let [(a_node, a_st), (b_node, b_st)] = ins.as_slice() else {
                 continue;
             };
-            let (Some((a_view, a_acc)), Some((b_view, b_acc))) = (access_of(a_st), access_of(b_st)) else {
+            let (Some((a_view, a_acc)), Some((b_view, b_acc))) = (access_of(a_st), access_of(b_st))
+            else {
                 continue;
             };
-            let unpadded = a_acc.axes.iter().chain(&b_acc.axes).all(AxisAccess::is_full);
+            let unpadded = a_acc
+                .axes
+                .iter()
+                .chain(&b_acc.axes)
+                .all(AxisAccess::is_full);
             if !a_view.is_fake(rank - 2) || !b_view.is_fake(rank - 3) || !unpadded {
                 continue;
             }
             let batch = (0..rank - 3)
-                .map(|i| (a_acc.axes[i].len, a_acc.axes[i].stride, b_acc.axes[i].stride))
+                .map(|i| {
+                    (
+                        a_acc.axes[i].len,
+                        a_acc.axes[i].stride,
+                        b_acc.axes[i].stride,
+                    )
+                })
                 .collect();
             let mm = BatchedMatMul {
                 batch,
@@ -488,7 +522,13 @@ impl Compiler for MatMulCompiler {
                 .input(*b_node, 0, *b_st)
                 .finish();
             move_outgoing_edge(sum, new, &mut graph.graph);
-            move_references(&mut remap, &mut graph.no_delete, &mut graph.to_retrieve, sum, new);
+            move_references(
+                &mut remap,
+                &mut graph.no_delete,
+                &mut graph.to_retrieve,
+                sum,
+                new,
+            );
             graph.graph.remove_node(mul);
             graph.graph.remove_node(sum);
         }
@@ -504,7 +544,10 @@ impl Compiler for StridedKernelCompiler {
     fn compile<T: ToIdsMut>(&self, graph: &mut LuminalGraph, _: T) {
         for node in graph.graph.node_indices().collect::<Vec<_>>() {
             let srcs = sources(graph, node);
-            let accesses: Option<Vec<Access>> = srcs.iter().map(|(_, st)| access_of(st).map(|x| x.1)).collect();
+            let accesses: Option<Vec<Access>> = srcs
+                .iter()
+                .map(|(_, st)| access_of(st).map(|x| x.1))
+                .collect();
             let Some(acc) = accesses else {
                 continue;
             };
@@ -531,7 +574,8 @@ impl Compiler for StridedKernelCompiler {
             } else if any.is::<op::LessThan>() {
                 binary(BinaryKind::LessThan)
             } else if any.is::<op::Contiguous>() {
-                acc.first().map(|a| Box::new(StridedCopy { src: a.clone() }) as Box<dyn Operator>)
+                acc.first()
+                    .map(|a| Box::new(StridedCopy { src: a.clone() }) as Box<dyn Operator>)
             } else if let Some(op::SumReduce(d)) = any.downcast_ref::<op::SumReduce>() {
                 acc.first().map(|a| {
                     Box::new(StridedReduce {

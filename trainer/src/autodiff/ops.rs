@@ -1,7 +1,7 @@
 //! Tensor operations, lowered to luminal primitives the way luminal's own `hl_ops` do
 //! (so luminal's compilers recognise the same patterns, e.g. matmuls).
 
-use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::ops::{Add, Div, Mul, Neg, Rem, Sub};
 
 use luminal::op;
 
@@ -15,11 +15,16 @@ impl Ctx {
     pub fn permute(&mut self, t: Tensor, axes: &[usize]) -> Tensor {
         let mut seen = vec![false; t.rank()];
         let valid = axes.len() == t.rank()
-            && axes.iter().all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
+            && axes
+                .iter()
+                .all(|&a| a < seen.len() && !std::mem::replace(&mut seen[a], true));
         if !valid {
             self.fail(AutodiffError::InvalidArgument {
                 op: "permute",
-                reason: format!("{axes:?} is not a permutation of the axes of a rank-{} tensor", t.rank()),
+                reason: format!(
+                    "{axes:?} is not a permutation of the axes of a rank-{} tensor",
+                    t.rank()
+                ),
             });
             return t;
         }
@@ -33,7 +38,10 @@ impl Ctx {
         if axis > t.rank() || t.rank() >= MAX_RANK {
             self.fail(AutodiffError::InvalidArgument {
                 op: "expand",
-                reason: format!("cannot insert axis {axis} into a rank-{} tensor (max rank {MAX_RANK})", t.rank()),
+                reason: format!(
+                    "cannot insert axis {axis} into a rank-{} tensor (max rank {MAX_RANK})",
+                    t.rank()
+                ),
             });
             return t;
         }
@@ -80,7 +88,11 @@ impl Ctx {
         if shape.iter().product::<usize>() != t.numel() {
             self.fail(AutodiffError::InvalidArgument {
                 op: "reshape",
-                reason: format!("cannot reshape {:?} ({} elements) to {shape:?}", t.shape(), t.numel()),
+                reason: format!(
+                    "cannot reshape {:?} ({} elements) to {shape:?}",
+                    t.shape(),
+                    t.numel()
+                ),
             });
             return self.poison(shape);
         }
@@ -105,7 +117,9 @@ impl Ctx {
         if start > end || end > len {
             self.fail(AutodiffError::InvalidArgument {
                 op: "slice",
-                reason: format!("range {start}..{end} out of bounds for axis {axis} of length {len}"),
+                reason: format!(
+                    "range {start}..{end} out of bounds for axis {axis} of length {len}"
+                ),
             });
             let mut shape = t.shape();
             shape[axis] = 0;
@@ -468,7 +482,10 @@ impl Ctx {
             });
         };
         if sa.len() < 2 || sb.len() < 2 {
-            bad(self, format!("operands must be at least 2-D, got {sa:?} x {sb:?}"));
+            bad(
+                self,
+                format!("operands must be at least 2-D, got {sa:?} x {sb:?}"),
+            );
             return self.poison(&[]);
         }
         let (k, k2) = (sa[sa.len() - 1], sb[sb.len() - 2]);
@@ -538,26 +555,6 @@ impl Tensor {
         pad(axis: usize, before: usize, after: usize)
     );
     method!(
-        /// Element-wise `self + rhs`.
-        add(rhs: Tensor)
-    );
-    method!(
-        /// Element-wise `self - rhs` (lowered as `self + rhs * -1`, like luminal).
-        sub(rhs: Tensor)
-    );
-    method!(
-        /// Element-wise `self * rhs`.
-        mul(rhs: Tensor)
-    );
-    method!(
-        /// Element-wise `self / rhs` (lowered as `self * recip(rhs)`).
-        div(rhs: Tensor)
-    );
-    method!(
-        /// Element-wise remainder with the sign of `self` (`f32 %`).
-        rem(rhs: Tensor)
-    );
-    method!(
         /// 1.0 where `self < rhs`, else 0.0 (no gradient).
         less_than(rhs: Tensor)
     );
@@ -572,10 +569,6 @@ impl Tensor {
     method!(
         /// `self * v` element-wise.
         mul_scalar(v: f32)
-    );
-    method!(
-        /// `-self`.
-        neg()
     );
     method!(
         /// Natural exponential (lowered as `exp2(x / ln 2)`).
@@ -703,7 +696,7 @@ macro_rules! binop {
         impl $tr for Tensor {
             type Output = Tensor;
             fn $m(self, rhs: Tensor) -> Tensor {
-                Tensor::$m(self, rhs)
+                with_ctx(self.graph, |c| c.$m(self, rhs))
             }
         }
         impl $tr<f32> for Tensor {
@@ -721,9 +714,18 @@ binop!(Sub, sub, |t: Tensor, v: f32| t.add_scalar(-v));
 binop!(Mul, mul, |t: Tensor, v: f32| t.mul_scalar(v));
 binop!(Div, div, |t: Tensor, v: f32| t.mul_scalar(1.0 / v));
 
+/// Element-wise remainder with the sign of the dividend (`f32 %`).
+impl Rem for Tensor {
+    type Output = Tensor;
+    fn rem(self, rhs: Tensor) -> Tensor {
+        with_ctx(self.graph, |c| c.rem(self, rhs))
+    }
+}
+
+/// `-x`, lowered as `x * -1` (like luminal).
 impl Neg for Tensor {
     type Output = Tensor;
     fn neg(self) -> Tensor {
-        Tensor::neg(self)
+        with_ctx(self.graph, |c| c.neg(self))
     }
 }

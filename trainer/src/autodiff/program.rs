@@ -71,8 +71,14 @@ impl Program {
                 return Err(AutodiffError::ForeignTensor);
             }
             let is_op = matches!(ctx.nodes.get(&t.node).map(|n| n.role), Some(NodeRole::Op))
-                && ctx.graph.graph.edges_directed(t.node, Direction::Incoming).next().is_some();
-            let t = if t.view.is_plain() && is_op && ctx.node_shape(t.node) == Some(&t.shape()[..]) {
+                && ctx
+                    .graph
+                    .graph
+                    .edges_directed(t.node, Direction::Incoming)
+                    .next()
+                    .is_some();
+            let t = if t.view.is_plain() && is_op && ctx.node_shape(t.node) == Some(&t.shape()[..])
+            {
                 *t
             } else {
                 ctx.force_contiguous(*t, NodeRole::Op)
@@ -87,7 +93,8 @@ impl Program {
         for leaf in &ctx.leaves {
             let numel = leaf.shape.iter().product();
             if let Some(d) = &leaf.data {
-                ctx.graph.set_tensor(leaf.node, 0, LuminalTensor::new(d.clone()));
+                ctx.graph
+                    .set_tensor(leaf.node, 0, LuminalTensor::new(d.clone()));
             }
             ctx.graph.no_delete.insert(leaf.node);
             slots.push(Slot {
@@ -106,7 +113,11 @@ impl Program {
         let mut graph = ctx.graph;
         let mut ids = out_nodes.clone();
         compile(&mut graph, backend, &mut ids)?;
-        let by_name = slots.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        let by_name = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         Ok(Program {
             graph,
             slots,
@@ -198,7 +209,11 @@ impl Program {
 
     /// Debug names of the compiled graph's ops (diagnostics).
     pub fn op_names(&self) -> Vec<String> {
-        self.graph.graph.node_weights().map(|o| format!("{o:?}")).collect()
+        self.graph
+            .graph
+            .node_weights()
+            .map(|o| format!("{o:?}"))
+            .collect()
     }
 
     /// Number of nodes after compilation.
@@ -208,11 +223,18 @@ impl Program {
 }
 
 /// Run the backend's compiler passes.
-fn compile(graph: &mut LuminalGraph, backend: Backend, ids: &mut [NodeIndex]) -> Result<(), AutodiffError> {
+fn compile(
+    graph: &mut LuminalGraph,
+    backend: Backend,
+    ids: &mut [NodeIndex],
+) -> Result<(), AutodiffError> {
     let remap = Ids(ids);
     match backend {
         Backend::CpuPrimitive => graph.compile((DeadNodes, Cse), remap),
-        Backend::CpuLuminal => graph.compile((DeadNodes, Cse, luminal::prelude::CPUCompiler::default()), remap),
+        Backend::CpuLuminal => graph.compile(
+            (DeadNodes, Cse, luminal::prelude::CPUCompiler::default()),
+            remap,
+        ),
         Backend::Cpu => graph.compile(
             (
                 DeadNodes,
@@ -224,7 +246,10 @@ fn compile(graph: &mut LuminalGraph, backend: Backend, ids: &mut [NodeIndex]) ->
             remap,
         ),
         #[cfg(feature = "cuda")]
-        Backend::Cuda => graph.compile((DeadNodes, Cse, luminal_cuda::CudaCompiler::<f32>::default()), remap),
+        Backend::Cuda => graph.compile(
+            (DeadNodes, Cse, luminal_cuda::CudaCompiler::<f32>::default()),
+            remap,
+        ),
     }
     Ok(())
 }
@@ -239,7 +264,11 @@ impl Compiler for DeadNodes {
             return;
         };
         for node in order.into_iter().rev() {
-            let used = graph.graph.edges_directed(node, Direction::Outgoing).next().is_some();
+            let used = graph
+                .graph
+                .edges_directed(node, Direction::Outgoing)
+                .next()
+                .is_some();
             if !used && !graph.no_delete.contains(&node) {
                 graph.graph.remove_node(node);
             }
@@ -268,7 +297,11 @@ impl Compiler for Cse {
             let mut srcs: Vec<_> = graph
                 .graph
                 .edges_directed(node, Direction::Incoming)
-                .filter_map(|e| e.weight().as_data().map(|d| (d.0, e.source().index(), d.1, d.2)))
+                .filter_map(|e| {
+                    e.weight()
+                        .as_data()
+                        .map(|d| (d.0, e.source().index(), d.1, d.2))
+                })
                 .collect();
             srcs.sort_by_key(|s| s.0);
             let key = format!("{op:?}|{srcs:?}");
@@ -283,7 +316,13 @@ impl Compiler for Cse {
             match twin {
                 Some(twin) => {
                     move_outgoing_edge(node, twin, &mut graph.graph);
-                    move_references(&mut remap, &mut graph.no_delete, &mut graph.to_retrieve, node, twin);
+                    move_references(
+                        &mut remap,
+                        &mut graph.no_delete,
+                        &mut graph.to_retrieve,
+                        node,
+                        twin,
+                    );
                     graph.graph.remove_node(node);
                 }
                 None => seen.entry(key).or_default().push(node),

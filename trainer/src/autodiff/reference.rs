@@ -64,7 +64,7 @@ pub fn check_gradients(
                     base.len() - 1
                 }
             };
-            for i in 0..base[slot].1.len() {
+            for (i, &a) in analytic[w].iter().enumerate() {
                 let orig = base[slot].1[i];
                 base[slot].1[i] = orig + step;
                 let up = c.evaluate_f64(&[loss], &base)?[0][0];
@@ -72,7 +72,6 @@ pub fn check_gradients(
                 let down = c.evaluate_f64(&[loss], &base)?[0][0];
                 base[slot].1[i] = orig;
                 let numeric = (up - down) / (2.0 * step);
-                let a = analytic[w][i];
                 let err = (a - numeric).abs() / numeric.abs().max(1.0);
                 if err > report.max_error || err.is_nan() {
                     report.max_error = err;
@@ -99,7 +98,11 @@ impl Ctx {
         }
     }
 
-    fn evaluate_f64(&self, outputs: &[Tensor], feeds: Feeds) -> Result<Vec<Vec<f64>>, AutodiffError> {
+    fn evaluate_f64(
+        &self,
+        outputs: &[Tensor],
+        feeds: Feeds,
+    ) -> Result<Vec<Vec<f64>>, AutodiffError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -117,10 +120,11 @@ impl Ctx {
                 );
             }
         }
-        let order = toposort(&self.graph.graph, None).map_err(|_| AutodiffError::InvalidArgument {
-            op: "evaluate_f64",
-            reason: "the graph has a cycle".into(),
-        })?;
+        let order =
+            toposort(&self.graph.graph, None).map_err(|_| AutodiffError::InvalidArgument {
+                op: "evaluate_f64",
+                reason: "the graph has a cycle".into(),
+            })?;
         let fed: HashMap<NodeIndex, &Vec<f64>> = feeds.iter().map(|(t, v)| (t.node, v)).collect();
         let mut values: HashMap<NodeIndex, Vec<f64>> = HashMap::new();
         for node in order.into_iter().filter(|n| needed.contains(n)) {
@@ -130,7 +134,9 @@ impl Ctx {
         outputs
             .iter()
             .map(|t| {
-                let buf = values.get(&t.node).ok_or(AutodiffError::UnknownNode(t.node.index()))?;
+                let buf = values
+                    .get(&t.node)
+                    .ok_or(AutodiffError::UnknownNode(t.node.index()))?;
                 Ok(gather(buf, &t.view).into_iter().map(|(v, _)| v).collect())
             })
             .collect()
@@ -142,7 +148,10 @@ impl Ctx {
         values: &HashMap<NodeIndex, Vec<f64>>,
         fed: &HashMap<NodeIndex, &Vec<f64>>,
     ) -> Result<Vec<f64>, AutodiffError> {
-        let info = self.nodes.get(&node).ok_or(AutodiffError::UnknownNode(node.index()))?;
+        let info = self
+            .nodes
+            .get(&node)
+            .ok_or(AutodiffError::UnknownNode(node.index()))?;
         if let NodeRole::Leaf(i) = info.role {
             let leaf = &self.leaves[i];
             let numel: usize = leaf.shape.iter().product();
@@ -168,8 +177,12 @@ impl Ctx {
         }
         inputs.sort_by_key(|(i, _, _)| *i);
         let input = |k: usize| -> Result<(&Vec<f64>, View), AutodiffError> {
-            let (_, src, view) = inputs.get(k).ok_or(AutodiffError::UnknownNode(node.index()))?;
-            let buf = values.get(src).ok_or(AutodiffError::UnknownNode(src.index()))?;
+            let (_, src, view) = inputs
+                .get(k)
+                .ok_or(AutodiffError::UnknownNode(node.index()))?;
+            let buf = values
+                .get(src)
+                .ok_or(AutodiffError::UnknownNode(src.index()))?;
             Ok((buf, *view))
         };
         let op_box = self

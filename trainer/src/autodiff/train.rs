@@ -234,7 +234,10 @@ impl TrainStep {
         } else {
             self.skipped += 1;
         }
-        Ok(StepOutcome { loss, skipped: !finite })
+        Ok(StepOutcome {
+            loss,
+            skipped: !finite,
+        })
     }
 
     /// Extra output `i` (in the order given to [`TrainStep::new`]) of the last step.
@@ -360,7 +363,11 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// Compile `graph` for `backend`, computing `outputs` on each run.
-    pub fn new(graph: GraphBuilder, outputs: &[Tensor], backend: Backend) -> Result<Self, AutodiffError> {
+    pub fn new(
+        graph: GraphBuilder,
+        outputs: &[Tensor],
+        backend: Backend,
+    ) -> Result<Self, AutodiffError> {
         graph.check()?;
         let program = Program::new(graph.into_ctx(), outputs, backend)?;
         Ok(Evaluator {
@@ -404,6 +411,8 @@ impl Evaluator {
     /// Run once; one vector per output, row-major.
     pub fn run(&mut self) -> Result<Vec<Vec<f32>>, AutodiffError> {
         self.program.run()?;
-        (0..self.outputs).map(|i| self.program.take_output(i)).collect()
+        (0..self.outputs)
+            .map(|i| self.program.take_output(i))
+            .collect()
     }
 }

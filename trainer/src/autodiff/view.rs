@@ -371,8 +371,8 @@ impl View {
             let shift = d.slice.0 as isize - d.pad.0 as isize;
             base += shift * stride;
             let lo = (d.pad.0 as isize - d.slice.0 as isize).clamp(0, len as isize) as usize;
-            let hi = ((d.pad.0 + d.size) as isize - d.slice.0 as isize).clamp(lo as isize, len as isize)
-                as usize;
+            let hi = ((d.pad.0 + d.size) as isize - d.slice.0 as isize)
+                .clamp(lo as isize, len as isize) as usize;
             axes.push(AxisAccess {
                 len,
                 stride,
