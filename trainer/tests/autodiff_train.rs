@@ -394,3 +394,27 @@ fn same_seed_gives_bit_identical_parameters() {
         assert_eq!(bits_a, bits_b, "parameter {na} differs between runs");
     }
 }
+
+#[test]
+fn threaded_matmuls_are_bit_identical_across_runs() {
+    // Large enough for matrixmultiply to split the products over threads.
+    let run = || {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let mut g = GraphBuilder::new();
+        let x = g.input("x", &[512, 256]);
+        let w1 = g.param("w1", &[256, 256], glorot(&mut rng, 256, 256));
+        let w2 = g.param("w2", &[256, 64], glorot(&mut rng, 256, 64));
+        let loss = x.matmul(w1).relu().matmul(w2).squared_error(x.slice(1, 0, 64)).mean_all();
+        let mut step = TrainStep::new(g, loss, &[], AdamWConfig::default(), Backend::Cpu).unwrap();
+        let data: Vec<f32> = (0..512 * 256).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        step.set_input("x", &data).unwrap();
+        for s in 0..3 {
+            step.step(s).unwrap();
+        }
+        step.params().unwrap()
+    };
+    let (a, b) = (run(), run());
+    for ((n, va), (_, vb)) in a.iter().zip(&b) {
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{n} differs");
+    }
+}
