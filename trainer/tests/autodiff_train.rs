@@ -404,7 +404,12 @@ fn threaded_matmuls_are_bit_identical_across_runs() {
         let x = g.input("x", &[512, 256]);
         let w1 = g.param("w1", &[256, 256], glorot(&mut rng, 256, 256));
         let w2 = g.param("w2", &[256, 64], glorot(&mut rng, 256, 64));
-        let loss = x.matmul(w1).relu().matmul(w2).squared_error(x.slice(1, 0, 64)).mean_all();
+        let loss = x
+            .matmul(w1)
+            .relu()
+            .matmul(w2)
+            .squared_error(x.slice(1, 0, 64))
+            .mean_all();
         let mut step = TrainStep::new(g, loss, &[], AdamWConfig::default(), Backend::Cpu).unwrap();
         let data: Vec<f32> = (0..512 * 256).map(|_| rng.gen_range(-1.0..1.0)).collect();
         step.set_input("x", &data).unwrap();
@@ -415,6 +420,9 @@ fn threaded_matmuls_are_bit_identical_across_runs() {
     };
     let (a, b) = (run(), run());
     for ((n, va), (_, vb)) in a.iter().zip(&b) {
-        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{n} differs");
+        assert!(
+            va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{n} differs"
+        );
     }
 }
