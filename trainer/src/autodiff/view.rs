@@ -175,6 +175,10 @@ impl View {
     }
 
     /// Permute logical axes: new axis `i` is old axis `axes[i]`.
+    ///
+    /// # Panics
+    /// If `axes` is not a permutation of `0..rank` ([`crate::autodiff::Tensor::permute`]
+    /// checks and reports this as an error instead).
     pub fn permute(&self, axes: &[usize]) -> Self {
         let mut v = *self;
         for (i, &a) in axes.iter().enumerate() {
@@ -184,6 +188,10 @@ impl View {
     }
 
     /// Insert a broadcast axis of `size` at logical position `axis`.
+    ///
+    /// # Panics
+    /// If the view already has [`MAX_RANK`] axes or `axis > rank` (the tensor methods check
+    /// and report this as an error instead).
     pub fn expand(&self, axis: usize, size: usize) -> Self {
         let mut v = *self;
         let phys = v.rank;
@@ -200,6 +208,9 @@ impl View {
     }
 
     /// Remove a logical axis (its physical dim disappears too).
+    ///
+    /// # Panics
+    /// If `axis >= rank`.
     pub fn remove_axis(&self, axis: usize) -> Self {
         let mut v = *self;
         let phys = self.order[axis];
