@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# GPU check: builds the trainer with `--features cuda`, trains a small attention network
+# 300 steps on the CPU and on the GPU from the same seed, prints both loss curves and the
+# largest relative difference, and fails if it exceeds 1e-2 (tests/autodiff_cuda.rs).
+# Needs an NVIDIA GPU, the CUDA toolkit (nvcc on PATH) and the crates (network or a
+# filled cargo cache). Budget: 10 minutes including the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v nvcc >/dev/null || { echo "gpu-check: nvcc not on PATH (install the CUDA toolkit)"; exit 2; }
+command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "gpu-check: no NVIDIA GPU visible"; exit 2; }
+
+# luminal_cudarc's build script looks for include/cuda.h under CUDA_ROOT.
+export CUDA_ROOT="${CUDA_ROOT:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}"
+export LD_LIBRARY_PATH="$CUDA_ROOT/lib64:$CUDA_ROOT/lib:${LD_LIBRARY_PATH:-}"
+# luminal_cuda compiles its kernels at run time with NVRTC and a fixed include path.
+if [ ! -f /usr/local/cuda/include/cuda_fp16.h ]; then
+    echo "gpu-check: luminal_cuda needs /usr/local/cuda/include/cuda_fp16.h;"
+    echo "           link /usr/local/cuda to $CUDA_ROOT first"
+    exit 2
+fi
+echo "gpu-check: CUDA at $CUDA_ROOT; $(nvcc --version | tail -n1)"
+
+JOBS="$(nproc)"
+timeout 420 cargo build --release -j "$JOBS" -p trainer --features cuda --tests
+timeout 170 cargo test --release -j "$JOBS" -p trainer --features cuda --test autodiff_cuda -- --nocapture

@@ -1,0 +1,603 @@
+//! Fast CPU kernels, swapped in for luminal's primitive ops by two compiler passes.
+//!
+//! luminal 0.2.0's CPU ops evaluate a symbolic index expression (a small stack machine)
+//! for every element of every operand. Our shapes are all known, so each edge's view is
+//! resolved once, at compile time, to strides and valid ranges ([`Access`]); the kernels
+//! then walk buffers with plain loops (whole-row copies, broadcast scalars, no per-element
+//! interpretation). Semantics are luminal's exactly: padding reads 0 in element-wise ops and
+//! is skipped by reductions, reductions add in the same order (so sums are bit-identical),
+//! `MaxReduce` uses `f32::max`. [`MatMulCompiler`] replaces a broadcast multiply + sum
+//! over the last axis (how matmuls are lowered) by a batched `sgemm` over arbitrary strides.
+
+use luminal::compiler_utils::{move_outgoing_edge, move_references, Compiler, ToIdsMut};
+use luminal::graph::Graph as LuminalGraph;
+use luminal::op::{self, InputTensor, Operator};
+use luminal::prelude::petgraph::{visit::EdgeRef, Direction};
+use luminal::prelude::{NodeIndex, ShapeTracker};
+use luminal::tensor::Tensor as LuminalTensor;
+
+use super::view::{Access, AxisAccess, View};
+
+fn data<'a>(t: &'a InputTensor<'a>) -> &'a [f32] {
+    match t.borrowed().data.as_any().downcast_ref::<Vec<f32>>() {
+        Some(v) => v,
+        None => panic!("CPU kernel received non-CPU data"),
+    }
+}
+
+/// Largest offset read must be inside the buffer (views come from the graph builder, so
+/// this holds by construction; checked because indexing below relies on it).
+fn assert_fits(acc: &Access, len: usize, what: &str) {
+    if let (Some(lo), Some(hi)) = (acc.min_offset(), acc.max_offset()) {
+        assert!(
+            lo >= 0 && (hi as usize) < len,
+            "{what}: view reads offsets {lo}..={hi} of a {len}-element buffer"
+        );
+    }
+}
+
+/// Copy one row (the last axis) of a view: `fill` outside `[lo, hi)`.
+fn copy_row(src: &[f32], base: isize, axis: &AxisAccess, fill: f32, out: &mut [f32]) {
+    out[..axis.lo].fill(fill);
+    out[axis.hi..].fill(fill);
+    if axis.lo >= axis.hi {
+        return;
+    }
+    let start = (base + axis.lo as isize * axis.stride) as usize;
+    let dst = &mut out[axis.lo..axis.hi];
+    match axis.stride {
+        1 => dst.copy_from_slice(&src[start..start + dst.len()]),
+        0 => dst.fill(src[start]),
+        s => {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = src[(start as isize + i as isize * s) as usize];
+            }
+        }
+    }
+}
+
+/// Visit every row (all axes but the last) of a view: (row number, row base offset, valid).
+fn for_each_row(acc: &Access, mut f: impl FnMut(usize, isize, bool)) {
+    let outer = &acc.axes[..acc.axes.len().saturating_sub(1)];
+    let rows: usize = outer.iter().map(|a| a.len).product();
+    let mut idx = vec![0usize; outer.len()];
+    for row in 0..rows {
+        let mut off = acc.base;
+        let mut valid = true;
+        for (a, &i) in outer.iter().zip(&idx) {
+            off += i as isize * a.stride;
+            valid &= i >= a.lo && i < a.hi;
+        }
+        f(row, off, valid);
+        for ax in (0..outer.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < outer[ax].len {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// Materialise a view row-major into `out` (padding becomes `fill`).
+fn gather(src: &[f32], acc: &Access, fill: f32, out: &mut [f32]) {
+    let acc = acc.coalesced();
+    let Some(last) = acc.axes.last().copied() else {
+        out[0] = src[acc.base as usize];
+        return;
+    };
+    let n = last.len;
+    for_each_row(&acc, |row, off, valid| {
+        let dst = &mut out[row * n..(row + 1) * n];
+        if valid {
+            copy_row(src, off, &last, fill, dst);
+        } else {
+            dst.fill(fill);
+        }
+    });
+}
+
+/// An operand of an element-wise kernel, read in the cheapest form.
+enum Operand<'a> {
+    Slice(&'a [f32]),
+    Scalar(f32),
+}
+
+fn operand<'a>(src: &'a [f32], acc: &Access, scratch: &'a mut Vec<f32>) -> Operand<'a> {
+    let c = acc.coalesced();
+    let n = acc.numel();
+    if c.axes.iter().all(|a| a.stride == 0 && a.is_full()) {
+        return Operand::Scalar(src[c.base as usize]);
+    }
+    if c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full() {
+        let b = c.base as usize;
+        return Operand::Slice(&src[b..b + n]);
+    }
+    scratch.resize(n, 0.0);
+    gather(src, acc, 0.0, scratch);
+    Operand::Slice(scratch)
+}
+
+fn zip_apply(a: Operand, b: Operand, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    match (a, b) {
+        (Operand::Slice(x), Operand::Slice(y)) => {
+            for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
+                *o = f(x, y);
+            }
+        }
+        (Operand::Slice(x), Operand::Scalar(y)) => {
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = f(x, y);
+            }
+        }
+        (Operand::Scalar(x), Operand::Slice(y)) => {
+            for (o, &y) in out.iter_mut().zip(y) {
+                *o = f(x, y);
+            }
+        }
+        (Operand::Scalar(x), Operand::Scalar(y)) => out.fill(f(x, y)),
+    }
+}
+
+/// Which element-wise binary op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryKind {
+    /// `a + b`
+    Add,
+    /// `a * b`
+    Mul,
+    /// `a % b`
+    Mod,
+    /// `1.0` if `a < b` else `0.0`
+    LessThan,
+}
+
+/// Element-wise binary op over two strided views.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StridedBinary {
+    kind: BinaryKind,
+    a: Access,
+    b: Access,
+}
+
+/// True when a view reads a whole buffer of `n` elements in order.
+fn is_dense(acc: &Access, n: usize) -> bool {
+    let c = acc.coalesced();
+    c.base == 0
+        && (c.axes.is_empty()
+            || (c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full()))
+        && acc.numel() == n
+}
+
+/// The buffer of an input the executor hands over (its last use), if it is dense.
+fn take_owned(input: &mut InputTensor, acc: &Access) -> Option<Vec<f32>> {
+    match input {
+        InputTensor::Owned(t) => {
+            let v = t.data.as_any_mut().downcast_mut::<Vec<f32>>()?;
+            is_dense(acc, v.len()).then(|| std::mem::take(v))
+        }
+        InputTensor::Borrowed(_) => None,
+    }
+}
+
+fn apply_in_place(out: &mut [f32], other: Operand, lhs_is_out: bool, f: impl Fn(f32, f32) -> f32) {
+    match (other, lhs_is_out) {
+        (Operand::Slice(y), true) => out.iter_mut().zip(y).for_each(|(o, &y)| *o = f(*o, y)),
+        (Operand::Slice(x), false) => out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x, *o)),
+        (Operand::Scalar(y), true) => out.iter_mut().for_each(|o| *o = f(*o, y)),
+        (Operand::Scalar(x), false) => out.iter_mut().for_each(|o| *o = f(x, *o)),
+    }
+}
+
+impl StridedBinary {
+    fn run(&self, a: Operand, b: Operand, out: &mut [f32]) {
+        match self.kind {
+            BinaryKind::Add => zip_apply(a, b, out, |x, y| x + y),
+            BinaryKind::Mul => zip_apply(a, b, out, |x, y| x * y),
+            BinaryKind::Mod => zip_apply(a, b, out, |x, y| x % y),
+            BinaryKind::LessThan => zip_apply(a, b, out, |x, y| if x < y { 1.0 } else { 0.0 }),
+        }
+    }
+
+    fn run_in_place(&self, out: &mut [f32], other: Operand, lhs_is_out: bool) {
+        match self.kind {
+            BinaryKind::Add => apply_in_place(out, other, lhs_is_out, |x, y| x + y),
+            BinaryKind::Mul => apply_in_place(out, other, lhs_is_out, |x, y| x * y),
+            BinaryKind::Mod => apply_in_place(out, other, lhs_is_out, |x, y| x % y),
+            BinaryKind::LessThan => {
+                apply_in_place(out, other, lhs_is_out, |x, y| if x < y { 1.0 } else { 0.0 })
+            }
+        }
+    }
+}
+
+impl Operator for StridedBinary {
+    fn process(&mut self, mut inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let n = self.a.numel();
+        // Reuse a dense input buffer the executor no longer needs.
+        for (i, own) in [(0usize, &self.a), (1, &self.b)] {
+            if let Some(mut out) = take_owned(&mut inp[i].0, own) {
+                let (other_acc, other_in) = if i == 0 {
+                    (&self.b, &inp[1].0)
+                } else {
+                    (&self.a, &inp[0].0)
+                };
+                let other = data(other_in);
+                assert_fits(other_acc, other.len(), "StridedBinary operand");
+                let mut scratch = Vec::new();
+                let op = operand(other, other_acc, &mut scratch);
+                self.run_in_place(&mut out, op, i == 0);
+                return vec![LuminalTensor::new(out)];
+            }
+        }
+        let (xa, xb) = (data(&inp[0].0), data(&inp[1].0));
+        assert_fits(&self.a, xa.len(), "StridedBinary lhs");
+        assert_fits(&self.b, xb.len(), "StridedBinary rhs");
+        let mut out = vec![0.0f32; n];
+        let (mut sa, mut sb) = (Vec::new(), Vec::new());
+        let (a, b) = (operand(xa, &self.a, &mut sa), operand(xb, &self.b, &mut sb));
+        self.run(a, b, &mut out);
+        vec![LuminalTensor::new(out)]
+    }
+}
+
+/// Copy a strided view into a row-major buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StridedCopy {
+    src: Access,
+}
+
+impl Operator for StridedCopy {
+    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let x = data(&inp[0].0);
+        assert_fits(&self.src, x.len(), "StridedCopy");
+        let mut out = vec![0.0f32; self.src.numel()];
+        gather(x, &self.src, 0.0, &mut out);
+        vec![LuminalTensor::new(out)]
+    }
+}
+
+/// Sum or max over one axis of a strided view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StridedReduce {
+    max: bool,
+    src: Access,
+    axis: usize,
+}
+
+impl Operator for StridedReduce {
+    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let x = data(&inp[0].0);
+        assert_fits(&self.src, x.len(), "StridedReduce");
+        let axes = &self.src.axes;
+        let red = axes[self.axis];
+        let front = Access {
+            base: self.src.base,
+            axes: axes[..self.axis].to_vec(),
+        };
+        let back = Access {
+            base: 0,
+            axes: axes[self.axis + 1..].to_vec(),
+        };
+        let back_n = back.numel();
+        let init = if self.max { f32::NEG_INFINITY } else { 0.0 };
+        let front_n = front.numel();
+        let mut out = vec![init; front_n * back_n];
+        let mut row = vec![init; back_n];
+        let back_c = back.coalesced();
+        let back_dense =
+            back_c.axes.len() == 1 && back_c.axes[0].stride == 1 && back_c.axes[0].is_full();
+        let front_c = Access {
+            base: front.base,
+            // Row helper walks all axes but the last: append a unit axis.
+            axes: front
+                .axes
+                .iter()
+                .copied()
+                .chain(std::iter::once(AxisAccess {
+                    len: 1,
+                    stride: 0,
+                    lo: 0,
+                    hi: 1,
+                }))
+                .collect(),
+        };
+        let max = self.max;
+        for_each_row(&front_c, |f, off, valid| {
+            if !valid {
+                return;
+            }
+            let dst = &mut out[f * back_n..(f + 1) * back_n];
+            if back_n == 1 && back.axes.iter().all(AxisAccess::is_full) {
+                let mut acc = init;
+                for k in red.lo..red.hi {
+                    let v = x[(off + back.base + k as isize * red.stride) as usize];
+                    acc = if max { acc.max(v) } else { acc + v };
+                }
+                dst[0] = acc;
+                return;
+            }
+            for k in red.lo..red.hi {
+                let base = off + k as isize * red.stride + back_c.base;
+                let vals: &[f32] = if back_dense {
+                    let b = base as usize;
+                    &x[b..b + back_n]
+                } else {
+                    gather(
+                        x,
+                        &Access {
+                            base,
+                            axes: back.axes.clone(),
+                        },
+                        init,
+                        &mut row,
+                    );
+                    &row
+                };
+                if max {
+                    for (d, &v) in dst.iter_mut().zip(vals) {
+                        *d = d.max(v);
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(vals) {
+                        *d += v;
+                    }
+                }
+            }
+        });
+        vec![LuminalTensor::new(out)]
+    }
+}
+
+/// Batched matrix product `[.., M, K] x [.., K, N]` over strided operands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchedMatMul {
+    /// Batch axes: (len, a stride, b stride).
+    batch: Vec<(usize, isize, isize)>,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_base: isize,
+    b_base: isize,
+    /// (row stride, column stride) of A (M x K) and B (K x N).
+    a_strides: (isize, isize),
+    b_strides: (isize, isize),
+    a_access: Access,
+    b_access: Access,
+}
+
+impl Operator for BatchedMatMul {
+    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let (a, b) = (data(&inp[0].0), data(&inp[1].0));
+        assert_fits(&self.a_access, a.len(), "BatchedMatMul lhs");
+        assert_fits(&self.b_access, b.len(), "BatchedMatMul rhs");
+        let batches: usize = self.batch.iter().map(|b| b.0).product();
+        let (m, n, k) = (self.m, self.n, self.k);
+        let mut out = vec![0.0f32; batches * m * n];
+        if m * n == 0 || k == 0 {
+            return vec![LuminalTensor::new(out)];
+        }
+        let mut idx = vec![0usize; self.batch.len()];
+        for (i, c) in out.chunks_mut(m * n).enumerate() {
+            let (mut oa, mut ob) = (self.a_base, self.b_base);
+            for (&(_, sa, sb), &j) in self.batch.iter().zip(&idx) {
+                oa += j as isize * sa;
+                ob += j as isize * sb;
+            }
+            // SAFETY: `assert_fits` checked that every offset the views reach (all batch,
+            // row and column indices) lies inside `a` and `b`; `c` holds m * n elements
+            // written with row stride n and column stride 1.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr().offset(oa),
+                    self.a_strides.0,
+                    self.a_strides.1,
+                    b.as_ptr().offset(ob),
+                    self.b_strides.0,
+                    self.b_strides.1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+            let _ = i;
+            for ax in (0..idx.len()).rev() {
+                idx[ax] += 1;
+                if idx[ax] < self.batch[ax].0 {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+        vec![LuminalTensor::new(out)]
+    }
+}
+
+fn sources(graph: &LuminalGraph, node: NodeIndex) -> Vec<(NodeIndex, ShapeTracker)> {
+    let mut v: Vec<(u8, NodeIndex, ShapeTracker)> = graph
+        .graph
+        .edges_directed(node, Direction::Incoming)
+        .filter_map(|e| e.weight().as_data().map(|d| (d.0, e.source(), d.2)))
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v.into_iter().map(|(_, n, s)| (n, s)).collect()
+}
+
+fn access_of(st: &ShapeTracker) -> Option<(View, Access)> {
+    let v = View::from_tracker(st).ok()?;
+    Some((v, v.access()))
+}
+
+/// Replaces `Mul` -> `SumReduce(last)` matmul patterns (any batch rank, broadcast batch
+/// axes, transposed or sliced operands) with [`BatchedMatMul`].
+#[derive(Debug, Default)]
+pub struct MatMulCompiler;
+
+impl Compiler for MatMulCompiler {
+    fn compile<T: ToIdsMut>(&self, graph: &mut LuminalGraph, mut remap: T) {
+        let reduces: Vec<NodeIndex> = graph
+            .graph
+            .node_indices()
+            .filter(|&n| {
+                graph
+                    .graph
+                    .node_weight(n)
+                    .is_some_and(|o| o.as_any().is::<op::SumReduce>())
+            })
+            .collect();
+        for sum in reduces {
+            let Some(op::SumReduce(axis)) = graph
+                .graph
+                .node_weight(sum)
+                .and_then(|o| o.as_any().downcast_ref::<op::SumReduce>())
+                .cloned()
+            else {
+                continue;
+            };
+            let srcs = sources(graph, sum);
+            let [(mul, prod_st)] = srcs.as_slice() else {
+                continue;
+            };
+            let mul = *mul;
+            let is_mul = graph
+                .graph
+                .node_weight(mul)
+                .is_some_and(|o| o.as_any().is::<op::Mul>());
+            let single_use = graph.graph.edges_directed(mul, Direction::Outgoing).count() == 1;
+            if !is_mul || !single_use || graph.no_delete.contains(&mul) {
+                continue;
+            }
+            let Some((prod_view, _)) = access_of(prod_st) else {
+                continue;
+            };
+            let rank = prod_view.rank();
+            if !prod_view.is_plain() || rank < 3 || axis != rank - 1 {
+                continue;
+            }
+            let ins = sources(graph, mul);
+            let [(a_node, a_st), (b_node, b_st)] = ins.as_slice() else {
+                continue;
+            };
+            let (Some((a_view, a_acc)), Some((b_view, b_acc))) = (access_of(a_st), access_of(b_st))
+            else {
+                continue;
+            };
+            let unpadded = a_acc
+                .axes
+                .iter()
+                .chain(&b_acc.axes)
+                .all(AxisAccess::is_full);
+            if !a_view.is_fake(rank - 2) || !b_view.is_fake(rank - 3) || !unpadded {
+                continue;
+            }
+            let batch = (0..rank - 3)
+                .map(|i| {
+                    (
+                        a_acc.axes[i].len,
+                        a_acc.axes[i].stride,
+                        b_acc.axes[i].stride,
+                    )
+                })
+                .collect();
+            let mm = BatchedMatMul {
+                batch,
+                m: a_acc.axes[rank - 3].len,
+                n: b_acc.axes[rank - 2].len,
+                k: a_acc.axes[rank - 1].len,
+                a_base: a_acc.base,
+                b_base: b_acc.base,
+                a_strides: (a_acc.axes[rank - 3].stride, a_acc.axes[rank - 1].stride),
+                b_strides: (b_acc.axes[rank - 1].stride, b_acc.axes[rank - 2].stride),
+                a_access: a_acc,
+                b_access: b_acc,
+            };
+            let new = graph
+                .add_op(mm)
+                .input(*a_node, 0, *a_st)
+                .input(*b_node, 0, *b_st)
+                .finish();
+            move_outgoing_edge(sum, new, &mut graph.graph);
+            move_references(
+                &mut remap,
+                &mut graph.no_delete,
+                &mut graph.to_retrieve,
+                sum,
+                new,
+            );
+            graph.graph.remove_node(mul);
+            graph.graph.remove_node(sum);
+        }
+    }
+}
+
+/// Replaces luminal's interpreted `Add`, `Mul`, `Mod`, `LessThan`, `Contiguous`,
+/// `SumReduce` and `MaxReduce` with strided kernels.
+#[derive(Debug, Default)]
+pub struct StridedKernelCompiler;
+
+impl Compiler for StridedKernelCompiler {
+    fn compile<T: ToIdsMut>(&self, graph: &mut LuminalGraph, _: T) {
+        for node in graph.graph.node_indices().collect::<Vec<_>>() {
+            let srcs = sources(graph, node);
+            let accesses: Option<Vec<Access>> = srcs
+                .iter()
+                .map(|(_, st)| access_of(st).map(|x| x.1))
+                .collect();
+            let Some(acc) = accesses else {
+                continue;
+            };
+            let Some(op_ref) = graph.graph.node_weight(node) else {
+                continue;
+            };
+            let any = op_ref.as_any();
+            let binary = |kind| -> Option<Box<dyn Operator>> {
+                let [a, b] = acc.as_slice() else {
+                    return None;
+                };
+                Some(Box::new(StridedBinary {
+                    kind,
+                    a: a.clone(),
+                    b: b.clone(),
+                }))
+            };
+            let replacement: Option<Box<dyn Operator>> = if any.is::<op::Add>() {
+                binary(BinaryKind::Add)
+            } else if any.is::<op::Mul>() {
+                binary(BinaryKind::Mul)
+            } else if any.is::<op::Mod>() {
+                binary(BinaryKind::Mod)
+            } else if any.is::<op::LessThan>() {
+                binary(BinaryKind::LessThan)
+            } else if any.is::<op::Contiguous>() {
+                acc.first()
+                    .map(|a| Box::new(StridedCopy { src: a.clone() }) as Box<dyn Operator>)
+            } else if let Some(op::SumReduce(d)) = any.downcast_ref::<op::SumReduce>() {
+                acc.first().map(|a| {
+                    Box::new(StridedReduce {
+                        max: false,
+                        src: a.clone(),
+                        axis: *d,
+                    }) as Box<dyn Operator>
+                })
+            } else if let Some(op::MaxReduce(d)) = any.downcast_ref::<op::MaxReduce>() {
+                acc.first().map(|a| {
+                    Box::new(StridedReduce {
+                        max: true,
+                        src: a.clone(),
+                        axis: *d,
+                    }) as Box<dyn Operator>
+                })
+            } else {
+                None
+            };
+            if let (Some(new), Some(w)) = (replacement, graph.graph.node_weight_mut(node)) {
+                *w = new;
+            }
+        }
+    }
+}
