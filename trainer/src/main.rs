@@ -1,1 +1,272 @@
-fn main() {}
+//! `trainer`: meta-trains AWGIM on luminal graphs and hands the result to the engine.
+//!
+//! ```text
+//! trainer --shots 5                     train on the built-in data (see --help)
+//! trainer --resume awgim.model.ckpt     continue a run from its checkpoint
+//! trainer eval --model awgim.model      test accuracy on 600 tasks
+//! trainer export --model awgim.model --out awgim.inference
+//! trainer safetensors --model awgim.model --out awgim.safetensors
+//! trainer infer --model awgim.inference --support s.npy --queries q.npy --out logits.npy
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use trainer::autodiff::Backend;
+use trainer::data::{DataSource, SplitKind, SyntheticSpec};
+use trainer::error::TrainerError;
+use trainer::evaluate::EvalGraph;
+use trainer::model_file::ModelParams;
+use trainer::options::{TrainArgs, EVAL_QUERIES};
+use trainer::run;
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Meta-train AWGIM few-shot classifiers on luminal graphs"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Continue the run saved in this checkpoint (`<model>.ckpt`); its settings are used.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Args, Clone, Copy, Debug, Default)]
+struct BackendArgs {
+    /// Run the graphs on the NVIDIA GPU (luminal_cuda).
+    #[cfg(feature = "cuda")]
+    #[arg(long)]
+    gpu: bool,
+}
+
+impl BackendArgs {
+    fn backend(self) -> Backend {
+        #[cfg(feature = "cuda")]
+        if self.gpu {
+            return Backend::Cuda;
+        }
+        Backend::Cpu
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Accuracy of a saved model on random tasks of a split, next to nearest class mean.
+    Eval {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Data set (as for training); without it the built-in synthetic data set.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Split to draw tasks from.
+        #[arg(long, value_parser = ["train", "val", "test"], default_value = "test")]
+        split: String,
+        /// Number of tasks.
+        #[arg(long, default_value_t = 600)]
+        tasks: usize,
+        /// Seed of the tasks.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Tasks per evaluation batch.
+        #[arg(long, default_value_t = 20)]
+        eval_batch: usize,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Write the inference-only file a device needs.
+    Export {
+        /// The model file (training or inference).
+        #[arg(long)]
+        model: PathBuf,
+        /// The inference file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write every parameter as safetensors (names and shapes as in formats/FORMAT.md).
+    Safetensors {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// The .safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the engine (not the graph) on a task given as .npy arrays; write the logits.
+    Infer {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Support features, N x K x D (or N*K x D, class-major), float32 or float64.
+        #[arg(long)]
+        support: PathBuf,
+        /// Query features, M x D.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Where to write the M x N float32 logits.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), TrainerError> {
+    match cli.command {
+        None => train(&cli.train, cli.resume, cli.backend.backend()),
+        Some(Command::Eval {
+            model,
+            data,
+            split,
+            tasks,
+            seed,
+            eval_batch,
+            backend,
+        }) => {
+            let params = ModelParams::read(&model)?;
+            let source = match data {
+                Some(path) => DataSource::Path(path),
+                None => DataSource::Synthetic(SyntheticSpec {
+                    dim: params.config.feature_dim as usize,
+                    ..SyntheticSpec::default()
+                }),
+            };
+            let dataset = source.load()?;
+            dataset.require_dim(params.config.feature_dim as usize)?;
+            let c = params.config;
+            dataset.check_episodes(c.ways as usize, c.shots as usize, EVAL_QUERIES as usize)?;
+            let kind = match split.as_str() {
+                "train" => SplitKind::Train,
+                "val" => SplitKind::Val,
+                _ => SplitKind::Test,
+            };
+            let mut eval = EvalGraph::new(
+                &c,
+                eval_batch,
+                EVAL_QUERIES as usize,
+                &params.params,
+                backend.backend(),
+            )?;
+            let (acc, ncm) = eval.evaluate(dataset.split(kind), tasks, seed)?;
+            println!(
+                "{} on {} ({split}, {tasks} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): AWGIM {acc} | nearest class mean {ncm}",
+                model.display(),
+                dataset.name(),
+                c.ways,
+                c.shots
+            );
+            Ok(())
+        }
+        Some(Command::Export { model, out }) => {
+            let inference = ModelParams::read(&model)?.inference();
+            inference.write(&out)?;
+            println!(
+                "wrote {} (inference file, {} bytes)",
+                out.display(),
+                file_len(&out)
+            );
+            Ok(())
+        }
+        Some(Command::Safetensors { model, out }) => {
+            let bytes = ModelParams::read(&model)?.to_safetensors()?;
+            formats::write_atomic(&out, &bytes).map_err(|e| TrainerError::io(&out, e))?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
+        Some(Command::Infer {
+            model,
+            support,
+            queries,
+            out,
+        }) => {
+            let (m, n, logits) = trainer::infer::infer(&model, &support, &queries)?;
+            trainer::infer::write_npy(&out, m, n, &logits)?;
+            println!("wrote {} ({m} x {n} logits)", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<(), TrainerError> {
+    let (settings, checkpoint) = match resume {
+        None => (args.resolve()?, None),
+        Some(path) => {
+            let checkpoint = ModelParams::read(&path)?;
+            let settings = run::settings_of(&checkpoint, &path)?;
+            let step = checkpoint.training.as_ref().map_or(0, |t| t.step);
+            println!(
+                "resuming {} at step {step} of {}",
+                path.display(),
+                settings.steps
+            );
+            (settings, Some(checkpoint))
+        }
+    };
+    println!(
+        "AWGIM {}-way {}-shot, {} queries/class: d = {}, {} heads, G = {}, {:?} layer norm, {:?} encoder; \
+         {} steps x {} tasks, lr {:e} (x{} every {} steps), dropout {}, l1/l2/l3 = {}/{}/{}, seed {}",
+        settings.ways,
+        settings.shots,
+        settings.queries,
+        settings.latent,
+        settings.heads,
+        settings.generator,
+        settings.layer_norm,
+        settings.encoder,
+        settings.steps,
+        settings.batch,
+        settings.lr,
+        settings.decay_rate,
+        settings.decay_every,
+        settings.dropout,
+        settings.loss.l1,
+        settings.loss.l2,
+        settings.loss.l3,
+        settings.seed
+    );
+    let report = run::train(&settings, checkpoint, backend, false)?;
+    let c = report.config;
+    println!("data: {} (D = {})", report.dataset, c.feature_dim);
+    println!(
+        "training: {} steps, {} skipped (non-finite), {:.1} tasks/s",
+        report.steps, report.skipped, report.tasks_per_second
+    );
+    println!(
+        "best validation: {} at step {} ({} tasks)",
+        report.best_validation, report.best_step, report.best_validation.tasks
+    );
+    println!(
+        "test ({} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): AWGIM {} | nearest class mean {}",
+        report.test.tasks, c.ways, c.shots, report.test, report.test_ncm
+    );
+    println!(
+        "wrote {} (best validation), {}, {}, {}",
+        report.model_path.display(),
+        settings.checkpoint_path().display(),
+        settings.curves_path("csv").display(),
+        settings.curves_path("svg").display()
+    );
+    Ok(())
+}

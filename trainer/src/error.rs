@@ -1,0 +1,78 @@
+//! The trainer's error type: every failure names the file or setting and the problem.
+
+use std::path::PathBuf;
+
+use crate::autodiff::AutodiffError;
+use crate::data::DataError;
+
+/// Why a trainer command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    /// Reading or checking the data set failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Building, compiling or running a graph failed.
+    #[error("graph: {0}")]
+    Graph(#[from] AutodiffError),
+    /// A model or checkpoint file could not be read or is not valid.
+    #[error("{}: {source}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: formats::FormatError,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A checkpoint or model file does not fit what it is used for.
+    #[error("{}: {reason}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A `.npy` file is missing, malformed or of the wrong shape.
+    #[error("{}: {reason}", path.display())]
+    Npy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The engine refused a model or an input.
+    #[error("{}: engine: {reason}", path.display())]
+    Engine {
+        /// The model file.
+        path: PathBuf,
+        /// The engine's error.
+        reason: String,
+    },
+    /// Options that cannot work together.
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    /// Writing the chart of the training curves failed.
+    #[error("{}: chart: {reason}", path.display())]
+    Chart {
+        /// The image file.
+        path: PathBuf,
+        /// The plotting library's error.
+        reason: String,
+    },
+}
+
+impl TrainerError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The AWGIM graphs: shapes, the losses, and the once-per-class generator against the
+//! reference's N*K-row generator.
+
+use formats::{EncoderKind, LayerNormKind, ModelConfig};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use trainer::autodiff::{backward, Backend, Evaluator};
+use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, Mode};
+
+fn tiny(shots: u32) -> ModelConfig {
+    ModelConfig::new(12, 8, 2, 3, shots, 10)
+}
+
+fn features(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(0.0..1.0)).collect()
+}
+
+fn one_hot(labels: &[usize], n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; labels.len() * n];
+    for (row, &l) in labels.iter().enumerate() {
+        out[row * n + l] = 1.0;
+    }
+    out
+}
+
+/// Random data for every input of a graph (labels consistent with class-major support).
+fn feed(
+    inputs: &[(String, Vec<usize>)],
+    config: &ModelConfig,
+    shape: BatchShape,
+    seed: u64,
+) -> Vec<(String, Vec<f32>)> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (n, k, q) = (
+        config.ways as usize,
+        config.shots as usize,
+        shape.queries_per_class,
+    );
+    let mut out = Vec::new();
+    for (name, dims) in inputs {
+        let numel: usize = dims.iter().product();
+        let data = match name.as_str() {
+            input::SUPPORT_TARGETS => {
+                let labels: Vec<usize> = (0..shape.tasks)
+                    .flat_map(|_| (0..n).flat_map(move |i| std::iter::repeat_n(i, k)))
+                    .collect();
+                one_hot(&labels, n)
+            }
+            input::QUERY_TARGETS => {
+                let labels: Vec<usize> = (0..shape.tasks)
+                    .flat_map(|_| (0..n).flat_map(move |i| std::iter::repeat_n(i, q)))
+                    .collect();
+                one_hot(&labels, n)
+            }
+            input::NOISE => (0..numel).map(|_| rng.gen_range(-2.0..2.0)).collect(),
+            _ => features(&mut rng, numel),
+        };
+        out.push((name.clone(), data));
+    }
+    out
+}
+
+fn params(config: &ModelConfig, seed: u64) -> Vec<(String, Vec<f32>)> {
+    awgim::init_params(config, &mut Xoshiro256PlusPlus::seed_from_u64(seed))
+}
+
+/// Runs `graph` with the given inputs; returns the requested outputs.
+fn run(
+    built: awgim::AwgimGraph,
+    outputs: impl FnOnce(&awgim::AwgimGraph) -> Vec<trainer::autodiff::Tensor>,
+    feed: &[(String, Vec<f32>)],
+    params: &[(String, Vec<f32>)],
+) -> Vec<Vec<f32>> {
+    let outs = outputs(&built);
+    let mut eval = Evaluator::new(built.graph, &outs, Backend::Cpu).unwrap();
+    eval.load_params(params).unwrap();
+    for (name, data) in feed {
+        eval.set_input(name, data).unwrap();
+    }
+    eval.run().unwrap()
+}
+
+#[test]
+fn shapes_of_the_training_and_evaluation_graphs() {
+    for config in [tiny(1), tiny(3)] {
+        let shape = BatchShape {
+            tasks: 2,
+            queries_per_class: 2,
+        };
+        let p = params(&config, 1);
+        let mode = Mode::Train {
+            dropout: 0.3,
+            weights: LossWeights::default(),
+            rows: GeneratorRows::PerClass,
+        };
+        let train = awgim::build(&config, shape, mode, &p).unwrap();
+        let (n, k, d) = (3, config.shots as usize, 12);
+        assert_eq!(train.logits.shape(), vec![2, n * 2, n]);
+        let inputs = train.graph.inputs();
+        let find = |name: &str| {
+            inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone())
+        };
+        assert_eq!(find(input::SUPPORT), Some(vec![2, n * k, d]));
+        assert_eq!(find(input::QUERY), Some(vec![2, n * 2, d]));
+        assert_eq!(find(input::NOISE), Some(vec![2, n * 2, n, k, d]));
+        assert_eq!(find("mask.generator"), Some(vec![2, n * 2, n, 16]));
+        assert_eq!(find("mask.dec_q"), Some(vec![2, n * 2, n, k, d]));
+        let masks = inputs
+            .iter()
+            .filter(|(n, _)| n.starts_with(input::MASK_PREFIX))
+            .count();
+        // encoders (3), feed-forward (3), generator, decoders (2), logits (2)
+        assert_eq!(masks, 11);
+        let losses = train.losses.unwrap();
+        for t in [
+            losses.total,
+            losses.ce_query,
+            losses.ce_support,
+            losses.recon_query,
+            losses.recon_support,
+        ] {
+            assert_eq!(t.shape(), Vec::<usize>::new());
+        }
+
+        let eval = awgim::build(&config, shape, Mode::Eval, &p).unwrap();
+        assert_eq!(eval.logits.shape(), vec![2, n * 2, n]);
+        assert!(eval.losses.is_none());
+        let names: Vec<String> = eval.graph.inputs().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec![input::SUPPORT, input::QUERY]);
+    }
+}
+
+#[test]
+fn missing_parameter_is_an_error() {
+    let config = tiny(1);
+    let mut p = params(&config, 1);
+    p.retain(|(n, _)| n != "gen.g1");
+    let err = awgim::build(
+        &config,
+        BatchShape {
+            tasks: 1,
+            queries_per_class: 1,
+        },
+        Mode::Eval,
+        &p,
+    )
+    .err()
+    .expect("must fail");
+    assert!(err.to_string().contains("gen.g1"), "{err}");
+}
+
+/// Without noise and dropout the training logits are the evaluation logits (W = mu), and
+/// the query cross-entropy is the mean over queries of -log softmax at the label.
+#[test]
+fn noiseless_training_logits_equal_evaluation_logits_and_cross_entropy() {
+    for layer_norm in [LayerNormKind::PerRow, LayerNormKind::TaskWide] {
+        let config = ModelConfig {
+            layer_norm,
+            ..tiny(2)
+        };
+        let shape = BatchShape {
+            tasks: 2,
+            queries_per_class: 3,
+        };
+        let p = params(&config, 7);
+        let mode = Mode::Train {
+            dropout: 0.0,
+            weights: LossWeights::default(),
+            rows: GeneratorRows::PerClass,
+        };
+        let train = awgim::build(&config, shape, mode, &p).unwrap();
+        let mut data = feed(&train.graph.inputs(), &config, shape, 3);
+        for (name, values) in &mut data {
+            if name == input::NOISE {
+                values.iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+        let out = run(
+            train,
+            |g| vec![g.logits, g.losses.unwrap().ce_query],
+            &data,
+            &p,
+        );
+        let eval = awgim::build(&config, shape, Mode::Eval, &p).unwrap();
+        let eval_data: Vec<_> = data
+            .iter()
+            .filter(|(n, _)| n == input::SUPPORT || n == input::QUERY)
+            .cloned()
+            .collect();
+        let eval_out = run(eval, |g| vec![g.logits], &eval_data, &p);
+        for (a, b) in out[0].iter().zip(&eval_out[0]) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        let targets = &data
+            .iter()
+            .find(|(n, _)| n == input::QUERY_TARGETS)
+            .unwrap()
+            .1;
+        let n = 3;
+        let mut ce = 0.0f64;
+        let rows = out[0].len() / n;
+        for r in 0..rows {
+            let l = &out[0][r * n..(r + 1) * n];
+            let max = l.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+            let label = targets[r * n..(r + 1) * n]
+                .iter()
+                .position(|&t| t == 1.0)
+                .unwrap();
+            ce += lse - l[label] as f64;
+        }
+        let ce = ce / rows as f64;
+        assert!(
+            (out[1][0] as f64 - ce).abs() < 1e-5 * (1.0 + ce),
+            "{} vs {ce}",
+            out[1][0]
+        );
+    }
+}
+
+/// Running the generator once per class and drawing K noise samples from it gives the same
+/// loss and the same gradients as the reference's N*K identical rows, for the same noise.
+#[test]
+fn once_per_class_generator_equals_the_reference_rows() {
+    for (shots, encoder, heads) in [
+        (3, EncoderKind::Attention, 2),
+        (1, EncoderKind::Attention, 1),
+        (2, EncoderKind::Mlp, 2),
+    ] {
+        let config = ModelConfig {
+            encoder,
+            heads,
+            ..tiny(shots)
+        };
+        let shape = BatchShape {
+            tasks: 2,
+            queries_per_class: 2,
+        };
+        let p = params(&config, 11);
+        let weights = LossWeights {
+            l1: 1.0,
+            l2: 0.5,
+            l3: 0.25,
+        };
+        let mut results = Vec::new();
+        for rows in [GeneratorRows::PerClass, GeneratorRows::PerSupportRow] {
+            let built = awgim::build(
+                &config,
+                shape,
+                Mode::Train {
+                    dropout: 0.0,
+                    weights,
+                    rows,
+                },
+                &p,
+            )
+            .unwrap();
+            let data = feed(&built.graph.inputs(), &config, shape, 5);
+            let names: Vec<String> = built.graph.params().into_iter().map(|(n, _)| n).collect();
+            let handles: Vec<_> = names
+                .iter()
+                .map(|n| built.graph.tensor(n).unwrap())
+                .collect();
+            let loss = built.losses.unwrap().total;
+            let grads = backward(loss, &handles).unwrap();
+            let mut outs = vec![loss];
+            outs.extend(grads);
+            results.push(run(built, |_| outs, &data, &p));
+        }
+        let (a, b) = (&results[0], &results[1]);
+        assert!(
+            (a[0][0] - b[0][0]).abs() <= 1e-6 * (1.0 + a[0][0].abs()),
+            "loss {} vs {}",
+            a[0][0],
+            b[0][0]
+        );
+        let mut max_rel = 0.0f32;
+        for (ga, gb) in a[1..].iter().zip(&b[1..]) {
+            let scale = ga.iter().chain(gb).fold(1e-3f32, |m, x| m.max(x.abs()));
+            for (x, y) in ga.iter().zip(gb) {
+                max_rel = max_rel.max((x - y).abs() / scale);
+            }
+        }
+        assert!(
+            max_rel < 1e-4,
+            "gradients differ by {max_rel} (relative to each tensor's largest)"
+        );
+        // The test is not vacuous: the gradients are not all zero.
+        assert!(a[1..].iter().flatten().any(|g| g.abs() > 1e-6));
+    }
+}
