@@ -100,10 +100,35 @@ pub fn infer(
         });
     }
     let m = query_shape[0] as usize;
-    let engine_err = |e: engine::EngineError| TrainerError::Engine {
-        path: model_path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let logits = classify(bytes.as_bytes(), &support, &queries).map_err(|e| match e {
+        EngineRun::NotCompiled(reason) => TrainerError::Mismatch {
+            path: model_path.to_path_buf(),
+            reason,
+        },
+        EngineRun::Engine(e) => TrainerError::Engine {
+            path: model_path.to_path_buf(),
+            reason: e.to_string(),
+        },
+    })?;
+    Ok((m, c.ways as usize, logits))
+}
+
+/// Why the engine could not classify.
+#[derive(Debug)]
+pub enum EngineRun {
+    /// No engine is compiled for the file's configuration (the reason names it).
+    NotCompiled(String),
+    /// The engine refused the model or an input.
+    Engine(engine::EngineError),
+}
+
+/// The engine's logits (`M x N`) for `queries` (`M x D`) against `support` (`N*K x D`,
+/// class-major), for a model file in `bytes` (64-byte aligned, e.g. [`formats::AlignedBuf`]).
+pub fn classify(bytes: &[u8], support: &[f32], queries: &[f32]) -> Result<Vec<f32>, EngineRun> {
+    let c = formats::parse(bytes)
+        .map_err(|e| EngineRun::Engine(engine::EngineError::Format(e)))?
+        .header()
+        .config;
     let key = (
         c.feature_dim,
         c.latent_dim,
@@ -113,25 +138,17 @@ pub fn infer(
         c.generator_hidden,
     );
     let logits = match key {
-        (640, 128, 4, 5, 1, 256) => {
-            run::<640, 128, 4, 5, 1, 256, 5, 256>(bytes.as_bytes(), &support, &queries)
-        }
-        (640, 128, 4, 5, 5, 256) => {
-            run::<640, 128, 4, 5, 5, 256, 25, 256>(bytes.as_bytes(), &support, &queries)
-        }
-        (64, 32, 4, 5, 1, 64) => run::<64, 32, 4, 5, 1, 64, 5, 64>(bytes.as_bytes(), &support, &queries),
-        (64, 32, 4, 5, 5, 64) => run::<64, 32, 4, 5, 5, 64, 25, 64>(bytes.as_bytes(), &support, &queries),
+        (640, 128, 4, 5, 1, 256) => run::<640, 128, 4, 5, 1, 256, 5, 256>(bytes, support, queries),
+        (640, 128, 4, 5, 5, 256) => run::<640, 128, 4, 5, 5, 256, 25, 256>(bytes, support, queries),
+        (64, 32, 4, 5, 1, 64) => run::<64, 32, 4, 5, 1, 64, 5, 64>(bytes, support, queries),
+        (64, 32, 4, 5, 5, 64) => run::<64, 32, 4, 5, 5, 64, 25, 64>(bytes, support, queries),
         _ => {
-            return Err(TrainerError::Mismatch {
-                path: model_path.to_path_buf(),
-                reason: format!(
-                    "no engine is compiled for (D, d, heads, N, K, G) = {key:?}; compiled: {COMPILED:?}"
-                ),
-            })
+            return Err(EngineRun::NotCompiled(format!(
+                "no engine is compiled for (D, d, heads, N, K, G) = {key:?}; compiled: {COMPILED:?}"
+            )))
         }
-    }
-    .map_err(engine_err)?;
-    Ok((m, c.ways as usize, logits))
+    };
+    logits.map_err(EngineRun::Engine)
 }
 
 /// One compiled engine configuration.
