@@ -111,7 +111,7 @@ fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     (1..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
 }
 
-/// One configuration end to end.
+/// A configuration's inputs and expected logits.
 struct Case {
     /// Cargo feature of the configuration.
     feature: &'static str,
@@ -120,13 +120,9 @@ struct Case {
     task: TaskFile,
     /// Reference logits, one row per query.
     reference: Vec<Vec<f64>>,
-    /// Host engine logits.
-    host: Vec<Vec<f32>>,
-    /// `Workspace::BYTES` of the configuration's engine alias.
-    workspace_bytes: usize,
 }
 
-/// A seeded model and task for `config` (the edge 5-shot case is the committed golden set).
+/// A seeded model and task for `config`, with 2 queries per class.
 fn generated(feature: &'static str, config: ModelConfig, seed: u64) -> Case {
     let (model, task) = model_and_task(config, seed, 2).unwrap();
     let reference = Reference::from_file(&model)
@@ -138,11 +134,10 @@ fn generated(feature: &'static str, config: ModelConfig, seed: u64) -> Case {
         model,
         task,
         reference,
-        host: Vec::new(),
-        workspace_bytes: 0,
     }
 }
 
+/// The committed golden set (edge 5-shot) and its reference logits.
 fn golden_case() -> Case {
     let set = GoldenSet::read(&GoldenSet::committed_dir()).unwrap();
     Case {
@@ -151,33 +146,125 @@ fn golden_case() -> Case {
         task: TaskFile::decode(&set.task).unwrap(),
         reference: set.expected_logits().unwrap(),
         model: set.model,
-        host: Vec::new(),
-        workspace_bytes: 0,
     }
+}
+
+/// `max(1, max |reference logit|)`: the scale of the agreement bound.
+fn scale(reference: &[Vec<f64>]) -> f64 {
+    reference
+        .iter()
+        .flatten()
+        .fold(1.0f64, |m, v| m.max(v.abs()))
+}
+
+/// Checks one board's report against the case and the host logits; returns a summary line.
+fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -> String {
+    let c = case.config;
+    let sizes = [
+        c.feature_dim,
+        c.latent_dim,
+        c.heads,
+        c.ways,
+        c.shots,
+        c.generator_hidden,
+    ];
+    assert_eq!(
+        (report.config.as_str(), report.sizes),
+        (case.feature, sizes)
+    );
+    assert_eq!(report.model_bytes, case.model.len() as u64);
+    assert_eq!(report.task_bytes, case.task.encode().unwrap().len() as u64);
+    assert_eq!(report.queries.len(), case.task.queries.len());
+
+    let scale = scale(&case.reference);
+    let (mut worst_reference, mut worst_host, mut identical, mut class_checked) =
+        (0.0f64, 0.0f64, 0, 0);
+    for (q, ((result, want), host)) in report
+        .queries
+        .iter()
+        .zip(&case.reference)
+        .zip(host)
+        .enumerate()
+    {
+        for (i, ((&got, &want), &host)) in result.logits.iter().zip(want).zip(host).enumerate() {
+            let err = (f64::from(got) - want).abs() / scale;
+            worst_reference = worst_reference.max(err);
+            worst_host = worst_host.max(f64::from((got - host).abs()) / scale);
+            identical += usize::from(got.to_bits() == host.to_bits());
+            assert!(
+                err <= TOL,
+                "{} on {} query {q} class {i}: device {got}, reference {want}, host {host}, \
+                 scale {scale}",
+                case.feature,
+                board.machine()
+            );
+        }
+        let mut sorted = want.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > CLASS_GAP * scale {
+            class_checked += 1;
+            assert_eq!(result.class, argmax(want), "query {q}: device vs reference");
+            assert_eq!(result.class, argmax(host), "query {q}: device vs host");
+        }
+    }
+    format!(
+        "{} on {} ({}): max |device - reference| / scale {worst_reference:.2e}, \
+         max |device - host| / scale {worst_host:.2e} (scale {scale:.2}), {identical}/{} logits \
+         bit-identical to the host, classes checked on {class_checked}/{} queries",
+        case.feature,
+        board.machine(),
+        board.core(),
+        report.queries.len() * c.ways as usize,
+        report.queries.len()
+    )
 }
 
 fn instructions(ticks: u64) -> u64 {
     ticks * INSTRUCTIONS_PER_TICK
 }
 
-/// Builds, runs on both boards, checks and prints the measurements.
-fn check_on_both_boards(case: &Case) {
-    let task_bytes = case.task.encode().unwrap();
+/// One markdown table row of measurements.
+fn measurements(feature: &str, board: Board, sizes: &ElfSizes, report: &Report) -> String {
+    let classify_stack = report
+        .queries
+        .iter()
+        .map(|q| q.stack_bytes)
+        .max()
+        .unwrap_or(0);
+    let per_query =
+        report.queries.iter().map(|q| q.ticks).sum::<u64>() / report.queries.len().max(1) as u64;
+    format!(
+        "| {feature} | {} ({}) | {} ({} / {}) | {} ({}) | {} ({} / {} / {}) | {} | {} | {} | {} |",
+        board.machine(),
+        board.core(),
+        sizes.flash,
+        sizes.code,
+        report.model_bytes,
+        sizes.static_ram,
+        report.workspace_bytes,
+        report.stack_high_water_bytes,
+        report.load.stack_bytes,
+        report.prepare.stack_bytes,
+        classify_stack,
+        sizes.static_ram + report.stack_high_water_bytes,
+        instructions(report.load.ticks),
+        instructions(report.prepare.ticks),
+        instructions(per_query),
+    )
+}
+
+/// Builds the firmware for the case, runs it on both boards, checks its logits against the
+/// reference and the host engine (`host`), and prints the measurements.
+fn check_on_both_boards(case: &Case, host: &[Vec<f32>], workspace_bytes: usize) {
     let elf = build(
         case.feature,
         case.feature,
         &case.model,
-        &task_bytes,
+        &case.task.encode().unwrap(),
         "target",
     );
     let sizes = ElfSizes::read(&elf).unwrap();
-    let scale = case
-        .reference
-        .iter()
-        .flatten()
-        .fold(1.0f64, |m, v| m.max(v.abs()));
-
-    let mut reports: Vec<(Board, Report)> = Vec::new();
+    let mut reports = Vec::new();
     for board in Board::ALL {
         let run = run(board, &elf);
         assert_eq!(
@@ -191,111 +278,32 @@ fn check_on_both_boards(case: &Case) {
             run.stderr
         );
         let report = Report::parse(&run.stdout).unwrap_or_else(|e| panic!("{e}"));
-        let c = case.config;
-        assert_eq!(report.config, case.feature);
-        assert_eq!(
-            report.sizes,
-            [
-                c.feature_dim,
-                c.latent_dim,
-                c.heads,
-                c.ways,
-                c.shots,
-                c.generator_hidden
-            ]
-        );
-        assert_eq!(report.model_bytes, case.model.len() as u64);
-        assert_eq!(report.task_bytes, task_bytes.len() as u64);
-        assert_eq!(report.workspace_bytes, case.workspace_bytes as u64);
-        assert_eq!(report.queries.len(), case.task.queries.len());
-
-        let (mut worst_reference, mut worst_host, mut identical, mut class_checked) =
-            (0.0f64, 0.0f64, 0, 0);
-        for (q, ((result, want), host)) in report
-            .queries
-            .iter()
-            .zip(&case.reference)
-            .zip(&case.host)
-            .enumerate()
-        {
-            for (i, ((&got, &want), &host)) in result.logits.iter().zip(want).zip(host).enumerate()
-            {
-                let err = (f64::from(got) - want).abs() / scale;
-                worst_reference = worst_reference.max(err);
-                worst_host = worst_host.max(f64::from((got - host).abs()) / scale);
-                identical += usize::from(got.to_bits() == host.to_bits());
-                assert!(
-                    err <= TOL,
-                    "{} on {} query {q} class {i}: device {got}, reference {want}, host {host}, \
-                     scale {scale}",
-                    case.feature,
-                    board.machine()
-                );
-            }
-            let mut sorted = want.clone();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            if sorted[0] - sorted[1] > CLASS_GAP * scale {
-                class_checked += 1;
-                assert_eq!(result.class, argmax(want), "query {q}: device vs reference");
-                assert_eq!(result.class, argmax(host), "query {q}: device vs host");
-            }
-        }
-        let logits = case.task.queries.len() * c.ways as usize;
-        println!(
-            "{} on {} ({}): max |device - reference| / scale {worst_reference:.2e}, \
-             max |device - host| / scale {worst_host:.2e} (scale {scale:.2}), \
-             {identical}/{logits} logits bit-identical to the host, classes checked on \
-             {class_checked}/{} queries",
-            case.feature,
-            board.machine(),
-            board.core(),
-            report.queries.len()
-        );
+        assert_eq!(report.workspace_bytes, workspace_bytes as u64);
+        let summary = check_report(case, host, board, &report);
+        println!("{summary}; QEMU ran {:.2} s", run.elapsed.as_secs_f64());
         reports.push((board, report));
     }
-
-    // Same binary, same instruction stream: bit-identical logits on both cores.
-    let (first, second) = (&reports[0].1, &reports[1].1);
-    for (a, b) in first.queries.iter().zip(&second.queries) {
-        let bits =
-            |r: &device::QueryResult| r.logits.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(a), bits(b), "the two boards disagree");
-    }
+    // The same binary on both cores: bit-identical logits.
+    let bits = |r: &Report| -> Vec<u32> {
+        r.queries
+            .iter()
+            .flat_map(|q| q.logits.iter().map(|l| l.to_bits()))
+            .collect()
+    };
+    assert_eq!(
+        bits(&reports[0].1),
+        bits(&reports[1].1),
+        "the two boards disagree"
+    );
 
     println!(
         "| config | board | flash bytes (code / model) | static RAM bytes (workspace) | \
-         stack high-water bytes (load / prepare / classify) | RAM total | \
-         instructions: load | prepare | classify per query |"
+         stack high-water bytes (load / prepare / classify) | RAM bytes | instructions: load | \
+         prepare | classify per query |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (board, report) in &reports {
-        let classify_stack = report
-            .queries
-            .iter()
-            .map(|q| q.stack_bytes)
-            .max()
-            .unwrap_or(0);
-        let per_query =
-            report.queries.iter().map(|q| q.ticks).sum::<u64>() / report.queries.len() as u64;
-        println!(
-            "| {} | {} ({}) | {} ({} / {}) | {} ({}) | {} ({} / {} / {}) | {} | {} | {} | {} |",
-            case.feature,
-            board.machine(),
-            board.core(),
-            sizes.flash,
-            sizes.code,
-            report.model_bytes,
-            sizes.static_ram,
-            report.workspace_bytes,
-            report.stack_high_water_bytes,
-            report.load.stack_bytes,
-            report.prepare.stack_bytes,
-            classify_stack,
-            sizes.static_ram + report.stack_high_water_bytes,
-            instructions(report.load.ticks),
-            instructions(report.prepare.ticks),
-            instructions(per_query),
-        );
+        println!("{}", measurements(case.feature, *board, &sizes, report));
     }
 }
 
@@ -303,13 +311,12 @@ macro_rules! device_test {
     ($name:ident, $case:expr, $workspace:ty, $d:literal, $l:literal, $h:literal, $n:literal, $k:literal, $g:literal) => {
         #[test]
         fn $name() {
-            let mut case: Case = $case;
-            case.host = host_logits::<$d, $l, $h, $n, $k, $g, { $n * $k }, { 2 * $l }>(
+            let case: Case = $case;
+            let host = host_logits::<$d, $l, $h, $n, $k, $g, { $n * $k }, { 2 * $l }>(
                 &case.model,
                 &case.task,
             );
-            case.workspace_bytes = <$workspace>::BYTES;
-            check_on_both_boards(&case);
+            check_on_both_boards(&case, &host, <$workspace>::BYTES);
         }
     };
 }
