@@ -120,6 +120,7 @@ fn main() -> ! {
     }
 }
 
+/// Loads, prepares and classifies, printing the report as it goes.
 fn run() -> Result<(), Failure> {
     let core = cortex_m::Peripherals::take().ok_or(Failure::Setup("core peripherals taken"))?;
     let workspace = WORKSPACE
@@ -190,9 +191,10 @@ fn run() -> Result<(), Failure> {
     Ok(())
 }
 
-/// `Model::load` in a frame of its own: parsing the file's header needs about 35 KB of stack
-/// (the decoded header's fixed-capacity tensor table, and its copies), which is given back
-/// when loading ends instead of staying in `run`'s frame for the whole run.
+/// `Model::load` in a frame of its own: parsing the file's header takes about 38 KB of stack
+/// (the decoded header's fixed-capacity tensor table, and its copies; measured by the `load`
+/// phase), which is given back when loading ends instead of staying in `run`'s frame for the
+/// whole run.
 #[inline(never)]
 fn load(bytes: &'static [u8]) -> Result<Model<'static>, EngineError> {
     Model::load(bytes)
