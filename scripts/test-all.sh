@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 echo "== installing test prerequisites"
 rustup target add thumbv7em-none-eabihf >/dev/null
+# The device tests (tests/tests/device_qemu.rs) run the firmware on QEMU's Cortex-M boards.
+if ! command -v qemu-system-arm >/dev/null; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends qemu-system-arm
+fi
 
 echo "== host tests (all workspace crates)"
 cargo test --workspace --release
