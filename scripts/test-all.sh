@@ -16,7 +16,11 @@ if ! command -v qemu-system-arm >/dev/null; then
 fi
 
 echo "== host tests (all workspace crates)"
-cargo test --workspace --release
+# Parity and device tests run next, with their measurements printed.
+cargo test --workspace --release -- --skip parity_ --skip _on_qemu
+
+echo "== trainer <-> engine parity, and the engine on QEMU's Cortex-M4F/M7 (measurements)"
+cargo test --release -p tests --test parity --test device_qemu -- --nocapture --test-threads 1
 
 echo "== engine for Cortex-M4F/M7 (no_std, no alloc)"
 cargo build -p engine --target thumbv7em-none-eabihf --release
