@@ -48,7 +48,7 @@ pub struct TrainArgs {
     /// Query examples per class (Q) in training tasks.
     #[arg(long, default_value_t = 15)]
     pub queries: u32,
-    /// Training steps [default: 1500; 50000 with --paper].
+    /// Training steps [default: 1500 (3000 for 1-shot); 50000 with --paper].
     #[arg(long)]
     pub steps: Option<u64>,
     /// Tasks per step [default: 8; 64 (1-shot) or 32 (5-shot) with --paper].
@@ -215,7 +215,11 @@ impl TrainArgs {
             ways: self.ways,
             shots: self.shots,
             queries: self.queries,
-            steps: self.steps.unwrap_or(if paper { 50_000 } else { 1_500 }),
+            steps: self.steps.unwrap_or(match (paper, self.shots) {
+                (true, _) => 50_000,
+                (false, 1) => 3_000,
+                (false, _) => 1_500,
+            }),
             batch: self.batch.unwrap_or(match (paper, self.shots) {
                 (false, _) => 8,
                 (true, 1) => 64,
