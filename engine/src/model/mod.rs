@@ -24,8 +24,18 @@
 //! G = 256, K = 5): `enc_ap x` 81,920; `G2muᵀ x` 163,840; `ca_ap`: `Wq q` 16,384, scores over
 //! the N K keys 3,200, class values `sum_i P_ji U_j[i]` 2,560, `F1` 32,768, `F2` 32,768;
 //! `G1[d..2d] a(x)` 32,768; logits 1,280. Total 367,488 multiply-adds = 0.735 MFLOP (K = 1:
-//! 2,560 fewer). Forming `W` instead would add N G D = 819,200 multiply-adds per query.
-//! `prepare` costs 11.6 M multiply-adds for K = 5 (2.6 M for K = 1).
+//! 364,928). The class-value fold saves `Wo` (16,384) and the N K value mix (3,200) per
+//! query for N d^2 = 81,920 once in `prepare`. Forming `W` instead of `G2muᵀ x` would add
+//! N G D = 819,200 per query. `prepare` costs 11.7 M multiply-adds for K = 5 (2.6 M for
+//! K = 1), nearly all in the two encoders and the two self-attention blocks over the N K
+//! support examples.
+//!
+//! Not done: folding `Wq` into the `ca_ap` keys (`(Wq_j q)ᵀ (Wk_j s) = qᵀ (Wq_jᵀ Wk_j s)`)
+//! replaces `Wq q` and the scores (19,584 multiply-adds per query for K = 5) by h N K d =
+//! 12,800, but costs N K d^2 = 409,600 more in `prepare`. By these counts it is a loss below
+//! 60 queries per support set for K = 5 (the 5-query call would be slower), and for K = 1
+//! it saves 14,464 per query for 81,920 in `prepare`, about 2% of a 75-query task: not worth
+//! a second code path.
 
 mod load;
 

@@ -1,33 +1,43 @@
 //! Matrix products of a static matrix `A` (a weight borrowed from the file, or a prepared
-//! matrix) with a run-time number of columns `B`: [`mul_to`] (`C = A B`), [`mul_add_to`]
-//! (`C += A B`, a residual connection) and [`tr_mul_to`] (`C = Aᵀ B`).
+//! matrix) with a run-time number of columns `B` (a batch of examples): [`mul_to`]
+//! (`C = A B`), [`mul_add_to`] (`C += A B`, a residual connection) and [`tr_mul_to`]
+//! (`C = Aᵀ B`). All operands are nalgebra matrices or views with contiguous columns
+//! ([`Packed`]); the kernels read them through `as_slice`-style access, column by column.
 //!
 //! # Why hand-written kernels
 //! They compute what nalgebra's `a.mul_to(&b, &mut c)`, `c.gemm(1.0, &a, &b, 1.0)` and
-//! `a.tr_mul_to(&b, &mut c)` compute (the tests use those as the oracle), on the same views.
-//! Without `std`, nalgebra multiplies statically sized matrices column by column: each column
-//! of `C` is a sum of `K` axpys that stream the column of `C` through memory once per term,
-//! and `tr_mul` is one dot product at a time. The kernels below instead keep a register tile
-//! of `C` in registers over the whole sum and load each entry of `A` once per tile of
-//! columns. Measured with `cargo run -p engine --release --example kernels` (AMD EPYC Zen 4,
-//! AVX-512, `-C target-cpu=native`, one thread), in GMAC/s, nalgebra / kernel:
+//! `a.tr_mul_to(&b, &mut c)` compute; the tests use those as the oracle. Without `std`,
+//! nalgebra multiplies statically sized matrices one column of `C` at a time (a gemv: `K`
+//! axpys, each loading the whole weight column again for every column of `C`), and `tr_mul`
+//! one dot product at a time. The kernels keep a register tile of `C` in registers over the
+//! whole sum, so each entry of `A` is loaded once per tile of columns, not once per column.
+//! `cargo run -p engine --release --example kernels` (AMD EPYC Zen 4, AVX-512 through
+//! `-C target-cpu=native`, one thread, best of 200), nalgebra / kernel in GMAC/s:
 //!
-//! | product (paper configuration)              | nalgebra | kernel |
-//! |--------------------------------------------|---------:|-------:|
-//! | see `examples/kernels.rs` for the table     |          |        |
+//! | product (paper shapes)                  | 25 support columns | 15-query batch | 5 queries | 1 query |
+//! |-----------------------------------------|-------------------:|---------------:|----------:|--------:|
+//! | `enc x`: 128x640                        |        17.3 / 47.0 |    17.1 / 45.0 | 15.8 / 44.7 | 17.0 / 27.6 |
+//! | `Wq x` (d x d): 128x128                 |        27.8 / 46.8 |    19.7 / 46.7 | 24.0 / 46.5 | 22.1 / 28.2 |
+//! | `F1 x`, `G1` halves: 256x128            |        17.0 / 46.6 |    24.8 / 46.9 | 24.7 / 46.8 | 24.8 / 23.1 |
+//! | `F2 h`: 128x256                         |        17.4 / 46.8 |    24.0 / 46.8 | 16.0 / 46.8 | 23.0 / 27.0 |
+//! | residual `x += Wo a` (`gemm`), 128x128  |        19.6 / 46.8 |    10.6 / 46.5 | 16.2 / 46.4 | 11.7 / 28.1 |
+//! | `G2muᵀ x` (`tr_mul`): (640x256)ᵀ        |                  - |     7.2 / 44.0 |  7.2 / 44.5 |  6.7 / 20.0 |
 //!
-//! Small products (the attention's per-head scores and value mixes, the `N`-column products
-//! of `prepare`, the analysis-only `W`) use nalgebra directly.
+//! That is 2 to 6 times nalgebra's rate on every product the engine spends its time in
+//! (a lone column, `classify` of one query, is bound by streaming the weights from cache:
+//! both are near 25). Small products (the attention's per-head scores and value mixes, the
+//! class-value fold of `prepare`, the analysis-only `W`) use nalgebra directly.
 //!
 //! # Tiles
-//! [`mul_add_to`] computes `C[i.., j..]` in tiles of [`TILE_ROWS`] rows (a few vector
-//! registers of a column) by [`TILE_COLS`] columns: per `k`, a column tile of `A` is loaded
-//! once and multiplied by `TILE_COLS` broadcast entries of `B`. A single column uses a taller
-//! tile ([`SINGLE_ROWS`]). Sizes follow the vector width the compiler is told about
-//! (`-C target-cpu`), so the accumulators fill about half the register file: AVX-512 (32
-//! registers of 16 lanes), AVX (16 of 8), and 4 lanes elsewhere (SSE2; on Cortex-M the 32
-//! single-precision FPU registers). [`tr_mul_to`] computes [`DOT_A`] x [`DOT_B`] dot products
-//! at once, each with a vector of partial sums.
+//! [`mul_add_to`] computes `C` in register tiles of [`TILE_VECTORS`] vectors of rows by
+//! [`TILE_COLS`] columns: per `k`, a column tile of `A` is loaded once and multiplied by
+//! `TILE_COLS` broadcast entries of `B`; a lone column is a gemv with [`SINGLE_ROWS`] sums.
+//! [`tr_mul_to`] computes [`DOT_A`] x [`DOT_B`] dot products at once, each with a vector of
+//! partial sums. Sizes follow the vector width the compiler is told about (`-C target-cpu`):
+//! AVX-512 (32 registers of 16 lanes), AVX (16 of 8), and 4 lanes elsewhere (SSE2; on
+//! Cortex-M, the 32 single-precision FPU registers). Each tile is a function of its own
+//! (`#[inline(never)]`): inlined into the loops around it, the compiler sometimes left the
+//! sums in memory or vectorised across the wrong loop, at a tenth of the speed.
 
 use nalgebra::{Const, Dim, Matrix};
 
@@ -36,26 +46,32 @@ use super::{contiguous, contiguous_mut, Packed, PackedMut, VECTOR};
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(not(target_arch = "arm"))]
 pub const TILE_VECTORS: usize = if VECTOR == 16 { 4 } else { 2 };
+/// Columns of a register tile of [`mul_add_to`] (5 divides the 25 support examples of the
+/// 5-shot models, a 15-query batch and a 5-query call).
+#[cfg(not(target_arch = "arm"))]
+pub const TILE_COLS: usize = 5;
+/// Rows of the register tile of [`mul_add_to`] for a lone column (a gemv).
+#[cfg(not(target_arch = "arm"))]
+pub const SINGLE_ROWS: usize = 8 * VECTOR;
+/// Columns of `A` per tile of [`tr_mul_to`].
+#[cfg(not(target_arch = "arm"))]
+pub const DOT_A: usize = 4;
+/// Columns of `B` per tile of [`tr_mul_to`].
+#[cfg(not(target_arch = "arm"))]
+pub const DOT_B: usize = 5;
+
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(target_arch = "arm")]
 pub const TILE_VECTORS: usize = 2;
 /// Columns of a register tile of [`mul_add_to`].
-#[cfg(not(target_arch = "arm"))]
-pub const TILE_COLS: usize = 4;
-/// Columns of a register tile of [`mul_add_to`].
 #[cfg(target_arch = "arm")]
 pub const TILE_COLS: usize = 2;
-/// Vectors of the register tile of [`mul_add_to`] for a lone column: more independent sums.
-pub const SINGLE_VECTORS: usize = TILE_VECTORS;
-/// Columns of `A` per tile of [`tr_mul_to`].
-#[cfg(not(target_arch = "arm"))]
-pub const DOT_A: usize = 4;
+/// Rows of the register tile of [`mul_add_to`] for a lone column (a gemv).
+#[cfg(target_arch = "arm")]
+pub const SINGLE_ROWS: usize = 16;
 /// Columns of `A` per tile of [`tr_mul_to`].
 #[cfg(target_arch = "arm")]
 pub const DOT_A: usize = 2;
-/// Columns of `B` per tile of [`tr_mul_to`].
-#[cfg(not(target_arch = "arm"))]
-pub const DOT_B: usize = 4;
 /// Columns of `B` per tile of [`tr_mul_to`].
 #[cfg(target_arch = "arm")]
 pub const DOT_B: usize = 2;
@@ -126,30 +142,46 @@ fn columns_mut<const R: usize>(data: &mut [f32]) -> &mut [[f32; R]] {
 }
 
 /// `c (+)= a b` over columns: `a` has `K` columns of `M`, `b` and `c` as many columns as the
-/// shorter. Column tiles of [`TILE_COLS`], then 3, 2 and 1 for the rest.
+/// shorter. Column tiles of [`TILE_COLS`], then of 4, 3 and 2 (those narrower than
+/// `TILE_COLS`), then lone columns.
 fn product<const M: usize, const K: usize, const ADD: bool>(
     a: &[[f32; M]],
     b: &[[f32; K]],
     c: &mut [[f32; M]],
 ) {
     let n = b.len().min(c.len());
-    let mut j = column_tiles::<M, K, TILE_COLS, TILE_VECTORS, ADD>(a, b, c, 0, n);
-    j = column_tiles::<M, K, 3, TILE_VECTORS, ADD>(a, b, c, j, n);
-    j = column_tiles::<M, K, 2, TILE_VECTORS, ADD>(a, b, c, j, n);
-    column_tiles::<M, K, 1, SINGLE_VECTORS, ADD>(a, b, c, j, n);
+    let mut j = column_tiles::<M, K, TILE_COLS, ADD>(a, b, c, 0, n);
+    if TILE_COLS > 4 {
+        j = column_tiles::<M, K, 4, ADD>(a, b, c, j, n);
+    }
+    if TILE_COLS > 3 {
+        j = column_tiles::<M, K, 3, ADD>(a, b, c, j, n);
+    }
+    if TILE_COLS > 2 {
+        j = column_tiles::<M, K, 2, ADD>(a, b, c, j, n);
+    }
+    for (b, c) in b[j..n].iter().zip(&mut c[j..n]) {
+        let mut i = 0;
+        while i + SINGLE_ROWS <= M {
+            lone::<M, K, SINGLE_ROWS, ADD>(a, b, c, i);
+            i += SINGLE_ROWS;
+        }
+        while i + 2 * VECTOR <= M {
+            lone::<M, K, { 2 * VECTOR }, ADD>(a, b, c, i);
+            i += 2 * VECTOR;
+        }
+        while i < M {
+            lone::<M, K, 1, ADD>(a, b, c, i);
+            i += 1;
+        }
+    }
 }
 
 /// Tiles of `NR` columns from column `j` while a whole tile fits before `n`; returns the first
-/// column not done. Each is done in row tiles of `MV` vectors, then of one vector, then row by
-/// row.
+/// column not done. Each is done in row tiles of [`TILE_VECTORS`] vectors, then of one vector,
+/// then row by row.
 #[inline(always)]
-fn column_tiles<
-    const M: usize,
-    const K: usize,
-    const NR: usize,
-    const MV: usize,
-    const ADD: bool,
->(
+fn column_tiles<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
     a: &[[f32; M]],
     b: &[[f32; K]],
     c: &mut [[f32; M]],
@@ -160,9 +192,9 @@ fn column_tiles<
         let b_cols: [&[f32; K]; NR] = core::array::from_fn(|t| &b[j + t]);
         let c_cols = &mut c[j..j + NR];
         let mut i = 0;
-        while i + MV * VECTOR <= M {
-            tile::<M, K, NR, MV, ADD>(a, b_cols, c_cols, i);
-            i += MV * VECTOR;
+        while i + TILE_VECTORS * VECTOR <= M {
+            tile::<M, K, NR, TILE_VECTORS, ADD>(a, b_cols, c_cols, i);
+            i += TILE_VECTORS * VECTOR;
         }
         while i + VECTOR <= M {
             tile::<M, K, NR, 1, ADD>(a, b_cols, c_cols, i);
@@ -178,8 +210,7 @@ fn column_tiles<
 }
 
 /// One register tile: rows `i..i + MV VECTOR` of the `NR` columns `c_cols` (+)= `a b_cols`.
-/// The `MV x NR` vectors of sums stay in registers over all `K` (a function of its own so the
-/// compiler allocates them there whatever the surrounding code).
+/// The `MV x NR` vectors of sums stay in registers over all `K`.
 #[inline(never)]
 fn tile<const M: usize, const K: usize, const NR: usize, const MV: usize, const ADD: bool>(
     a: &[[f32; M]],
@@ -207,6 +238,25 @@ fn tile<const M: usize, const K: usize, const NR: usize, const MV: usize, const 
     }
 }
 
+/// Rows `i..i + MR` of a lone column, `c (+)= a b`: a gemv with `MR` sums in registers.
+#[inline(never)]
+fn lone<const M: usize, const K: usize, const MR: usize, const ADD: bool>(
+    a: &[[f32; M]],
+    b: &[f32; K],
+    c: &mut [f32; M],
+    i: usize,
+) {
+    let mut acc = [0.0f32; MR];
+    for (a_col, &b_k) in a.iter().zip(b) {
+        for (s, &a_ik) in acc.iter_mut().zip(&a_col[i..i + MR]) {
+            *s += a_ik * b_k;
+        }
+    }
+    for (c, &s) in c[i..i + MR].iter_mut().zip(&acc) {
+        *c = if ADD { *c + s } else { s };
+    }
+}
+
 /// Row `i` of the `NR` columns `c_cols` (+)= `a b_cols`: the rows past the last whole vector.
 #[inline(never)]
 fn row<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
@@ -227,18 +277,34 @@ fn row<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
 }
 
 /// `c = aᵀ b`: `a` has `M` columns of `K`, `b` and `c` as many columns as the shorter. Tiles of
-/// [`DOT_B`] columns of `b` (then 1) by [`DOT_A`] columns of `a` (then 1).
+/// [`DOT_B`] columns of `b`, then of 4 and 2 (those narrower than `DOT_B`), then 1.
 fn tr_product<const K: usize, const M: usize>(a: &[[f32; K]], b: &[[f32; K]], c: &mut [[f32; M]]) {
     let n = b.len().min(c.len());
-    let mut j = 0;
-    while j + DOT_B <= n {
-        dot_rows::<K, M, DOT_B>(a, core::array::from_fn(|t| &b[j + t]), &mut c[j..j + DOT_B]);
-        j += DOT_B;
+    let mut j = dot_tiles::<K, M, DOT_B>(a, b, c, 0, n);
+    if DOT_B > 4 {
+        j = dot_tiles::<K, M, 4>(a, b, c, j, n);
     }
-    while j < n {
-        dot_rows::<K, M, 1>(a, [&b[j]], &mut c[j..j + 1]);
-        j += 1;
+    if DOT_B > 2 {
+        j = dot_tiles::<K, M, 2>(a, b, c, j, n);
     }
+    dot_tiles::<K, M, 1>(a, b, c, j, n);
+}
+
+/// Tiles of `TB` columns from column `j` while a whole tile fits before `n`; returns the first
+/// column not done.
+#[inline(always)]
+fn dot_tiles<const K: usize, const M: usize, const TB: usize>(
+    a: &[[f32; K]],
+    b: &[[f32; K]],
+    c: &mut [[f32; M]],
+    mut j: usize,
+    n: usize,
+) -> usize {
+    while j + TB <= n {
+        dot_rows::<K, M, TB>(a, core::array::from_fn(|t| &b[j + t]), &mut c[j..j + TB]);
+        j += TB;
+    }
+    j
 }
 
 /// All `M` rows of the `TB` columns `c_cols = aᵀ b_cols`, [`DOT_A`] rows at a time (then 1).

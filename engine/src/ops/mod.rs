@@ -13,8 +13,15 @@
 //! - [`linear`]: matrix products. The large ones (weights times a batch of columns) use
 //!   register-tiled kernels over nalgebra views; the module documents why and by how much.
 //! - [`layer_norm`]: per-column layer normalisation.
-//! - [`softmax`]: a vectorisable `exp` and the softmax of a column.
+//! - [`softmax`]: the softmax of each column, with a vectorisable `exp`.
 //! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
+//!
+//! Everything else is nalgebra's own: element-wise maps (`apply`, `zip_zip_apply`, scaling),
+//! class means (`column_mean`), the small per-head products (`gemm`), transposes, `imax`,
+//! and the analysis-only `W`. Where a reduction is hand-written ([`relu_sum_dot`] here, the
+//! statistics of layer norm and softmax) it is because nalgebra's is one sequential chain of
+//! additions or builds temporaries, and the difference shows in `examples/measure.rs`; the
+//! comparisons are in `examples/kernels.rs`.
 
 pub mod attention;
 pub mod layer_norm;
@@ -70,13 +77,13 @@ pub fn contiguous_mut<const R: usize, C: Dim, S: PackedMut<R, C>>(
 /// FPU, whose 32 single-precision registers hold a few such groups). Kernels and reductions
 /// keep this many independent partial sums so the compiler can vectorise them.
 #[cfg(target_feature = "avx512f")]
-pub(crate) const VECTOR: usize = 16;
+pub const VECTOR: usize = 16;
 /// f32 lanes of the target's vector registers (see the AVX-512 variant).
 #[cfg(all(target_feature = "avx", not(target_feature = "avx512f")))]
-pub(crate) const VECTOR: usize = 8;
+pub const VECTOR: usize = 8;
 /// f32 lanes of the target's vector registers (see the AVX-512 variant).
 #[cfg(not(any(target_feature = "avx", target_feature = "avx512f")))]
-pub(crate) const VECTOR: usize = 4;
+pub const VECTOR: usize = 4;
 
 /// Whether every entry is finite (no infinity, no NaN). Branch-free, so it vectorises (a
 /// short-circuiting `iter().all(..)` does not).
