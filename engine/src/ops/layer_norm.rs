@@ -28,8 +28,9 @@ impl<const W: usize> LayerNorm<'_, W> {
     ///
     /// The statistics use [`VECTOR`](super::VECTOR) partial sums over the column's slice:
     /// nalgebra's `amax()`, `mean()` and `variance()` are sequential folds (one dependent
-    /// operation per feature), 5 times slower here (128 x 15 columns: 7.8 vs 1.5 us,
-    /// `examples/kernels.rs`), which is 2% of a query; the element-wise steps are nalgebra's.
+    /// operation per feature), 5 times slower here (128 x 15 columns: 7.6 vs 1.5 us,
+    /// `examples/kernels.rs`; they would add 9% to a batched query); the element-wise steps
+    /// are nalgebra's.
     pub fn apply<C: Dim, S: PackedMut<W, C>>(&self, x: &mut Matrix<f32, Const<W>, C, S>) -> bool {
         let mut finite = true;
         for mut column in x.column_iter_mut() {

@@ -14,18 +14,19 @@
 //! `cargo run -p engine --release --example kernels` (AMD EPYC Zen 4, AVX-512 through
 //! `-C target-cpu=native`, one thread, best of 200), nalgebra / kernel in GMAC/s:
 //!
-//! | product (paper shapes)                  | 25 support columns | 15-query batch | 5 queries | 1 query |
-//! |-----------------------------------------|-------------------:|---------------:|----------:|--------:|
-//! | `enc x`: 128x640                        |        17.3 / 47.0 |    17.1 / 45.0 | 15.8 / 44.7 | 17.0 / 27.6 |
-//! | `Wq x` (d x d): 128x128                 |        27.8 / 46.8 |    19.7 / 46.7 | 24.0 / 46.5 | 22.1 / 28.2 |
-//! | `F1 x`, `G1` halves: 256x128            |        17.0 / 46.6 |    24.8 / 46.9 | 24.7 / 46.8 | 24.8 / 23.1 |
-//! | `F2 h`: 128x256                         |        17.4 / 46.8 |    24.0 / 46.8 | 16.0 / 46.8 | 23.0 / 27.0 |
-//! | residual `x += Wo a` (`gemm`), 128x128  |        19.6 / 46.8 |    10.6 / 46.5 | 16.2 / 46.4 | 11.7 / 28.1 |
-//! | `G2muᵀ x` (`tr_mul`): (640x256)ᵀ        |                  - |     7.2 / 44.0 |  7.2 / 44.5 |  6.7 / 20.0 |
+//! | product (paper shapes)                 | 25 support columns | 15-query batch |   5 queries |     1 query |
+//! |----------------------------------------|-------------------:|---------------:|------------:|------------:|
+//! | `enc x`: 128x640                       |        17.3 / 47.0 |    17.1 / 47.0 | 15.9 / 47.0 | 22.9 / 27.7 |
+//! | `Wq x` (d x d): 128x128                |        28.1 / 46.8 |    19.3 / 46.7 | 23.9 / 46.5 | 22.2 / 28.3 |
+//! | `F1 x`, `G1` halves: 256x128           |        17.0 / 46.6 |    24.9 / 46.9 | 24.6 / 46.8 | 24.0 / 23.1 |
+//! | `F2 h`: 128x256                        |        17.4 / 46.9 |    24.1 / 46.9 | 16.0 / 46.8 | 22.5 / 27.3 |
+//! | residual `x += Wo a` (`gemm`): 128x128 |        19.8 / 46.7 |    10.5 / 46.5 | 16.4 / 46.5 | 11.6 / 28.1 |
+//! | `G2muᵀ x` (`tr_mul`): (640x256)ᵀ       |                  - |     7.2 / 44.1 |  7.2 / 44.8 |  7.2 / 20.4 |
 //!
-//! That is 2 to 6 times nalgebra's rate on every product the engine spends its time in
-//! (a lone column, `classify` of one query, is bound by streaming the weights from cache:
-//! both are near 25). Small products (the attention's per-head scores and value mixes, the
+//! That is 2 to 6 times nalgebra's rate on every product the engine spends its time in. A
+//! lone column (`classify` of one query) is bound by streaming the weights from cache, and
+//! there both are near 25 GMAC/s. The peak of this machine is about 49 GMAC/s (16 lanes,
+//! one multiply and one add per cycle). Small products (the attention's per-head scores and value mixes, the
 //! class-value fold of `prepare`, the analysis-only `W`) use nalgebra directly.
 //!
 //! # Tiles
