@@ -25,7 +25,7 @@ pub(crate) struct Prepared<
     /// replacement), so head `j` adds `U_j pooled_j` with `pooled_j` the attention
     /// probabilities summed per class.
     pub class_values: [SMatrix<f32, L, N>; H],
-    /// The class half of the generator's first layer: `G1[0..d]ᵀ c_bar[i]` per class.
+    /// The class half of the generator's first layer: `G1[0..d] c_bar[i]` per class.
     pub context: SMatrix<f32, G, N>,
 }
 
@@ -72,9 +72,9 @@ pub(crate) struct QueryScratch<
     pub pooled: SMatrix<f32, N, B>,
     /// `relu(F1 out)`.
     pub hidden: SMatrix<f32, L2, B>,
-    /// The attentive half of the generator's first layer, `G1[d..2d]ᵀ a(x)`.
+    /// The attentive half of the generator's first layer, `G1[d..2d] a(x)`.
     pub ga: SMatrix<f32, G, B>,
-    /// `G2mu x`.
+    /// `G2muᵀ x`.
     pub y: SMatrix<f32, G, B>,
 }
 
