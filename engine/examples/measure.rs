@@ -1,8 +1,8 @@
 //! Sizes and host timings of the shipped configurations.
 //!
 //! `cargo run -p engine --release --example measure [REPS [CONFIG]]`
-//! (add `RUSTFLAGS="-C target-cpu=native"` and a separate `--target-dir` to let the compiler
-//! use the host's vector extensions, as a JIT does).
+//! (the workspace's `.cargo/config.toml` builds x86-64 hosts with `-C target-cpu=native`, so
+//! the kernels use the host's vector extensions, as a JIT does).
 //!
 //! Prints, per configuration: workspace bytes, inference weight and file bytes, and the
 //! median over many repetitions of: `prepare` (support side), `classify` per query (one query
@@ -157,13 +157,15 @@ fn measure<
     println!("  task: prepare + {QUERIES} queries batched {}", us(task));
     println!("  task: prepare + {N} queries batched  {}", us(small_task));
     let (d, l, n, k, g) = (D as u64, L as u64, N as u64, K as u64, G as u64);
-    // q = x enc_ap, G2mu x, ca_ap (Wq, Wo, F1, F2; scores over N K keys, N class values),
-    // the attentive half of G1, and the N logits.
-    let per_query = d * l + g * d + 6 * l * l + n * k * l + n * l + l * g + n * g;
+    let h = H as u64;
+    // q = enc_ap x, G2muᵀ x, ca_ap (Wq, F1, F2; scores over the N K keys; per head the N
+    // class values already through Wo), the attentive half of G1, and the N logits.
+    let per_query = d * l + g * d + 5 * l * l + n * k * l + h * n * l + l * g + n * g;
     // Per support row: both encoders, two self-attention blocks (Wq, Wk, Wv, Wo, F1, F2 and
-    // N K scores and values), the ca_ap key; per class: the ca_ap value and c_bar G1[0..d].
+    // N K scores and values), the ca_ap key; per class: the ca_ap value Wv v_bar, its
+    // projection through each head's part of Wo, and G1[0..d] c_bar.
     let block_row = 8 * l * l + 2 * n * k * l;
-    let prepare_macs = n * k * (2 * d * l + 2 * block_row + l * l) + n * (l * l + l * g);
+    let prepare_macs = n * k * (2 * d * l + 2 * block_row + l * l) + n * (2 * l * l + l * g);
     println!(
         "  multiply-adds: {per_query} per query ({:.3} MFLOP), {prepare_macs} in prepare",
         2.0 * per_query as f64 / 1e6

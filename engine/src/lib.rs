@@ -1,5 +1,6 @@
 //! Fixed-size `no_std` AWGIM inference: no heap, no `unsafe`, weights borrowed in place from a
-//! model file (see `formats`).
+//! model file (see `formats`) as statically sized nalgebra views, workspace buffers as
+//! statically sized nalgebra matrices, `libm` for the scalar maths.
 //!
 //! ```no_run
 //! # fn run(bytes: &[u8], support: &[[f32; 640]; 25], queries: &[[f32; 640]]) -> Result<(), engine::EngineError> {
@@ -13,8 +14,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`ops`] (dense layers, layer norm, softmax, attention) and `model` (the AWGIM
-//! evaluation path, read against AWGIM.md).
+//! Modules: [`ops`] (matrix products, layer norm, softmax, attention; the orientation and
+//! the hand-written kernels are explained there) and `model` (the AWGIM evaluation path,
+//! read against AWGIM.md).
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -69,7 +71,7 @@ macro_rules! awgim_model {
 }
 
 /// The [`Workspace`] type for sizes `D, d, h, N, K, G` and batch `B`:
-/// `engine::awgim_workspace!(640, 128, 4, 5, 5, 256; 8)` is [`Paper5ShotWorkspace`].
+/// `engine::awgim_workspace!(640, 128, 4, 5, 5, 256; 15)` is [`Paper5ShotWorkspace`].
 #[macro_export]
 macro_rules! awgim_workspace {
     ($d:expr, $l:expr, $h:expr, $n:expr, $k:expr, $g:expr; $b:expr) => {
@@ -79,8 +81,9 @@ macro_rules! awgim_workspace {
     };
 }
 
-/// Queries per batch in the paper workspaces.
-pub const PAPER_BATCH: usize = 16;
+/// Queries per batch in the paper workspaces: AWGIM's 15 queries per class, so a 5-way task's
+/// 75 queries are 5 full batches (and 15 is a whole number of the kernels' 5-column tiles).
+pub const PAPER_BATCH: usize = 15;
 /// Queries per batch in the edge workspaces.
 pub const EDGE_BATCH: usize = 4;
 
@@ -93,11 +96,11 @@ pub type Edge1Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 1, 64);
 /// The edge 5-way 5-shot model (D = 64, d = 32, 4 heads, G = 64).
 pub type Edge5Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 5, 64);
 
-/// Workspace of [`Paper1Shot`]: 191,488 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper1Shot`]: 110,780 bytes ([`Workspace::BYTES`]).
 pub type Paper1ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 1, 256; PAPER_BATCH);
-/// Workspace of [`Paper5Shot`]: 304,128 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper5Shot`]: 206,540 bytes ([`Workspace::BYTES`]).
 pub type Paper5ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 5, 256; PAPER_BATCH);
-/// Workspace of [`Edge1Shot`]: 19,840 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge1Shot`]: 16,516 bytes ([`Workspace::BYTES`]).
 pub type Edge1ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 1, 64; EDGE_BATCH);
-/// Workspace of [`Edge5Shot`]: 48,000 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge5Shot`]: 42,276 bytes ([`Workspace::BYTES`]).
 pub type Edge5ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 5, 64; EDGE_BATCH);

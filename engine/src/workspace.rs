@@ -1,95 +1,81 @@
 //! Caller-owned memory for `prepare` and `classify`: no heap, fixed size, `const`-constructible
-//! so it can live in a `static`.
+//! so it can live in a `static`. Every buffer is a statically sized nalgebra matrix whose
+//! columns are examples (see [`crate::ops`] for the orientation).
 
-/// Scratch rows of one attention block applied to `M` query rows.
-pub(crate) struct BlockScratch<const M: usize, const L: usize, const L2: usize> {
-    /// `x Wq` (all heads side by side).
-    pub q: [[f32; L]; M],
-    /// The heads' attention outputs side by side, before `Wo`.
-    pub att: [[f32; L]; M],
-    /// `relu(F1 out)`.
-    pub hidden: [[f32; L2]; M],
-}
+use nalgebra::{ArrayStorage, SMatrix};
 
-impl<const M: usize, const L: usize, const L2: usize> BlockScratch<M, L, L2> {
-    const fn new() -> Self {
-        Self {
-            q: [[0.0; L]; M],
-            att: [[0.0; L]; M],
-            hidden: [[0.0; L2]; M],
-        }
-    }
+/// A zeroed `R x C` matrix, in a `const` context.
+const fn zeros<const R: usize, const C: usize>() -> SMatrix<f32, R, C> {
+    SMatrix::from_array_storage(ArrayStorage([[0.0; R]; C]))
 }
 
 /// What `prepare` computes once per support set and every query reuses.
-pub(crate) struct Prepared<const L: usize, const N: usize, const G: usize, const NK: usize> {
-    /// `ca_ap` keys `s Wk` of every support row (all heads side by side), transposed.
-    pub keys_t: [[f32; NK]; L],
-    /// `ca_ap` values `v Wv`, one row per class (the rows of a class are equal after the
-    /// class-mean replacement).
-    pub values: [[f32; L]; N],
-    /// The class half of the generator's first layer: `c_bar[i] G1[0..d]`.
-    pub context: [[f32; G]; N],
+pub(crate) struct Prepared<
+    const L: usize,
+    const H: usize,
+    const N: usize,
+    const G: usize,
+    const NK: usize,
+> {
+    /// `ca_ap` keys `Wk s` of every support column (all heads stacked), transposed: one row
+    /// per support example.
+    pub keys_t: SMatrix<f32, NK, L>,
+    /// Per head `j`, the `ca_ap` class values already through the output projection:
+    /// `U_j[:, i] = Wo_j (Wv_j v_bar[i])`. Values are equal within a class (the class-mean
+    /// replacement), so head `j` adds `U_j pooled_j` with `pooled_j` the attention
+    /// probabilities summed per class.
+    pub class_values: [SMatrix<f32, L, N>; H],
+    /// The class half of the generator's first layer: `G1[0..d] c_bar[i]` per class.
+    pub context: SMatrix<f32, G, N>,
 }
 
 /// Support-side scratch of `prepare`.
 pub(crate) struct SupportScratch<const L: usize, const L2: usize, const N: usize, const NK: usize> {
-    /// Encoded support `X_s enc_ap` (attentive path) or `X_s enc_cp` (contextual path).
-    pub encoded: [[f32; L]; NK],
-    /// `s` kept for the `ca_ap` keys while the contextual path runs.
-    pub s: [[f32; L]; NK],
-    /// Self-attention keys `x Wk` (and the `ca_ap` keys `s Wk` before transposing).
-    pub keys: [[f32; L]; NK],
+    /// Encoded support (`s`, then `X_s enc_cp`); the block's residual input, then its output.
+    pub x: SMatrix<f32, L, NK>,
+    /// Self-attention queries `Wq x`.
+    pub q: SMatrix<f32, L, NK>,
+    /// Keys `Wk x` (self-attention, then `ca_ap`).
+    pub keys: SMatrix<f32, L, NK>,
     /// `keys` transposed.
-    pub keys_t: [[f32; NK]; L],
-    /// Self-attention values `x Wv`.
-    pub values: [[f32; L]; NK],
-    /// Block output (`v` of `sa_ap`, `c` of `sa_cp`).
-    pub out: [[f32; L]; NK],
-    /// Class means of `out`.
-    pub means: [[f32; L]; N],
-    /// The block's own scratch.
-    pub block: BlockScratch<NK, L, L2>,
+    pub keys_t: SMatrix<f32, NK, L>,
+    /// Self-attention values `Wv x`.
+    pub values: SMatrix<f32, L, NK>,
+    /// Attention probabilities of one head (one column per query).
+    pub p: SMatrix<f32, NK, NK>,
+    /// The heads' attention outputs stacked, before `Wo`.
+    pub att: SMatrix<f32, L, NK>,
+    /// `relu(F1 out)`.
+    pub hidden: SMatrix<f32, L2, NK>,
+    /// Class means of the block output (`v_bar`, then `c_bar`).
+    pub means: SMatrix<f32, L, N>,
+    /// `ca_ap` class values `Wv v_bar`.
+    pub class_values: SMatrix<f32, L, N>,
 }
 
-/// Per-query scratch for `M` queries classified together.
+/// Per-query scratch for up to `B` queries classified together (column `m` is query `m`).
 pub(crate) struct QueryScratch<
-    const M: usize,
-    const D: usize,
     const L: usize,
     const L2: usize,
+    const N: usize,
     const G: usize,
+    const NK: usize,
+    const B: usize,
 > {
-    /// `q = x enc_ap`.
-    pub q: [[f32; L]; M],
-    /// `a(x) = ca_ap(q, s, v)`.
-    pub a: [[f32; L]; M],
-    /// The attentive half of the generator's first layer, `a(x) G1[d..2d]`.
-    pub ga: [[f32; G]; M],
-    /// `G2mu x`.
-    pub y: [[f32; G]; M],
-    /// The queries transposed (for `G2mu x` of a batch).
-    pub xt: [[f32; M]; D],
-    /// `G2mu x` transposed.
-    pub yt: [[f32; M]; G],
-    /// The `ca_ap` block's scratch.
-    pub block: BlockScratch<M, L, L2>,
-}
-
-impl<const M: usize, const D: usize, const L: usize, const L2: usize, const G: usize>
-    QueryScratch<M, D, L, L2, G>
-{
-    const fn new() -> Self {
-        Self {
-            q: [[0.0; L]; M],
-            a: [[0.0; L]; M],
-            ga: [[0.0; G]; M],
-            y: [[0.0; G]; M],
-            xt: [[0.0; M]; D],
-            yt: [[0.0; M]; G],
-            block: BlockScratch::new(),
-        }
-    }
+    /// `q = enc_ap x`, then the block output `a(x) = ca_ap(q, s, v)` in place.
+    pub q: SMatrix<f32, L, B>,
+    /// `ca_ap` queries `Wq q`.
+    pub q_proj: SMatrix<f32, L, B>,
+    /// Attention probabilities of one head over the `N K` support keys.
+    pub p: SMatrix<f32, NK, B>,
+    /// `p` summed per class.
+    pub pooled: SMatrix<f32, N, B>,
+    /// `relu(F1 out)`.
+    pub hidden: SMatrix<f32, L2, B>,
+    /// The attentive half of the generator's first layer, `G1[d..2d] a(x)`.
+    pub ga: SMatrix<f32, G, B>,
+    /// `G2muᵀ x`.
+    pub y: SMatrix<f32, G, B>,
 }
 
 /// All memory `prepare`, `classify` and `classify_batch` use, owned by the caller. Its type
@@ -113,12 +99,11 @@ pub struct Workspace<
     const L2: usize,
     const B: usize,
 > {
-    pub(crate) prepared: Prepared<L, N, G, NK>,
+    pub(crate) prepared: Prepared<L, H, N, G, NK>,
     pub(crate) support: SupportScratch<L, L2, N, NK>,
-    pub(crate) single: QueryScratch<1, D, L, L2, G>,
-    pub(crate) batch: QueryScratch<B, D, L, L2, G>,
-    /// Generator hidden rows `h_i` for [`crate::Task::generated_weights`].
-    pub(crate) hidden: [[f32; G]; N],
+    pub(crate) queries: QueryScratch<L, L2, N, G, NK, B>,
+    /// Generator hidden columns `h_i` for [`crate::Task::generated_weights`].
+    pub(crate) hidden: SMatrix<f32, G, N>,
 }
 
 impl<
@@ -142,23 +127,32 @@ impl<
         const { assert!(B > 0, "the batch size B must be positive") };
         Self {
             prepared: Prepared {
-                keys_t: [[0.0; NK]; L],
-                values: [[0.0; L]; N],
-                context: [[0.0; G]; N],
+                keys_t: zeros(),
+                class_values: [zeros(); H],
+                context: zeros(),
             },
             support: SupportScratch {
-                encoded: [[0.0; L]; NK],
-                s: [[0.0; L]; NK],
-                keys: [[0.0; L]; NK],
-                keys_t: [[0.0; NK]; L],
-                values: [[0.0; L]; NK],
-                out: [[0.0; L]; NK],
-                means: [[0.0; L]; N],
-                block: BlockScratch::new(),
+                x: zeros(),
+                q: zeros(),
+                keys: zeros(),
+                keys_t: zeros(),
+                values: zeros(),
+                p: zeros(),
+                att: zeros(),
+                hidden: zeros(),
+                means: zeros(),
+                class_values: zeros(),
             },
-            single: QueryScratch::new(),
-            batch: QueryScratch::new(),
-            hidden: [[0.0; G]; N],
+            queries: QueryScratch {
+                q: zeros(),
+                q_proj: zeros(),
+                p: zeros(),
+                pooled: zeros(),
+                hidden: zeros(),
+                ga: zeros(),
+                y: zeros(),
+            },
+            hidden: zeros(),
         }
     }
 }

@@ -300,5 +300,5 @@ fn workspace_sizes_are_as_documented() {
         engine::Edge1ShotWorkspace::BYTES,
         engine::Edge5ShotWorkspace::BYTES,
     ];
-    assert_eq!(sizes, [191_488, 304_128, 19_840, 48_000]);
+    assert_eq!(sizes, [110_780, 206_540, 16_516, 42_276]);
 }

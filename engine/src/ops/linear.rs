@@ -1,0 +1,478 @@
+//! Matrix products of a static matrix `A` (a weight borrowed from the file, or a prepared
+//! matrix) with a run-time number of columns `B` (a batch of examples): [`mul_to`]
+//! (`C = A B`), [`mul_add_to`] (`C += A B`, a residual connection) and [`tr_mul_to`]
+//! (`C = Aᵀ B`). All operands are nalgebra matrices or views with contiguous columns
+//! ([`Packed`]); the kernels read them through `as_slice`-style access, column by column.
+//!
+//! # Why hand-written kernels
+//! They compute what nalgebra's `a.mul_to(&b, &mut c)`, `c.gemm(1.0, &a, &b, 1.0)` and
+//! `a.tr_mul_to(&b, &mut c)` compute; the tests use those as the oracle. Without `std`,
+//! nalgebra multiplies statically sized matrices one column of `C` at a time (a gemv: `K`
+//! axpys, each loading the whole weight column again for every column of `C`), and `tr_mul`
+//! one dot product at a time. The kernels keep a register tile of `C` in registers over the
+//! whole sum, so each entry of `A` is loaded once per tile of columns, not once per column.
+//! `cargo run -p engine --release --example kernels` (AMD EPYC Zen 4, AVX-512 through
+//! `-C target-cpu=native`, one thread, best of 200), nalgebra / kernel in GMAC/s:
+//!
+//! | product (paper shapes)                 | 25 support columns | 15-query batch |   5 queries |     1 query |
+//! |----------------------------------------|-------------------:|---------------:|------------:|------------:|
+//! | `enc x`: 128x640                       |        17.3 / 47.0 |    17.1 / 47.0 | 15.9 / 47.0 | 22.9 / 27.7 |
+//! | `Wq x` (d x d): 128x128                |        28.1 / 46.8 |    19.3 / 46.7 | 23.9 / 46.5 | 22.2 / 28.3 |
+//! | `F1 x`, `G1` halves: 256x128           |        17.0 / 46.6 |    24.9 / 46.9 | 24.6 / 46.8 | 24.0 / 23.1 |
+//! | `F2 h`: 128x256                        |        17.4 / 46.9 |    24.1 / 46.9 | 16.0 / 46.8 | 22.5 / 27.3 |
+//! | residual `x += Wo a` (`gemm`): 128x128 |        19.8 / 46.7 |    10.5 / 46.5 | 16.4 / 46.5 | 11.6 / 28.1 |
+//! | `G2muᵀ x` (`tr_mul`): (640x256)ᵀ       |                  - |     7.2 / 44.1 |  7.2 / 44.8 |  7.2 / 20.4 |
+//!
+//! That is 2 to 6 times nalgebra's rate on every product the engine spends its time in. A
+//! lone column (`classify` of one query) is bound by streaming the weights from cache, and
+//! there both are near 25 GMAC/s. The peak of this machine is about 49 GMAC/s (16 lanes,
+//! one multiply and one add per cycle). Small products (the attention's per-head scores and value mixes, the
+//! class-value fold of `prepare`, the analysis-only `W`) use nalgebra directly.
+//!
+//! # Tiles
+//! [`mul_add_to`] computes `C` in register tiles of [`TILE_VECTORS`] vectors of rows by
+//! [`TILE_COLS`] columns: per `k`, a column tile of `A` is loaded once and multiplied by
+//! `TILE_COLS` broadcast entries of `B`; a lone column is a gemv with [`SINGLE_ROWS`] sums.
+//! [`tr_mul_to`] computes [`DOT_A`] x [`DOT_B`] dot products at once, each with a vector of
+//! partial sums. Sizes follow the vector width the compiler is told about (`-C target-cpu`):
+//! AVX-512 (32 registers of 16 lanes), AVX (16 of 8), and 4 lanes elsewhere (SSE2; on
+//! Cortex-M, the 32 single-precision FPU registers). Each tile is a function of its own
+//! (`#[inline(never)]`): inlined into the loops around it, the compiler sometimes left the
+//! sums in memory or vectorised across the wrong loop, at a tenth of the speed.
+
+use nalgebra::{Const, Dim, Matrix};
+
+use super::{contiguous, contiguous_mut, Packed, PackedMut, VECTOR};
+
+/// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
+#[cfg(not(target_arch = "arm"))]
+pub const TILE_VECTORS: usize = if VECTOR == 16 { 4 } else { 2 };
+/// Columns of a register tile of [`mul_add_to`] (5 divides the 25 support examples of the
+/// 5-shot models, a 15-query batch and a 5-query call).
+#[cfg(not(target_arch = "arm"))]
+pub const TILE_COLS: usize = 5;
+/// Rows of the register tile of [`mul_add_to`] for a lone column (a gemv).
+#[cfg(not(target_arch = "arm"))]
+pub const SINGLE_ROWS: usize = 8 * VECTOR;
+/// Columns of `A` per tile of [`tr_mul_to`].
+#[cfg(not(target_arch = "arm"))]
+pub const DOT_A: usize = 4;
+/// Columns of `B` per tile of [`tr_mul_to`].
+#[cfg(not(target_arch = "arm"))]
+pub const DOT_B: usize = 5;
+
+/// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
+#[cfg(target_arch = "arm")]
+pub const TILE_VECTORS: usize = 2;
+/// Columns of a register tile of [`mul_add_to`].
+#[cfg(target_arch = "arm")]
+pub const TILE_COLS: usize = 2;
+/// Rows of the register tile of [`mul_add_to`] for a lone column (a gemv).
+#[cfg(target_arch = "arm")]
+pub const SINGLE_ROWS: usize = 16;
+/// Columns of `A` per tile of [`tr_mul_to`].
+#[cfg(target_arch = "arm")]
+pub const DOT_A: usize = 2;
+/// Columns of `B` per tile of [`tr_mul_to`].
+#[cfg(target_arch = "arm")]
+pub const DOT_B: usize = 2;
+
+/// `C = A B` (`A`: `M x K`; `B`, `C`: as many columns as the shorter of the two).
+pub fn mul_to<const M: usize, const K: usize, CB: Dim, CC: Dim, SA, SB, SC>(
+    a: &Matrix<f32, Const<M>, Const<K>, SA>,
+    b: &Matrix<f32, Const<K>, CB, SB>,
+    c: &mut Matrix<f32, Const<M>, CC, SC>,
+) where
+    SA: Packed<M, Const<K>>,
+    SB: Packed<K, CB>,
+    SC: PackedMut<M, CC>,
+{
+    product::<M, K, false>(
+        columns(contiguous(a)),
+        columns(contiguous(b)),
+        columns_mut(contiguous_mut(c)),
+    );
+}
+
+/// `C += A B` (`A`: `M x K`; `B`, `C`: as many columns as the shorter of the two).
+pub fn mul_add_to<const M: usize, const K: usize, CB: Dim, CC: Dim, SA, SB, SC>(
+    a: &Matrix<f32, Const<M>, Const<K>, SA>,
+    b: &Matrix<f32, Const<K>, CB, SB>,
+    c: &mut Matrix<f32, Const<M>, CC, SC>,
+) where
+    SA: Packed<M, Const<K>>,
+    SB: Packed<K, CB>,
+    SC: PackedMut<M, CC>,
+{
+    product::<M, K, true>(
+        columns(contiguous(a)),
+        columns(contiguous(b)),
+        columns_mut(contiguous_mut(c)),
+    );
+}
+
+/// `C = Aᵀ B` (`A`: `K x M`; `B`, `C`: as many columns as the shorter of the two): `M x n` dot
+/// products of length `K`, for a weight stored with its input index contiguous (`gen.g2_mu`).
+pub fn tr_mul_to<const K: usize, const M: usize, CB: Dim, CC: Dim, SA, SB, SC>(
+    a: &Matrix<f32, Const<K>, Const<M>, SA>,
+    b: &Matrix<f32, Const<K>, CB, SB>,
+    c: &mut Matrix<f32, Const<M>, CC, SC>,
+) where
+    SA: Packed<K, Const<M>>,
+    SB: Packed<K, CB>,
+    SC: PackedMut<M, CC>,
+{
+    tr_product::<K, M>(
+        columns(contiguous(a)),
+        columns(contiguous(b)),
+        columns_mut(contiguous_mut(c)),
+    );
+}
+
+/// The whole columns of a column-major slice with `R` rows.
+fn columns<const R: usize>(data: &[f32]) -> &[[f32; R]] {
+    let whole = data.len() - data.len() % R;
+    // Cannot fail: `whole` is a multiple of R and [f32; R] has the alignment of f32.
+    bytemuck::try_cast_slice(&data[..whole]).unwrap_or_default()
+}
+
+/// The whole columns of a mutable column-major slice with `R` rows.
+fn columns_mut<const R: usize>(data: &mut [f32]) -> &mut [[f32; R]] {
+    let whole = data.len() - data.len() % R;
+    bytemuck::try_cast_slice_mut(&mut data[..whole]).unwrap_or_default()
+}
+
+/// `c (+)= a b` over columns: `a` has `K` columns of `M`, `b` and `c` as many columns as the
+/// shorter. Column tiles of [`TILE_COLS`], then of 4, 3 and 2 (those narrower than
+/// `TILE_COLS`), then lone columns.
+fn product<const M: usize, const K: usize, const ADD: bool>(
+    a: &[[f32; M]],
+    b: &[[f32; K]],
+    c: &mut [[f32; M]],
+) {
+    let n = b.len().min(c.len());
+    let mut j = column_tiles::<M, K, TILE_COLS, ADD>(a, b, c, 0, n);
+    if TILE_COLS > 4 {
+        j = column_tiles::<M, K, 4, ADD>(a, b, c, j, n);
+    }
+    if TILE_COLS > 3 {
+        j = column_tiles::<M, K, 3, ADD>(a, b, c, j, n);
+    }
+    if TILE_COLS > 2 {
+        j = column_tiles::<M, K, 2, ADD>(a, b, c, j, n);
+    }
+    for (b, c) in b[j..n].iter().zip(&mut c[j..n]) {
+        let mut i = 0;
+        while i + SINGLE_ROWS <= M {
+            lone::<M, K, SINGLE_ROWS, ADD>(a, b, c, i);
+            i += SINGLE_ROWS;
+        }
+        while i + 2 * VECTOR <= M {
+            lone::<M, K, { 2 * VECTOR }, ADD>(a, b, c, i);
+            i += 2 * VECTOR;
+        }
+        while i < M {
+            lone::<M, K, 1, ADD>(a, b, c, i);
+            i += 1;
+        }
+    }
+}
+
+/// Tiles of `NR` columns from column `j` while a whole tile fits before `n`; returns the first
+/// column not done. Each is done in row tiles of [`TILE_VECTORS`] vectors, then of one vector,
+/// then row by row.
+#[inline(always)]
+fn column_tiles<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
+    a: &[[f32; M]],
+    b: &[[f32; K]],
+    c: &mut [[f32; M]],
+    mut j: usize,
+    n: usize,
+) -> usize {
+    while j + NR <= n {
+        let b_cols: [&[f32; K]; NR] = core::array::from_fn(|t| &b[j + t]);
+        let c_cols = &mut c[j..j + NR];
+        let mut i = 0;
+        while i + TILE_VECTORS * VECTOR <= M {
+            tile::<M, K, NR, TILE_VECTORS, ADD>(a, b_cols, c_cols, i);
+            i += TILE_VECTORS * VECTOR;
+        }
+        while i + VECTOR <= M {
+            tile::<M, K, NR, 1, ADD>(a, b_cols, c_cols, i);
+            i += VECTOR;
+        }
+        while i < M {
+            row::<M, K, NR, ADD>(a, b_cols, c_cols, i);
+            i += 1;
+        }
+        j += NR;
+    }
+    j
+}
+
+/// One register tile: rows `i..i + MV VECTOR` of the `NR` columns `c_cols` (+)= `a b_cols`.
+/// The `MV x NR` vectors of sums stay in registers over all `K`.
+#[inline(never)]
+fn tile<const M: usize, const K: usize, const NR: usize, const MV: usize, const ADD: bool>(
+    a: &[[f32; M]],
+    b_cols: [&[f32; K]; NR],
+    c_cols: &mut [[f32; M]],
+    i: usize,
+) {
+    let rows = i..i + MV * VECTOR;
+    let mut acc = [[[0.0f32; VECTOR]; MV]; NR];
+    for (a_col, k) in a.iter().zip(0..K) {
+        let a_tile = &a_col[rows.clone()];
+        for (acc, b_col) in acc.iter_mut().zip(&b_cols) {
+            let b_kj = b_col[k];
+            for (v, acc) in acc.iter_mut().enumerate() {
+                for (l, s) in acc.iter_mut().enumerate() {
+                    *s += a_tile[v * VECTOR + l] * b_kj;
+                }
+            }
+        }
+    }
+    for (acc, c) in acc.iter().zip(c_cols.iter_mut()) {
+        for (c, &s) in c[rows.clone()].iter_mut().zip(acc.as_flattened()) {
+            *c = if ADD { *c + s } else { s };
+        }
+    }
+}
+
+/// Rows `i..i + MR` of a lone column, `c (+)= a b`: a gemv with `MR` sums in registers.
+#[inline(never)]
+fn lone<const M: usize, const K: usize, const MR: usize, const ADD: bool>(
+    a: &[[f32; M]],
+    b: &[f32; K],
+    c: &mut [f32; M],
+    i: usize,
+) {
+    let mut acc = [0.0f32; MR];
+    for (a_col, &b_k) in a.iter().zip(b) {
+        for (s, &a_ik) in acc.iter_mut().zip(&a_col[i..i + MR]) {
+            *s += a_ik * b_k;
+        }
+    }
+    for (c, &s) in c[i..i + MR].iter_mut().zip(&acc) {
+        *c = if ADD { *c + s } else { s };
+    }
+}
+
+/// Row `i` of the `NR` columns `c_cols` (+)= `a b_cols`: the rows past the last whole vector.
+#[inline(never)]
+fn row<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
+    a: &[[f32; M]],
+    b_cols: [&[f32; K]; NR],
+    c_cols: &mut [[f32; M]],
+    i: usize,
+) {
+    let mut acc = [0.0f32; NR];
+    for (a_col, k) in a.iter().zip(0..K) {
+        for (s, b_col) in acc.iter_mut().zip(&b_cols) {
+            *s += a_col[i] * b_col[k];
+        }
+    }
+    for (&s, c) in acc.iter().zip(c_cols.iter_mut()) {
+        c[i] = if ADD { c[i] + s } else { s };
+    }
+}
+
+/// `c = aᵀ b`: `a` has `M` columns of `K`, `b` and `c` as many columns as the shorter. Tiles of
+/// [`DOT_B`] columns of `b`, then of 4 and 2 (those narrower than `DOT_B`), then 1.
+fn tr_product<const K: usize, const M: usize>(a: &[[f32; K]], b: &[[f32; K]], c: &mut [[f32; M]]) {
+    let n = b.len().min(c.len());
+    let mut j = dot_tiles::<K, M, DOT_B>(a, b, c, 0, n);
+    if DOT_B > 4 {
+        j = dot_tiles::<K, M, 4>(a, b, c, j, n);
+    }
+    if DOT_B > 2 {
+        j = dot_tiles::<K, M, 2>(a, b, c, j, n);
+    }
+    dot_tiles::<K, M, 1>(a, b, c, j, n);
+}
+
+/// Tiles of `TB` columns from column `j` while a whole tile fits before `n`; returns the first
+/// column not done.
+#[inline(always)]
+fn dot_tiles<const K: usize, const M: usize, const TB: usize>(
+    a: &[[f32; K]],
+    b: &[[f32; K]],
+    c: &mut [[f32; M]],
+    mut j: usize,
+    n: usize,
+) -> usize {
+    while j + TB <= n {
+        dot_rows::<K, M, TB>(a, core::array::from_fn(|t| &b[j + t]), &mut c[j..j + TB]);
+        j += TB;
+    }
+    j
+}
+
+/// All `M` rows of the `TB` columns `c_cols = aᵀ b_cols`, [`DOT_A`] rows at a time (then 1).
+#[inline(always)]
+fn dot_rows<const K: usize, const M: usize, const TB: usize>(
+    a: &[[f32; K]],
+    b_cols: [&[f32; K]; TB],
+    c_cols: &mut [[f32; M]],
+) {
+    let rows = M.min(a.len());
+    let mut i = 0;
+    while i + DOT_A <= rows {
+        let partial = dots::<K, DOT_A, TB>(core::array::from_fn(|s| &a[i + s]), b_cols);
+        finish::<K, M, DOT_A, TB>(
+            &partial,
+            core::array::from_fn(|s| &a[i + s]),
+            b_cols,
+            c_cols,
+            i,
+        );
+        i += DOT_A;
+    }
+    while i < rows {
+        let partial = dots::<K, 1, TB>([&a[i]], b_cols);
+        finish::<K, M, 1, TB>(&partial, [&a[i]], b_cols, c_cols, i);
+        i += 1;
+    }
+}
+
+/// `c_cols[t][i + s]` = the partial sums of `a_cols[s] . b_cols[t]` added up, plus the products
+/// past the last whole chunk.
+#[inline(always)]
+fn finish<const K: usize, const M: usize, const TA: usize, const TB: usize>(
+    partial: &[[[f32; VECTOR]; TA]; TB],
+    a_cols: [&[f32; K]; TA],
+    b_cols: [&[f32; K]; TB],
+    c_cols: &mut [[f32; M]],
+    i: usize,
+) {
+    let whole = K - K % VECTOR;
+    for ((c, partial), b) in c_cols.iter_mut().zip(partial).zip(&b_cols) {
+        for ((c, partial), a) in c[i..i + TA].iter_mut().zip(partial).zip(&a_cols) {
+            let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
+            *c = horizontal_sum(*partial) + tail;
+        }
+    }
+}
+
+/// The sum of a vector's lanes, pairwise (log2 VECTOR dependent steps, not VECTOR).
+#[inline(always)]
+fn horizontal_sum(mut v: [f32; VECTOR]) -> f32 {
+    let mut width = VECTOR;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            v[l] += v[l + width];
+        }
+    }
+    v[0]
+}
+
+/// The [`VECTOR`] partial sums of the `TA x TB` dot products `a_cols[s] . b_cols[t]` over the
+/// whole chunks of [`VECTOR`], returned `[t][s]` and held in registers meanwhile (a function
+/// of its own, like [`tile`]).
+#[inline(never)]
+fn dots<const K: usize, const TA: usize, const TB: usize>(
+    a_cols: [&[f32; K]; TA],
+    b_cols: [&[f32; K]; TB],
+) -> [[[f32; VECTOR]; TA]; TB] {
+    let a_chunks: [&[[f32; VECTOR]]; TA] = core::array::from_fn(|s| columns(a_cols[s]));
+    let b_chunks: [&[[f32; VECTOR]]; TB] = core::array::from_fn(|t| columns(b_cols[t]));
+    let mut acc = [[[0.0f32; VECTOR]; TA]; TB];
+    for c in 0..K / VECTOR {
+        for (acc, b) in acc.iter_mut().zip(&b_chunks) {
+            let b_chunk = &b[c];
+            for (acc, a) in acc.iter_mut().zip(&a_chunks) {
+                let a_chunk = &a[c];
+                for l in 0..VECTOR {
+                    acc[l] += a_chunk[l] * b_chunk[l];
+                }
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::SMatrix;
+
+    /// Most columns a test uses.
+    const MAX: usize = 31;
+
+    /// A matrix of uniform values in [-0.5, 0.5) from a fixed LCG.
+    fn random<const R: usize, const C: usize>(seed: u32) -> SMatrix<f32, R, C> {
+        let mut s = seed;
+        SMatrix::from_fn(|_, _| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+    }
+
+    /// Equal up to the f32 rounding of sums of `terms` products of magnitude below 1/4.
+    fn close<const R: usize>(
+        got: &SMatrix<f32, R, MAX>,
+        want: &SMatrix<f32, R, MAX>,
+        n: usize,
+        terms: usize,
+    ) {
+        let bound = terms as f32 * 0.25 * 4.0 * f32::EPSILON;
+        for (g, w) in got.columns(0, n).iter().zip(want.columns(0, n).iter()) {
+            assert!((g - w).abs() <= bound, "{g} vs {w} (bound {bound})");
+        }
+    }
+
+    /// `A (M x K)` against nalgebra's own products on the same views, for every column count
+    /// 1..=9 (every remainder of the column tiles) and a few more.
+    fn check<const M: usize, const K: usize>(seed: u32) {
+        let a = random::<M, K>(seed);
+        let at = random::<K, M>(seed + 1);
+        let b = random::<K, MAX>(seed + 2);
+        let start = random::<M, MAX>(seed + 3);
+        for n in (1..=9).chain([16, 25, MAX]) {
+            let b = b.columns(0, n);
+            let (mut got, mut want) = (SMatrix::<f32, M, MAX>::from_element(f32::NAN), start);
+
+            mul_to(&a, &b, &mut got.columns_mut(0, n));
+            a.mul_to(&b, &mut want.columns_mut(0, n));
+            close(&got, &want, n, K);
+
+            got = start;
+            want = start;
+            mul_add_to(&a, &b, &mut got.columns_mut(0, n));
+            want.columns_mut(0, n).gemm(1.0, &a, &b, 1.0);
+            close(&got, &want, n, K + 1);
+
+            got.fill(f32::NAN);
+            tr_mul_to(&at, &b, &mut got.columns_mut(0, n));
+            at.tr_mul_to(&b, &mut want.columns_mut(0, n));
+            close(&got, &want, n, K);
+            // Columns past n are left alone.
+            assert!(got.columns(n, MAX - n).iter().all(|v| v.is_nan()));
+        }
+    }
+
+    #[test]
+    fn products_match_nalgebra() {
+        // Paper and edge shapes, and odd ones that leave a remainder in every tile loop.
+        check::<128, 64>(1);
+        check::<256, 128>(2);
+        check::<64, 32>(3);
+        check::<37, 19>(4);
+        check::<18, 36>(5);
+        check::<21, 18>(6);
+        check::<1, 3>(7);
+        check::<133, 7>(8);
+        check::<5, 640>(9);
+    }
+
+    #[test]
+    fn a_column_count_mismatch_uses_the_shorter() {
+        let a = random::<3, 2>(10);
+        let b = random::<2, 4>(11);
+        let mut c = SMatrix::<f32, 3, 5>::from_element(7.0);
+        mul_to(&a, &b.columns(0, 4), &mut c.columns_mut(0, 5));
+        assert_eq!(c.fixed_columns::<4>(0), a * b);
+        assert_eq!(c.column(4), nalgebra::Vector3::from_element(7.0));
+    }
+}

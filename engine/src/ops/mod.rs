@@ -1,0 +1,183 @@
+//! The numerical operations the model is made of, on nalgebra matrices and views.
+//!
+//! # Orientation
+//! nalgebra is column-major, AWGIM.md writes examples as rows (`x W`). The engine keeps both
+//! readable by storing every example (support row, query, activation) as a **column**:
+//! `M` rows of width `W` are a `W x M` matrix whose columns are the rows. A dense layer `W`
+//! stored `[in][out]` row-major in the model file is, seen column-major, the `out x in` matrix
+//! `Wᵀ` whose columns are the rows of `W`, borrowed in place as a [`Weight`] view; AWGIM.md's
+//! `y = x W` is then `y = Wᵀ x`, computed as `sum_k x[k] Wᵀ[:, k]`: every inner loop runs down
+//! contiguous columns.
+//!
+//! # Modules
+//! - [`linear`]: matrix products. The large ones (weights times a batch of columns) use
+//!   register-tiled kernels over nalgebra views; the module documents why and by how much.
+//! - [`layer_norm`]: per-column layer normalisation.
+//! - [`softmax`]: the softmax of each column, with a vectorisable `exp`.
+//! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
+//!
+//! Everything else is nalgebra's own: element-wise maps (`apply`, `zip_zip_apply`, scaling),
+//! class means (`column_mean`), the small per-head products (`gemm`), transposes, `imax`,
+//! and the analysis-only `W`. Where a reduction is hand-written ([`relu_sum_dot`] here, the
+//! statistics of layer norm and softmax) it is because nalgebra's is one sequential chain of
+//! additions or builds temporaries, and the difference shows in `examples/measure.rs`; the
+//! comparisons are in `examples/kernels.rs`.
+
+pub mod attention;
+pub mod layer_norm;
+pub mod linear;
+pub mod softmax;
+
+use nalgebra::storage::{Storage, StorageMut};
+use nalgebra::{Const, Dim, Matrix, MatrixView, U1};
+
+/// A weight borrowed in place from the model file: `R x C`, column-major, contiguous. The
+/// file's `[C][R]` row-major dense layer `W` is this view of `Wᵀ`.
+pub type Weight<'a, const R: usize, const C: usize> = MatrixView<'a, f32, Const<R>, Const<C>>;
+
+/// Storage of a column-major matrix of `R` rows whose columns are contiguous and adjacent:
+/// an `SMatrix`, a [`Weight`], or a view of whole columns of either. (nalgebra's own
+/// `IsContiguous` does not cover views with a static column count, such as the weights.)
+pub trait Packed<const R: usize, C: Dim>:
+    Storage<f32, Const<R>, C, RStride = U1, CStride = Const<R>>
+{
+}
+
+impl<const R: usize, C: Dim, S> Packed<R, C> for S where
+    S: Storage<f32, Const<R>, C, RStride = U1, CStride = Const<R>>
+{
+}
+
+/// Mutable [`Packed`] storage.
+pub trait PackedMut<const R: usize, C: Dim>: Packed<R, C> + StorageMut<f32, Const<R>, C> {}
+
+impl<const R: usize, C: Dim, S> PackedMut<R, C> for S where
+    S: Packed<R, C> + StorageMut<f32, Const<R>, C>
+{
+}
+
+/// The entries of a [`Packed`] matrix, column after column.
+pub fn contiguous<const R: usize, C: Dim, S: Packed<R, C>>(
+    m: &Matrix<f32, Const<R>, C, S>,
+) -> &[f32] {
+    // A view with a run-time column count is `IsContiguous` for nalgebra.
+    m.columns(0, m.ncols()).data.into_slice()
+}
+
+/// The entries of a [`PackedMut`] matrix, column after column.
+pub fn contiguous_mut<const R: usize, C: Dim, S: PackedMut<R, C>>(
+    m: &mut Matrix<f32, Const<R>, C, S>,
+) -> &mut [f32] {
+    let ncols = m.ncols();
+    m.columns_mut(0, ncols).data.into_slice_mut()
+}
+
+/// f32 lanes of the target's vector registers, as far as the compiler is told about them
+/// (`-C target-cpu=...`): 16 with AVX-512, 8 with AVX, else 4 (SSE2, NEON, and the Cortex-M
+/// FPU, whose 32 single-precision registers hold a few such groups). Kernels and reductions
+/// keep this many independent partial sums so the compiler can vectorise them.
+#[cfg(target_feature = "avx512f")]
+pub const VECTOR: usize = 16;
+/// f32 lanes of the target's vector registers (see the AVX-512 variant).
+#[cfg(all(target_feature = "avx", not(target_feature = "avx512f")))]
+pub const VECTOR: usize = 8;
+/// f32 lanes of the target's vector registers (see the AVX-512 variant).
+#[cfg(not(any(target_feature = "avx", target_feature = "avx512f")))]
+pub const VECTOR: usize = 4;
+
+/// Whether every entry is finite (no infinity, no NaN). Branch-free, so it vectorises (a
+/// short-circuiting `iter().all(..)` does not).
+#[inline]
+pub fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let non_finite = x.iter().fold(0u32, |acc, v| {
+        acc | u32::from(v.to_bits() & EXPONENT == EXPONENT)
+    });
+    non_finite == 0
+}
+
+/// `sum_g max(a_g + b_g, 0) c_g` over the shortest length: a logit `h_i . (G2muᵀ x)` from the
+/// two halves of the generator's first layer (`a`, `b`) and `G2muᵀ x` (`c`), without forming
+/// `h_i`. One fused pass with [`VECTOR`] partial sums: nalgebra's
+/// `(a + b).map(relu).dot(&c)` builds two temporary vectors per class and query (5 classes x
+/// 15 queries: 20.7 vs 1.7 us, `examples/kernels.rs`; it would add 14% to a batched query).
+#[inline]
+pub fn relu_sum_dot(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0.0f32; VECTOR];
+    let chunks = a
+        .chunks_exact(VECTOR)
+        .zip(b.chunks_exact(VECTOR))
+        .zip(c.chunks_exact(VECTOR));
+    for ((ca, cb), cc) in chunks {
+        for l in 0..VECTOR {
+            acc[l] += (ca[l] + cb[l]).max(0.0) * cc[l];
+        }
+    }
+    let n = a.len().min(b.len()).min(c.len());
+    let full = n / VECTOR * VECTOR;
+    let tail: f32 = (full..n).map(|g| (a[g] + b[g]).max(0.0) * c[g]).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum_i f(x_i)` with [`VECTOR`] partial sums, so it vectorises (nalgebra's `sum()` is one
+/// sequential chain of additions). Its rounding differs from a sequential sum's, not its
+/// accuracy.
+pub(crate) fn sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; VECTOR];
+    let mut chunks = x.chunks_exact(VECTOR);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// `max_i f(x_i)` (at least `floor`) with [`VECTOR`] partial maxima; NaNs are ignored.
+pub(crate) fn max_by(x: &[f32], floor: f32, f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [floor; VECTOR];
+    let mut chunks = x.chunks_exact(VECTOR);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = a.max(f(v));
+        }
+    }
+    let tail = chunks.remainder().iter().fold(floor, |m, &v| m.max(f(v)));
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions() {
+        let x: [f32; 37] = core::array::from_fn(|i| i as f32 - 20.0);
+        assert_eq!(
+            sum_by(&x, |v| v),
+            (0..37).map(|i| i as f32 - 20.0).sum::<f32>()
+        );
+        assert_eq!(max_by(&x, 0.0, f32::abs), 20.0);
+        assert_eq!(max_by(&x, f32::NEG_INFINITY, |v| v), 16.0);
+        assert!(all_finite(&x));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut y = x;
+            y[33] = bad;
+            assert!(!all_finite(&y));
+        }
+        assert!(all_finite(&[f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45]));
+    }
+
+    #[test]
+    fn relu_sum_dot_matches_its_definition() {
+        let a: [f32; 37] = core::array::from_fn(|i| (i as f32 * 0.37).sin());
+        let b: [f32; 37] = core::array::from_fn(|i| (i as f32 * 0.11).cos() - 0.5);
+        let c: [f32; 37] = core::array::from_fn(|i| i as f32 * 0.01 - 0.2);
+        let want: f32 = (0..37).map(|g| (a[g] + b[g]).max(0.0) * c[g]).sum();
+        assert!((relu_sum_dot(&a, &b, &c) - want).abs() < 1e-5);
+        assert_eq!(
+            relu_sum_dot(&a[..3], &b, &c),
+            (0..3).map(|g| (a[g] + b[g]).max(0.0) * c[g]).sum::<f32>()
+        );
+    }
+}
