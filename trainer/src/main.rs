@@ -21,6 +21,9 @@ use trainer::model_file::ModelParams;
 use trainer::options::{TrainArgs, EVAL_QUERIES};
 use trainer::run;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "trainer",
