@@ -133,6 +133,10 @@ pub struct TrainArgs {
     /// Steps between resumable checkpoints [default: the validation interval].
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Replace the files of an earlier run at `--out` (refused otherwise, so that nothing
+    /// saved is lost by accident).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Testing aid: make the loss non-finite at these steps (the step must be skipped).
     #[arg(long, hide = true, value_delimiter = ',')]
     pub inject_nan_at: Vec<u64>,
@@ -255,6 +259,18 @@ impl TrainArgs {
             inject_nan_at: self.inject_nan_at.clone(),
         };
         settings.check()?;
+        if !self.overwrite {
+            for path in [settings.out.clone(), settings.checkpoint_path()] {
+                if path.exists() {
+                    return Err(TrainerError::Settings(format!(
+                        "{} exists (an earlier run's file): choose another --out, continue it with \
+                         --resume {}, or pass --overwrite to replace it",
+                        path.display(),
+                        settings.checkpoint_path().display()
+                    )));
+                }
+            }
+        }
         Ok(settings)
     }
 }

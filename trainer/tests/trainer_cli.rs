@@ -404,3 +404,33 @@ fn corrupted_or_mismatched_checkpoints_are_refused() {
     let (_, text) = run_err(Command::new(BIN).arg("--resume").arg(&model));
     assert!(text.contains("not a resumable checkpoint"), "{text}");
 }
+
+#[test]
+fn an_earlier_run_is_not_overwritten_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.model");
+    run_ok(&mut small_run(
+        &model,
+        &["--steps", "10", "--val-every", "10"],
+    ));
+    let before = std::fs::read(&model).unwrap();
+    let (_, text) = run_err(&mut small_run(&model, &["--steps", "10", "--seed", "1"]));
+    assert!(
+        text.contains("m.model exists") && text.contains("--overwrite"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    run_ok(&mut small_run(
+        &model,
+        &[
+            "--steps",
+            "10",
+            "--val-every",
+            "10",
+            "--seed",
+            "1",
+            "--overwrite",
+        ],
+    ));
+    assert_ne!(std::fs::read(&model).unwrap(), before);
+}
