@@ -32,7 +32,7 @@ pub use header::{
 };
 #[cfg(feature = "std")]
 pub use io::{read_aligned, write_atomic, AlignedBuf};
-pub use read::{parse, ModelFile};
+pub use read::{parse, Entries, ModelFile};
 pub use tensors::{
     allowed_tensor, expected_tensors, optional_shape, required_tensor, TensorSpec, ADAM_M_PREFIX,
     ADAM_V_PREFIX,
