@@ -3,7 +3,7 @@
 use core::fmt;
 
 use crate::header::{
-    ConfigError, Shape, TensorName, MAX_NAME_LEN, MAX_TENSORS, MAX_TRAINER_OPTIONS,
+    ConfigError, Shape, TensorName, MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 
 /// A model file could not be read, checked, accessed or written.
@@ -106,6 +106,13 @@ pub enum FormatError {
     /// The training state's trainer options exceed [`crate::MAX_TRAINER_OPTIONS`] bytes.
     TrainerOptionsTooLong {
         /// Their length in bytes.
+        length: u64,
+    },
+    /// A provenance text exceeds [`crate::MAX_TEXT_LEN`] bytes.
+    TextTooLong {
+        /// The provenance field.
+        field: &'static str,
+        /// Its length in bytes.
         length: u64,
     },
     /// Two table entries have the same name.
@@ -227,6 +234,10 @@ impl fmt::Display for FormatError {
                 f,
                 "trainer options are {length} bytes, more than the format's \
                  {MAX_TRAINER_OPTIONS}"
+            ),
+            Self::TextTooLong { field, length } => write!(
+                f,
+                "provenance `{field}` is {length} bytes, more than the format's {MAX_TEXT_LEN}"
             ),
             Self::DuplicateTensor { name } => write!(f, "tensor `{name}` appears twice"),
             Self::MissingTensor { name } => write!(f, "tensor `{name}` is missing"),

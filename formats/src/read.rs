@@ -3,16 +3,16 @@
 //! The tensor table is never decoded as a whole: [`parse`] walks it entry by entry (once to
 //! check its encoding, once to check every entry against the configuration and the payload),
 //! and [`ModelFile`] keeps its encoded bytes and decodes one entry at a time when a tensor is
-//! looked up. Only the small parts of the header (kind, configuration, provenance, and the
-//! training state with its trainer options borrowed from the file) are held decoded, so
-//! parsing needs a few hundred bytes of stack whatever the size of the table.
+//! looked up. Only the small parts of the header are held decoded (kind, configuration, and
+//! the provenance and training state with their texts and trainer options borrowed from the
+//! file), so parsing needs a few hundred bytes of stack whatever the size of the table.
 
 use serde::Deserialize;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    FileKind, Header, ModelConfig, Provenance, TensorEntry, TrainingState, MAX_TENSORS,
-    MAX_TRAINER_OPTIONS,
+    FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState, Validation,
+    MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 use crate::tensors::{allowed_tensor, expected_tensors};
 use crate::{payload_start, CRC32, MAGIC, PREFIX_LEN, TRAILER_LEN, VERSION};
@@ -30,12 +30,52 @@ struct TrainingRecord<'a> {
     trainer_options: &'a [u8],
 }
 
+/// The provenance as encoded in the header, its texts borrowed from the file. Same wire
+/// format as [`Provenance`] (a `heapless::String` and a `&str` are both a varint length and
+/// UTF-8 bytes).
+#[derive(Clone, Copy, Debug, Deserialize)]
+struct ProvenanceRecord<'a> {
+    dataset: &'a str,
+    shots: u32,
+    steps: u64,
+    seed: u64,
+    validation: Option<Validation>,
+    tool: &'a str,
+    tool_version: &'a str,
+}
+
+impl ProvenanceRecord<'_> {
+    /// Fails if a text is longer than [`Provenance`] can hold.
+    fn check(&self) -> Result<(), FormatError> {
+        let texts = [
+            ("dataset", self.dataset),
+            ("tool", self.tool),
+            ("tool_version", self.tool_version),
+        ];
+        for (field, text) in texts {
+            if text.len() > MAX_TEXT_LEN {
+                return Err(FormatError::TextTooLong {
+                    field,
+                    length: text.len() as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A provenance text; `parse` checked that it fits, so nothing is lost.
+fn text(s: &str) -> Text {
+    Text::try_from(s).unwrap_or_default()
+}
+
 /// The header up to its tensor table: the fields of [`Header`] but `tensors`, in its order.
 #[derive(Deserialize)]
 struct Summary<'a> {
     kind: FileKind,
     config: ModelConfig,
-    provenance: Provenance,
+    #[serde(borrow)]
+    provenance: ProvenanceRecord<'a>,
     #[serde(borrow)]
     training: Option<TrainingRecord<'a>>,
 }
@@ -50,7 +90,7 @@ struct Summary<'a> {
 pub struct ModelFile<'a> {
     kind: FileKind,
     config: ModelConfig,
-    provenance: Provenance,
+    provenance: ProvenanceRecord<'a>,
     training: Option<TrainingRecord<'a>>,
     /// The encoded table entries (after the entry count), each a postcard [`TensorEntry`].
     table: &'a [u8],
@@ -134,6 +174,7 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
     let header = &bytes[PREFIX_LEN..header_end];
     let (summary, rest) =
         postcard::take_from_bytes::<Summary<'_>>(header).map_err(FormatError::MalformedHeader)?;
+    summary.provenance.check()?;
     if let Some(training) = &summary.training {
         if training.trainer_options.len() > MAX_TRAINER_OPTIONS {
             return Err(FormatError::TrainerOptionsTooLong {
@@ -321,9 +362,18 @@ impl<'a> ModelFile<'a> {
         self.config
     }
 
-    /// Where the file came from.
-    pub fn provenance(&self) -> &Provenance {
-        &self.provenance
+    /// Where the file came from (a copy: the file holds the texts).
+    pub fn provenance(&self) -> Provenance {
+        let p = &self.provenance;
+        Provenance {
+            dataset: text(p.dataset),
+            shots: p.shots,
+            steps: p.steps,
+            seed: p.seed,
+            validation: p.validation,
+            tool: text(p.tool),
+            tool_version: text(p.tool_version),
+        }
     }
 
     /// A copy of the training state, if the file has one (training files only).
@@ -370,7 +420,7 @@ impl<'a> ModelFile<'a> {
         Header {
             kind: self.kind,
             config: self.config,
-            provenance: self.provenance.clone(),
+            provenance: self.provenance(),
             training: self.training(),
             // `parse` checked the count, so `take` keeps every entry.
             tensors: self.entries().take(MAX_TENSORS).collect(),

@@ -146,7 +146,7 @@ fn check_round_trip(kind: FileKind, training: Option<TrainingState>, adam: bool)
     let parsed = parse(&aligned).unwrap();
     assert_eq!(parsed.kind(), kind);
     assert_eq!(parsed.config(), config);
-    assert_eq!(parsed.provenance(), &provenance());
+    assert_eq!(parsed.provenance(), provenance());
     assert_eq!(parsed.training(), training);
     assert_eq!(
         parsed.trainer_options(),
@@ -682,6 +682,47 @@ fn error_trainer_options_too_long() {
     assert_eq!(
         &parsed.training().unwrap().trainer_options[..],
         &options[..]
+    );
+}
+
+#[test]
+fn error_text_too_long() {
+    let file = valid_tiny();
+    let parsed = parse(&file).unwrap();
+    let header = parsed.to_header();
+    let p = &header.provenance;
+    let long = "x".repeat(MAX_TEXT_LEN + 1);
+    let at_limit = "y".repeat(MAX_TEXT_LEN);
+    for (field, dataset, tool) in [("dataset", &long, &at_limit), ("tool", &at_limit, &long)] {
+        // A heapless::String cannot hold 65 bytes; a &str has the same encoding.
+        let encoded = postcard::to_allocvec(&(
+            header.kind,
+            header.config,
+            (
+                dataset.as_str(),
+                p.shots,
+                p.steps,
+                p.seed,
+                p.validation,
+                tool.as_str(),
+                p.tool_version.as_str(),
+            ),
+            &header.training,
+            &header.tensors,
+        ))
+        .unwrap();
+        assert_eq!(
+            parse(&assemble_raw(&encoded, parsed.payload())).unwrap_err(),
+            FormatError::TextTooLong { field, length: 65 }
+        );
+    }
+    // At the limit the texts are read back whole.
+    let mut header = header.clone();
+    header.provenance.dataset = at_limit.as_str().try_into().unwrap();
+    let file = assemble(&header, parsed.payload());
+    assert_eq!(
+        parse(&file).unwrap().provenance().dataset,
+        at_limit.as_str()
     );
 }
 

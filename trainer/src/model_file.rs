@@ -127,7 +127,7 @@ impl ModelParams {
         Ok(ModelParams {
             kind,
             config,
-            provenance: file.provenance().clone(),
+            provenance: file.provenance(),
             params,
             optimizer,
             training,
