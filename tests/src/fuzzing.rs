@@ -8,8 +8,11 @@
 //!
 //! - [`parse_bytes`]: any bytes through [`formats::parse`]; an accepted file must answer every
 //!   accessor consistently and be rewritable by [`FileBuilder`] into an equivalent file.
-//! - [`parse_with_fixed_crc`]: the same after recomputing the CRC trailer, so mutations of a
-//!   valid file get past the checksum and reach the header decoder and the table checks.
+//! - [`parse_with_fixed_crc`]: the same after zero-filling the bytes up to the length the
+//!   prefix declares and recomputing the CRC trailer, so mutations of a valid file get past
+//!   the checksum and reach the header decoder and the table checks. The zero fill lets a
+//!   valid file be stored without its payload (zero weights are valid), which keeps the
+//!   inputs, the fuzzing and the committed corpus small.
 //! - [`engine_edge`]: an edge model (K = 1 or 5) generated from a seed, a random task, and a
 //!   list of edits overwriting bytes of the model file, the support features or the queries
 //!   (the CRC is then recomputed unless the input says not to); the file goes through
@@ -49,20 +52,10 @@ pub fn fix_crc(bytes: &mut [u8]) {
     }
 }
 
-/// The file's CRC-32 (ISO-HDLC), computed here independently of `formats`.
+/// The file's CRC-32 (ISO-HDLC), from `crc32fast`: a different implementation than the
+/// `crc` crate `formats` uses.
 fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 /// Target `parse_bytes`: `data` through [`formats::parse`].
@@ -76,10 +69,30 @@ pub fn parse_bytes(data: &[u8]) -> String {
     }
 }
 
-/// Target `parse_fixed_crc`: `data` with its CRC trailer recomputed, through
+/// Most zero bytes [`parse_with_fixed_crc`] appends to reach the declared length.
+pub const MAX_ZERO_FILL: usize = 256 * 1024;
+
+/// The file length the 20-byte prefix of `bytes` declares (`align64(20 + H) + P + 4`).
+fn declared_len(bytes: &[u8]) -> Option<u64> {
+    let field = |at: usize| -> Option<u64> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    };
+    let (header, payload) = (field(12)?, field(16)?);
+    Some((20 + header).div_ceil(64) * 64 + payload + 4)
+}
+
+/// Target `parse_fixed_crc`: `data` zero-filled up to the length its prefix declares (if that
+/// is at most [`MAX_ZERO_FILL`] more), with its CRC trailer recomputed, through
 /// [`formats::parse`].
 pub fn parse_with_fixed_crc(data: &[u8]) -> String {
     let mut bytes = data.to_vec();
+    if let Some(declared) = declared_len(&bytes) {
+        let missing = declared.saturating_sub(bytes.len() as u64);
+        if missing > 0 && missing <= MAX_ZERO_FILL as u64 {
+            bytes.resize(bytes.len() + missing as usize, 0);
+        }
+    }
     fix_crc(&mut bytes);
     let label = parse_bytes(&bytes);
     assert_ne!(
@@ -690,6 +703,16 @@ fn seed_file(config: ModelConfig, kind: FileKind, state: bool, adam: bool) -> Ve
     builder.build().expect("seed file")
 }
 
+/// The bytes of a valid file before its payload (prefix, header, padding): a seed for
+/// [`parse_with_fixed_crc`], which zero-fills the rest.
+pub fn without_payload(file: &[u8]) -> Vec<u8> {
+    let header = declared_len(file).map_or(0, |_| {
+        let h = u32::from_le_bytes([file[12], file[13], file[14], file[15]]);
+        (20 + h as usize).div_ceil(64) * 64
+    });
+    file[..header.min(file.len())].to_vec()
+}
+
 /// Seed files for the parser targets: valid small files of every kind and variant.
 pub fn parser_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let tiny = tiny_config();
@@ -755,7 +778,19 @@ pub fn engine_seeds() -> Vec<(String, Vec<u8>)> {
         model_seed: 1,
         task_seed: 1,
     };
-    let edits: [(&str, Edit); 5] = [
+    let edits: [(&str, Edit); 6] = [
+        (
+            // Header bytes 23..27 of an edge file are the configuration's h, N, K, G (one
+            // varint byte each): 2 heads still fit every tensor, so the file parses and `load`
+            // refuses the configuration.
+            "config-two-heads",
+            Edit {
+                target: EditTarget::Model,
+                offset: 23,
+                count: 1,
+                value: [2, 5, 5, 64],
+            },
+        ),
         (
             "support-nan",
             Edit {

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tests::fuzzing::{engine_edge, engine_seeds, parse_bytes, parse_with_fixed_crc, parser_seeds};
+use tests::fuzzing::{
+    engine_edge, engine_seeds, parse_bytes, parse_with_fixed_crc, parser_seeds, without_payload,
+};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -72,7 +74,7 @@ fn parse_bytes_corpus() {
     let paths = replay(
         &[
             corpus("parse_bytes"),
-            seeds("parser"),
+            seeds("parse_bytes"),
             regressions("parse_bytes"),
         ],
         parse_bytes,
@@ -94,7 +96,7 @@ fn parse_fixed_crc_corpus() {
     let paths = replay(
         &[
             corpus("parse_fixed_crc"),
-            seeds("parser"),
+            seeds("parse_fixed_crc"),
             regressions("parse_fixed_crc"),
         ],
         parse_with_fixed_crc,
@@ -127,6 +129,7 @@ fn engine_edge_corpus() {
         "classified",
         "prepare: NonFiniteInput",
         "classify: NonFiniteInput",
+        "load: ConfigMismatch",
         "format: ChecksumMismatch",
     ] {
         assert!(paths.contains_key(path), "{path} not reached: {paths:?}");
@@ -141,14 +144,17 @@ fn engine_edge_corpus() {
 #[test]
 fn seeds_match_their_generators() {
     let write = std::env::var_os("AWGIM_WRITE_FUZZ_SEEDS").is_some();
-    let groups: [(&str, Vec<(String, Vec<u8>)>); 2] = [
-        (
-            "parser",
-            parser_seeds()
-                .into_iter()
-                .map(|(n, b)| (n.to_string(), b))
-                .collect(),
-        ),
+    let full: Vec<(String, Vec<u8>)> = parser_seeds()
+        .into_iter()
+        .map(|(n, b)| (n.to_string(), b))
+        .collect();
+    let headers = full
+        .iter()
+        .map(|(n, b)| (n.clone(), without_payload(b)))
+        .collect();
+    let groups = [
+        ("parse_bytes", full),
+        ("parse_fixed_crc", headers),
         ("engine_edge", engine_seeds()),
     ];
     for (group, generated) in groups {
