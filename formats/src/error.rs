@@ -2,7 +2,9 @@
 
 use core::fmt;
 
-use crate::header::{ConfigError, Shape, TensorName, MAX_NAME_LEN};
+use crate::header::{
+    ConfigError, Shape, TensorName, MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+};
 
 /// A model file could not be read, checked, accessed or written.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +89,31 @@ pub enum FormatError {
         first: TensorName,
         /// The tensor that starts inside it.
         second: TensorName,
+    },
+    /// A table entry comes before the previous one in canonical order (see
+    /// [`crate::expected_tensors`]), or starts before it in the payload.
+    TensorOutOfOrder {
+        /// The entry before it in the table.
+        previous: TensorName,
+        /// The entry out of order.
+        name: TensorName,
+    },
+    /// The tensor table has more than [`crate::MAX_TENSORS`] entries.
+    TooManyTensors {
+        /// Entries the table declares.
+        count: u64,
+    },
+    /// The training state's trainer options exceed [`crate::MAX_TRAINER_OPTIONS`] bytes.
+    TrainerOptionsTooLong {
+        /// Their length in bytes.
+        length: u64,
+    },
+    /// A provenance text exceeds [`crate::MAX_TEXT_LEN`] bytes.
+    TextTooLong {
+        /// The provenance field.
+        field: &'static str,
+        /// Its length in bytes.
+        length: u64,
     },
     /// Two table entries have the same name.
     DuplicateTensor {
@@ -194,6 +221,24 @@ impl fmt::Display for FormatError {
             Self::OverlappingTensors { first, second } => {
                 write!(f, "tensors `{first}` and `{second}` overlap")
             }
+            Self::TensorOutOfOrder { previous, name } => write!(
+                f,
+                "tensor `{name}` follows `{previous}` in the table, out of canonical order \
+                 or at a lower payload offset"
+            ),
+            Self::TooManyTensors { count } => write!(
+                f,
+                "tensor table has {count} entries, more than the format's {MAX_TENSORS}"
+            ),
+            Self::TrainerOptionsTooLong { length } => write!(
+                f,
+                "trainer options are {length} bytes, more than the format's \
+                 {MAX_TRAINER_OPTIONS}"
+            ),
+            Self::TextTooLong { field, length } => write!(
+                f,
+                "provenance `{field}` is {length} bytes, more than the format's {MAX_TEXT_LEN}"
+            ),
             Self::DuplicateTensor { name } => write!(f, "tensor `{name}` appears twice"),
             Self::MissingTensor { name } => write!(f, "tensor `{name}` is missing"),
             Self::UnexpectedTensor { name } => write!(

@@ -32,7 +32,7 @@ pub use header::{
 };
 #[cfg(feature = "std")]
 pub use io::{read_aligned, write_atomic, AlignedBuf};
-pub use read::{parse, ModelFile};
+pub use read::{parse, Entries, ModelFile};
 pub use tensors::{
     allowed_tensor, expected_tensors, optional_shape, required_tensor, TensorSpec, ADAM_M_PREFIX,
     ADAM_V_PREFIX,
@@ -51,6 +51,11 @@ pub const TRAILER_LEN: usize = 4;
 /// Alignment of the payload start and of every tensor, in bytes.
 pub const ALIGNMENT: usize = 64;
 
+/// The file's CRC-32 with the `crc` crate's default 1 KiB table (one lookup per byte). The
+/// 16 KiB slice-by-16 table (`crc::Table<16>`) was measured on the Cortex-M4F firmware (QEMU,
+/// instructions): loading the 3.15 MB paper file takes 15.2 M instead of 17.0 M instructions
+/// (-10%), the 150 KB edge file 0.95 M instead of 1.04 M, for 15.6 KB more flash; on Thumb-2
+/// the sixteen table bases do not fit in registers, so it saves little. Not worth the flash.
 const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
 /// File offset of the payload for a header of `header_len` bytes.

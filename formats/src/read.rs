@@ -1,17 +1,101 @@
 //! Parsing and checking a model file held in memory.
+//!
+//! The tensor table is never decoded as a whole: [`parse`] walks it entry by entry (once to
+//! check its encoding, once to check every entry against the configuration and the payload),
+//! and [`ModelFile`] keeps its encoded bytes and decodes one entry at a time when a tensor is
+//! looked up. Only the small parts of the header are held decoded (kind, configuration, and
+//! the provenance and training state with their texts and trainer options borrowed from the
+//! file), so parsing needs a few hundred bytes of stack whatever the size of the table.
+
+use serde::Deserialize;
 
 use crate::error::{error_name, FormatError};
-use crate::header::{FileKind, Header, TensorEntry, MAX_TENSORS};
+use crate::header::{
+    FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState, Validation,
+    MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+};
 use crate::tensors::{allowed_tensor, expected_tensors};
 use crate::{payload_start, CRC32, MAGIC, PREFIX_LEN, TRAILER_LEN, VERSION};
 
-/// A checked model file: its header and its payload, borrowed from the caller's buffer.
+/// The training state as encoded in the header, its trainer options borrowed from the file.
+/// Same wire format as [`TrainingState`] (postcard writes a `heapless::Vec<u8, _>` and a
+/// `&[u8]` alike: a varint length and the bytes).
+#[derive(Clone, Copy, Debug, Deserialize)]
+struct TrainingRecord<'a> {
+    step: u64,
+    best_val_accuracy: f32,
+    best_step: u64,
+    skipped_steps: u64,
+    rng_state: [u64; 4],
+    trainer_options: &'a [u8],
+}
+
+/// The provenance as encoded in the header, its texts borrowed from the file. Same wire
+/// format as [`Provenance`] (a `heapless::String` and a `&str` are both a varint length and
+/// UTF-8 bytes).
+#[derive(Clone, Copy, Debug, Deserialize)]
+struct ProvenanceRecord<'a> {
+    dataset: &'a str,
+    shots: u32,
+    steps: u64,
+    seed: u64,
+    validation: Option<Validation>,
+    tool: &'a str,
+    tool_version: &'a str,
+}
+
+impl ProvenanceRecord<'_> {
+    /// Fails if a text is longer than [`Provenance`] can hold.
+    fn check(&self) -> Result<(), FormatError> {
+        let texts = [
+            ("dataset", self.dataset),
+            ("tool", self.tool),
+            ("tool_version", self.tool_version),
+        ];
+        for (field, text) in texts {
+            if text.len() > MAX_TEXT_LEN {
+                return Err(FormatError::TextTooLong {
+                    field,
+                    length: text.len() as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A provenance text; `parse` checked that it fits, so nothing is lost.
+fn text(s: &str) -> Text {
+    Text::try_from(s).unwrap_or_default()
+}
+
+/// The header up to its tensor table: the fields of [`Header`] but `tensors`, in its order.
+#[derive(Deserialize)]
+struct Summary<'a> {
+    kind: FileKind,
+    config: ModelConfig,
+    #[serde(borrow)]
+    provenance: ProvenanceRecord<'a>,
+    #[serde(borrow)]
+    training: Option<TrainingRecord<'a>>,
+}
+
+/// A checked model file: the small parts of its header decoded, its tensor table and payload
+/// borrowed from the caller's buffer.
 ///
-/// Every tensor in the table is in bounds, aligned, unique, non-overlapping, expected for the
-/// configuration and kind and of the right shape, and every required tensor is present.
+/// Every tensor in the table is in bounds, aligned, in canonical order with increasing
+/// offsets (so unique and non-overlapping), expected for the configuration and kind and of the
+/// right shape, and every required tensor is present.
 #[derive(Clone, Debug)]
 pub struct ModelFile<'a> {
-    header: Header,
+    kind: FileKind,
+    config: ModelConfig,
+    provenance: ProvenanceRecord<'a>,
+    training: Option<TrainingRecord<'a>>,
+    /// The encoded table entries (after the entry count), each a postcard [`TensorEntry`].
+    table: &'a [u8],
+    /// Number of entries in `table`.
+    tensor_count: usize,
     payload: &'a [u8],
 }
 
@@ -87,85 +171,63 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
             offset: (header_end + i) as u64,
         });
     }
-    let (header, rest) = postcard::take_from_bytes::<Header>(&bytes[PREFIX_LEN..header_end])
-        .map_err(FormatError::MalformedHeader)?;
+    let header = &bytes[PREFIX_LEN..header_end];
+    let (summary, rest) =
+        postcard::take_from_bytes::<Summary<'_>>(header).map_err(FormatError::MalformedHeader)?;
+    summary.provenance.check()?;
+    if let Some(training) = &summary.training {
+        if training.trainer_options.len() > MAX_TRAINER_OPTIONS {
+            return Err(FormatError::TrainerOptionsTooLong {
+                length: training.trainer_options.len() as u64,
+            });
+        }
+    }
+    let (count, entries) =
+        postcard::take_from_bytes::<u64>(rest).map_err(FormatError::MalformedHeader)?;
+    if count > MAX_TENSORS as u64 {
+        return Err(FormatError::TooManyTensors { count });
+    }
+    // At most MAX_TENSORS: fits a usize.
+    let tensor_count = count as usize;
+    let table = table_bytes(entries, tensor_count, header_len)?;
+    let file = ModelFile {
+        kind: summary.kind,
+        config: summary.config,
+        provenance: summary.provenance,
+        training: summary.training,
+        table,
+        tensor_count,
+        payload: &bytes[start..crc_at],
+    };
+    file.check(start as u64)?;
+    Ok(file)
+}
+
+/// The bytes of `count` encoded entries at the start of `entries`, which must be exactly
+/// those: every entry is decoded once (and dropped) to check its encoding and find its end.
+fn table_bytes(entries: &[u8], count: usize, header_len: u32) -> Result<&[u8], FormatError> {
+    let mut rest = entries;
+    for _ in 0..count {
+        let (_, after) =
+            postcard::take_from_bytes::<TensorEntry>(rest).map_err(FormatError::MalformedHeader)?;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(FormatError::HeaderLengthMismatch {
             declared: header_len,
+            // rest is a suffix of the header, whose length is header_len.
             used: header_len - rest.len() as u32,
         });
     }
-    let payload = &bytes[start..crc_at];
-    check_header(&header, payload, start as u64)?;
-    Ok(ModelFile { header, payload })
+    Ok(entries)
 }
 
-/// Checks the configuration and the tensor table against the payload.
-fn check_header(header: &Header, payload: &[u8], payload_at: u64) -> Result<(), FormatError> {
-    let config = &header.config;
-    config.validate()?;
-    if header.kind == FileKind::Inference && header.training.is_some() {
-        return Err(FormatError::TrainingStateInInferenceFile);
-    }
-    let payload_len = payload.len() as u64;
-    // (start, end, table index), sorted by start to find overlaps and padding.
-    let mut spans: heapless::Vec<(u64, u64, usize), MAX_TENSORS> = heapless::Vec::new();
-    for (index, entry) in header.tensors.iter().enumerate() {
-        if entry.offset % 64 != 0 {
-            return Err(FormatError::MisalignedTensor {
-                name: entry.name.clone(),
-                offset: entry.offset,
-            });
-        }
-        let start = u64::from(entry.offset);
-        let end = entry
-            .elements()
-            .and_then(|n| n.checked_mul(4))
-            .and_then(|n| n.checked_add(start))
-            .unwrap_or(u64::MAX);
-        if end > payload_len {
-            return Err(FormatError::TensorOutOfBounds {
-                name: entry.name.clone(),
-                end,
-                payload: payload_len,
-            });
-        }
-        if header.tensors[..index].iter().any(|e| e.name == entry.name) {
-            return Err(FormatError::DuplicateTensor {
-                name: entry.name.clone(),
-            });
-        }
-        // The table and `spans` have the same capacity.
-        let _ = spans.push((start, end, index));
-    }
-    spans.sort_unstable();
-    let mut covered = 0u64;
-    let mut previous: Option<usize> = None;
-    for &(start, end, index) in &spans {
-        if let Some(prev) = previous {
-            if start < covered {
-                return Err(FormatError::OverlappingTensors {
-                    first: header.tensors[prev].name.clone(),
-                    second: header.tensors[index].name.clone(),
-                });
-            }
-        }
-        check_zero(payload, covered, start, payload_at)?;
-        covered = end;
-        previous = Some(index);
-    }
-    check_zero(payload, covered, payload_len, payload_at)?;
-    for entry in &header.tensors {
-        check_entry(header, entry)?;
-    }
-    for spec in expected_tensors(config, header.kind) {
-        if !header.tensors.iter().any(|e| e.name == spec.name) {
-            return Err(FormatError::MissingTensor {
-                name: error_name(spec.name),
-            });
-        }
-    }
-    Ok(())
+/// The entry that came before, while walking the table in [`ModelFile::check`].
+struct Previous {
+    name: crate::TensorName,
+    rank: usize,
+    start: u64,
+    end: u64,
 }
 
 fn check_zero(payload: &[u8], from: u64, to: u64, payload_at: u64) -> Result<(), FormatError> {
@@ -179,24 +241,190 @@ fn check_zero(payload: &[u8], from: u64, to: u64, payload_at: u64) -> Result<(),
     }
 }
 
-fn check_entry(header: &Header, entry: &TensorEntry) -> Result<(), FormatError> {
-    match allowed_tensor(&header.config, header.kind, &entry.name) {
-        None => Err(FormatError::UnexpectedTensor {
-            name: entry.name.clone(),
-        }),
-        Some((_, shape)) if shape != entry.shape => Err(FormatError::ShapeMismatch {
-            name: entry.name.clone(),
-            expected: shape,
-            found: entry.shape.clone(),
-        }),
-        Some(_) => Ok(()),
-    }
-}
-
 impl<'a> ModelFile<'a> {
-    /// The decoded header.
-    pub fn header(&self) -> &Header {
-        &self.header
+    /// Checks the configuration and the table against the payload (which starts at file
+    /// offset `payload_at`). A first walk checks every entry: aligned, in bounds, expected with
+    /// its shape, and after the previous one in canonical order and in the payload (so unique
+    /// and not overlapping); then every required tensor must be present; a second walk checks
+    /// that every byte between and after the tensors is zero. Errors about the table's order
+    /// come before those about gaps it leaves, so a swapped pair of entries is reported as such.
+    fn check(&self, payload_at: u64) -> Result<(), FormatError> {
+        let config = &self.config;
+        config.validate()?;
+        if self.kind == FileKind::Inference && self.training.is_some() {
+            return Err(FormatError::TrainingStateInInferenceFile);
+        }
+        let payload_len = self.payload.len() as u64;
+        let required = expected_tensors(config, self.kind).count();
+        // The first required rank the walk went past without seeing it.
+        let mut skipped: Option<usize> = None;
+        let mut next_required = 0;
+        let mut previous: Option<Previous> = None;
+        for entry in self.entries() {
+            let (rank, start, end) = self.check_entry(&entry)?;
+            if let Some(previous) = &previous {
+                if rank == previous.rank {
+                    return Err(FormatError::DuplicateTensor { name: entry.name });
+                }
+                if rank < previous.rank || start < previous.start {
+                    return Err(FormatError::TensorOutOfOrder {
+                        previous: previous.name.clone(),
+                        name: entry.name,
+                    });
+                }
+                if start < previous.end {
+                    return Err(FormatError::OverlappingTensors {
+                        first: previous.name.clone(),
+                        second: entry.name,
+                    });
+                }
+            }
+            // Ranks strictly increase: a rank past the next required one skips it (required
+            // ranks are `0..required`, optional ones come after).
+            if next_required < required && rank != next_required {
+                skipped.get_or_insert(next_required);
+            }
+            if rank < required {
+                next_required = rank + 1;
+            }
+            previous = Some(Previous {
+                name: entry.name,
+                rank,
+                start,
+                end,
+            });
+        }
+        if next_required < required {
+            skipped.get_or_insert(next_required);
+        }
+        if let Some(rank) = skipped {
+            return Err(FormatError::MissingTensor {
+                name: expected_tensors(config, self.kind)
+                    .nth(rank)
+                    .map(|spec| error_name(spec.name))
+                    .unwrap_or_default(),
+            });
+        }
+        // The entries are in increasing, non-overlapping order: the gaps are what lies
+        // between consecutive ones.
+        let mut covered = 0u64;
+        for entry in self.entries() {
+            let start = u64::from(entry.offset);
+            check_zero(self.payload, covered, start, payload_at)?;
+            covered = start + entry.elements().unwrap_or(0) * 4;
+        }
+        check_zero(self.payload, covered, payload_len, payload_at)
+    }
+
+    /// Checks one entry on its own: aligned, in bounds, expected for the configuration and
+    /// kind, with its shape. Returns its canonical rank and its payload byte range.
+    fn check_entry(&self, entry: &TensorEntry) -> Result<(usize, u64, u64), FormatError> {
+        if entry.offset % 64 != 0 {
+            return Err(FormatError::MisalignedTensor {
+                name: entry.name.clone(),
+                offset: entry.offset,
+            });
+        }
+        let payload_len = self.payload.len() as u64;
+        let start = u64::from(entry.offset);
+        let end = entry
+            .elements()
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(start))
+            .unwrap_or(u64::MAX);
+        if end > payload_len {
+            return Err(FormatError::TensorOutOfBounds {
+                name: entry.name.clone(),
+                end,
+                payload: payload_len,
+            });
+        }
+        match allowed_tensor(&self.config, self.kind, &entry.name) {
+            None => Err(FormatError::UnexpectedTensor {
+                name: entry.name.clone(),
+            }),
+            Some((_, shape)) if shape != entry.shape => Err(FormatError::ShapeMismatch {
+                name: entry.name.clone(),
+                expected: shape,
+                found: entry.shape.clone(),
+            }),
+            Some((rank, _)) => Ok((rank, start, end)),
+        }
+    }
+
+    /// Inference or training file.
+    pub fn kind(&self) -> FileKind {
+        self.kind
+    }
+
+    /// The model configuration (valid: checked by [`parse`]).
+    pub fn config(&self) -> ModelConfig {
+        self.config
+    }
+
+    /// Where the file came from (a copy: the file holds the texts).
+    pub fn provenance(&self) -> Provenance {
+        let p = &self.provenance;
+        Provenance {
+            dataset: text(p.dataset),
+            shots: p.shots,
+            steps: p.steps,
+            seed: p.seed,
+            validation: p.validation,
+            tool: text(p.tool),
+            tool_version: text(p.tool_version),
+        }
+    }
+
+    /// A copy of the training state, if the file has one (training files only).
+    pub fn training(&self) -> Option<TrainingState> {
+        self.training.map(|t| TrainingState {
+            step: t.step,
+            best_val_accuracy: t.best_val_accuracy,
+            best_step: t.best_step,
+            skipped_steps: t.skipped_steps,
+            rng_state: t.rng_state,
+            // `parse` checked the length, so `take` keeps every byte.
+            trainer_options: t
+                .trainer_options
+                .iter()
+                .copied()
+                .take(MAX_TRAINER_OPTIONS)
+                .collect(),
+        })
+    }
+
+    /// The trainer's options of the training state, borrowed from the file (at most
+    /// [`MAX_TRAINER_OPTIONS`] bytes).
+    pub fn trainer_options(&self) -> Option<&'a [u8]> {
+        self.training.map(|t| t.trainer_options)
+    }
+
+    /// Number of tensors in the table.
+    pub fn tensor_count(&self) -> usize {
+        self.tensor_count
+    }
+
+    /// The table entries in file order (canonical order), decoded one at a time.
+    pub fn entries(&self) -> Entries<'a> {
+        Entries {
+            rest: self.table,
+            remaining: self.tensor_count,
+        }
+    }
+
+    /// An owned copy of the whole header, tensor table included. It is large (the table has
+    /// room for [`MAX_TENSORS`] entries, about 8 KiB): for host tools and tests; a device
+    /// needs only [`Self::config`] and the tensors.
+    pub fn to_header(&self) -> Header {
+        Header {
+            kind: self.kind,
+            config: self.config,
+            provenance: self.provenance(),
+            training: self.training(),
+            // `parse` checked the count, so `take` keeps every entry.
+            tensors: self.entries().take(MAX_TENSORS).collect(),
+        }
     }
 
     /// The payload (all tensor bytes), borrowed from the file.
@@ -205,10 +433,8 @@ impl<'a> ModelFile<'a> {
     }
 
     /// The table entry of a tensor.
-    pub fn entry(&self, name: &str) -> Result<&TensorEntry, FormatError> {
-        self.header
-            .tensors
-            .iter()
+    pub fn entry(&self, name: &str) -> Result<TensorEntry, FormatError> {
+        self.entries()
             .find(|e| e.name == name)
             .ok_or_else(|| FormatError::MissingTensor {
                 name: error_name(name),
@@ -217,7 +443,7 @@ impl<'a> ModelFile<'a> {
 
     /// Whether the file holds a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.entry(name).is_ok()
+        self.entries().any(|e| e.name == name)
     }
 
     /// The raw little-endian bytes of a tensor.
@@ -229,7 +455,7 @@ impl<'a> ModelFile<'a> {
         self.payload
             .get(start..start + len)
             .ok_or_else(|| FormatError::TensorOutOfBounds {
-                name: entry.name.clone(),
+                name: entry.name,
                 end: (start + len) as u64,
                 payload: self.payload.len() as u64,
             })
@@ -273,5 +499,32 @@ impl<'a> ModelFile<'a> {
         let mut out = alloc::vec![0.0; len];
         self.copy_tensor(name, &mut out)?;
         Ok(out)
+    }
+}
+
+/// The entries of a [`ModelFile`]'s tensor table, decoded one at a time
+/// ([`ModelFile::entries`]).
+#[derive(Clone, Debug)]
+pub struct Entries<'a> {
+    rest: &'a [u8],
+    remaining: usize,
+}
+
+impl Iterator for Entries<'_> {
+    type Item = TensorEntry;
+
+    fn next(&mut self) -> Option<TensorEntry> {
+        if self.remaining == 0 {
+            return None;
+        }
+        // `parse` decoded every entry once, so this succeeds for all `remaining` of them.
+        let (entry, rest) = postcard::take_from_bytes::<TensorEntry>(self.rest).ok()?;
+        self.rest = rest;
+        self.remaining -= 1;
+        Some(entry)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
     }
 }

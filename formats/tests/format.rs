@@ -129,7 +129,7 @@ fn with_header(edit: impl FnOnce(&mut Header)) -> Vec<u8> {
 fn with_parts(edit: impl FnOnce(&mut Header, &mut Vec<u8>)) -> Vec<u8> {
     let file = valid_tiny();
     let parsed = parse(&file).unwrap();
-    let mut header = parsed.header().clone();
+    let mut header = parsed.to_header();
     let mut payload = parsed.payload().to_vec();
     edit(&mut header, &mut payload);
     assemble(&header, &payload)
@@ -144,12 +144,22 @@ fn check_round_trip(kind: FileKind, training: Option<TrainingState>, adam: bool)
     let (file, data) = build(config, kind, training.clone(), adam);
     let aligned = AlignedBuf::from_bytes(&file);
     let parsed = parse(&aligned).unwrap();
-    let header = parsed.header();
-    assert_eq!(header.kind, kind);
-    assert_eq!(header.config, config);
-    assert_eq!(header.provenance, provenance());
-    assert_eq!(header.training, training);
+    assert_eq!(parsed.kind(), kind);
+    assert_eq!(parsed.config(), config);
+    assert_eq!(parsed.provenance(), provenance());
+    assert_eq!(parsed.training(), training);
+    assert_eq!(
+        parsed.trainer_options(),
+        training.as_ref().map(|t| &t.trainer_options[..])
+    );
+    assert_eq!(parsed.tensor_count(), data.len());
+    assert_eq!(parsed.entries().count(), data.len());
+    let header = parsed.to_header();
     assert_eq!(header.tensors.len(), data.len());
+    assert_eq!(postcard::to_allocvec(&header).unwrap().len(), {
+        let h = u32::from_le_bytes(file[12..16].try_into().unwrap());
+        h as usize
+    });
     assert_eq!(parsed.contains("adam.m.enc_ap"), adam);
     assert!(!parsed.contains("nope"));
     for (name, values) in &data {
@@ -229,10 +239,7 @@ fn mlp_encoder_has_no_attention_tensors() {
         .iter()
         .any(|n| n.ends_with(".wq") || n.contains(".ln1.")));
     let (file, _) = build(config, FileKind::Inference, None, false);
-    assert_eq!(
-        parse(&file).unwrap().header().config.encoder,
-        EncoderKind::Mlp
-    );
+    assert_eq!(parse(&file).unwrap().config().encoder, EncoderKind::Mlp);
 }
 
 #[test]
@@ -410,14 +417,14 @@ fn error_malformed_header() {
     let file = valid_tiny();
     let payload = parse(&file).unwrap().payload().to_vec();
     // Kind discriminant 7 does not exist.
-    let mut header = postcard::to_allocvec(parse(&file).unwrap().header()).unwrap();
+    let mut header = postcard::to_allocvec(&parse(&file).unwrap().to_header()).unwrap();
     header[0] = 7;
     assert!(matches!(
         parse(&assemble_raw(&header, &payload)).unwrap_err(),
         FormatError::MalformedHeader(_)
     ));
     // A header cut short.
-    let header = postcard::to_allocvec(parse(&file).unwrap().header()).unwrap();
+    let header = postcard::to_allocvec(&parse(&file).unwrap().to_header()).unwrap();
     assert!(matches!(
         parse(&assemble_raw(&header[..header.len() / 2], &payload)).unwrap_err(),
         FormatError::MalformedHeader(_)
@@ -428,7 +435,7 @@ fn error_malformed_header() {
 fn error_header_length_mismatch() {
     let file = valid_tiny();
     let parsed = parse(&file).unwrap();
-    let mut header = postcard::to_allocvec(parsed.header()).unwrap();
+    let mut header = postcard::to_allocvec(&parsed.to_header()).unwrap();
     let used = header.len() as u32;
     header.extend_from_slice(&[0, 0, 0]);
     assert_eq!(
@@ -558,6 +565,175 @@ fn error_duplicate_tensor() {
             name: name("enc_ap")
         }
     );
+}
+
+#[test]
+fn error_tensor_out_of_order() {
+    // Two entries swapped in the table (each keeps its offset).
+    let file = with_header(|h| h.tensors.swap(0, 1));
+    assert_eq!(
+        parse(&file).unwrap_err(),
+        FormatError::TensorOutOfOrder {
+            previous: name("enc_cp"),
+            name: name("enc_ap")
+        }
+    );
+    // Names in canonical order, offsets swapped: enc_cp lies before enc_ap in the payload.
+    let file = with_header(|h| {
+        let (a, b) = (h.tensors[0].offset, h.tensors[1].offset);
+        h.tensors[0].offset = b;
+        h.tensors[1].offset = a;
+    });
+    assert_eq!(
+        parse(&file).unwrap_err(),
+        FormatError::TensorOutOfOrder {
+            previous: name("enc_ap"),
+            name: name("enc_cp")
+        }
+    );
+    // Optimizer state before a parameter: adam.m.* ranks after every required tensor.
+    let (file, _) = build(tiny(), FileKind::Training, None, true);
+    let parsed = parse(&file).unwrap();
+    let mut header = parsed.to_header();
+    let last_required = expected_tensors(&tiny(), FileKind::Training).count() - 1;
+    header.tensors.swap(last_required, last_required + 1);
+    let (a, b) = (
+        header.tensors[last_required].offset,
+        header.tensors[last_required + 1].offset,
+    );
+    header.tensors[last_required].offset = b;
+    header.tensors[last_required + 1].offset = a;
+    assert!(matches!(
+        parse(&assemble(&header, parsed.payload())).unwrap_err(),
+        FormatError::TensorOutOfOrder { previous, .. } if previous.starts_with(ADAM_M_PREFIX)
+    ));
+}
+
+#[test]
+fn error_too_many_tensors() {
+    let file = valid_tiny();
+    let parsed = parse(&file).unwrap();
+    let header = parsed.to_header();
+    // The table's entry count follows the header's other fields.
+    let fields = postcard::to_allocvec(&(
+        header.kind,
+        header.config,
+        &header.provenance,
+        &header.training,
+    ))
+    .unwrap();
+    let mut encoded = postcard::to_allocvec(&header).unwrap();
+    assert_eq!(encoded[fields.len()] as usize, header.tensors.len());
+    // 129 as a varint.
+    encoded.splice(fields.len()..fields.len() + 1, [0x81, 0x01]);
+    assert_eq!(
+        parse(&assemble_raw(&encoded, parsed.payload())).unwrap_err(),
+        FormatError::TooManyTensors { count: 129 }
+    );
+}
+
+#[test]
+fn error_trainer_options_too_long() {
+    let (file, _) = build(tiny(), FileKind::Training, Some(training_state()), false);
+    let parsed = parse(&file).unwrap();
+    let header = parsed.to_header();
+    let state = header.training.clone().unwrap();
+    // A heapless::Vec cannot hold 1025 bytes; a std Vec has the same encoding.
+    let options = vec![5u8; MAX_TRAINER_OPTIONS + 1];
+    let encoded = postcard::to_allocvec(&(
+        header.kind,
+        header.config,
+        &header.provenance,
+        Some((
+            state.step,
+            state.best_val_accuracy,
+            state.best_step,
+            state.skipped_steps,
+            state.rng_state,
+            &options,
+        )),
+        &header.tensors,
+    ))
+    .unwrap();
+    assert_eq!(
+        parse(&assemble_raw(&encoded, parsed.payload())).unwrap_err(),
+        FormatError::TrainerOptionsTooLong { length: 1025 }
+    );
+    // At the limit the options are accepted and read back whole.
+    let options = vec![5u8; MAX_TRAINER_OPTIONS];
+    let encoded = postcard::to_allocvec(&(
+        header.kind,
+        header.config,
+        &header.provenance,
+        Some((
+            state.step,
+            state.best_val_accuracy,
+            state.best_step,
+            state.skipped_steps,
+            state.rng_state,
+            &options,
+        )),
+        &header.tensors,
+    ))
+    .unwrap();
+    let file = assemble_raw(&encoded, parsed.payload());
+    let parsed = parse(&file).unwrap();
+    assert_eq!(parsed.trainer_options(), Some(&options[..]));
+    assert_eq!(
+        &parsed.training().unwrap().trainer_options[..],
+        &options[..]
+    );
+}
+
+#[test]
+fn error_text_too_long() {
+    let file = valid_tiny();
+    let parsed = parse(&file).unwrap();
+    let header = parsed.to_header();
+    let p = &header.provenance;
+    let long = "x".repeat(MAX_TEXT_LEN + 1);
+    let at_limit = "y".repeat(MAX_TEXT_LEN);
+    for (field, dataset, tool) in [("dataset", &long, &at_limit), ("tool", &at_limit, &long)] {
+        // A heapless::String cannot hold 65 bytes; a &str has the same encoding.
+        let encoded = postcard::to_allocvec(&(
+            header.kind,
+            header.config,
+            (
+                dataset.as_str(),
+                p.shots,
+                p.steps,
+                p.seed,
+                p.validation,
+                tool.as_str(),
+                p.tool_version.as_str(),
+            ),
+            &header.training,
+            &header.tensors,
+        ))
+        .unwrap();
+        assert_eq!(
+            parse(&assemble_raw(&encoded, parsed.payload())).unwrap_err(),
+            FormatError::TextTooLong { field, length: 65 }
+        );
+    }
+    // At the limit the texts are read back whole.
+    let mut header = header.clone();
+    header.provenance.dataset = at_limit.as_str().try_into().unwrap();
+    let file = assemble(&header, parsed.payload());
+    assert_eq!(
+        parse(&file).unwrap().provenance().dataset,
+        at_limit.as_str()
+    );
+}
+
+/// The point of not decoding the table: a parsed file is small enough to live on an MCU's
+/// stack (the owned header, with room for 128 entries, is not).
+#[test]
+fn parsed_file_is_small() {
+    let parsed = core::mem::size_of::<ModelFile<'static>>();
+    let header = core::mem::size_of::<Header>();
+    assert!(parsed <= 512, "ModelFile is {parsed} bytes");
+    assert!(header > 8 * 1024, "Header is {header} bytes");
 }
 
 #[test]

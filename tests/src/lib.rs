@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod fuzzing;
 pub mod golden;
 pub mod random;
 pub mod reference;

@@ -124,9 +124,9 @@ impl Reference {
     /// Reads every tensor of an inference or training file (copying, any alignment).
     pub fn from_file(bytes: &[u8]) -> Result<Self, FormatError> {
         let file = parse(bytes)?;
-        let config = file.header().config;
+        let config = file.config();
         let mut weights = HashMap::new();
-        for spec in formats::expected_tensors(&config, file.header().kind) {
+        for spec in formats::expected_tensors(&config, file.kind()) {
             let values = file.to_vec(spec.name)?;
             let (rows, cols) = match spec.shape.as_slice() {
                 [r, c] => (*r as usize, *c as usize),

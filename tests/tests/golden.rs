@@ -43,8 +43,8 @@ fn make_golden_reproduces_the_committed_files() {
 fn golden_files_are_consistent() {
     let set = committed();
     let model = formats::parse(&set.model).unwrap();
-    assert_eq!(model.header().kind, FileKind::Inference);
-    assert_eq!(model.header().config, golden::CONFIG);
+    assert_eq!(model.kind(), FileKind::Inference);
+    assert_eq!(model.config(), golden::CONFIG);
     let task = TaskFile::decode(&set.task).unwrap();
     let c = golden::CONFIG;
     assert_eq!(

@@ -82,7 +82,7 @@ pub fn infer(
         path: model_path.to_path_buf(),
         source,
     })?;
-    let c = file.header().config;
+    let c = file.config();
     let (support_shape, support) = read_npy(support_path)?;
     let (query_shape, queries) = read_npy(queries_path)?;
     let (d, n, k) = (c.feature_dim as u64, c.ways as u64, c.shots as u64);
@@ -127,8 +127,7 @@ pub enum EngineRun {
 pub fn classify(bytes: &[u8], support: &[f32], queries: &[f32]) -> Result<Vec<f32>, EngineRun> {
     let c = formats::parse(bytes)
         .map_err(|e| EngineRun::Engine(engine::EngineError::Format(e)))?
-        .header()
-        .config;
+        .config();
     let key = (
         c.feature_dim,
         c.latent_dim,

@@ -103,9 +103,9 @@ impl ModelParams {
     /// Decodes a file held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, formats::FormatError> {
         let file = formats::parse(bytes)?;
-        let header = file.header();
+        let (kind, config, training) = (file.kind(), file.config(), file.training());
         let mut params = Vec::new();
-        for spec in formats::expected_tensors(&header.config, header.kind) {
+        for spec in formats::expected_tensors(&config, kind) {
             params.push((spec.name.to_string(), file.to_vec(spec.name)?));
         }
         let mut moments = Vec::new();
@@ -116,7 +116,7 @@ impl ModelParams {
                 moments.push((name.clone(), file.to_vec(&m)?, file.to_vec(&v)?));
             }
         }
-        let optimizer = match (&header.training, moments.is_empty()) {
+        let optimizer = match (&training, moments.is_empty()) {
             (Some(state), false) => Some(OptimizerState {
                 // Adam's step count: every step either updated or was skipped.
                 t: state.step.saturating_sub(state.skipped_steps),
@@ -125,12 +125,12 @@ impl ModelParams {
             _ => None,
         };
         Ok(ModelParams {
-            kind: header.kind,
-            config: header.config,
-            provenance: header.provenance.clone(),
+            kind,
+            config,
+            provenance: file.provenance(),
             params,
             optimizer,
-            training: header.training.clone(),
+            training,
         })
     }
 

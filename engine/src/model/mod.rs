@@ -161,7 +161,7 @@ impl<
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
         const { crate::check_sizes(D, L, H, N, K, G, NK, L2) };
         let file = formats::parse(bytes)?;
-        let config = file.header().config;
+        let config = file.config();
         if config.layer_norm == LayerNormKind::TaskWide {
             return Err(EngineError::TaskWideLayerNorm);
         }
