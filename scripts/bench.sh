@@ -40,8 +40,9 @@ targets=()
 cargo bench -p engine -p trainer "${targets[@]}" 1>&2
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-echo "Machine: ${cpu:-unknown CPU}, $(nproc) cores available ($(grep -c '^processor' /proc/cpuinfo) logical CPUs); $(rustc --version); $(date -u '+%Y-%m-%d %H:%M UTC')."
+field() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'; }
+vector=$(field flags | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f' | tr '\n' ' ' | sed 's/ $//')
+echo "Machine: $(field 'model name') (family $(field 'cpu family'), model $(field 'model\s'); ${vector:-no AVX}), $(nproc) cores available of $(grep -c '^processor' /proc/cpuinfo); $(rustc --version); $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo "Load average (1, 5, 15 min): ${load_before} before, ${load_after} after."
 echo "Engine: single thread. Training step: sgemm threaded over MATMUL_NUM_THREADS=${MATMUL_NUM_THREADS:-all cores}, the rest on one thread."
 echo

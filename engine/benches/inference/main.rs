@@ -156,10 +156,10 @@ fn main() {
         eprintln!("FLOP count disagrees with the engine docs: {mismatch}");
         std::process::exit(1);
     }
-    // About 4.5 s per benchmark, 12 benchmarks.
+    // About 6.5 s per benchmark, 12 benchmarks.
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     benches(&mut c);
     c.final_summary();
