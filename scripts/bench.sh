@@ -31,6 +31,9 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export CRITERION_HOME="$target_dir/criterion"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v load="${load_before%% *}" 'BEGIN { exit !(load >= 1) }'; then
+    echo "warning: 1-minute load average ${load_before%% *} before the run: other work competes for the cores" >&2
+fi
 stamp=$(date +%s)
 
 # One cargo invocation for both crates, so both benchmarks build with the same features.
