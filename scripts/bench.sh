@@ -30,23 +30,31 @@ unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export CRITERION_HOME="$target_dir/criterion"
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v load="${load_before%% *}" 'BEGIN { exit !(load >= 1) }'; then
-    echo "warning: 1-minute load average ${load_before%% *} before the run: other work competes for the cores" >&2
-fi
+benches=()
+[[ $which != trainer ]] && benches+=(inference)
+[[ $which != engine ]] && benches+=(train_step)
+# Every cargo call selects both crates, so both benchmarks build once, with the same features.
+cargo=(cargo bench -p engine -p trainer)
+build=()
+for bench in "${benches[@]}"; do build+=(--bench "$bench"); done
+"${cargo[@]}" --no-run "${build[@]}" 1>&2
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
 stamp=$(date +%s)
+loads=""
+for bench in "${benches[@]}"; do
+    before=$(load1)
+    if awk -v load="$before" 'BEGIN { exit !(load >= 1) }'; then
+        echo "warning: 1-minute load average $before before $bench: other work competes for the cores" >&2
+    fi
+    "${cargo[@]}" --bench "$bench" 1>&2
+    loads+="${loads:+; }$bench $before -> $(load1)"
+done
 
-# One cargo invocation for both crates, so both benchmarks build with the same features.
-targets=()
-[[ $which != trainer ]] && targets+=(--bench inference)
-[[ $which != engine ]] && targets+=(--bench train_step)
-cargo bench -p engine -p trainer "${targets[@]}" 1>&2
-
-load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 field() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'; }
 vector=$(field flags | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f' | tr '\n' ' ' | sed 's/ $//')
 echo "Machine: $(field 'model name') (family $(field 'cpu family'), model $(field 'model\s'); ${vector:-no AVX}), $(nproc) cores available of $(grep -c '^processor' /proc/cpuinfo); $(rustc --version); $(date -u '+%Y-%m-%d %H:%M UTC')."
-echo "Load average (1, 5, 15 min): ${load_before} before, ${load_after} after."
+echo "1-minute load average before -> after each benchmark binary: ${loads}."
 echo "Engine: single thread. Training step: sgemm threaded over MATMUL_NUM_THREADS=${MATMUL_NUM_THREADS:-all cores}, the rest on one thread."
 echo
 python3 - "$CRITERION_HOME" "$stamp" <<'PY'
