@@ -1,0 +1,166 @@
+//! Criterion benchmarks of the engine: `prepare`, `classify` (one query at a time) and
+//! `classify_batch` (a 5-way task's 75 queries, `B` at a time) for the paper and edge
+//! configurations, K = 1 and K = 5.
+//!
+//! `cargo bench -p engine --bench inference` (`scripts/bench.sh` runs it and prints the
+//! table). Every benchmark records its FLOP count (`flops.rs`) as criterion's throughput in
+//! elements, so criterion's `thrpt` reads as FLOP/s and the count is saved with the estimates
+//! (`target/criterion/<group>/<id>/new/benchmark.json`). Before measuring, the counts are
+//! checked against the figures of the engine's docs.
+//!
+//! Single thread. Weights are drawn from a seeded Glorot-uniform init (layer-norm gain 1,
+//! bias 0) and written with `formats::FileBuilder`; features are uniform in [0, 1). Timing
+//! does not depend on the values.
+
+mod flops;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use engine::{Model, Prediction, Workspace};
+use formats::{expected_tensors, AlignedBuf, FileBuilder, FileKind, ModelConfig, Provenance};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use flops::Sizes;
+
+/// Queries of a 5-way task with AWGIM's 15 queries per class.
+const QUERIES: usize = 75;
+
+/// An inference model file for `config` with seeded random weights: every matrix
+/// Glorot-uniform, layer-norm gains 1 and biases 0.
+fn model_file(config: &ModelConfig) -> Vec<u8> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(u64::from(config.shots));
+    let tensors: Vec<(&str, Vec<f32>)> = expected_tensors(config, FileKind::Inference)
+        .map(|spec| {
+            let n = spec.elements() as usize;
+            let values = match spec.shape.as_slice() {
+                [fan_in, fan_out] => {
+                    let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                    (0..n).map(|_| rng.gen_range(-limit..limit)).collect()
+                }
+                _ if spec.name.ends_with(".gain") => vec![1.0; n],
+                _ => vec![0.0; n],
+            };
+            (spec.name, values)
+        })
+        .collect();
+    let provenance = Provenance {
+        dataset: "random".try_into().expect("short name"),
+        shots: config.shots,
+        steps: 0,
+        seed: u64::from(config.shots),
+        validation: None,
+        tool: "engine/benches/inference".try_into().expect("short name"),
+        tool_version: env!("CARGO_PKG_VERSION").try_into().expect("short version"),
+    };
+    let mut builder =
+        FileBuilder::new(FileKind::Inference, *config, provenance).expect("valid configuration");
+    for (name, values) in &tensors {
+        builder
+            .tensor(name, values)
+            .expect("tensor of the configuration");
+    }
+    builder.build().expect("complete model file")
+}
+
+/// `n` feature rows of width `D`, uniform in [0, 1).
+fn features<const D: usize>(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<[f32; D]> {
+    (0..n)
+        .map(|_| core::array::from_fn(|_| rng.gen::<f32>()))
+        .collect()
+}
+
+/// The three benchmarks of one configuration (`label`: e.g. `paper K=5`), with the engine
+/// types of its sizes and a workspace batch of `B` queries.
+fn bench_config<
+    const D: usize,
+    const L: usize,
+    const H: usize,
+    const N: usize,
+    const K: usize,
+    const G: usize,
+    const NK: usize,
+    const L2: usize,
+    const B: usize,
+>(
+    c: &mut Criterion,
+    label: &str,
+    config: ModelConfig,
+) {
+    let sizes = Sizes::of(&config);
+    let shape = format!("D={D} d={L} h={H} N={N} G={G}");
+    let bytes = AlignedBuf::from_bytes(&model_file(&config));
+    let model = Model::<D, L, H, N, K, G, NK, L2>::load(bytes.as_bytes()).expect("model loads");
+    let mut workspace = Box::new(Workspace::<D, L, H, N, K, G, NK, L2, B>::new());
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+    let support = features::<D>(&mut rng, NK);
+    let support: &[[f32; D]; NK] = support.as_slice().try_into().expect("N K rows");
+    let queries = features::<D>(&mut rng, QUERIES);
+    let mut out = vec![Prediction::<N>::zeroed(); QUERIES];
+
+    let mut group = c.benchmark_group("engine prepare");
+    group.throughput(Throughput::Elements(sizes.prepare_flops()));
+    group.bench_function(BenchmarkId::new(label, &shape), |b| {
+        b.iter(|| {
+            let task = model.prepare(&mut workspace, black_box(support));
+            black_box(task.expect("prepare"));
+        })
+    });
+    group.finish();
+
+    let mut task = model.prepare(&mut workspace, support).expect("prepare");
+
+    let mut group = c.benchmark_group("engine classify (1 query)");
+    group.throughput(Throughput::Elements(sizes.query_flops()));
+    let mut next = 0;
+    group.bench_function(BenchmarkId::new(label, &shape), |b| {
+        b.iter(|| {
+            next = (next + 1) % QUERIES;
+            task.classify(black_box(&queries[next])).expect("classify")
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(format!("engine classify_batch ({QUERIES} queries)"));
+    group.throughput(Throughput::Elements(QUERIES as u64 * sizes.query_flops()));
+    group.bench_function(BenchmarkId::new(label, format!("{shape}, B={B}")), |b| {
+        b.iter(|| {
+            task.classify_batch(black_box(&queries), &mut out)
+                .expect("classify_batch");
+            black_box(&out);
+        })
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    use engine::{EDGE_BATCH, PAPER_BATCH};
+    bench_config::<640, 128, 4, 5, 1, 256, 5, 256, PAPER_BATCH>(
+        c,
+        "paper K=1",
+        ModelConfig::paper(1),
+    );
+    bench_config::<640, 128, 4, 5, 5, 256, 25, 256, PAPER_BATCH>(
+        c,
+        "paper K=5",
+        ModelConfig::paper(5),
+    );
+    bench_config::<64, 32, 4, 5, 1, 64, 5, 64, EDGE_BATCH>(c, "edge K=1", ModelConfig::edge(1));
+    bench_config::<64, 32, 4, 5, 5, 64, 25, 64, EDGE_BATCH>(c, "edge K=5", ModelConfig::edge(5));
+}
+
+fn main() {
+    if let Err(mismatch) = flops::check_against_engine_docs() {
+        eprintln!("FLOP count disagrees with the engine docs: {mismatch}");
+        std::process::exit(1);
+    }
+    // About 6.5 s per benchmark, 12 benchmarks.
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}

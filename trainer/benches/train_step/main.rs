@@ -1,0 +1,335 @@
+//! Criterion benchmarks of one AWGIM training step (`TrainStep::step`: forward, backward,
+//! clipped AdamW) on the CPU backend, fed as `trainer::run` feeds it.
+//!
+//! `cargo bench -p trainer --bench train_step` (`scripts/bench.sh` runs it and prints the
+//! table).
+//!
+//! Configurations: the trainer's own settings, resolved from its command-line flags
+//! (`TrainArgs`): the default quick run (`--shots 1` / `--shots 5`: D = 64, d = 32, 4 heads,
+//! G = 64, 5-way, Q = 15, batch 8, dropout 0.3) and the paper's sizes
+//! (`--paper --synthetic-dim 640 --batch 4`: D = 640, d = 128, G = 256) at a small batch.
+//!
+//! Per configuration, two benchmarks:
+//! - `train step`: `TrainStep::step` and reading the logits (`TrainStep::output`), as a
+//!   step of `run::train` does. Before every timed step, untimed, fresh inputs are fed the
+//!   way `run::train` feeds them: a batch of episodes from the synthetic training split, the
+//!   one-hot labels, and the noise and dropout masks from `awgim::draw_random_inputs`, all
+//!   from the step's own seeded generator. Its FLOPs (criterion throughput, so `thrpt` reads
+//!   as FLOP/s) are the products of forward and backward, counted analytically and checked
+//!   against the compiled graph before measuring (`flops.rs`).
+//! - `train feed`: that feeding alone (host-side sampling and random draws; no FLOPs
+//!   counted). A step of `run::train` costs about the sum of the two.
+//!
+//! The products use `matrixmultiply`'s threaded sgemm (all cores unless
+//! `MATMUL_NUM_THREADS` says otherwise); the rest of the step runs on one thread.
+
+mod flops;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use formats::ModelConfig;
+use rand::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use trainer::autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor, TrainStep};
+use trainer::awgim::{self, input, AwgimGraph, BatchShape, GeneratorRows, Mode};
+use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
+use trainer::options::{Settings, TrainArgs};
+
+use flops::StepShape;
+
+/// The trainer's flags, as its command line parses them.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// Examples per class of the synthetic data: enough for any task (K + Q = 20), fewer than
+/// the trainer's 600 so that the 640-feature set is quick to generate. The step does not
+/// depend on it.
+const EXAMPLES_PER_CLASS: usize = 100;
+
+/// The paper's sizes on 640-feature synthetic data, at a small batch (the paper trains with
+/// 64 tasks for 1-shot, 32 for 5-shot).
+const PAPER: [&str; 5] = ["--paper", "--synthetic-dim", "640", "--batch", "4"];
+
+/// One benchmarked configuration.
+struct Case {
+    /// Label in the benchmark ids, e.g. `edge K=5`.
+    label: &'static str,
+    /// `--shots`.
+    shots: &'static str,
+    /// Whether the [`PAPER`] flags are added.
+    paper: bool,
+    /// Criterion's measurement time for the step.
+    measurement: Duration,
+}
+
+impl Case {
+    /// The trainer flags it resolves from.
+    fn flags(&self) -> Vec<&'static str> {
+        let mut flags = vec!["--shots", self.shots];
+        if self.paper {
+            flags.extend(PAPER);
+        }
+        flags
+    }
+}
+
+/// A compiled training step and everything `run::train` feeds it from.
+struct Fed {
+    settings: Settings,
+    config: ModelConfig,
+    shape: BatchShape,
+    train: TrainStep,
+    inputs: Vec<(String, Vec<usize>)>,
+    data: Dataset,
+    batch: EpisodeBatch,
+}
+
+impl Fed {
+    /// Resolves `flags` as the trainer does, generates the synthetic training split and
+    /// compiles the training step from the reference initialisation.
+    fn new(flags: &[&str]) -> Result<Self, String> {
+        let argv = std::iter::once("trainer").chain(flags.iter().copied());
+        let settings = Flags::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .train
+            .resolve()
+            .map_err(|e| e.to_string())?;
+        let config = settings.model_config(settings.synthetic_dim as u32);
+        let shape = BatchShape {
+            tasks: settings.batch,
+            queries_per_class: settings.queries as usize,
+        };
+        let data = SyntheticSpec {
+            dim: settings.synthetic_dim,
+            examples_per_class: EXAMPLES_PER_CLASS,
+            ..SyntheticSpec::default()
+        }
+        .generate()
+        .map_err(|e| e.to_string())?;
+        let built = build(&settings, &config, shape)?;
+        let inputs = built.graph.inputs();
+        let loss = built.losses.ok_or("no loss in a training graph")?.total;
+        let train = TrainStep::new(
+            built.graph,
+            loss,
+            &[built.logits],
+            settings.adamw(),
+            Backend::Cpu,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Fed {
+            settings,
+            config,
+            shape,
+            train,
+            inputs,
+            data,
+            batch: EpisodeBatch::default(),
+        })
+    }
+
+    /// Feeds step `step` as `run::train` does: tasks, labels, noise and dropout masks, all
+    /// from the step's generator.
+    fn feed(&mut self, step: u64) -> Result<(), String> {
+        let s = &self.settings;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(step);
+        let spec = EpisodeSpec {
+            n_way: s.ways as usize,
+            k_shot: s.shots as usize,
+            n_query: s.queries as usize,
+            shuffle_queries: true,
+        };
+        EpisodeSampler::new(self.data.split(SplitKind::Train), spec, rng.next_u64())
+            .map_err(|e| e.to_string())?
+            .sample_into(s.batch, &mut self.batch);
+        let (batch, train, n) = (&self.batch, &mut self.train, spec.n_way);
+        let labels = [
+            (input::SUPPORT_TARGETS, &batch.support_labels),
+            (input::QUERY_TARGETS, &batch.query_labels),
+        ];
+        let features = [
+            (input::SUPPORT, &batch.support),
+            (input::QUERY, &batch.query),
+        ];
+        for (name, values) in features {
+            train.set_input(name, values).map_err(|e| e.to_string())?;
+        }
+        for (name, labels) in labels {
+            let one_hot = EpisodeBatch::one_hot(labels, n);
+            train.set_input(name, &one_hot).map_err(|e| e.to_string())?;
+        }
+        awgim::draw_random_inputs(&self.inputs, 1.0 - s.dropout, &mut rng, |name, v| {
+            train.set_input(name, v)
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The training graph of `run::train` for these settings, from the reference
+/// initialisation.
+fn build(
+    settings: &Settings,
+    config: &ModelConfig,
+    shape: BatchShape,
+) -> Result<AwgimGraph, String> {
+    let mode = Mode::Train {
+        dropout: settings.dropout,
+        weights: settings.loss,
+        rows: GeneratorRows::PerClass,
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(settings.seed);
+    let params = awgim::init_params(config, &mut rng);
+    awgim::build(config, shape, mode, &params).map_err(|e| e.to_string())
+}
+
+/// Multiply-adds of the products in the compiled graph computing `outputs` of `graph`.
+fn compiled(graph: GraphBuilder, outputs: &[Tensor]) -> Result<u64, String> {
+    let evaluator = Evaluator::new(graph, outputs, Backend::Cpu).map_err(|e| e.to_string())?;
+    flops::compiled_products(&evaluator.op_names())
+}
+
+/// The step's FLOPs, after checking the analytic count against the compiled forward graph
+/// and the compiled forward + backward graph.
+fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
+    let shape = StepShape::new(&fed.config, fed.shape)?;
+
+    let forward = build(&fed.settings, &fed.config, fed.shape)?;
+    let loss = forward.losses.ok_or("no loss")?.total;
+    let counted = compiled(forward.graph, &[loss])?;
+    if counted != shape.forward_products() {
+        return Err(format!(
+            "forward: the compiled graph has {counted} multiply-adds in products, the analytic count is {}",
+            shape.forward_products()
+        ));
+    }
+
+    let both = build(&fed.settings, &fed.config, fed.shape)?;
+    let loss = both.losses.ok_or("no loss")?.total;
+    let params = both
+        .graph
+        .params()
+        .iter()
+        .map(|(name, _)| both.graph.tensor(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut outputs = backward(loss, &params).map_err(|e| e.to_string())?;
+    outputs.push(loss);
+    let counted = compiled(both.graph, &outputs)?;
+    let analytic = shape.forward_products() + shape.backward_products();
+    if counted != analytic {
+        return Err(format!(
+            "forward + backward: the compiled graph has {counted} multiply-adds in products, the analytic count is {analytic}"
+        ));
+    }
+    Ok(shape.step_flops())
+}
+
+fn bench_case(c: &mut Criterion, case: &Case) -> Result<(), String> {
+    let mut fed = Fed::new(&case.flags())?;
+    let flops = checked_step_flops(&fed)?;
+    let s = &fed.settings;
+    let config = format!(
+        "D={} d={} h={} G={} N={} Q={} batch {}",
+        s.synthetic_dim, s.latent, s.heads, s.generator, s.ways, s.queries, s.batch
+    );
+
+    let mut group = c.benchmark_group("train step");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(case.measurement)
+        .throughput(Throughput::Elements(flops));
+    let mut step = 0u64;
+    let mut failure = None;
+    group.bench_function(BenchmarkId::new(case.label, &config), |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iters {
+                if let Err(e) = fed.feed(step) {
+                    failure.get_or_insert(e);
+                }
+                let start = Instant::now();
+                let outcome = fed.train.step(step);
+                let logits = fed.train.output(0);
+                timed += start.elapsed();
+                if let Err(e) = outcome.and(logits.map(black_box)) {
+                    failure.get_or_insert(e.to_string());
+                }
+                step += 1;
+            }
+            timed
+        })
+    });
+    group.finish();
+    if let Some(e) = failure {
+        return Err(format!("training step failed: {e}"));
+    }
+    if fed.train.skipped_steps() > 0 {
+        eprintln!(
+            "note: {} of {step} steps had a non-finite loss or gradient (same work, no update)",
+            fed.train.skipped_steps()
+        );
+    }
+
+    let mut group = c.benchmark_group("train feed");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut failure = None;
+    group.bench_function(BenchmarkId::new(case.label, &config), |b| {
+        b.iter(|| {
+            if let Err(e) = fed.feed(step) {
+                failure.get_or_insert(e);
+            }
+            step += 1;
+        })
+    });
+    group.finish();
+    failure.map_or(Ok(()), |e| Err(format!("feeding failed: {e}")))
+}
+
+fn main() {
+    let cases = [
+        Case {
+            label: "edge K=1",
+            shots: "1",
+            paper: false,
+            measurement: Duration::from_secs(10),
+        },
+        Case {
+            label: "edge K=5",
+            shots: "5",
+            paper: false,
+            measurement: Duration::from_secs(10),
+        },
+        Case {
+            label: "paper K=1",
+            shots: "1",
+            paper: true,
+            measurement: Duration::from_secs(15),
+        },
+        Case {
+            label: "paper K=5",
+            shots: "5",
+            paper: true,
+            measurement: Duration::from_secs(15),
+        },
+    ];
+    let mut c = Criterion::default().configure_from_args();
+    for case in &cases {
+        if let Err(e) = bench_case(&mut c, case) {
+            eprintln!("{}: {e}", case.label);
+            std::process::exit(1);
+        }
+    }
+    c.final_summary();
+}
