@@ -25,6 +25,10 @@
 
 mod flops;
 
+/// The trainer binary's allocator (`trainer/src/main.rs`), so the step is timed as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
