@@ -638,44 +638,34 @@ fn error_trainer_options_too_long() {
     let parsed = parse(&file).unwrap();
     let header = parsed.to_header();
     let state = header.training.clone().unwrap();
+    // The header encoded field by field, so the options can exceed the heapless capacity.
+    let encode = |options: &[u8]| {
+        postcard::to_allocvec(&(
+            header.kind,
+            header.config,
+            &header.provenance,
+            Some((
+                state.step,
+                state.best_val_accuracy,
+                state.best_step,
+                state.skipped_steps,
+                state.rng_state,
+                options,
+            )),
+            &header.tensors,
+        ))
+        .unwrap()
+    };
     // A heapless::Vec cannot hold 1025 bytes; a std Vec has the same encoding.
     let options = vec![5u8; MAX_TRAINER_OPTIONS + 1];
-    let encoded = postcard::to_allocvec(&(
-        header.kind,
-        header.config,
-        &header.provenance,
-        Some((
-            state.step,
-            state.best_val_accuracy,
-            state.best_step,
-            state.skipped_steps,
-            state.rng_state,
-            &options,
-        )),
-        &header.tensors,
-    ))
-    .unwrap();
+    let encoded = encode(&options);
     assert_eq!(
         parse(&assemble_raw(&encoded, parsed.payload())).unwrap_err(),
         FormatError::TrainerOptionsTooLong { length: 1025 }
     );
     // At the limit the options are accepted and read back whole.
     let options = vec![5u8; MAX_TRAINER_OPTIONS];
-    let encoded = postcard::to_allocvec(&(
-        header.kind,
-        header.config,
-        &header.provenance,
-        Some((
-            state.step,
-            state.best_val_accuracy,
-            state.best_step,
-            state.skipped_steps,
-            state.rng_state,
-            &options,
-        )),
-        &header.tensors,
-    ))
-    .unwrap();
+    let encoded = encode(&options);
     let file = assemble_raw(&encoded, parsed.payload());
     let parsed = parse(&file).unwrap();
     assert_eq!(parsed.trainer_options(), Some(&options[..]));
