@@ -20,30 +20,69 @@ const QUERIES: usize = 15;
 const TASKS_PER_RUN: usize = 10;
 
 fn dataset(dim: usize) -> Dataset {
-    SyntheticSpec { dim, examples_per_class: 40, ..SyntheticSpec::default() }
-        .generate()
-        .unwrap()
+    SyntheticSpec {
+        dim,
+        examples_per_class: 40,
+        ..SyntheticSpec::default()
+    }
+    .generate()
+    .unwrap()
 }
 
 /// A few AdamW steps of the real training graph (small Q to keep it quick).
-fn briefly_trained(config: &ModelConfig, data: &Dataset, params: Vec<(String, Vec<f32>)>) -> Vec<(String, Vec<f32>)> {
+fn briefly_trained(
+    config: &ModelConfig,
+    data: &Dataset,
+    params: Vec<(String, Vec<f32>)>,
+) -> Vec<(String, Vec<f32>)> {
     let (n, k, q) = (config.ways as usize, config.shots as usize, 3);
-    let shape = BatchShape { tasks: 2, queries_per_class: q };
-    let mode = Mode::Train { dropout: 0.3, weights: LossWeights::default(), rows: GeneratorRows::PerClass };
+    let shape = BatchShape {
+        tasks: 2,
+        queries_per_class: q,
+    };
+    let mode = Mode::Train {
+        dropout: 0.3,
+        weights: LossWeights::default(),
+        rows: GeneratorRows::PerClass,
+    };
     let built = awgim::build(config, shape, mode, &params).unwrap();
     let inputs = built.graph.inputs();
-    let config_adam = AdamWConfig { lr: 1e-3, ..AdamWConfig::default() };
-    let mut step = TrainStep::new(built.graph, built.losses.unwrap().total, &[], config_adam, Backend::Cpu).unwrap();
-    let spec = EpisodeSpec { n_way: n, k_shot: k, n_query: q, shuffle_queries: true };
+    let config_adam = AdamWConfig {
+        lr: 1e-3,
+        ..AdamWConfig::default()
+    };
+    let mut step = TrainStep::new(
+        built.graph,
+        built.losses.unwrap().total,
+        &[],
+        config_adam,
+        Backend::Cpu,
+    )
+    .unwrap();
+    let spec = EpisodeSpec {
+        n_way: n,
+        k_shot: k,
+        n_query: q,
+        shuffle_queries: true,
+    };
     let mut sampler = EpisodeSampler::new(data.split(SplitKind::Train), spec, 9).unwrap();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
     for s in 0..8 {
         let b = sampler.sample(2);
         step.set_input(input::SUPPORT, &b.support).unwrap();
         step.set_input(input::QUERY, &b.query).unwrap();
-        step.set_input(input::SUPPORT_TARGETS, &EpisodeBatch::one_hot(&b.support_labels, n)).unwrap();
-        step.set_input(input::QUERY_TARGETS, &EpisodeBatch::one_hot(&b.query_labels, n)).unwrap();
-        awgim::draw_random_inputs(&inputs, 0.7, &mut rng, |name, v| step.set_input(name, v)).unwrap();
+        step.set_input(
+            input::SUPPORT_TARGETS,
+            &EpisodeBatch::one_hot(&b.support_labels, n),
+        )
+        .unwrap();
+        step.set_input(
+            input::QUERY_TARGETS,
+            &EpisodeBatch::one_hot(&b.query_labels, n),
+        )
+        .unwrap();
+        awgim::draw_random_inputs(&inputs, 0.7, &mut rng, |name, v| step.set_input(name, v))
+            .unwrap();
         assert!(!step.step(s).unwrap().skipped);
     }
     let trained = step.params().unwrap();
@@ -69,10 +108,24 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
     };
     let bytes = formats::AlignedBuf::from_bytes(&model.inference().to_bytes().unwrap());
     let mut graph = EvalGraph::new(config, TASKS_PER_RUN, QUERIES, params, Backend::Cpu).unwrap();
-    let (n, k, d) = (config.ways as usize, config.shots as usize, config.feature_dim as usize);
-    let spec = EpisodeSpec { n_way: n, k_shot: k, n_query: QUERIES, shuffle_queries: true };
+    let (n, k, d) = (
+        config.ways as usize,
+        config.shots as usize,
+        config.feature_dim as usize,
+    );
+    let spec = EpisodeSpec {
+        n_way: n,
+        k_shot: k,
+        n_query: QUERIES,
+        shuffle_queries: true,
+    };
     let mut sampler = EpisodeSampler::new(data.split(SplitKind::Test), spec, 17).unwrap();
-    let mut out = Outcome { max_abs: 0.0, max_logit: 0.0, compared: 0, decisive: 0 };
+    let mut out = Outcome {
+        max_abs: 0.0,
+        max_logit: 0.0,
+        compared: 0,
+        decisive: 0,
+    };
     let m = n * QUERIES;
     for _ in 0..TASKS / TASKS_PER_RUN {
         let batch = sampler.sample(TASKS_PER_RUN);
@@ -80,7 +133,8 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
         for t in 0..TASKS_PER_RUN {
             let support = &batch.support[t * n * k * d..(t + 1) * n * k * d];
             let queries = &batch.query[t * m * d..(t + 1) * m * d];
-            let engine_logits = trainer::infer::classify(bytes.as_bytes(), support, queries).unwrap();
+            let engine_logits =
+                trainer::infer::classify(bytes.as_bytes(), support, queries).unwrap();
             let expected = &graph_logits[t * m * n..(t + 1) * m * n];
             for (row_e, row_g) in engine_logits.chunks_exact(n).zip(expected.chunks_exact(n)) {
                 for (a, b) in row_e.iter().zip(row_g) {
@@ -91,7 +145,11 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
                 sorted.sort_by(|a, b| b.total_cmp(a));
                 if sorted[0] - sorted[1] > 1e-3 {
                     out.decisive += 1;
-                    assert_eq!(argmax(row_e), argmax(row_g), "engine {row_e:?} vs graph {row_g:?}");
+                    assert_eq!(
+                        argmax(row_e),
+                        argmax(row_g),
+                        "engine {row_e:?} vs graph {row_g:?}"
+                    );
                 }
                 out.compared += 1;
             }
@@ -111,7 +169,11 @@ fn check(config: ModelConfig, name: &str) {
              predicted class checked on {} decisive queries",
             o.compared, o.max_abs, o.max_logit, o.decisive
         );
-        assert!(o.max_abs <= 1e-4, "{name} {label}: max abs difference {}", o.max_abs);
+        assert!(
+            o.max_abs <= 1e-4,
+            "{name} {label}: max abs difference {}",
+            o.max_abs
+        );
         assert_eq!(o.compared, TASKS * config.ways as usize * QUERIES);
     }
 }
