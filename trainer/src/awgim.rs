@@ -45,12 +45,15 @@ impl Default for LossWeights {
 }
 
 /// How the generator meets the `K` support rows of a class during training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum GeneratorRows {
-    /// Once per class and query, then `K` noise samples (the rows' inputs are identical).
+    /// Once per class and query, then `K` noise samples (the rows' inputs are identical): one
+    /// dropout mask per class, `K` times fewer generator products.
     PerClass,
-    /// Once per support row, as the reference builds it (`N * K` rows; for the equivalence
-    /// test). Dropout on the generator input must be off in this mode.
+    /// Once per support row, as the reference builds it (`N * K` rows), each row with its own
+    /// dropout mask. Without dropout it computes the same as `PerClass`.
     PerSupportRow,
 }
 
@@ -327,7 +330,10 @@ impl Model {
             GeneratorRows::PerSupportRow => {
                 // The reference: z for all NK support rows (the K rows of a class are equal).
                 let z_rows = z.expand(3, k).reshape(&[b, m, nk, 2 * d]);
-                let hidden = z_rows.matmul(self.w("gen.g1")).relu();
+                let hidden = self
+                    .dropout(z_rows, "generator")
+                    .matmul(self.w("gen.g1"))
+                    .relu();
                 let mu = hidden.matmul(self.w("gen.g2_mu")); // (B, M, NK, D)
                 let sigma = self.sigma(hidden.matmul(self.w("gen.g2_sigma")), sigma_floor);
                 let eps_rows = eps.reshape(&[b, m, nk, d_feat]);

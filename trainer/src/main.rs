@@ -229,7 +229,7 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
     };
     println!(
         "AWGIM {}-way {}-shot, {} queries/class: d = {}, {} heads, G = {}, {:?} layer norm, {:?} encoder; \
-         {} steps x {} tasks, lr {:e} (x{} every {} steps), dropout {}, l1/l2/l3 = {}/{}/{}, seed {}",
+         {} steps x {} tasks, lr {:e} (x{} every {} steps), dropout {} (generator {:?}), l1/l2/l3 = {}/{}/{}, seed {}",
         settings.ways,
         settings.shots,
         settings.queries,
@@ -244,6 +244,7 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         settings.decay_rate,
         settings.decay_every,
         settings.dropout,
+        settings.generator_rows,
         settings.loss.l1,
         settings.loss.l2,
         settings.loss.l3,

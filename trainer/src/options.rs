@@ -15,7 +15,7 @@ use formats::{EncoderKind, LayerNormKind, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::autodiff::AdamWConfig;
-use crate::awgim::LossWeights;
+use crate::awgim::{GeneratorRows, LossWeights};
 use crate::error::TrainerError;
 
 /// Layer-norm variant (see AWGIM.md).
@@ -103,6 +103,11 @@ pub struct TrainArgs {
     /// Dropout rate.
     #[arg(long, default_value_t = 0.3)]
     pub dropout: f32,
+    /// How the generator runs over a class's K support rows in training: once per class
+    /// (one dropout mask per class, K times cheaper) or once per row as the reference does
+    /// (a mask per row). Evaluation and the exported model do not depend on it.
+    #[arg(long, value_enum, default_value_t = GeneratorRows::PerClass)]
+    pub generator_rows: GeneratorRows,
     /// Learning-rate decay factor (staircase).
     #[arg(long, default_value_t = 0.2)]
     pub decay_rate: f32,
@@ -180,6 +185,8 @@ pub struct Settings {
     pub loss: LossWeights,
     /// Dropout rate.
     pub dropout: f32,
+    /// Generator rows in training.
+    pub generator_rows: GeneratorRows,
     /// Optimizer and schedule.
     pub lr: f32,
     /// Staircase decay factor.
@@ -245,6 +252,7 @@ impl TrainArgs {
                 l3: self.l3,
             },
             dropout: self.dropout,
+            generator_rows: self.generator_rows,
             lr: self.lr.unwrap_or(if self.shots == 1 { 2e-4 } else { 1e-3 }),
             decay_rate: self.decay_rate,
             decay_every: self.decay_every,

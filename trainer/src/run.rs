@@ -15,7 +15,7 @@ use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::autodiff::{Backend, TrainStep};
-use crate::awgim::{self, input, BatchShape, GeneratorRows, Mode};
+use crate::awgim::{self, input, BatchShape, Mode};
 use crate::curves::{CurveRow, Curves};
 use crate::data::{
     DataSource, Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec,
@@ -130,7 +130,7 @@ pub fn train(
     let mode = Mode::Train {
         dropout: settings.dropout,
         weights: settings.loss,
-        rows: GeneratorRows::PerClass,
+        rows: settings.generator_rows,
     };
     let built = awgim::build(&config, shape, mode, &start.params)?;
     let inputs = built.graph.inputs();

@@ -292,3 +292,105 @@ fn once_per_class_generator_equals_the_reference_rows() {
         assert!(a[1..].iter().flatten().any(|g| g.abs() > 1e-6));
     }
 }
+
+/// With dropout the reference layout draws one generator mask per support row. Given the
+/// per-class mask repeated over a class's K rows it computes what `PerClass` computes; with
+/// masks that differ between the rows it does not (so the masks reach the generator).
+#[test]
+fn per_row_generator_dropout_masks_each_row() {
+    let config = tiny(3);
+    let (n, k, d) = (3, 3, config.latent_dim as usize);
+    let shape = BatchShape {
+        tasks: 2,
+        queries_per_class: 2,
+    };
+    let m = n * shape.queries_per_class;
+    let p = params(&config, 4);
+    let build = |rows| {
+        awgim::build(
+            &config,
+            shape,
+            Mode::Train {
+                dropout: 0.3,
+                weights: LossWeights::default(),
+                rows,
+            },
+            &p,
+        )
+        .unwrap()
+    };
+    let mask_name = format!("{}generator", input::MASK_PREFIX);
+    let mask_shape = |built: &awgim::AwgimGraph| {
+        built
+            .graph
+            .inputs()
+            .into_iter()
+            .find(|(name, _)| *name == mask_name)
+            .map(|(_, dims)| dims)
+    };
+    let per_class = build(GeneratorRows::PerClass);
+    assert_eq!(mask_shape(&per_class), Some(vec![2, m, n, 2 * d]));
+    assert_eq!(
+        mask_shape(&build(GeneratorRows::PerSupportRow)),
+        Some(vec![2, m, n * k, 2 * d])
+    );
+
+    // Masks of 0 or 1/0.7 for every site; the per-class generator mask, and its rows
+    // repeated K times for the reference layout.
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+    let mut data = feed(&per_class.graph.inputs(), &config, shape, 3);
+    for (name, values) in data.iter_mut() {
+        if name.starts_with(input::MASK_PREFIX) {
+            for v in values.iter_mut() {
+                *v = if rng.gen::<f32>() < 0.7 {
+                    1.0 / 0.7
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    let class_mask = data
+        .iter()
+        .find(|(name, _)| *name == mask_name)
+        .unwrap()
+        .1
+        .clone();
+    let repeated: Vec<f32> = class_mask
+        .chunks(2 * d)
+        .flat_map(|row| row.iter().copied().cycle().take(k * 2 * d))
+        .collect();
+    let loss = |rows, generator_mask: &[f32]| {
+        let built = build(rows);
+        let total = built.losses.unwrap().total;
+        let mut feed = data.clone();
+        for (name, values) in feed.iter_mut() {
+            if *name == mask_name {
+                *values = generator_mask.to_vec();
+            }
+        }
+        run(built, |_| vec![total], &feed, &p)[0][0]
+    };
+    let reference = loss(GeneratorRows::PerClass, &class_mask);
+    let same = loss(GeneratorRows::PerSupportRow, &repeated);
+    assert!(
+        (reference - same).abs() <= 1e-6 * (1.0 + reference.abs()),
+        "shared masks: {reference} vs {same}"
+    );
+    let mut per_row = repeated.clone();
+    for (i, v) in per_row.iter_mut().enumerate() {
+        // Another mask for the second and later row of each class.
+        if (i / (2 * d)) % k != 0 {
+            *v = if rng.gen::<f32>() < 0.7 {
+                1.0 / 0.7
+            } else {
+                0.0
+            };
+        }
+    }
+    let different = loss(GeneratorRows::PerSupportRow, &per_row);
+    assert!(
+        (reference - different).abs() > 1e-4,
+        "per-row masks changed nothing: {reference} vs {different}"
+    );
+}
