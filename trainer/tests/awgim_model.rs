@@ -330,25 +330,24 @@ fn per_row_generator_dropout_masks_each_row() {
     };
     let per_class = build(GeneratorRows::PerClass);
     assert_eq!(mask_shape(&per_class), Some(vec![2, m, n, 2 * d]));
-    assert_eq!(
-        mask_shape(&build(GeneratorRows::PerSupportRow)),
-        Some(vec![2, m, n * k, 2 * d])
-    );
+    let row_shape = mask_shape(&build(GeneratorRows::PerSupportRow));
+    assert_eq!(row_shape, Some(vec![2, m, n * k, 2 * d]));
 
-    // Masks of 0 or 1/0.7 for every site; the per-class generator mask, and its rows
-    // repeated K times for the reference layout.
+    // Noise and dropout masks drawn as training draws them; the per-class generator mask,
+    // and its rows repeated K times for the reference layout.
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
     let mut data = feed(&per_class.graph.inputs(), &config, shape, 3);
-    for (name, values) in data.iter_mut() {
-        if name.starts_with(input::MASK_PREFIX) {
-            for v in values.iter_mut() {
-                *v = if rng.gen::<f32>() < 0.7 {
-                    1.0 / 0.7
-                } else {
-                    0.0
-                };
-            }
-        }
+    let draw = |inputs: &[(String, Vec<usize>)], rng: &mut Xoshiro256PlusPlus| {
+        let mut drawn = Vec::new();
+        awgim::draw_random_inputs(inputs, 0.7, rng, |name, values| {
+            drawn.push((name.to_string(), values.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        drawn
+    };
+    for (name, values) in draw(&per_class.graph.inputs(), &mut rng) {
+        data.iter_mut().find(|(n, _)| *n == name).unwrap().1 = values;
     }
     let class_mask = data
         .iter()
@@ -377,17 +376,16 @@ fn per_row_generator_dropout_masks_each_row() {
         (reference - same).abs() <= 1e-6 * (1.0 + reference.abs()),
         "shared masks: {reference} vs {same}"
     );
-    let mut per_row = repeated.clone();
-    for (i, v) in per_row.iter_mut().enumerate() {
-        // Another mask for the second and later row of each class.
-        if (i / (2 * d)) % k != 0 {
-            *v = if rng.gen::<f32>() < 0.7 {
-                1.0 / 0.7
-            } else {
-                0.0
-            };
-        }
-    }
+    // Another mask for the second and later row of each class.
+    let fresh = draw(&[(mask_name.clone(), row_shape.unwrap())], &mut rng)
+        .remove(0)
+        .1;
+    let per_row: Vec<f32> = repeated
+        .iter()
+        .zip(&fresh)
+        .enumerate()
+        .map(|(i, (&first, &other))| if (i / (2 * d)) % k == 0 { first } else { other })
+        .collect();
     let different = loss(GeneratorRows::PerSupportRow, &per_row);
     assert!(
         (reference - different).abs() > 1e-4,
