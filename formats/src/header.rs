@@ -109,6 +109,19 @@ impl ModelConfig {
         }
     }
 
+    /// The six sizes, as AWGIM.md names them. Code works with these; the field names above
+    /// are the header's spelled-out names.
+    pub const fn sizes(&self) -> Sizes {
+        Sizes {
+            D: self.feature_dim as usize,
+            d: self.latent_dim as usize,
+            h: self.heads as usize,
+            N: self.ways as usize,
+            K: self.shots as usize,
+            G: self.generator_hidden as usize,
+        }
+    }
+
     /// Checks that the configuration describes a model that can exist.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let dims = [
@@ -140,6 +153,27 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// The six sizes of AWGIM.md, spelled as AWGIM.md spells them ([`ModelConfig::sizes`]). The
+/// derived sizes are `N K` (support examples) and `2d` (the feed-forward and generator-input
+/// width).
+// The letters are AWGIM.md's: `D` and `d` are two different sizes.
+#[allow(non_snake_case)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Sizes {
+    /// Feature dimension of the backbone features.
+    pub D: usize,
+    /// Latent dimension.
+    pub d: usize,
+    /// Attention heads; divides `d`.
+    pub h: usize,
+    /// Ways: classes per task.
+    pub N: usize,
+    /// Shots: support examples per class.
+    pub K: usize,
+    /// Generator hidden width (`2d` in the paper).
+    pub G: usize,
 }
 
 /// Why a [`ModelConfig`] is invalid.

@@ -19,7 +19,7 @@ mod header;
 #[cfg(feature = "std")]
 mod io;
 mod read;
-mod tensors;
+pub mod tensors;
 #[cfg(feature = "alloc")]
 mod write;
 
@@ -27,7 +27,7 @@ pub use aligned::Aligned;
 pub use error::FormatError;
 pub use header::{
     shape_elements, ConfigError, EncoderKind, FileKind, Header, LayerNormKind, ModelConfig,
-    Provenance, Shape, TensorEntry, TensorName, Text, TrainingState, Validation, MAX_DIMS,
+    Provenance, Shape, Sizes, TensorEntry, TensorName, Text, TrainingState, Validation, MAX_DIMS,
     MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 #[cfg(feature = "std")]

@@ -1,6 +1,9 @@
-//! The one definition of which tensors a file holds for a configuration and kind.
+//! The one definition of the tensors' names, and of which tensors a file holds for a
+//! configuration and kind.
 //!
-//! The trainer, the engine, exports and tests all take names and shapes from here.
+//! Every tensor name is spelled once, in the constants here ([`SA_AP`], [`GENERATOR`], ...),
+//! which the trainer and the engine build their typed parameters from; the table of shapes
+//! and roles is built from the same constants.
 
 use crate::header::{EncoderKind, FileKind, ModelConfig, Shape};
 
@@ -31,44 +34,164 @@ enum Role {
 use Dim::{Feature, Hidden, Latent, Latent2};
 use Role::{Attention, Core, Training};
 
-macro_rules! block {
+/// Names of a layer norm's two tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerNormNames {
+    /// The per-feature gain (`d` values).
+    pub gain: &'static str,
+    /// The per-feature bias (`d` values).
+    pub bias: &'static str,
+}
+
+/// Names of one attention block's tensors (AWGIM.md, "One attention block"). Every dense
+/// layer is stored `[in][out]`; the heads' projections are stacked (head `j` owns outputs
+/// `j d/h..(j+1) d/h` of `wq`, `wk`, `wv` and inputs `j d/h..(j+1) d/h` of `wo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockNames {
+    /// The block's name, the prefix of its tensors: `sa_ap`, `ca_ap` or `sa_cp`.
+    pub block: &'static str,
+    /// Query projection, `[d][d]`.
+    pub wq: &'static str,
+    /// Key projection, `[d][d]`.
+    pub wk: &'static str,
+    /// Value projection, `[d][d]`.
+    pub wv: &'static str,
+    /// Output projection, `[d][d]`.
+    pub wo: &'static str,
+    /// Layer norm after the attention residual.
+    pub ln1: LayerNormNames,
+    /// First feed-forward layer, `[d][2d]`.
+    pub f1: &'static str,
+    /// Second feed-forward layer, `[2d][d]`.
+    pub f2: &'static str,
+    /// Layer norm after the feed-forward residual.
+    pub ln2: LayerNormNames,
+}
+
+/// The [`BlockNames`] of the block `$b`: `$b.wq`, ..., `$b.ln2.bias`.
+macro_rules! block_names {
     ($b:literal) => {
-        [
-            (concat!($b, ".wq"), &[Latent, Latent], Attention),
-            (concat!($b, ".wk"), &[Latent, Latent], Attention),
-            (concat!($b, ".wv"), &[Latent, Latent], Attention),
-            (concat!($b, ".wo"), &[Latent, Latent], Attention),
-            (concat!($b, ".ln1.gain"), &[Latent], Attention),
-            (concat!($b, ".ln1.bias"), &[Latent], Attention),
-            (concat!($b, ".f1"), &[Latent, Latent2], Core),
-            (concat!($b, ".f2"), &[Latent2, Latent], Core),
-            (concat!($b, ".ln2.gain"), &[Latent], Core),
-            (concat!($b, ".ln2.bias"), &[Latent], Core),
-        ]
+        BlockNames {
+            block: $b,
+            wq: concat!($b, ".wq"),
+            wk: concat!($b, ".wk"),
+            wv: concat!($b, ".wv"),
+            wo: concat!($b, ".wo"),
+            ln1: LayerNormNames {
+                gain: concat!($b, ".ln1.gain"),
+                bias: concat!($b, ".ln1.bias"),
+            },
+            f1: concat!($b, ".f1"),
+            f2: concat!($b, ".f2"),
+            ln2: LayerNormNames {
+                gain: concat!($b, ".ln2.gain"),
+                bias: concat!($b, ".ln2.bias"),
+            },
+        }
     };
 }
 
+/// Self-attention over the support, attentive path.
+pub const SA_AP: BlockNames = block_names!("sa_ap");
+/// Cross-attention from the queries to the support, attentive path.
+pub const CA_AP: BlockNames = block_names!("ca_ap");
+/// Self-attention over the support, contextual path.
+pub const SA_CP: BlockNames = block_names!("sa_cp");
+/// The attentive path's encoder, `[D][d]`.
+pub const ENC_AP: &str = "enc_ap";
+/// The contextual path's encoder, `[D][d]`.
+pub const ENC_CP: &str = "enc_cp";
+
+/// Names of the weight generator's tensors (AWGIM.md, "Forward pass for one task", step 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeneratorNames {
+    /// First layer G1, `[2d][G]`.
+    pub g1: &'static str,
+    /// The mean half of G2, `[G][D]`.
+    pub g2_mu: &'static str,
+    /// The standard-deviation half of G2, `[G][D]` (training files only).
+    pub g2_sigma: &'static str,
+}
+
+/// The weight generator.
+pub const GENERATOR: GeneratorNames = GeneratorNames {
+    g1: "gen.g1",
+    g2_mu: "gen.g2_mu",
+    g2_sigma: "gen.g2_sigma",
+};
+
+/// Names of one reconstruction decoder's tensors (AWGIM.md step 7; training files only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderNames {
+    /// First layer R1, `[D][2d]`.
+    pub r1: &'static str,
+    /// Second layer R2, `[2d][d]`.
+    pub r2: &'static str,
+}
+
+/// The decoder `r_q`, reconstructing `a(x)`.
+pub const DEC_Q: DecoderNames = DecoderNames {
+    r1: "dec_q.r1",
+    r2: "dec_q.r2",
+};
+/// The decoder `r_s`, reconstructing `c_bar[i]`.
+pub const DEC_S: DecoderNames = DecoderNames {
+    r1: "dec_s.r1",
+    r2: "dec_s.r2",
+};
+
+/// A row of the table: a tensor's name, its dimensions and when a file holds it.
 type Row = (&'static str, &'static [Dim], Role);
 
-const ENCODERS: [Row; 2] = [
-    ("enc_ap", &[Feature, Latent], Core),
-    ("enc_cp", &[Feature, Latent], Core),
+/// The rows of a block. `wq`, `wk`, `wv`, `wo` and `ln1` belong to the attention; the MLP
+/// ablation keeps the feed-forward half.
+const fn block_rows(b: BlockNames) -> [Row; 10] {
+    [
+        (b.wq, &[Latent, Latent], Attention),
+        (b.wk, &[Latent, Latent], Attention),
+        (b.wv, &[Latent, Latent], Attention),
+        (b.wo, &[Latent, Latent], Attention),
+        (b.ln1.gain, &[Latent], Attention),
+        (b.ln1.bias, &[Latent], Attention),
+        (b.f1, &[Latent, Latent2], Core),
+        (b.f2, &[Latent2, Latent], Core),
+        (b.ln2.gain, &[Latent], Core),
+        (b.ln2.bias, &[Latent], Core),
+    ]
+}
+
+/// The rows of a decoder.
+const fn decoder_rows(r: DecoderNames) -> [Row; 2] {
+    [
+        (r.r1, &[Feature, Latent2], Training),
+        (r.r2, &[Latent2, Latent], Training),
+    ]
+}
+
+const ENCODER_ROWS: [Row; 2] = [
+    (ENC_AP, &[Feature, Latent], Core),
+    (ENC_CP, &[Feature, Latent], Core),
 ];
-const SA_AP: [Row; 10] = block!("sa_ap");
-const CA_AP: [Row; 10] = block!("ca_ap");
-const SA_CP: [Row; 10] = block!("sa_cp");
-const GENERATOR: [Row; 3] = [
-    ("gen.g1", &[Latent2, Hidden], Core),
-    ("gen.g2_mu", &[Hidden, Feature], Core),
-    ("gen.g2_sigma", &[Hidden, Feature], Training),
+const SA_AP_ROWS: [Row; 10] = block_rows(SA_AP);
+const CA_AP_ROWS: [Row; 10] = block_rows(CA_AP);
+const SA_CP_ROWS: [Row; 10] = block_rows(SA_CP);
+const GENERATOR_ROWS: [Row; 3] = [
+    (GENERATOR.g1, &[Latent2, Hidden], Core),
+    (GENERATOR.g2_mu, &[Hidden, Feature], Core),
+    (GENERATOR.g2_sigma, &[Hidden, Feature], Training),
 ];
-const DECODERS: [Row; 4] = [
-    ("dec_q.r1", &[Feature, Latent2], Training),
-    ("dec_q.r2", &[Latent2, Latent], Training),
-    ("dec_s.r1", &[Feature, Latent2], Training),
-    ("dec_s.r2", &[Latent2, Latent], Training),
+const DEC_Q_ROWS: [Row; 2] = decoder_rows(DEC_Q);
+const DEC_S_ROWS: [Row; 2] = decoder_rows(DEC_S);
+/// Every tensor in canonical order.
+const TABLE: [&[Row]; 7] = [
+    &ENCODER_ROWS,
+    &SA_AP_ROWS,
+    &CA_AP_ROWS,
+    &SA_CP_ROWS,
+    &GENERATOR_ROWS,
+    &DEC_Q_ROWS,
+    &DEC_S_ROWS,
 ];
-const TABLE: [&[Row]; 6] = [&ENCODERS, &SA_AP, &CA_AP, &SA_CP, &GENERATOR, &DECODERS];
 
 /// Prefix of an Adam first-moment tensor (`adam.m.<name>`).
 pub const ADAM_M_PREFIX: &str = "adam.m.";
