@@ -1,15 +1,15 @@
 //! Every way reading, checking or writing a model file can fail.
 
-use core::fmt;
-
 use crate::header::{
     ConfigError, Shape, TensorName, MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 
 /// A model file could not be read, checked, accessed or written.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     /// The file is shorter than its fixed prefix or than the lengths it declares.
+    #[error("model file truncated: needs {needed} bytes, has {found}")]
     Truncated {
         /// Bytes the file needs.
         needed: u64,
@@ -17,6 +17,7 @@ pub enum FormatError {
         found: u64,
     },
     /// The file is longer than the lengths it declares.
+    #[error("model file has {found} bytes but its lengths account for {expected}")]
     TrailingBytes {
         /// Bytes the file should have.
         expected: u64,
@@ -24,8 +25,10 @@ pub enum FormatError {
         found: u64,
     },
     /// The file does not start with `AWGIM\0MF`.
+    #[error("not an AWGIM model file (bad magic)")]
     BadMagic,
     /// The format version is not one this reader understands.
+    #[error("model file format version {found} is not supported (this reader: {supported})")]
     UnsupportedVersion {
         /// Version in the file.
         found: u16,
@@ -33,16 +36,19 @@ pub enum FormatError {
         supported: u16,
     },
     /// The reserved prefix field is not zero.
+    #[error("reserved field is {value:#06x}, must be 0")]
     NonzeroReserved {
         /// Value found.
         value: u16,
     },
     /// The declared payload length is not a multiple of 4.
+    #[error("payload length {length} is not a multiple of 4")]
     PayloadLengthNotMultipleOf4 {
         /// Declared length.
         length: u32,
     },
     /// The CRC-32 trailer does not match the bytes before it.
+    #[error("checksum mismatch: stored CRC-32 {stored:#010x}, computed {computed:#010x}")]
     ChecksumMismatch {
         /// CRC stored in the file.
         stored: u32,
@@ -50,13 +56,16 @@ pub enum FormatError {
         computed: u32,
     },
     /// A padding byte (after the header or between tensors) is not zero.
+    #[error("padding byte at file offset {offset} is not zero")]
     NonzeroPadding {
         /// Offset of the byte from the start of the file.
         offset: u64,
     },
     /// The header is not a valid postcard encoding of a [`crate::Header`].
+    #[error("malformed header: {0}")]
     MalformedHeader(postcard::Error),
     /// The header decodes but does not fill its declared length.
+    #[error("header declares {declared} bytes but its encoding uses {used}")]
     HeaderLengthMismatch {
         /// Declared length.
         declared: u32,
@@ -64,10 +73,13 @@ pub enum FormatError {
         used: u32,
     },
     /// The configuration is invalid.
+    #[error("invalid model configuration: {0}")]
     InvalidConfig(ConfigError),
     /// An inference file carries a training state.
+    #[error("an inference file must not carry a training state")]
     TrainingStateInInferenceFile,
     /// A tensor extends past the end of the payload.
+    #[error("tensor `{name}` ends at payload byte {end}, past the payload length {payload}")]
     TensorOutOfBounds {
         /// Tensor name.
         name: TensorName,
@@ -77,6 +89,7 @@ pub enum FormatError {
         payload: u64,
     },
     /// A tensor's offset is not a multiple of 64.
+    #[error("tensor `{name}` starts at payload offset {offset}, not a multiple of 64")]
     MisalignedTensor {
         /// Tensor name.
         name: TensorName,
@@ -84,6 +97,7 @@ pub enum FormatError {
         offset: u32,
     },
     /// Two tensors share payload bytes.
+    #[error("tensors `{first}` and `{second}` overlap")]
     OverlappingTensors {
         /// The tensor that starts first.
         first: TensorName,
@@ -92,6 +106,10 @@ pub enum FormatError {
     },
     /// A table entry comes before the previous one in canonical order (see
     /// [`crate::expected_tensors`]), or starts before it in the payload.
+    #[error(
+        "tensor `{name}` follows `{previous}` in the table, out of canonical order \
+        or at a lower payload offset"
+    )]
     TensorOutOfOrder {
         /// The entry before it in the table.
         previous: TensorName,
@@ -99,16 +117,22 @@ pub enum FormatError {
         name: TensorName,
     },
     /// The tensor table has more than [`crate::MAX_TENSORS`] entries.
+    #[error("tensor table has {count} entries, more than the format's {MAX_TENSORS}")]
     TooManyTensors {
         /// Entries the table declares.
         count: u64,
     },
     /// The training state's trainer options exceed [`crate::MAX_TRAINER_OPTIONS`] bytes.
+    #[error(
+        "trainer options are {length} bytes, more than the format's \
+        {MAX_TRAINER_OPTIONS}"
+    )]
     TrainerOptionsTooLong {
         /// Their length in bytes.
         length: u64,
     },
     /// A provenance text exceeds [`crate::MAX_TEXT_LEN`] bytes.
+    #[error("provenance `{field}` is {length} bytes, more than the format's {MAX_TEXT_LEN}")]
     TextTooLong {
         /// The provenance field.
         field: &'static str,
@@ -116,21 +140,25 @@ pub enum FormatError {
         length: u64,
     },
     /// Two table entries have the same name.
+    #[error("tensor `{name}` appears twice")]
     DuplicateTensor {
         /// The repeated name.
         name: TensorName,
     },
     /// A tensor the configuration and kind require is absent (or a requested one does not exist).
+    #[error("tensor `{name}` is missing")]
     MissingTensor {
         /// Its name.
         name: TensorName,
     },
     /// A tensor that does not belong in a file of this configuration and kind.
+    #[error("tensor `{name}` does not belong in a file of this configuration and kind")]
     UnexpectedTensor {
         /// Its name.
         name: TensorName,
     },
     /// A tensor's shape disagrees with the configuration.
+    #[error("tensor `{name}` has shape {found:?}, the configuration implies {expected:?}")]
     ShapeMismatch {
         /// Tensor name.
         name: TensorName,
@@ -141,11 +169,16 @@ pub enum FormatError {
     },
     /// A tensor cannot be borrowed as `&[f32]` in place: the buffer is not 4-byte aligned or
     /// the target is big-endian. Copy it instead.
+    #[error(
+        "tensor `{name}` cannot be borrowed in place (buffer not 4-byte aligned or \
+        big-endian target); copy it instead"
+    )]
     NotZeroCopy {
         /// Tensor name.
         name: TensorName,
     },
     /// A destination buffer or source slice has the wrong number of elements.
+    #[error("tensor `{name}` has {expected} elements, the buffer given has {found}")]
     LengthMismatch {
         /// Tensor name.
         name: TensorName,
@@ -156,8 +189,10 @@ pub enum FormatError {
     },
     /// The file would exceed the format's limits (lengths are `u32`, the table has at most
     /// [`crate::MAX_TENSORS`] rows).
+    #[error("model file would exceed the format's size limits")]
     TooLarge,
     /// The header could not be encoded.
+    #[error("cannot encode header: {0}")]
     HeaderEncoding(postcard::Error),
 }
 
@@ -172,110 +207,6 @@ pub(crate) fn error_name(name: &str) -> TensorName {
     let _ = out.push_str(&name[..end]);
     out
 }
-
-impl fmt::Display for FormatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Truncated { needed, found } => {
-                write!(f, "model file truncated: needs {needed} bytes, has {found}")
-            }
-            Self::TrailingBytes { expected, found } => write!(
-                f,
-                "model file has {found} bytes but its lengths account for {expected}"
-            ),
-            Self::BadMagic => write!(f, "not an AWGIM model file (bad magic)"),
-            Self::UnsupportedVersion { found, supported } => write!(
-                f,
-                "model file format version {found} is not supported (this reader: {supported})"
-            ),
-            Self::NonzeroReserved { value } => {
-                write!(f, "reserved field is {value:#06x}, must be 0")
-            }
-            Self::PayloadLengthNotMultipleOf4 { length } => {
-                write!(f, "payload length {length} is not a multiple of 4")
-            }
-            Self::ChecksumMismatch { stored, computed } => write!(
-                f,
-                "checksum mismatch: stored CRC-32 {stored:#010x}, computed {computed:#010x}"
-            ),
-            Self::NonzeroPadding { offset } => {
-                write!(f, "padding byte at file offset {offset} is not zero")
-            }
-            Self::MalformedHeader(e) => write!(f, "malformed header: {e}"),
-            Self::HeaderLengthMismatch { declared, used } => write!(
-                f,
-                "header declares {declared} bytes but its encoding uses {used}"
-            ),
-            Self::InvalidConfig(e) => write!(f, "invalid model configuration: {e}"),
-            Self::TrainingStateInInferenceFile => {
-                write!(f, "an inference file must not carry a training state")
-            }
-            Self::TensorOutOfBounds { name, end, payload } => write!(
-                f,
-                "tensor `{name}` ends at payload byte {end}, past the payload length {payload}"
-            ),
-            Self::MisalignedTensor { name, offset } => write!(
-                f,
-                "tensor `{name}` starts at payload offset {offset}, not a multiple of 64"
-            ),
-            Self::OverlappingTensors { first, second } => {
-                write!(f, "tensors `{first}` and `{second}` overlap")
-            }
-            Self::TensorOutOfOrder { previous, name } => write!(
-                f,
-                "tensor `{name}` follows `{previous}` in the table, out of canonical order \
-                 or at a lower payload offset"
-            ),
-            Self::TooManyTensors { count } => write!(
-                f,
-                "tensor table has {count} entries, more than the format's {MAX_TENSORS}"
-            ),
-            Self::TrainerOptionsTooLong { length } => write!(
-                f,
-                "trainer options are {length} bytes, more than the format's \
-                 {MAX_TRAINER_OPTIONS}"
-            ),
-            Self::TextTooLong { field, length } => write!(
-                f,
-                "provenance `{field}` is {length} bytes, more than the format's {MAX_TEXT_LEN}"
-            ),
-            Self::DuplicateTensor { name } => write!(f, "tensor `{name}` appears twice"),
-            Self::MissingTensor { name } => write!(f, "tensor `{name}` is missing"),
-            Self::UnexpectedTensor { name } => write!(
-                f,
-                "tensor `{name}` does not belong in a file of this configuration and kind"
-            ),
-            Self::ShapeMismatch {
-                name,
-                expected,
-                found,
-            } => write!(
-                f,
-                "tensor `{name}` has shape {:?}, the configuration implies {:?}",
-                found.as_slice(),
-                expected.as_slice()
-            ),
-            Self::NotZeroCopy { name } => write!(
-                f,
-                "tensor `{name}` cannot be borrowed in place (buffer not 4-byte aligned or \
-                 big-endian target); copy it instead"
-            ),
-            Self::LengthMismatch {
-                name,
-                expected,
-                found,
-            } => write!(
-                f,
-                "tensor `{name}` has {expected} elements, the buffer given has {found}"
-            ),
-            Self::TooLarge => write!(f, "model file would exceed the format's size limits"),
-            Self::HeaderEncoding(e) => write!(f, "cannot encode header: {e}"),
-        }
-    }
-}
-
-#[cfg(feature = "std")]
-impl std::error::Error for FormatError {}
 
 impl From<ConfigError> for FormatError {
     fn from(e: ConfigError) -> Self {

@@ -177,14 +177,17 @@ pub struct Sizes {
 }
 
 /// Why a [`ModelConfig`] is invalid.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A size is zero.
+    #[error("configuration field `{field}` is zero")]
     ZeroDimension {
         /// The field that is zero.
         field: &'static str,
     },
     /// The head count does not divide the latent dimension.
+    #[error("{heads} attention heads do not divide the latent dimension {latent_dim}")]
     HeadsDoNotDivideLatent {
         /// `d`.
         latent_dim: u32,
@@ -192,28 +195,14 @@ pub enum ConfigError {
         heads: u32,
     },
     /// A derived size (`2d`, `N*K`) overflows `u32`.
+    #[error("a derived size (2d or N*K) overflows u32")]
     TooLarge,
     /// The layer-norm epsilon is not finite or not positive.
+    #[error("layer-norm epsilon {epsilon} is not finite and positive")]
     InvalidEpsilon {
         /// The epsilon found.
         epsilon: f32,
     },
-}
-
-impl core::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::ZeroDimension { field } => write!(f, "configuration field `{field}` is zero"),
-            Self::HeadsDoNotDivideLatent { latent_dim, heads } => write!(
-                f,
-                "{heads} attention heads do not divide the latent dimension {latent_dim}"
-            ),
-            Self::TooLarge => write!(f, "a derived size (2d or N*K) overflows u32"),
-            Self::InvalidEpsilon { epsilon } => {
-                write!(f, "layer-norm epsilon {epsilon} is not finite and positive")
-            }
-        }
-    }
 }
 
 /// Validation accuracy of the checkpoint a file holds.
