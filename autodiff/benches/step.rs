@@ -1,14 +1,14 @@
 //! Measures one training step (forward, backward, clipped AdamW) of an MLP and of an
 //! attention block at AWGIM-like sizes, per CPU backend.
 //!
-//! `cargo bench -p trainer --bench autodiff_step -- [tasks] [rows] [D] [d] [steps] [backends]`
+//! `cargo bench -p autodiff --bench step -- [tasks] [rows] [D] [d] [steps] [backends]`
 //! e.g. `-- 32 80 640 128 5 cpu,luminal` (defaults: 32 80 640 128 5 cpu).
 
 use std::time::Instant;
 
+use autodiff::{AdamWConfig, Backend, GraphBuilder, Tensor, TrainStep};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{AdamWConfig, Backend, GraphBuilder, Tensor, TrainStep};
 
 fn values(rng: &mut Xoshiro256PlusPlus, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-scale..scale)).collect()

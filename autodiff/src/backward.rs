@@ -7,11 +7,11 @@
 //! producer's buffer: permutes are inverted, broadcast axes summed, slices zero-padded,
 //! pads sliced off, reshapes undone.
 //!
-//! Conventions: `MaxReduce` splits the gradient evenly among tied maxima (TF's
-//! `reduce_max`); `LessThan` has zero gradient; unary ops act on the producer's whole
-//! buffer (as luminal runs them), so their rule never touches the view; a broadcast
-//! multiply followed by a sum over the last axis (a matmul as luminal lowers it) is
-//! differentiated as a matmul, so gradients are matmuls too, never the broadcast product.
+//! Unary ops act on the producer's whole buffer (as luminal runs them), so their rule never
+//! touches the view; a broadcast multiply followed by a sum over the last axis (a matmul as
+//! luminal lowers it) is differentiated as a matmul, so gradients are matmuls too, never the
+//! broadcast product. Ties, kinks and comparisons follow the crate's
+//! [conventions](crate#conventions).
 
 use std::collections::{HashMap, HashSet};
 

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Everything that can go wrong in [`crate::autodiff`].
+/// Everything that can go wrong in this crate.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum AutodiffError {
     /// A tensor would need more dimensions than luminal's shape tracker holds.

@@ -4,7 +4,7 @@
 //! Handles refer to their graph by id through a thread-local registry, so `Tensor` is a
 //! small `Copy` value with no pointers and no `unsafe`. Errors found while building
 //! (shape mismatches, bad axes, ...) are recorded on the graph and returned by the next
-//! fallible call ([`GraphBuilder::check`], [`crate::autodiff::backward`], compiling); the
+//! fallible call ([`GraphBuilder::check`], [`crate::backward`], compiling); the
 //! failing op returns a placeholder so that building code stays free of `?` noise.
 
 use std::cell::RefCell;
@@ -94,7 +94,7 @@ pub(crate) fn with_ctx<R>(id: u64, f: impl FnOnce(&mut Ctx) -> R) -> R {
 
 /// A tensor in a graph under construction: a node, and how that node's buffer is viewed.
 ///
-/// Cheap to copy. Operations live in [`crate::autodiff`]'s tensor methods.
+/// Cheap to copy. Operations are its methods.
 #[derive(Clone, Copy, Debug)]
 pub struct Tensor {
     pub(crate) graph: u64,
@@ -137,7 +137,7 @@ impl Tensor {
 
 /// Builds a training or evaluation graph with shapes known at run time.
 ///
-/// See the [module documentation](crate::autodiff) for an example.
+/// See the [crate documentation](crate) for an example.
 pub struct GraphBuilder {
     id: u64,
 }

@@ -384,9 +384,24 @@ impl Operator for BatchedMatMul {
                 oa += j as isize * sa;
                 ob += j as isize * sb;
             }
-            // SAFETY: `assert_fits` checked that every offset the views reach (all batch,
-            // row and column indices) lies inside `a` and `b`; `c` holds m * n elements
-            // written with row stride n and column stride 1.
+            // SAFETY: sgemm reads A[i, l] at `a + oa + i * a_strides.0 + l * a_strides.1`
+            // (i < m, l < k), reads B[l, j] at `b + ob + l * b_strides.0 + j * b_strides.1`
+            // (l < k, j < n) and writes C[i, j] at `c + i * n + j`.
+            // - Reads. `MatMulCompiler`, the only place a `BatchedMatMul` is built (its fields
+            //   are private), took every field from `a_access` / `b_access`: two views of the
+            //   same rank-r shape `[batch.., m, n, k]` with no padding (`lo = 0`, `hi = len`:
+            //   every multi-index is a valid element, at `base + sum(index * stride)`). `oa`
+            //   is the offset of element `[batch index, 0, 0, 0]` of `a_access`, so A[i, l]
+            //   is its element `[batch index, i, 0, l]` (axis r-2 has length n > 0); likewise
+            //   B[l, j] is element `[batch index, 0, j, l]` of `b_access` (axis r-3 has length
+            //   m > 0). m, n, k > 0 here (the early return above), so no axis is empty and
+            //   `assert_fits` checked, panicking otherwise, that every valid element's
+            //   offset lies in `0..a.len()` (resp. `0..b.len()`). So every read, and the
+            //   pointers `as_ptr().offset(oa)` / `.offset(ob)`, stay inside `a` and `b`.
+            // - Writes. `out` holds `batches * m * n` elements, so `c` is exactly `m * n`
+            //   long and the last write, `(m - 1) * n + (n - 1)`, is inside it. `c` is part
+            //   of the fresh `out`, borrowed mutably only here, so it aliases neither `a`
+            //   nor `b` (beta = 0; `c` is initialised anyway).
             unsafe {
                 matrixmultiply::sgemm(
                     m,
@@ -492,7 +507,11 @@ impl Compiler for MatMulCompiler {
                 .iter()
                 .chain(&b_acc.axes)
                 .all(AxisAccess::is_full);
-            if !a_view.is_fake(rank - 2) || !b_view.is_fake(rank - 3) || !unpadded {
+            // The safety argument of `BatchedMatMul::process` rests on both operands having
+            // the same rank-`rank` shape (as a `Mul`'s operands always do).
+            let lens = |acc: &Access| -> Vec<usize> { acc.axes.iter().map(|x| x.len).collect() };
+            let same_shape = a_acc.axes.len() == rank && lens(&a_acc) == lens(&b_acc);
+            if !a_view.is_fake(rank - 2) || !b_view.is_fake(rank - 3) || !unpadded || !same_shape {
                 continue;
             }
             let batch = (0..rank - 3)

@@ -1,9 +1,9 @@
 //! An f64 reference evaluator for the primitive graph, and gradient checking with it.
 //!
-//! It runs the same luminal graph the trainer compiles, op by op, with the same view
-//! semantics (padding reads 0; reductions skip padding; unary ops map the producer's whole
-//! buffer), but in f64. Central finite differences in f64 are then accurate to ~1e-9, so
-//! [`check_gradients`] can hold the reverse pass to a tight tolerance.
+//! It runs the same luminal graph [`crate::TrainStep`] compiles, op by op, with the same
+//! view semantics (padding reads 0; reductions skip padding; unary ops map the producer's
+//! whole buffer), but in f64. Central finite differences in f64 are then accurate to
+//! ~1e-9, so [`check_gradients`] can hold the reverse pass to a tight tolerance.
 
 use std::collections::{HashMap, HashSet};
 

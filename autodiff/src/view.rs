@@ -177,7 +177,7 @@ impl View {
     /// Permute logical axes: new axis `i` is old axis `axes[i]`.
     ///
     /// # Panics
-    /// If `axes` is not a permutation of `0..rank` ([`crate::autodiff::Tensor::permute`]
+    /// If `axes` is not a permutation of `0..rank` ([`crate::Tensor::permute`]
     /// checks and reports this as an error instead).
     pub fn permute(&self, axes: &[usize]) -> Self {
         let mut v = *self;

@@ -3,9 +3,9 @@
 //! `scripts/gpu-check.sh`.
 #![cfg(feature = "cuda")]
 
+use autodiff::{AdamWConfig, Backend, GraphBuilder, TrainStep};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{AdamWConfig, Backend, GraphBuilder, TrainStep};
 
 const STEPS: u64 = 300;
 /// Largest allowed |cpu - gpu| / max(|cpu|, 1e-3) of the loss at any step.

@@ -7,10 +7,10 @@
 //! element matters. Tolerance: |analytic - numeric| <= 1e-6 * max(1, |numeric|); a
 //! wrong rule is off by O(1).
 
+use autodiff::reference::{check_gradients, evaluate_f64};
+use autodiff::{backward, GraphBuilder, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::reference::{check_gradients, evaluate_f64};
-use trainer::autodiff::{backward, GraphBuilder, Tensor};
 
 const STEP: f64 = 1e-5;
 const TOL: f64 = 1e-6;

@@ -4,10 +4,10 @@
 //! Element-wise ops, copies and reductions must agree bit for bit (same arithmetic, same
 //! summation order); matmuls (sgemm) to 1e-5 relative.
 
+use autodiff::reference::evaluate_f64;
+use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::reference::evaluate_f64;
-use trainer::autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor};
 
 type Build = fn(&mut GraphBuilder) -> Vec<Tensor>;
 

@@ -2,10 +2,10 @@
 //! schedule, both clippings, checkpoints, evaluation graphs, determinism, and a small MLP
 //! that learns a synthetic classification task.
 
+use autodiff::{AdamWConfig, AutodiffError, Backend, Evaluator, GraphBuilder, TrainStep};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{AdamWConfig, AutodiffError, Backend, Evaluator, GraphBuilder, TrainStep};
 
 fn no_clip() -> AdamWConfig {
     AdamWConfig {

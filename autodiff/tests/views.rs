@@ -3,9 +3,9 @@
 //! the elements luminal's own index and validity expressions do, and converting to a
 //! tracker and back must be lossless.
 
+use autodiff::{View, MAX_RANK};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{View, MAX_RANK};
 
 fn random_view(rng: &mut Xoshiro256PlusPlus) -> View {
     let rank = rng.gen_range(1..=3);

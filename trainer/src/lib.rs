@@ -1,14 +1,15 @@
 //! AWGIM host trainer: meta-trains AWGIM (`../shared/AWGIM.md`) on luminal compiled graphs
 //! (CPU, or CUDA with the `cuda` feature) and writes `formats` model files for the engine.
 //!
-//! - [`autodiff`]: a run-time-shaped front end over luminal, reverse-mode gradients, AdamW;
+//! - [`autodiff`] (the `autodiff` crate, re-exported while the modules move to it): the
+//!   graphs' front end, gradients and AdamW;
 //! - [`awgim`]: the model, one module to read next to the paper;
 //! - [`data`]: LEO / AWGIM / npy readers, the synthetic data set, the episode sampler;
 //! - [`run`]: the training loop; [`evaluate`]: the test protocol;
 //! - [`model_file`], [`infer`], [`curves`], [`options`]: files, exports and flags.
 #![warn(missing_docs)]
 
-pub mod autodiff;
+pub use autodiff;
 pub mod awgim;
 pub mod curves;
 pub mod data;
