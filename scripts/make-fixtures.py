@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Generates the data fixtures under trainer/tests/fixtures/ (except leo_py2/,
-which is a copy of the shared LEO-layout fixtures written by Python 2).
+"""Generates the pickle fixtures under leo/tests/fixtures/ (except leo_py2/,
+which is a copy of the shared LEO-layout fixtures written by Python 2) and the
+.npy / .npz fixtures under trainer/tests/fixtures/.
 
 Every generated file holds the same examples as leo_py2/ (or a deliberate
 defect), so every reader test compares against leo_py2/expected.npz.
@@ -18,20 +19,23 @@ import sys
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainer", "tests", "fixtures")
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+# Pickles (the leo crate's tests) and .npy / .npz files (the trainer's).
+LEO_ROOT = os.path.join(REPO, "leo", "tests", "fixtures")
+NPY_ROOT = os.path.join(REPO, "trainer", "tests", "fixtures")
 SPLITS = ("train", "val", "test")
 
 assert int(np.__version__.split(".")[0]) >= 2, "numpy >= 2 needed (pickles name numpy._core)"
 
 
-def out(*parts):
-    path = os.path.join(ROOT, *parts)
+def out(*parts, root=LEO_ROOT):
+    path = os.path.join(root, *parts)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return path
 
 
 def load_py2(split):
-    with open(os.path.join(ROOT, "leo_py2", f"{split}_embeddings.pkl"), "rb") as f:
+    with open(os.path.join(LEO_ROOT, "leo_py2", f"{split}_embeddings.pkl"), "rb") as f:
         return pickle.load(f, encoding="latin1")
 
 
@@ -130,7 +134,7 @@ def with_bytes_keys(d):
 
 def main():
     leo = {s: load_py2(s) for s in SPLITS}
-    expected = np.load(os.path.join(ROOT, "leo_py2", "expected.npz"))
+    expected = np.load(os.path.join(LEO_ROOT, "leo_py2", "expected.npz"))
 
     # Python 3 (numpy 2) protocol 2: the likely way a Python 3 user re-saves LEO's files.
     for s in SPLITS:
@@ -194,24 +198,27 @@ def main():
     dump(np.asfortranarray(expected["test"]), out("awgim_repacked", "test_embeddings.pkl"), 0)
 
     # .npy directory: mixed dtypes and orders; class names for train only.
-    np.save(out("npy_dir", "train.npy"), expected["train"])
-    np.save(out("npy_dir", "train_classes.npy"), expected["train_classes"])
-    np.save(out("npy_dir", "val.npy"), expected["val"].astype(">f8"))
-    np.save(out("npy_dir", "test.npy"), np.asfortranarray(expected["test"]))
+    np.save(out("npy_dir", "train.npy", root=NPY_ROOT), expected["train"])
+    np.save(out("npy_dir", "train_classes.npy", root=NPY_ROOT), expected["train_classes"])
+    np.save(out("npy_dir", "val.npy", root=NPY_ROOT), expected["val"].astype(">f8"))
+    np.save(out("npy_dir", "test.npy", root=NPY_ROOT), np.asfortranarray(expected["test"]))
 
     # .npz: compressed, float64, no class names.
     np.savez_compressed(
-        out("npz", "float64_no_names.npz"),
+        out("npz", "float64_no_names.npz", root=NPY_ROOT),
         **{s: expected[s].astype(np.float64) for s in SPLITS},
     )
-    np.savez(out("npz", "missing_test.npz"), train=expected["train"], val=expected["val"])
+    np.savez(
+        out("npz", "missing_test.npz", root=NPY_ROOT), train=expected["train"], val=expected["val"]
+    )
 
     # Splits that disagree on the feature dimension.
-    np.save(out("dim_mismatch", "train.npy"), expected["train"])
-    np.save(out("dim_mismatch", "val.npy"), expected["val"][:, :, :8])
-    np.save(out("dim_mismatch", "test.npy"), expected["test"])
+    np.save(out("dim_mismatch", "train.npy", root=NPY_ROOT), expected["train"])
+    np.save(out("dim_mismatch", "val.npy", root=NPY_ROOT), expected["val"][:, :, :8])
+    np.save(out("dim_mismatch", "test.npy", root=NPY_ROOT), expected["test"])
 
-    print("fixtures written under", os.path.normpath(ROOT), file=sys.stderr)
+    for root in (LEO_ROOT, NPY_ROOT):
+        print("fixtures written under", os.path.normpath(root), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
 //! Decoding float32 / float64 array data of either byte order into `f32`.
 
-/// The element types accepted for embeddings.
+/// The element types accepted for embeddings (also by the trainer's `.npy`
+/// reader): numpy's float32 and float64, little- or big-endian.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FloatType {
+pub enum FloatType {
+    /// `<f4`.
     F32Le,
+    /// `>f4`.
     F32Be,
+    /// `<f8` (rounded to `f32` when decoded).
     F64Le,
+    /// `>f8` (rounded to `f32` when decoded).
     F64Be,
 }
 
 impl FloatType {
     /// The float type of an element size and byte order, `None` for other sizes.
-    pub(crate) fn new(size: usize, big_endian: bool) -> Option<FloatType> {
+    pub fn new(size: usize, big_endian: bool) -> Option<FloatType> {
         match (size, big_endian) {
             (4, false) => Some(FloatType::F32Le),
             (4, true) => Some(FloatType::F32Be),
@@ -22,7 +27,7 @@ impl FloatType {
     }
 
     /// Bytes per element.
-    pub(crate) fn width(self) -> usize {
+    pub fn width(self) -> usize {
         match self {
             FloatType::F32Le | FloatType::F32Be => 4,
             FloatType::F64Le | FloatType::F64Be => 8,
@@ -32,13 +37,7 @@ impl FloatType {
     /// Decodes `dst.len()` elements of `src`: element `j` of `dst` is the
     /// element at index `start + j * stride` of `src`. `None` if an index
     /// falls outside `src`.
-    pub(crate) fn gather(
-        self,
-        src: &[u8],
-        start: usize,
-        stride: usize,
-        dst: &mut [f32],
-    ) -> Option<()> {
+    pub fn gather(self, src: &[u8], start: usize, stride: usize, dst: &mut [f32]) -> Option<()> {
         match self {
             FloatType::F32Le => gather_with::<4>(src, start, stride, dst, f32::from_le_bytes),
             FloatType::F32Be => gather_with::<4>(src, start, stride, dst, f32::from_be_bytes),

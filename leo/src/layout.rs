@@ -5,72 +5,61 @@
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use super::error::DataError;
-use super::float::FloatType;
-use super::pickle::{Array, ByteOrder, Object, Pickle, Value};
-use super::split::Split;
+use crate::error::LeoError;
+use crate::float::FloatType;
+use crate::pickle::{Array, ByteOrder, Object, Pickle, Value};
 
-/// Reads one split from a pickle: a LEO dict (`"keys"`, `"embeddings"`,
-/// optional unused `"labels"`), grouped by the class field of the keys in
-/// order of first appearance with rows in file order; or an AWGIM-style 3-D
-/// array `(classes, samples, D)` whose classes are named `"{split}-{index}"`.
-pub fn read_pickle_split(path: &Path, split: &str) -> Result<Split, DataError> {
-    let bytes = read_file(path)?;
-    read_pickle_split_bytes(&bytes, path, split)
+/// Feature rows grouped by class, as one pickle holds them: class `c` is
+/// `counts[c]` consecutive rows of `dim` values in `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classes {
+    /// The class names (LEO: the class fields of the keys, in order of first
+    /// appearance); `None` for an AWGIM repacked array, whose classes have
+    /// no names.
+    pub names: Option<Vec<String>>,
+    /// Rows of each class.
+    pub counts: Vec<usize>,
+    /// Feature dimension D: values per row.
+    pub dim: usize,
+    /// All rows, class-major, row-major (`counts` summed times `dim` values);
+    /// not checked for NaN or infinities.
+    pub data: Vec<f32>,
 }
 
-/// [`read_pickle_split`] on the bytes of a pickle already in memory; `path`
-/// is only used to name the file in errors and as the split's origin.
-pub fn read_pickle_split_bytes(bytes: &[u8], path: &Path, split: &str) -> Result<Split, DataError> {
-    let pickle = Pickle::parse(bytes).map_err(|source| DataError::Pickle {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Reads the classes of a pickle held in memory: a LEO dict (`"keys"`,
+/// `"embeddings"`, optional unused `"labels"`), grouped by the class field
+/// of the keys in order of first appearance with rows in file order; or an
+/// AWGIM-style 3-D array `(classes, samples, D)`.
+pub fn read_classes(bytes: &[u8]) -> Result<Classes, LeoError> {
+    let pickle = Pickle::parse(bytes)?;
     let root = pickle.root();
     match pickle.object(root) {
-        Some(Object::Dict(_)) => leo_split(&pickle, path, split),
+        Some(Object::Dict(_)) => leo_classes(&pickle),
         Some(Object::Array(Some(array))) if array.shape.len() == 3 => {
-            repacked_split(&pickle, array, path, split)
+            repacked_classes(&pickle, array)
         }
-        Some(Object::Array(Some(array))) => Err(DataError::BadShape {
-            path: path.to_path_buf(),
-            array: "top-level array".into(),
+        Some(Object::Array(Some(array))) => Err(LeoError::BadShape {
+            array: "top-level array",
             shape: array.shape.clone(),
             expected: "(classes, samples, features)",
         }),
-        _ => Err(DataError::NotEmbeddings {
-            path: path.to_path_buf(),
+        _ => Err(LeoError::NotEmbeddings {
             found: pickle.describe(root).to_string(),
         }),
     }
 }
 
-/// Reads a whole file into memory (once), mapping "not found" to its own error.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => DataError::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-    })
-}
-
 /// The float type of an embedding array, or the error naming its dtype.
-fn float_type(array: &Array, path: &Path, name: &str) -> Result<FloatType, DataError> {
+fn float_type(array: &Array, name: &'static str) -> Result<FloatType, LeoError> {
     let dtype = array.dtype;
     let float = match (dtype.kind, dtype.order) {
         (b'f', ByteOrder::Little) => FloatType::new(dtype.itemsize, false),
         (b'f', ByteOrder::Big) => FloatType::new(dtype.itemsize, true),
         _ => None,
     };
-    float.ok_or_else(|| DataError::UnsupportedDtype {
-        path: path.to_path_buf(),
-        array: name.to_string(),
+    float.ok_or_else(|| LeoError::UnsupportedDtype {
+        array: name,
         dtype: dtype.to_string(),
         expected: "float32 or float64",
     })
@@ -93,24 +82,11 @@ fn strides(array: &Array) -> Vec<usize> {
     strides
 }
 
-fn data_error(path: &Path, name: &str) -> DataError {
-    DataError::Malformed {
-        path: path.to_path_buf(),
-        problem: format!("{name}: array data missing or shorter than its shape"),
-    }
-}
-
-fn repacked_split(
-    pickle: &Pickle<'_>,
-    array: &Array,
-    path: &Path,
-    split: &str,
-) -> Result<Split, DataError> {
+fn repacked_classes(pickle: &Pickle<'_>, array: &Array) -> Result<Classes, LeoError> {
     let name = "top-level array";
-    let float = float_type(array, path, name)?;
-    let bad_shape = || DataError::BadShape {
-        path: path.to_path_buf(),
-        array: name.into(),
+    let float = float_type(array, name)?;
+    let bad_shape = || LeoError::BadShape {
+        array: name,
         shape: array.shape.clone(),
         expected: "(classes, samples, features), all non-zero",
     };
@@ -122,7 +98,7 @@ fn repacked_split(
     }
     let raw = pickle
         .raw_data(array)
-        .ok_or_else(|| data_error(path, name))?;
+        .ok_or(LeoError::MissingData { array: name })?;
     let st = strides(array);
     let mut data = vec![0f32; classes * samples * dim];
     for (row, dst) in data.chunks_exact_mut(dim).enumerate() {
@@ -132,37 +108,26 @@ fn repacked_split(
             .saturating_add(s.saturating_mul(st[1]));
         float
             .gather(raw, start, st[2], dst)
-            .ok_or_else(|| data_error(path, name))?;
+            .ok_or(LeoError::MissingData { array: name })?;
     }
-    let names = (0..classes).map(|c| format!("{split}-{c:04}")).collect();
-    Split::new(
-        split,
-        path.display().to_string(),
-        names,
+    Ok(Classes {
+        names: None,
+        counts: vec![samples; classes],
         dim,
-        &vec![samples; classes],
         data,
-    )
+    })
 }
 
 /// The keys of a LEO file as byte strings (Python 2 `str`, Python 3 `str`
 /// in UTF-8 or latin-1; fixed-width `S` / `U` arrays are accepted too).
-fn key_strings<'p>(
-    pickle: &'p Pickle<'_>,
-    keys: &Array,
-    path: &Path,
-) -> Result<Vec<Cow<'p, [u8]>>, DataError> {
-    let bad = |row: usize, key: String, problem: &'static str| DataError::BadKey {
-        path: path.to_path_buf(),
-        row,
-        key,
-        problem,
-    };
+fn key_strings<'p>(pickle: &'p Pickle<'_>, keys: &Array) -> Result<Vec<Cow<'p, [u8]>>, LeoError> {
+    let bad =
+        |row: usize, key: String, problem: &'static str| LeoError::BadKey { row, key, problem };
     match keys.dtype.kind {
         b'O' => {
             let items = pickle
                 .objects(keys)
-                .ok_or_else(|| data_error(path, "keys"))?;
+                .ok_or(LeoError::MissingData { array: "keys" })?;
             items
                 .iter()
                 .enumerate()
@@ -177,7 +142,7 @@ fn key_strings<'p>(
         b'S' | b'U' if keys.dtype.itemsize > 0 => {
             let raw = pickle
                 .raw_data(keys)
-                .ok_or_else(|| data_error(path, "keys"))?;
+                .ok_or(LeoError::MissingData { array: "keys" })?;
             let width = keys.dtype.itemsize;
             raw.chunks_exact(width)
                 .enumerate()
@@ -204,9 +169,8 @@ fn key_strings<'p>(
                 })
                 .collect()
         }
-        _ => Err(DataError::UnsupportedDtype {
-            path: path.to_path_buf(),
-            array: "keys".into(),
+        _ => Err(LeoError::UnsupportedDtype {
+            array: "keys",
             dtype: keys.dtype.to_string(),
             expected: "an object array of strings, or S / U strings",
         }),
@@ -223,13 +187,8 @@ fn decode_name(bytes: &[u8]) -> String {
 
 /// Splits a key `"<x>-<class>-<image file>"` into (class, image file),
 /// checking that the image file name starts with "<class>_".
-fn parse_key<'k>(
-    key: &'k [u8],
-    row: usize,
-    path: &Path,
-) -> Result<(&'k [u8], &'k [u8]), DataError> {
-    let bad = |problem| DataError::BadKey {
-        path: path.to_path_buf(),
+fn parse_key(key: &[u8], row: usize) -> Result<(&[u8], &[u8]), LeoError> {
+    let bad = |problem| LeoError::BadKey {
         row,
         key: decode_name(key),
         problem,
@@ -247,8 +206,7 @@ fn parse_key<'k>(
     }
     let prefix = image.split(|&b| b == b'_').next().unwrap_or(image);
     if prefix != class {
-        return Err(DataError::ClassMismatch {
-            path: path.to_path_buf(),
+        return Err(LeoError::ClassMismatch {
             row,
             key: decode_name(key),
             class: decode_name(class),
@@ -257,25 +215,20 @@ fn parse_key<'k>(
     Ok((class, image))
 }
 
-fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, DataError> {
+fn leo_classes(pickle: &Pickle<'_>) -> Result<Classes, LeoError> {
     let root = pickle.root();
-    let entry = |key: &'static str| -> Result<&Array, DataError> {
+    let entry = |key: &'static str| -> Result<&Array, LeoError> {
         let value: Value = pickle
             .dict_get(root, key)
-            .ok_or_else(|| DataError::MissingKey {
-                path: path.to_path_buf(),
-                key,
-            })?;
-        pickle.array(value).ok_or_else(|| DataError::NotEmbeddings {
-            path: path.to_path_buf(),
+            .ok_or(LeoError::MissingKey { key })?;
+        pickle.array(value).ok_or_else(|| LeoError::NotEmbeddings {
             found: format!("a dict whose {key:?} is {}", pickle.describe(value)),
         })
     };
     let keys = entry("keys")?;
     let embeddings = entry("embeddings")?;
-    let bad_shape = |array: &str, a: &Array, expected| DataError::BadShape {
-        path: path.to_path_buf(),
-        array: array.into(),
+    let bad_shape = |array: &'static str, a: &Array, expected| LeoError::BadShape {
+        array,
         shape: a.shape.clone(),
         expected,
     };
@@ -292,19 +245,15 @@ fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, Dat
     let [n_keys] = keys.shape[..] else {
         return Err(bad_shape("keys", keys, "(examples,)"));
     };
-    let float = float_type(embeddings, path, "embeddings")?;
+    let float = float_type(embeddings, "embeddings")?;
     if n_keys != rows {
-        return Err(DataError::LengthMismatch {
-            path: path.to_path_buf(),
-            keys: n_keys,
-            rows,
-        });
+        return Err(LeoError::LengthMismatch { keys: n_keys, rows });
     }
-    let keys = key_strings(pickle, keys, path)?;
-    let grouping = group_by_class(&keys, path)?;
-    let raw = pickle
-        .raw_data(embeddings)
-        .ok_or_else(|| data_error(path, "embeddings"))?;
+    let keys = key_strings(pickle, keys)?;
+    let grouping = group_by_class(&keys)?;
+    let raw = pickle.raw_data(embeddings).ok_or(LeoError::MissingData {
+        array: "embeddings",
+    })?;
     let st = strides(embeddings);
     let mut starts = Vec::with_capacity(grouping.counts.len());
     let mut next = 0usize;
@@ -319,16 +268,16 @@ fn leo_split(pickle: &Pickle<'_>, path: &Path, split: &str) -> Result<Split, Dat
         let dst = &mut data[dst_row * dim..(dst_row + 1) * dim];
         float
             .gather(raw, row.saturating_mul(st[0]), st[1], dst)
-            .ok_or_else(|| data_error(path, "embeddings"))?;
+            .ok_or(LeoError::MissingData {
+                array: "embeddings",
+            })?;
     }
-    Split::new(
-        split,
-        path.display().to_string(),
-        grouping.names,
+    Ok(Classes {
+        names: Some(grouping.names),
+        counts: grouping.counts,
         dim,
-        &grouping.counts,
         data,
-    )
+    })
 }
 
 /// Classes in order of first appearance, their sizes, and the class of each row.
@@ -338,7 +287,7 @@ struct Grouping {
     class_of_row: Vec<usize>,
 }
 
-fn group_by_class(keys: &[Cow<'_, [u8]>], path: &Path) -> Result<Grouping, DataError> {
+fn group_by_class(keys: &[Cow<'_, [u8]>]) -> Result<Grouping, LeoError> {
     let mut index: HashMap<&[u8], usize> = HashMap::new();
     let mut images: HashMap<&[u8], usize> = HashMap::with_capacity(keys.len());
     let mut grouping = Grouping {
@@ -347,10 +296,9 @@ fn group_by_class(keys: &[Cow<'_, [u8]>], path: &Path) -> Result<Grouping, DataE
         class_of_row: Vec::with_capacity(keys.len()),
     };
     for (row, key) in keys.iter().enumerate() {
-        let (class, image) = parse_key(key, row, path)?;
+        let (class, image) = parse_key(key, row)?;
         if let Some(first) = images.insert(image, row) {
-            return Err(DataError::DuplicateImage {
-                path: path.to_path_buf(),
+            return Err(LeoError::DuplicateImage {
                 image: decode_name(image),
                 first,
                 row,
@@ -368,9 +316,4 @@ fn group_by_class(keys: &[Cow<'_, [u8]>], path: &Path) -> Result<Grouping, DataE
         grouping.class_of_row.push(c);
     }
     Ok(grouping)
-}
-
-/// The paths of the three `{split}_embeddings.pkl` files under `root`.
-pub(crate) fn pickle_paths(root: &Path) -> [PathBuf; 3] {
-    ["train", "val", "test"].map(|s| root.join(format!("{s}_embeddings.pkl")))
 }

@@ -1,27 +1,49 @@
 //! The `{split}_embeddings.pkl` reader: LEO files from every writer and
 //! protocol, AWGIM's repacked arrays, and defective files.
 
-mod data_support;
+mod support;
 
-use std::path::Path;
-
-use data_support::{assert_dataset_matches, assert_matches, expected, fixture};
+use leo::{read_classes, Classes, LeoError, PickleError};
 use proptest::prelude::*;
-use trainer::data::{
-    load_path, read_pickle_split, read_pickle_split_bytes, DataError, PickleError,
-};
+use support::{assert_rows_match, expected, leo_fixture, Expected};
 
-#[test]
-fn python2_fixtures_reproduce_expected() {
-    let dataset = load_path(&fixture("leo_py2")).unwrap();
-    assert_dataset_matches(&dataset, true);
-    assert_eq!(dataset.dim(), 16);
+const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+fn bytes_of(rel: &str) -> Vec<u8> {
+    std::fs::read(leo_fixture(rel)).unwrap()
+}
+
+/// Reads a fixture, panicking with its name on error.
+fn classes_of(rel: &str) -> Classes {
+    read_classes(&bytes_of(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Asserts that a fixture holds the expected classes; names are compared
+/// when `names` is set (AWGIM arrays have none).
+fn assert_matches(rel: &str, exp: &Expected, names: bool) {
+    let classes = classes_of(rel);
+    let names = names.then(|| classes.names.as_deref().expect("class names"));
+    assert_rows_match(rel, names, &classes.counts, classes.dim, &classes.data, exp);
 }
 
 #[test]
-fn python3_protocol2_numpy2_dataset_matches() {
-    let dataset = load_path(&fixture("leo_py3_p2")).unwrap();
-    assert_dataset_matches(&dataset, true);
+fn python2_fixtures_reproduce_expected() {
+    for split in SPLITS {
+        let rel = format!("leo_py2/{split}_embeddings.pkl");
+        assert_matches(&rel, &expected(split), true);
+        assert_eq!(classes_of(&rel).dim, 16);
+    }
+}
+
+#[test]
+fn python3_protocol2_numpy2_files_match() {
+    for split in SPLITS {
+        assert_matches(
+            &format!("leo_py3_p2/{split}_embeddings.pkl"),
+            &expected(split),
+            true,
+        );
+    }
 }
 
 #[test]
@@ -37,9 +59,7 @@ fn every_writer_and_protocol_reads_the_same_split() {
         "leo_py3_p5/train_embeddings.pkl",
         "leo_py3_numpy1_p2/train_embeddings.pkl",
     ] {
-        let split =
-            read_pickle_split(&fixture(rel), "train").unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert_matches(&split, &train, true);
+        assert_matches(rel, &train, true);
     }
 }
 
@@ -55,100 +75,84 @@ fn float64_fortran_big_endian_and_string_arrays_read_the_same() {
         "keys_unicode_array",
         "keys_bytes_array",
     ] {
-        let path = fixture(&format!("leo_variants/{name}.pkl"));
-        let split = read_pickle_split(&path, "train").unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_matches(&split, &train, true);
+        assert_matches(&format!("leo_variants/{name}.pkl"), &train, true);
     }
 }
 
 #[test]
 fn awgim_repacked_arrays_read_the_same() {
     // train: Python 2 protocol 2; val: Python 3 protocol 2; test: protocol 0, Fortran order.
-    let dataset = load_path(&fixture("awgim_repacked")).unwrap();
-    assert_dataset_matches(&dataset, false);
-    assert_eq!(
-        dataset.split(trainer::data::SplitKind::Val).class_names()[2],
-        "val-0002"
-    );
+    for split in SPLITS {
+        let rel = format!("awgim_repacked/{split}_embeddings.pkl");
+        assert_matches(&rel, &expected(split), false);
+        assert_eq!(classes_of(&rel).names, None);
+    }
 }
 
-fn error_of(name: &str) -> DataError {
-    let path = fixture(&format!("leo_errors/{name}.pkl"));
-    let err = read_pickle_split(&path, "train").expect_err(name);
-    let message = err.to_string();
-    assert!(
-        message.contains(&format!("{name}.pkl")),
-        "message does not name the file: {message}"
-    );
-    err
+fn error_of(name: &str) -> LeoError {
+    read_classes(&bytes_of(&format!("leo_errors/{name}.pkl"))).expect_err(name)
 }
 
 #[test]
 fn defective_files_give_named_errors() {
     assert!(matches!(
         error_of("missing_embeddings"),
-        DataError::MissingKey {
+        LeoError::MissingKey {
             key: "embeddings",
             ..
         }
     ));
     assert!(matches!(
         error_of("missing_keys"),
-        DataError::MissingKey { key: "keys", .. }
+        LeoError::MissingKey { key: "keys", .. }
     ));
     assert!(matches!(
         error_of("length_mismatch"),
-        DataError::LengthMismatch {
+        LeoError::LengthMismatch {
             keys: 119,
             rows: 120,
             ..
         }
     ));
     let err = error_of("bad_key");
-    assert!(matches!(err, DataError::BadKey { row: 3, .. }), "{err}");
+    assert!(matches!(err, LeoError::BadKey { row: 3, .. }), "{err}");
     assert!(err.to_string().contains("3-3-n"), "{err}");
     assert!(matches!(
         error_of("class_mismatch"),
-        DataError::ClassMismatch { row: 5, .. }
+        LeoError::ClassMismatch { row: 5, .. }
     ));
     assert!(matches!(
         error_of("duplicate_image"),
-        DataError::DuplicateImage {
+        LeoError::DuplicateImage {
             first: 6,
             row: 7,
             ..
         }
     ));
     let err = error_of("int_embeddings");
-    assert!(matches!(err, DataError::UnsupportedDtype { .. }), "{err}");
+    assert!(matches!(err, LeoError::UnsupportedDtype { .. }), "{err}");
     assert!(err.to_string().contains("<i4"), "{err}");
     assert!(matches!(
         error_of("embeddings_3d"),
-        DataError::BadShape { .. }
+        LeoError::BadShape { .. }
     ));
-    let err = error_of("nan_embedding");
-    match &err {
-        // Row 41 of the file is example 1 of the third class.
-        DataError::NonFinite { class, example, .. } => {
-            assert_eq!(class, &expected("train").classes[2]);
-            assert_eq!(*example, 1);
-        }
-        _ => panic!("expected NonFinite, got {err}"),
-    }
     assert!(matches!(
         error_of("keys_not_strings"),
-        DataError::BadKey { row: 0, .. }
+        LeoError::BadKey { row: 0, .. }
     ));
-    assert!(matches!(
-        error_of("a_list"),
-        DataError::NotEmbeddings { .. }
-    ));
+    assert!(matches!(error_of("a_list"), LeoError::NotEmbeddings { .. }));
     let err = error_of("ordered_dict");
     assert!(err.to_string().contains("collections.OrderedDict"), "{err}");
 }
 
-fn bytes_of(rel: &str) -> Vec<u8> {
-    std::fs::read(fixture(rel)).unwrap()
+#[test]
+fn values_are_not_checked() {
+    // Row 41 of the file, feature 3, is NaN: example 1 of the third class
+    // (the trainer refuses it when it builds the split).
+    let classes = classes_of("leo_errors/nan_embedding.pkl");
+    let row = classes.counts[..2].iter().sum::<usize>() + 1;
+    assert!(classes.data[row * classes.dim + 3].is_nan());
+    assert_eq!(classes.data.iter().filter(|v| v.is_nan()).count(), 1);
 }
 
 #[test]
@@ -159,13 +163,9 @@ fn every_truncation_is_a_typed_error() {
         "leo_py3_p5/train_embeddings.pkl",
     ] {
         let bytes = bytes_of(rel);
-        let path = Path::new(rel);
         for len in 0..bytes.len() {
-            match read_pickle_split_bytes(&bytes[..len], path, "train") {
-                Err(DataError::Pickle {
-                    source: PickleError::Truncated { end, offset },
-                    ..
-                }) => {
+            match read_classes(&bytes[..len]) {
+                Err(LeoError::Pickle(PickleError::Truncated { end, offset })) => {
                     assert_eq!(end, len, "{rel}");
                     assert!(offset <= len, "{rel}");
                 }
@@ -175,7 +175,7 @@ fn every_truncation_is_a_typed_error() {
                 ),
             }
         }
-        let err = read_pickle_split_bytes(&bytes[..100], path, "train").unwrap_err();
+        let err = read_classes(&bytes[..100]).unwrap_err();
         assert!(err.to_string().contains("truncated at byte 100"), "{err}");
     }
 }
@@ -183,11 +183,10 @@ fn every_truncation_is_a_typed_error() {
 #[test]
 fn corrupted_opcodes_are_reported_with_their_offset() {
     let bytes = bytes_of("leo_py2/train_embeddings.pkl");
-    let path = Path::new("train_embeddings.pkl");
     // Byte 2 is EMPTY_DICT, byte 14 the GLOBAL of _reconstruct.
     let mut b = bytes.clone();
     b[2] = 0xff;
-    let err = read_pickle_split_bytes(&b, path, "train").unwrap_err();
+    let err = read_classes(&b).unwrap_err();
     assert!(
         err.to_string()
             .contains("unsupported opcode 0xff (unknown) at byte 2"),
@@ -196,23 +195,20 @@ fn corrupted_opcodes_are_reported_with_their_offset() {
     let mut b = bytes.clone();
     b[14] = b'i';
     assert!(matches!(
-        read_pickle_split_bytes(&b, path, "train"),
-        Err(DataError::Pickle {
-            source: PickleError::UnsupportedOpcode {
-                name: "INST",
-                offset: 14,
-                ..
-            },
+        read_classes(&b),
+        Err(LeoError::Pickle(PickleError::UnsupportedOpcode {
+            name: "INST",
+            offset: 14,
             ..
-        })
+        }))
     ));
     // Renaming the dict key "embeddings" hides the embeddings.
     let at = bytes.windows(10).position(|w| w == b"embeddings").unwrap();
     let mut b = bytes.clone();
     b[at + 9] = b'z';
     assert!(matches!(
-        read_pickle_split_bytes(&b, path, "train"),
-        Err(DataError::MissingKey {
+        read_classes(&b),
+        Err(LeoError::MissingKey {
             key: "embeddings",
             ..
         })
@@ -220,7 +216,7 @@ fn corrupted_opcodes_are_reported_with_their_offset() {
     // Garbage after STOP is ignored, as Python's pickle.load does.
     let mut b = bytes.clone();
     b.extend_from_slice(b"garbage");
-    assert!(read_pickle_split_bytes(&b, path, "train").is_ok());
+    assert!(read_classes(&b).is_ok());
 }
 
 proptest! {
@@ -233,6 +229,6 @@ proptest! {
             let n = bytes.len();
             bytes[at % n] = value;
         }
-        let _ = read_pickle_split_bytes(&bytes, Path::new("fuzz.pkl"), "train");
+        let _ = read_classes(&bytes);
     }
 }

@@ -5,12 +5,11 @@
 //!
 //! The ignored test is the measurement program for the reader's speed on a
 //! file the size of tieredImageNet's train split:
-//! `cargo test --release -p trainer --test data_leo_scale -- --ignored --nocapture`
+//! `cargo test --release -p leo --test scale -- --ignored --nocapture`
 
-use std::path::Path;
 use std::time::Instant;
 
-use trainer::data::{read_pickle_split, read_pickle_split_bytes};
+use leo::{read_classes, Classes};
 
 fn value(row: usize, col: usize) -> f32 {
     ((row * 131 + col * 17) % 2003) as f32 * 0.001 - 1.0
@@ -94,12 +93,21 @@ fn leo_pickle(rows: usize, dim: usize, classes: usize, raw: Raw) -> Vec<u8> {
 }
 
 /// Checks that every class holds its rows in file order.
-fn check(split: &trainer::data::Split, rows: usize, dim: usize, classes: usize) {
-    assert_eq!(split.num_examples(), rows);
-    assert_eq!(split.dim(), dim);
-    let mut next = vec![0usize; classes];
-    let index: std::collections::HashMap<&str, usize> = split
-        .class_names()
+fn check(split: &Classes, rows: usize, dim: usize, classes: usize) {
+    assert_eq!(split.counts.iter().sum::<usize>(), rows);
+    assert_eq!(split.data.len(), rows * dim);
+    assert_eq!(split.dim, dim);
+    let names = split.names.as_deref().unwrap();
+    // The next row of each class: its first row, in class-major order.
+    let mut next: Vec<usize> = split
+        .counts
+        .iter()
+        .scan(0, |start, &n| {
+            *start += n;
+            Some(*start - n)
+        })
+        .collect();
+    let index: std::collections::HashMap<&str, usize> = names
         .iter()
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
@@ -107,7 +115,7 @@ fn check(split: &trainer::data::Split, rows: usize, dim: usize, classes: usize) 
     for r in 0..rows {
         let name = format!("n{:08}", class_of(r, classes));
         let c = index[name.as_str()];
-        let row = split.example(c, next[c]).unwrap();
+        let row = &split.data[next[c] * dim..(next[c] + 1) * dim];
         next[c] += 1;
         assert!(
             row.iter().enumerate().all(|(j, &v)| v == value(r, j)),
@@ -123,7 +131,7 @@ fn check(split: &trainer::data::Split, rows: usize, dim: usize, classes: usize) 
             }
             seen
         });
-    assert_eq!(split.class_names(), &firsts[..]);
+    assert_eq!(names, &firsts[..]);
 }
 
 #[test]
@@ -131,7 +139,7 @@ fn a_larger_interleaved_file_is_grouped_in_file_order() {
     let (rows, dim, classes) = (6000, 640, 97);
     for raw in [Raw::BinString, Raw::CodecsEncode] {
         let bytes = leo_pickle(rows, dim, classes, raw);
-        let split = read_pickle_split_bytes(&bytes, Path::new("large.pkl"), "train").unwrap();
+        let split = read_classes(&bytes).unwrap();
         check(&split, rows, dim, classes);
     }
 }
@@ -146,11 +154,8 @@ fn measure_tiered_imagenet_sized_file() {
         bytes.len() as f64 / 1e9
     );
     let start = Instant::now();
-    let split = read_pickle_split_bytes(&bytes, Path::new("memory.pkl"), "train").unwrap();
-    println!(
-        "read_pickle_split_bytes (in memory): {:.2?}",
-        start.elapsed()
-    );
+    let split = read_classes(&bytes).unwrap();
+    println!("read_classes (in memory): {:.2?}", start.elapsed());
     check(&split, rows, dim, classes);
     drop((split, bytes));
 
@@ -160,10 +165,10 @@ fn measure_tiered_imagenet_sized_file() {
         bytes.len() as f64 / 1e9
     );
     let start = Instant::now();
-    let split = read_pickle_split_bytes(&bytes, Path::new("memory.pkl"), "train").unwrap();
+    let split = read_classes(&bytes).unwrap();
     println!(
-        "read_pickle_split_bytes (in memory): {rows} x {dim}, {} classes: {:.2?}",
-        split.num_classes(),
+        "read_classes (in memory): {rows} x {dim}, {} classes: {:.2?}",
+        split.counts.len(),
         start.elapsed()
     );
     check(&split, rows, dim, classes);
@@ -173,9 +178,9 @@ fn measure_tiered_imagenet_sized_file() {
     std::fs::write(&path, &bytes).unwrap();
     drop(bytes);
     let start = Instant::now();
-    let split = read_pickle_split(&path, "train").unwrap();
+    let split = read_classes(&std::fs::read(&path).unwrap()).unwrap();
     println!(
-        "read_pickle_split (file, page cache warm): {:.2?}",
+        "read + read_classes (file, page cache warm): {:.2?}",
         start.elapsed()
     );
     check(&split, rows, dim, classes);

@@ -1,30 +1,36 @@
-//! Layout detection, the loader entry point, and the checks that refuse a
-//! data set before training starts.
+//! Layout detection, the loader entry point (pickle directories read
+//! through the `leo` crate end to end), and the checks that refuse a data
+//! set before training starts.
 
 mod data_support;
 
-use data_support::fixture;
+use data_support::{assert_dataset_matches, expected, fixture, leo_fixture};
+use leo::LeoError;
 use trainer::data::{
-    detect_layout, load_path, DataError, DataSource, Dataset, Layout, Split, SplitKind,
+    detect_layout, load_path, read_pickle_split, DataError, DataSource, Dataset, Layout, Split,
+    SplitKind,
 };
 
 #[test]
 fn layouts_are_detected() {
-    assert_eq!(detect_layout(&fixture("leo_py2")).unwrap(), Layout::Pickles);
     assert_eq!(
-        detect_layout(&fixture("awgim_repacked")).unwrap(),
+        detect_layout(&leo_fixture("leo_py2")).unwrap(),
+        Layout::Pickles
+    );
+    assert_eq!(
+        detect_layout(&leo_fixture("awgim_repacked")).unwrap(),
         Layout::Pickles
     );
     assert_eq!(detect_layout(&fixture("npy_dir")).unwrap(), Layout::NpyDir);
     assert_eq!(
-        detect_layout(&fixture("leo_py2/expected.npz")).unwrap(),
+        detect_layout(&leo_fixture("leo_py2/expected.npz")).unwrap(),
         Layout::Npz
     );
     assert!(matches!(
         detect_layout(&fixture("no_such_dir")),
         Err(DataError::NotFound { .. })
     ));
-    let err = detect_layout(&fixture("leo_py2/train_embeddings.pkl")).unwrap_err();
+    let err = detect_layout(&leo_fixture("leo_py2/train_embeddings.pkl")).unwrap_err();
     assert!(matches!(err, DataError::UnknownLayout { .. }), "{err}");
     assert!(err.to_string().contains("give the directory"), "{err}");
 }
@@ -42,7 +48,7 @@ fn unknown_directory_points_at_leo_subdirectories() {
     std::fs::create_dir_all(&center).unwrap();
     for split in ["train", "val", "test"] {
         let name = format!("{split}_embeddings.pkl");
-        std::fs::copy(fixture(&format!("leo_py2/{name}")), center.join(&name)).unwrap();
+        std::fs::copy(leo_fixture(&format!("leo_py2/{name}")), center.join(&name)).unwrap();
     }
     let err = detect_layout(root.path()).unwrap_err();
     assert!(err.to_string().contains("miniImageNet/center"), "{err}");
@@ -60,7 +66,7 @@ fn unknown_directory_points_at_leo_subdirectories() {
 #[test]
 fn episode_requirements_are_checked_before_training() {
     // train: 6 classes, val and test: 5 classes; 20 examples each; D = 16.
-    let dataset = load_path(&fixture("leo_py2")).unwrap();
+    let dataset = load_path(&leo_fixture("leo_py2")).unwrap();
     dataset.check_episodes(5, 1, 15).unwrap();
     dataset.check_episodes(5, 5, 15).unwrap();
     let err = dataset.check_episodes(5, 5, 16).unwrap_err();
@@ -91,6 +97,88 @@ fn episode_requirements_are_checked_before_training() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn python2_fixtures_reproduce_expected() {
+    let dataset = load_path(&leo_fixture("leo_py2")).unwrap();
+    assert_dataset_matches(&dataset, true);
+    assert_eq!(dataset.dim(), 16);
+}
+
+#[test]
+fn python3_protocol2_numpy2_dataset_matches() {
+    let dataset = load_path(&leo_fixture("leo_py3_p2")).unwrap();
+    assert_dataset_matches(&dataset, true);
+}
+
+#[test]
+fn awgim_repacked_classes_are_numbered() {
+    // train: Python 2 protocol 2; val: Python 3 protocol 2; test: protocol 0, Fortran order.
+    let dataset = load_path(&leo_fixture("awgim_repacked")).unwrap();
+    assert_dataset_matches(&dataset, false);
+    assert_eq!(dataset.split(SplitKind::Val).class_names()[2], "val-0002");
+}
+
+#[test]
+fn defective_pickles_name_the_file_and_keep_the_leo_error() {
+    for name in [
+        "a_list",
+        "bad_key",
+        "class_mismatch",
+        "duplicate_image",
+        "embeddings_3d",
+        "int_embeddings",
+        "keys_not_strings",
+        "length_mismatch",
+        "missing_embeddings",
+        "missing_keys",
+        "ordered_dict",
+    ] {
+        let path = leo_fixture(&format!("leo_errors/{name}.pkl"));
+        let err = read_pickle_split(&path, "train").expect_err(name);
+        let message = err.to_string();
+        let DataError::Leo { path: at, source } = &err else {
+            panic!("{name}: expected DataError::Leo, got {err}");
+        };
+        assert_eq!(at, &path);
+        assert_eq!(message, format!("{}: {source}", path.display()));
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "{name}: no source"
+        );
+    }
+    let err = read_pickle_split(&leo_fixture("leo_errors/bad_key.pkl"), "train").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DataError::Leo {
+                source: LeoError::BadKey { row: 3, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("bad_key.pkl: bad key format at row 3"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("3-3-n"), "{err}");
+}
+
+#[test]
+fn non_finite_values_of_a_pickle_are_refused() {
+    let err = read_pickle_split(&leo_fixture("leo_errors/nan_embedding.pkl"), "train").unwrap_err();
+    match &err {
+        // Row 41 of the file is example 1 of the third class.
+        DataError::NonFinite { class, example, .. } => {
+            assert_eq!(class, &expected("train").classes[2]);
+            assert_eq!(*example, 1);
+        }
+        _ => panic!("expected NonFinite, got {err}"),
+    }
+    assert!(err.to_string().contains("nan_embedding.pkl"), "{err}");
 }
 
 fn tiny_split(name: &str, classes: &[&str], dim: usize) -> Split {

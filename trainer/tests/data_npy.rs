@@ -2,7 +2,7 @@
 
 mod data_support;
 
-use data_support::{assert_dataset_matches, assert_matches, expected, fixture};
+use data_support::{assert_dataset_matches, assert_matches, expected, fixture, leo_fixture};
 use trainer::data::{load_path, read_npy_split, read_npz, DataError, SplitKind};
 
 #[test]
@@ -21,7 +21,7 @@ fn npy_directory_reads_mixed_dtypes_and_orders() {
 #[test]
 fn npz_with_class_names_and_compressed_float64() {
     // expected.npz itself follows the npz layout (train/val/test + *_classes).
-    let dataset = read_npz(&fixture("leo_py2/expected.npz")).unwrap();
+    let dataset = read_npz(&leo_fixture("leo_py2/expected.npz")).unwrap();
     assert_dataset_matches(&dataset, true);
     let dataset = load_path(&fixture("npz/float64_no_names.npz")).unwrap();
     assert_dataset_matches(&dataset, false);

@@ -27,7 +27,7 @@ use std::rc::Rc;
 pub(crate) use numpy::{Array, ArrayData, ByteOrder};
 pub(crate) use object::{Object, Value};
 
-use super::error::PickleError;
+use crate::error::PickleError;
 use object::{Buf, Callable, ObjId, Text};
 
 /// The result of running a pickle: the heap and the object STOP returned.

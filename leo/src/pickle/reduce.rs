@@ -5,7 +5,7 @@
 use super::numpy::{element_count, Array, ArrayData, ByteOrder, Dtype};
 use super::object::{Buf, Callable, Object, Value};
 use super::{Machine, Step};
-use crate::data::error::PickleError;
+use crate::error::PickleError;
 
 impl Machine<'_> {
     fn tuple_items(&self, v: Value, what: &str) -> Step<Vec<Value>> {

@@ -73,37 +73,38 @@ pub struct EpisodeBatch {
 impl EpisodeBatch {
     /// Checks that the arrays have the sizes the counts say and that every
     /// label is below N.
+    #[allow(non_snake_case)] // AWGIM.md's size names
     pub fn check(&self) -> Result<(), DataError> {
-        let (b, n, k, q, d) = (self.batch, self.n_way, self.k_shot, self.n_query, self.dim);
+        let (B, N, K, Q, D) = (self.batch, self.n_way, self.k_shot, self.n_query, self.dim);
         let product = |factors: &[usize]| factors.iter().try_fold(1usize, |p, &f| p.checked_mul(f));
         let sizes = [
-            ("support", self.support.len(), product(&[b, n, k, d])),
+            ("support", self.support.len(), product(&[B, N, K, D])),
             (
                 "support_labels",
                 self.support_labels.len(),
-                product(&[b, n, k]),
+                product(&[B, N, K]),
             ),
-            ("query", self.query.len(), product(&[b, n, q, d])),
-            ("query_labels", self.query_labels.len(), product(&[b, n, q])),
+            ("query", self.query.len(), product(&[B, N, Q, D])),
+            ("query_labels", self.query_labels.len(), product(&[B, N, Q])),
         ];
         for (name, have, want) in sizes {
             if Some(have) != want {
                 let want =
                     want.map_or_else(|| "more than usize::MAX".to_string(), |w| w.to_string());
                 return Err(DataError::InvalidSettings(format!(
-                    "episode batch: {name} has {have} values, B={b} N={n} K={k} Q={q} D={d} needs {want}"
+                    "episode batch: {name} has {have} values, B={B} N={N} K={K} Q={Q} D={D} needs {want}"
                 )));
             }
         }
-        if n == 0 || k == 0 || d == 0 {
+        if N == 0 || K == 0 || D == 0 {
             return Err(DataError::InvalidSettings(format!(
-                "episode batch: N={n} K={k} D={d} must be non-zero"
+                "episode batch: N={N} K={K} D={D} must be non-zero"
             )));
         }
         let labels = self.support_labels.iter().chain(&self.query_labels);
-        if let Some(l) = labels.into_iter().find(|&&l| l as usize >= n) {
+        if let Some(l) = labels.into_iter().find(|&&l| l as usize >= N) {
             return Err(DataError::InvalidSettings(format!(
-                "episode batch: label {l} >= N={n}"
+                "episode batch: label {l} >= N={N}"
             )));
         }
         Ok(())
@@ -222,10 +223,10 @@ impl<'s> EpisodeSampler<'s> {
 /// new row `r` is old row `order[r]`.
 fn permute_task_queries(out: &mut EpisodeBatch, start: usize, order: &[usize]) {
     let dim = out.dim;
-    let n = order.len();
-    let rows = out.query[start * dim..(start + n) * dim].to_vec();
-    let labels = out.query_labels[start..start + n].to_vec();
-    let examples = out.query_examples[start..start + n].to_vec();
+    let queries = order.len();
+    let rows = out.query[start * dim..(start + queries) * dim].to_vec();
+    let labels = out.query_labels[start..start + queries].to_vec();
+    let examples = out.query_examples[start..start + queries].to_vec();
     for (r, &old) in order.iter().enumerate() {
         out.query[(start + r) * dim..(start + r + 1) * dim]
             .copy_from_slice(&rows[old * dim..(old + 1) * dim]);
@@ -248,27 +249,28 @@ pub enum Metric {
 /// means of the support set, each query assigned to the nearest mean
 /// (ties to the lower label); returns the query accuracy of each task.
 /// Refuses a batch whose arrays disagree with its counts.
+#[allow(non_snake_case)] // AWGIM.md's size names
 pub fn ncm_accuracy(batch: &EpisodeBatch, metric: Metric) -> Result<Vec<f32>, DataError> {
     batch.check()?;
-    let (n, k, q, d) = (batch.n_way, batch.k_shot, batch.n_query, batch.dim);
-    let mut means = vec![0f32; n * d];
+    let (N, K, Q, D) = (batch.n_way, batch.k_shot, batch.n_query, batch.dim);
+    let mut means = vec![0f32; N * D];
     let mut accuracy = Vec::with_capacity(batch.batch);
     for t in 0..batch.batch {
         means.iter_mut().for_each(|m| *m = 0.0);
-        let support = &batch.support[t * n * k * d..(t + 1) * n * k * d];
-        let labels = &batch.support_labels[t * n * k..(t + 1) * n * k];
-        for (row, &l) in support.chunks_exact(d).zip(labels) {
-            let mean = &mut means[l as usize * d..(l as usize + 1) * d];
+        let support = &batch.support[t * N * K * D..(t + 1) * N * K * D];
+        let labels = &batch.support_labels[t * N * K..(t + 1) * N * K];
+        for (row, &l) in support.chunks_exact(D).zip(labels) {
+            let mean = &mut means[l as usize * D..(l as usize + 1) * D];
             mean.iter_mut()
                 .zip(row)
-                .for_each(|(m, x)| *m += x / k as f32);
+                .for_each(|(m, x)| *m += x / K as f32);
         }
-        let query = &batch.query[t * n * q * d..(t + 1) * n * q * d];
-        let truth = &batch.query_labels[t * n * q..(t + 1) * n * q];
+        let query = &batch.query[t * N * Q * D..(t + 1) * N * Q * D];
+        let truth = &batch.query_labels[t * N * Q..(t + 1) * N * Q];
         let mut correct = 0usize;
-        for (row, &l) in query.chunks_exact(d).zip(truth) {
+        for (row, &l) in query.chunks_exact(D).zip(truth) {
             let mut best = (f32::INFINITY, 0usize);
-            for (c, mean) in means.chunks_exact(d).enumerate() {
+            for (c, mean) in means.chunks_exact(D).enumerate() {
                 let dist = distance(metric, row, mean);
                 if dist < best.0 {
                     best = (dist, c);
@@ -276,10 +278,10 @@ pub fn ncm_accuracy(batch: &EpisodeBatch, metric: Metric) -> Result<Vec<f32>, Da
             }
             correct += usize::from(best.1 == l as usize);
         }
-        accuracy.push(if q == 0 {
+        accuracy.push(if Q == 0 {
             0.0
         } else {
-            correct as f32 / (n * q) as f32
+            correct as f32 / (N * Q) as f32
         });
     }
     Ok(accuracy)

@@ -22,76 +22,15 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    /// The pickle machine failed (truncated file, unsupported opcode, ...).
+    /// A `{split}_embeddings.pkl` file is not a LEO or AWGIM pickle the
+    /// `leo` crate can read (truncated, unsupported opcode, bad key, ...).
     #[error("{}: {source}", path.display())]
-    Pickle {
+    Leo {
         /// The pickle file.
         path: PathBuf,
-        /// What went wrong, with the byte offset.
+        /// What is wrong, with the byte offset, row or array at fault.
         #[source]
-        source: PickleError,
-    },
-    /// The pickle holds something other than a LEO dict or an AWGIM array.
-    #[error("{}: top-level object is {found}, expected a dict with \"keys\" and \"embeddings\" (LEO) or a 3-D ndarray (AWGIM)", path.display())]
-    NotEmbeddings {
-        /// The pickle file.
-        path: PathBuf,
-        /// What the pickle holds instead.
-        found: String,
-    },
-    /// A LEO dict lacks a required entry.
-    #[error("{}: missing {key:?} key", path.display())]
-    MissingKey {
-        /// The pickle file.
-        path: PathBuf,
-        /// The missing dict key.
-        key: &'static str,
-    },
-    /// "keys" and "embeddings" disagree on the number of examples.
-    #[error("{}: keys/embeddings length mismatch: {keys} keys but {rows} embedding rows", path.display())]
-    LengthMismatch {
-        /// The pickle file.
-        path: PathBuf,
-        /// Number of keys.
-        keys: usize,
-        /// Number of embedding rows.
-        rows: usize,
-    },
-    /// A key is not of the form `"<x>-<class>-<image file>"`.
-    #[error("{}: bad key format at row {row}: {key:?} ({problem})", path.display())]
-    BadKey {
-        /// The pickle file.
-        path: PathBuf,
-        /// Row of the key in the file.
-        row: usize,
-        /// The key (lossily decoded).
-        key: String,
-        /// What is wrong with it.
-        problem: &'static str,
-    },
-    /// The class field of a key disagrees with its image file name.
-    #[error("{}: key at row {row} {key:?}: class {class:?} but the image file does not start with \"{class}_\"", path.display())]
-    ClassMismatch {
-        /// The pickle file.
-        path: PathBuf,
-        /// Row of the key in the file.
-        row: usize,
-        /// The key.
-        key: String,
-        /// The class field of the key.
-        class: String,
-    },
-    /// Two keys name the same image file.
-    #[error("{}: image file {image:?} appears twice (rows {first} and {row})", path.display())]
-    DuplicateImage {
-        /// The pickle file.
-        path: PathBuf,
-        /// The repeated image file name.
-        image: String,
-        /// First row naming it.
-        first: usize,
-        /// Second row naming it.
-        row: usize,
+        source: leo::LeoError,
     },
     /// An array has a shape the layout does not allow.
     #[error("{}: {array}: shape {shape:?}, expected {expected}", path.display())]
@@ -234,54 +173,4 @@ pub enum DataError {
     /// Episode or synthetic-data settings that cannot work (zero sizes, ...).
     #[error("invalid settings: {0}")]
     InvalidSettings(String),
-}
-
-/// A failure of the pickle machine, with the byte offset of the opcode at
-/// fault.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PickleError {
-    /// The file ends inside an opcode or before STOP.
-    #[error("truncated at byte {end}: opcode at byte {offset} is incomplete or STOP is missing")]
-    Truncated {
-        /// Start of the incomplete opcode.
-        offset: usize,
-        /// Length of the file.
-        end: usize,
-    },
-    /// An opcode this reader does not implement (or no opcode at all).
-    #[error("unsupported opcode 0x{opcode:02x} ({name}) at byte {offset}")]
-    UnsupportedOpcode {
-        /// The opcode byte.
-        opcode: u8,
-        /// Its name in Python's pickletools, or "unknown".
-        name: &'static str,
-        /// Its position.
-        offset: usize,
-    },
-    /// A PROTO opcode announcing a protocol newer than 5.
-    #[error("unsupported pickle protocol {protocol} at byte {offset}")]
-    UnsupportedProtocol {
-        /// The protocol number.
-        protocol: u8,
-        /// Position of the PROTO opcode.
-        offset: usize,
-    },
-    /// A call of a Python callable other than the numpy/codecs ones a
-    /// numpy-array pickle needs.
-    #[error("unsupported callable {name} at byte {offset}")]
-    UnsupportedCallable {
-        /// "module.name" of the callable.
-        name: String,
-        /// Position of the opcode that called or built it.
-        offset: usize,
-    },
-    /// A structural problem (stack underflow, wrong argument types, bad
-    /// literal, array data of the wrong size, ...).
-    #[error("malformed at byte {offset}: {problem}")]
-    Malformed {
-        /// Position of the opcode at fault.
-        offset: usize,
-        /// What is wrong.
-        problem: String,
-    },
 }

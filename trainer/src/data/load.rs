@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use super::error::DataError;
-use super::leo::{pickle_paths, read_pickle_split};
 use super::npy::{npy_paths, read_npy_dir, read_npz};
+use super::pickles::{pickle_paths, read_pickle_split};
 use super::split::Dataset;
 use super::synthetic::SyntheticSpec;
 

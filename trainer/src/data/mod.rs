@@ -3,21 +3,13 @@
 //! episodes drawn from one split at a time.
 //!
 //! # Layouts ([`load_path`] / [`DataSource::Path`])
-//! - **DeepMind LEO**: a directory with `train_embeddings.pkl`,
+//! - **pickles**: a directory with `train_embeddings.pkl`,
 //!   `val_embeddings.pkl`, `test_embeddings.pkl` (e.g.
-//!   `{root}/miniImageNet/center`). Each is a pickle (protocol 0 to 5, as
-//!   Python 2 or Python 3 writes it; numpy 1 or 2) of a dict with
-//!   `"embeddings"` (examples, D) float32/float64, C or Fortran order, either
-//!   byte order, and `"keys"`, a 1-D array of strings `"<x>-<class>-<image>"`;
-//!   `"labels"` is ignored. Rows are grouped by the class field, classes in
-//!   order of first appearance, rows in file order. A key whose image file
-//!   does not start with `"<class>_"`, a repeated image file, or a key
-//!   without exactly two `-` is refused ([`DataError::ClassMismatch`],
-//!   [`DataError::DuplicateImage`], [`DataError::BadKey`]).
-//! - **AWGIM repacked**: the same file names, each a pickle of one ndarray
-//!   `(classes, samples, D)` (what the AWGIM repository's loader reads);
-//!   classes are named `"{split}-{index:04}"`. The top-level object decides
-//!   per file.
+//!   `{root}/miniImageNet/center`), each a DeepMind LEO dict or an AWGIM
+//!   repacked `(classes, samples, D)` array, read by the `leo` crate:
+//!   `leo/README.md` lists the pickles it accepts and the errors it gives
+//!   ([`DataError::Leo`]). A repacked array's classes are named
+//!   `"{split}-{index:04}"`.
 //! - **npy**: a directory with `train.npy`, `val.npy`, `test.npy`, each
 //!   `(classes, samples, D)` float32/float64, and optional
 //!   `{split}_classes.npy` 1-D string arrays of class names.
@@ -30,18 +22,16 @@
 
 mod episodes;
 mod error;
-mod float;
-mod leo;
 mod load;
 mod npy;
-mod pickle;
+mod pickles;
 mod split;
 mod synthetic;
 
 pub use episodes::{ncm_accuracy, EpisodeBatch, EpisodeSampler, EpisodeSpec, Metric};
-pub use error::{DataError, PickleError};
-pub use leo::{read_pickle_split, read_pickle_split_bytes};
+pub use error::DataError;
 pub use load::{detect_layout, load_path, DataSource, Layout};
 pub use npy::{read_npy_dir, read_npy_split, read_npz};
+pub use pickles::read_pickle_split;
 pub use split::{Dataset, Split, SplitKind};
-pub use synthetic::{SyntheticSpec, HIDDEN, LATENT};
+pub use synthetic::{SyntheticSpec, CLASS_SPACE_DIM, WARP_WIDTH};

@@ -8,12 +8,12 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
+use leo::FloatType;
 use npyz::npz::NpzArchive;
 use npyz::{DType, Endianness, NpyFile, NpyHeader, Order, TypeChar};
 
 use super::error::DataError;
-use super::float::FloatType;
-use super::split::{Dataset, Split, SplitKind};
+use super::split::{numbered_class_names, Dataset, Split, SplitKind};
 
 /// A `(classes, samples, D)` array converted to class-major `f32`.
 struct ClassArray {
@@ -242,11 +242,7 @@ fn into_split(
     split: &str,
     origin: &Path,
 ) -> Result<Split, DataError> {
-    let names = names.unwrap_or_else(|| {
-        (0..array.classes)
-            .map(|c| format!("{split}-{c:04}"))
-            .collect()
-    });
+    let names = names.unwrap_or_else(|| numbered_class_names(split, array.classes));
     Split::new(
         split,
         origin.display().to_string(),

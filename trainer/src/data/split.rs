@@ -239,6 +239,11 @@ impl Split {
     }
 }
 
+/// Names of classes a file does not name: `"{split}-{index:04}"`.
+pub(crate) fn numbered_class_names(split: &str, classes: usize) -> Vec<String> {
+    (0..classes).map(|c| format!("{split}-{c:04}")).collect()
+}
+
 /// A data set: meta-train, meta-val and meta-test splits of one feature
 /// dimension with disjoint class names.
 #[derive(Debug, Clone, PartialEq)]

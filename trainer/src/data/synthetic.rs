@@ -4,13 +4,13 @@
 //! The generative model imitates CNN features of natural-image classes:
 //! - every class belongs to one of a few *superclasses* (shared by all
 //!   splits); its prototype is the superclass centre plus a smaller class
-//!   offset in a latent space of [`LATENT`] dimensions, so a task drawing
+//!   offset in a class space of [`CLASS_SPACE_DIM`] dimensions, so a task drawing
 //!   two classes of one superclass is hard and one drawing unrelated classes
 //!   is easy;
 //! - each class has its own *anisotropic* noise: a random linear map with
 //!   per-axis scales applied to Gaussian noise;
 //! - a fixed random two-layer *warp* (tanh, then a linear map to D, then
-//!   ReLU with a negative bias plus per-feature noise) maps latents to
+//!   ReLU with a negative bias plus per-feature noise) maps class-space points to
 //!   non-negative, partly sparse features of dimension D.
 //!
 //! With the default spec, nearest-class-mean on 600 meta-test tasks reaches
@@ -27,10 +27,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use super::error::DataError;
 use super::split::{Dataset, Split, SplitKind};
 
-/// Dimension of the latent space classes live in.
-pub const LATENT: usize = 16;
-/// Width of the warp's hidden layer.
-pub const HIDDEN: usize = 64;
+/// Dimension of the space class prototypes and their noise live in, before
+/// the warp maps them to D features (not AWGIM's latent width d).
+pub const CLASS_SPACE_DIM: usize = 16;
+/// Width of the warp's hidden layer (not AWGIM's generator width).
+pub const WARP_WIDTH: usize = 64;
 
 /// Standard deviation of superclass centres.
 const SUPERCLASS_SPREAD: f32 = 1.0;
@@ -124,7 +125,7 @@ impl SyntheticSpec {
         }
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
         let warp = Warp::new(self.dim, &mut rng);
-        let centres: Vec<[f32; LATENT]> = (0..self.superclasses)
+        let centres: Vec<[f32; CLASS_SPACE_DIM]> = (0..self.superclasses)
             .map(|_| gaussian(&mut rng, SUPERCLASS_SPREAD))
             .collect();
         let origin = self.describe();
@@ -172,23 +173,23 @@ fn gaussian<const N: usize>(rng: &mut Xoshiro256PlusPlus, std: f32) -> [f32; N] 
     std::array::from_fn(|_| std * rng.sample::<f32, _>(StandardNormal))
 }
 
-/// One class: prototype and anisotropic noise map in the latent space.
+/// One class: prototype and anisotropic noise map in the class space.
 struct ClassModel {
-    prototype: [f32; LATENT],
-    /// Row-major LATENT x LATENT noise map.
+    prototype: [f32; CLASS_SPACE_DIM],
+    /// Row-major CLASS_SPACE_DIM x CLASS_SPACE_DIM noise map.
     noise: Vec<f32>,
 }
 
 impl ClassModel {
-    fn new(centre: &[f32; LATENT], rng: &mut Xoshiro256PlusPlus) -> Self {
-        let offset: [f32; LATENT] = gaussian(rng, CLASS_SPREAD);
+    fn new(centre: &[f32; CLASS_SPACE_DIM], rng: &mut Xoshiro256PlusPlus) -> Self {
+        let offset: [f32; CLASS_SPACE_DIM] = gaussian(rng, CLASS_SPREAD);
         let prototype = std::array::from_fn(|i| centre[i] + offset[i]);
-        let scales: [f32; LATENT] = std::array::from_fn(|_| {
+        let scales: [f32; CLASS_SPACE_DIM] = std::array::from_fn(|_| {
             NOISE_SCALE * (NOISE_ANISOTROPY * rng.sample::<f32, _>(StandardNormal)).exp()
         });
-        let norm = (LATENT as f32).sqrt();
-        let mut noise = vec![0f32; LATENT * LATENT];
-        for (i, row) in noise.chunks_exact_mut(LATENT).enumerate() {
+        let norm = (CLASS_SPACE_DIM as f32).sqrt();
+        let mut noise = vec![0f32; CLASS_SPACE_DIM * CLASS_SPACE_DIM];
+        for (i, row) in noise.chunks_exact_mut(CLASS_SPACE_DIM).enumerate() {
             for v in row.iter_mut() {
                 *v = scales[i] * rng.sample::<f32, _>(StandardNormal) / norm;
             }
@@ -196,46 +197,50 @@ impl ClassModel {
         ClassModel { prototype, noise }
     }
 
-    fn sample(&self, rng: &mut Xoshiro256PlusPlus) -> [f32; LATENT] {
-        let eps: [f32; LATENT] = gaussian(rng, 1.0);
+    fn sample(&self, rng: &mut Xoshiro256PlusPlus) -> [f32; CLASS_SPACE_DIM] {
+        let eps: [f32; CLASS_SPACE_DIM] = gaussian(rng, 1.0);
         let mut z = self.prototype;
-        for (zi, row) in z.iter_mut().zip(self.noise.chunks_exact(LATENT)) {
+        for (zi, row) in z.iter_mut().zip(self.noise.chunks_exact(CLASS_SPACE_DIM)) {
             *zi += row.iter().zip(&eps).map(|(a, e)| a * e).sum::<f32>();
         }
         z
     }
 }
 
-/// The fixed nonlinear map from latents to features.
+/// The fixed nonlinear map from the class space to features.
 struct Warp {
-    /// HIDDEN x LATENT, row-major.
+    /// WARP_WIDTH x CLASS_SPACE_DIM, row-major.
     w1: Vec<f32>,
-    b1: [f32; HIDDEN],
-    /// dim x HIDDEN, row-major.
+    b1: [f32; WARP_WIDTH],
+    /// dim x WARP_WIDTH, row-major.
     w2: Vec<f32>,
 }
 
 impl Warp {
     fn new(dim: usize, rng: &mut Xoshiro256PlusPlus) -> Self {
-        let std1 = 1.5 / (LATENT as f32).sqrt();
-        let w1 = (0..HIDDEN * LATENT)
+        let std1 = 1.5 / (CLASS_SPACE_DIM as f32).sqrt();
+        let w1 = (0..WARP_WIDTH * CLASS_SPACE_DIM)
             .map(|_| std1 * rng.sample::<f32, _>(StandardNormal))
             .collect();
         let b1 = gaussian(rng, 0.3);
-        let std2 = 1.0 / (HIDDEN as f32).sqrt();
-        let w2 = (0..dim * HIDDEN)
+        let std2 = 1.0 / (WARP_WIDTH as f32).sqrt();
+        let w2 = (0..dim * WARP_WIDTH)
             .map(|_| std2 * rng.sample::<f32, _>(StandardNormal))
             .collect();
         Warp { w1, b1, w2 }
     }
 
-    fn apply(&self, z: &[f32; LATENT], rng: &mut Xoshiro256PlusPlus, out: &mut [f32]) {
-        let mut h = [0f32; HIDDEN];
-        for ((hi, row), b) in h.iter_mut().zip(self.w1.chunks_exact(LATENT)).zip(&self.b1) {
+    fn apply(&self, z: &[f32; CLASS_SPACE_DIM], rng: &mut Xoshiro256PlusPlus, out: &mut [f32]) {
+        let mut hidden = [0f32; WARP_WIDTH];
+        for ((hi, row), b) in hidden
+            .iter_mut()
+            .zip(self.w1.chunks_exact(CLASS_SPACE_DIM))
+            .zip(&self.b1)
+        {
             *hi = (row.iter().zip(z).map(|(w, x)| w * x).sum::<f32>() + b).tanh();
         }
-        for (o, row) in out.iter_mut().zip(self.w2.chunks_exact(HIDDEN)) {
-            let pre = row.iter().zip(&h).map(|(w, x)| w * x).sum::<f32>()
+        for (o, row) in out.iter_mut().zip(self.w2.chunks_exact(WARP_WIDTH)) {
+            let pre = row.iter().zip(&hidden).map(|(w, x)| w * x).sum::<f32>()
                 + FEATURE_BIAS
                 + FEATURE_NOISE * rng.sample::<f32, _>(StandardNormal);
             *o = pre.max(0.0);
