@@ -1,26 +1,36 @@
 //! AWGIM as luminal graphs, written to be read next to `AWGIM.md` (Guo & Cheung, CVPR 2020,
 //! "Attentive Weights Generation for Few Shot Learning via Information Maximization").
 //!
-//! One function builds the model for a batch of `B` tasks, each with `N` classes x `K`
-//! support rows and `M = N * Q` queries, in one of two modes:
-//! - [`Mode::Train`]: both paths, the three attention blocks, the generator with the
-//!   reparameterisation `w = mu + sigma * eps` (the noise `eps` is an input drawn by the host),
-//!   the K-average, the query and support cross-entropies, the two reconstruction losses with
-//!   stopped-gradient targets, dropout (masks drawn by the host) and the `l1`/`l2`/`l3` weights;
-//! - [`Mode::Eval`]: the deployment path, `W = mu`, no noise, no dropout, no decoders.
+//! Two functions build the model for a batch of `B` tasks, each with `N` classes x `K`
+//! support rows and `M = N * Q` queries:
+//! - [`build_train`]: the training objective. Both paths, the three attention blocks, the
+//!   generator with the reparameterisation `w = mu + sigma * eps` (the noise `eps` is an
+//!   input drawn by the host), the K-average, the query and support cross-entropies, the two
+//!   reconstruction losses with stopped-gradient targets, dropout (masks drawn by the host)
+//!   and the `l1`/`l2`/`l3` loss weights;
+//! - [`build_eval`]: the deployment path, `W = mu`, no noise, no dropout, no decoders.
 //!
-//! Shapes in comments: `B` tasks, `N` ways, `K` shots, `NK = N * K` support rows, `M`
-//! queries per task, `D` features, `d` latent, `h` heads, `G` generator width.
+//! Sizes are AWGIM.md's letters ([`formats::Sizes`]): `B` tasks, `N` ways, `K` shots,
+//! `NK = N * K` support rows, `M` queries per task, `D` features, `d` latent, `h` heads, `G`
+//! generator width.
 //!
-//! Tensor names and layouts are those of `formats` (dense layers `[in, out]`, `x W`).
+//! The parameters are typed ([`Block`], [`Generator`], [`Decoder`], ...) and made from the
+//! names `formats::tensors` defines, with the shapes its table gives: a missing or misshapen
+//! parameter is a [`BuildError`] when the graph is built. Dense layers are `[in, out]`
+//! (`x W`).
 
-use std::collections::HashMap;
+// AWGIM.md's size letters: `D` (features) and `d` (latent) are two different sizes, and `B`,
+// `N`, `K`, `M` are spelled as there.
+#![allow(non_snake_case)]
 
-use formats::{EncoderKind, FileKind, LayerNormKind, ModelConfig};
+use autodiff::{AutodiffError, GraphBuilder, Tensor};
+use formats::tensors::{
+    BlockNames, DecoderNames, LayerNormNames, CA_AP, DEC_Q, DEC_S, ENC_AP, ENC_CP, GENERATOR,
+    SA_AP, SA_CP,
+};
+use formats::{ConfigError, EncoderKind, FileKind, LayerNormKind, ModelConfig, Sizes};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
-
-use crate::autodiff::{AutodiffError, GraphBuilder, Tensor};
 
 /// Weights of the auxiliary losses: `L = CE(query) + l1 CE(support) + l2 recon_s + l3 recon_q`.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,21 +67,16 @@ pub enum GeneratorRows {
     PerSupportRow,
 }
 
-/// What graph to build.
+/// How the training graph is built (see [`build_train`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Mode {
-    /// The training objective.
-    Train {
-        /// Dropout rate on every dense input and on the features in the logits (0.3 in the
-        /// reference; 0 disables dropout and its mask inputs).
-        dropout: f32,
-        /// Auxiliary loss weights.
-        weights: LossWeights,
-        /// Generator rows (see [`GeneratorRows`]).
-        rows: GeneratorRows,
-    },
-    /// The evaluation and deployment path, `W = mu`.
-    Eval,
+pub struct TrainOptions {
+    /// Dropout rate on every dense input and on the features in the logits (0.3 in the
+    /// reference; 0 disables dropout and its mask inputs).
+    pub dropout: f32,
+    /// Auxiliary loss weights.
+    pub loss_weights: LossWeights,
+    /// Generator rows (see [`GeneratorRows`]).
+    pub rows: GeneratorRows,
 }
 
 /// Tasks per batch and queries per class.
@@ -83,7 +88,7 @@ pub struct BatchShape {
     pub queries_per_class: usize,
 }
 
-/// The loss and its parts (training graphs).
+/// The loss and its parts.
 #[derive(Clone, Copy, Debug)]
 pub struct Losses {
     /// The total objective.
@@ -98,17 +103,55 @@ pub struct Losses {
     pub recon_query: Tensor,
 }
 
-/// A built AWGIM graph.
-pub struct AwgimGraph {
+/// A built training graph ([`build_train`]).
+pub struct TrainGraph {
     /// The graph (parameters, inputs and ops).
     pub graph: GraphBuilder,
-    /// Query logits `(B, M, N)`.
+    /// Query logits `(B, M, N)`, from the sampled weights and dropped-out features.
     pub logits: Tensor,
-    /// The objective, in training mode.
-    pub losses: Option<Losses>,
+    /// The objective.
+    pub losses: Losses,
 }
 
-/// Input names (see [`fill_inputs`]).
+/// A built evaluation graph ([`build_eval`]).
+pub struct EvalGraph {
+    /// The graph (parameters, the support and query inputs, and ops).
+    pub graph: GraphBuilder,
+    /// Query logits `(B, M, N)` with `W = mu`.
+    pub logits: Tensor,
+}
+
+/// Why an AWGIM graph cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration describes no model.
+    #[error("invalid model configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A parameter of the configuration is not among the values given.
+    #[error("parameter {0} is missing")]
+    MissingParam(&'static str),
+    /// A parameter's values do not fill the shape `formats` gives it.
+    #[error("parameter {name} has {found} values; its shape {shape:?} holds {expected}")]
+    ParamShape {
+        /// The parameter.
+        name: &'static str,
+        /// Its shape for this configuration.
+        shape: Vec<usize>,
+        /// Values the shape holds.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// The model asks for a tensor that `formats` does not list for this configuration
+    /// (the model and the table disagree).
+    #[error("parameter {0} is not a tensor of this configuration in formats' table")]
+    NotInTable(&'static str),
+    /// Building the graph failed.
+    #[error("graph: {0}")]
+    Graph(#[from] AutodiffError),
+}
+
+/// Input names (see [`draw_random_inputs`] for the noise and the masks).
 pub mod input {
     /// Support features `(B, NK, D)`, class-major.
     pub const SUPPORT: &str = "support";
@@ -120,318 +163,561 @@ pub mod input {
     pub const QUERY_TARGETS: &str = "query_targets";
     /// Standard normal noise `eps` `(B, M, N, K, D)` (training).
     pub const NOISE: &str = "noise";
-    /// Prefix of dropout masks (values 0 or 1 / keep).
+    /// Prefix of dropout masks (values 0 or 1 / keep); see [`super::DropoutSite`].
     pub const MASK_PREFIX: &str = "mask.";
 }
 
-/// Builds the AWGIM graph for `config`, `shape` and `mode`, with initial parameter values
-/// `params` (every training parameter of `config`, by `formats` name; see [`init_params`]).
-pub fn build(
+/// Where training applies dropout: each site multiplies its tensor by a host-drawn mask
+/// input named [`DropoutSite::input_name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropoutSite {
+    /// The support features into `enc_ap` (`mask.support_ap`).
+    SupportAp,
+    /// The query features into `enc_ap` (`mask.query_ap`).
+    QueryAp,
+    /// The support features into `enc_cp` (`mask.support_cp`).
+    SupportCp,
+    /// The input of a block's feed-forward sub-block (`mask.<block>.ff`).
+    FeedForward(&'static BlockNames),
+    /// The generator input `z` (`mask.generator`).
+    Generator,
+    /// The query features in the logits (`mask.query_logits`).
+    QueryLogits,
+    /// The support features in the support logits (`mask.support_logits`).
+    SupportLogits,
+    /// The input of the decoder `r_q` (`mask.dec_q`).
+    DecoderQ,
+    /// The input of the decoder `r_s` (`mask.dec_s`).
+    DecoderS,
+}
+
+impl DropoutSite {
+    /// The name of the site's mask input: [`input::MASK_PREFIX`] and the site.
+    pub fn input_name(self) -> String {
+        let site = match self {
+            DropoutSite::SupportAp => "support_ap",
+            DropoutSite::QueryAp => "query_ap",
+            DropoutSite::SupportCp => "support_cp",
+            DropoutSite::FeedForward(block) => {
+                return format!("{}{}.ff", input::MASK_PREFIX, block.block)
+            }
+            DropoutSite::Generator => "generator",
+            DropoutSite::QueryLogits => "query_logits",
+            DropoutSite::SupportLogits => "support_logits",
+            DropoutSite::DecoderQ => "dec_q",
+            DropoutSite::DecoderS => "dec_s",
+        };
+        format!("{}{site}", input::MASK_PREFIX)
+    }
+}
+
+/// Builds the training graph for `config`, `shape` and `options`, with initial parameter
+/// values `params` (every training parameter of `config`, by `formats` name; see
+/// [`init_params`]).
+pub fn build_train(
     config: &ModelConfig,
     shape: BatchShape,
-    mode: Mode,
+    options: TrainOptions,
     params: &[(String, Vec<f32>)],
-) -> Result<AwgimGraph, AutodiffError> {
-    config
-        .validate()
-        .map_err(|e| AutodiffError::InvalidArgument {
-            op: "awgim::build",
-            reason: e.to_string(),
-        })?;
-    let mut graph = GraphBuilder::new();
-    let mut weights = HashMap::new();
-    for spec in formats::expected_tensors(config, FileKind::Training) {
-        let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
-        let value = params
-            .iter()
-            .find(|(n, _)| n == spec.name)
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| AutodiffError::MissingInput(spec.name.to_string()))?;
-        weights.insert(spec.name, graph.param(spec.name, &shape, value));
-    }
-    let mut m = Model {
-        graph,
-        weights,
-        cfg: Sizes::new(config, shape),
-        config: *config,
-        keep: match mode {
-            Mode::Train { dropout, .. } => 1.0 - dropout,
-            Mode::Eval => 1.0,
-        },
-    };
-    let (logits, losses) = m.forward(mode)?;
-    m.graph.check()?;
-    Ok(AwgimGraph {
-        graph: m.graph,
+) -> Result<TrainGraph, BuildError> {
+    let (mut model, p) = Model::new(config, shape, 1.0 - options.dropout, params)?;
+    let (logits, losses) = model.train(&p, options);
+    model.graph.check()?;
+    Ok(TrainGraph {
+        graph: model.graph,
         logits,
         losses,
     })
 }
 
-/// The sizes of one graph.
-#[derive(Clone, Copy, Debug)]
-struct Sizes {
-    b: usize,
-    n: usize,
-    k: usize,
-    m: usize,
-    d_feat: usize,
-    d: usize,
-    h: usize,
+/// Builds the evaluation graph (`W = mu`) for `config` and `shape` with the parameter values
+/// `params` (every training parameter of `config`, by `formats` name; the training-only ones
+/// are in the graph but unused).
+pub fn build_eval(
+    config: &ModelConfig,
+    shape: BatchShape,
+    params: &[(String, Vec<f32>)],
+) -> Result<EvalGraph, BuildError> {
+    let (mut model, p) = Model::new(config, shape, 1.0, params)?;
+    let logits = model.eval(&p);
+    model.graph.check()?;
+    Ok(EvalGraph {
+        graph: model.graph,
+        logits,
+    })
 }
 
-impl Sizes {
-    fn new(c: &ModelConfig, s: BatchShape) -> Self {
-        Sizes {
-            b: s.tasks,
-            n: c.ways as usize,
-            k: c.shots as usize,
-            m: c.ways as usize * s.queries_per_class,
-            d_feat: c.feature_dim as usize,
-            d: c.latent_dim as usize,
-            h: c.heads as usize,
+/// A layer norm's gain and bias `(d)`.
+#[derive(Clone, Copy, Debug)]
+struct LayerNorm {
+    gain: Tensor,
+    bias: Tensor,
+}
+
+/// The attention half of a block (absent in the MLP ablation).
+#[derive(Clone, Copy, Debug)]
+struct Attention {
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    ln1: LayerNorm,
+}
+
+/// One attention block (AWGIM.md "One attention block").
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    attention: Option<Attention>,
+    f1: Tensor,
+    f2: Tensor,
+    ln2: LayerNorm,
+    /// Dropout on the feed-forward input.
+    ff_site: DropoutSite,
+}
+
+/// The weight generator `G1`, `G2 = [G2mu, G2sigma]`.
+#[derive(Clone, Copy, Debug)]
+struct Generator {
+    g1: Tensor,
+    g2_mu: Tensor,
+    g2_sigma: Tensor,
+}
+
+/// A reconstruction decoder `R2(relu(R1(dropout(w))))`.
+#[derive(Clone, Copy, Debug)]
+struct Decoder {
+    r1: Tensor,
+    r2: Tensor,
+    site: DropoutSite,
+}
+
+/// Every parameter of a training file, typed.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    enc_ap: Tensor,
+    enc_cp: Tensor,
+    sa_ap: Block,
+    ca_ap: Block,
+    sa_cp: Block,
+    generator: Generator,
+    dec_q: Decoder,
+    dec_s: Decoder,
+}
+
+/// Makes a graph's parameters from given values, each checked against its shape in
+/// `formats`' table, in the order they are asked for.
+struct Loader<'a> {
+    graph: &'a mut GraphBuilder,
+    config: &'a ModelConfig,
+    values: &'a [(String, Vec<f32>)],
+}
+
+impl Loader<'_> {
+    fn param(&mut self, name: &'static str) -> Result<Tensor, BuildError> {
+        let (_, spec) = formats::required_tensor(self.config, FileKind::Training, name)
+            .ok_or(BuildError::NotInTable(name))?;
+        let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
+        let value = self
+            .values
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or(BuildError::MissingParam(name))?;
+        let expected: usize = shape.iter().product();
+        if value.len() != expected {
+            return Err(BuildError::ParamShape {
+                name,
+                shape,
+                expected,
+                found: value.len(),
+            });
         }
+        Ok(self.graph.param(name, &shape, value.clone()))
+    }
+
+    fn layer_norm(&mut self, names: &LayerNormNames) -> Result<LayerNorm, BuildError> {
+        Ok(LayerNorm {
+            gain: self.param(names.gain)?,
+            bias: self.param(names.bias)?,
+        })
+    }
+
+    fn block(&mut self, names: &'static BlockNames) -> Result<Block, BuildError> {
+        let attention = match self.config.encoder {
+            EncoderKind::Attention => Some(Attention {
+                wq: self.param(names.wq)?,
+                wk: self.param(names.wk)?,
+                wv: self.param(names.wv)?,
+                wo: self.param(names.wo)?,
+                ln1: self.layer_norm(&names.ln1)?,
+            }),
+            EncoderKind::Mlp => None,
+        };
+        Ok(Block {
+            attention,
+            f1: self.param(names.f1)?,
+            f2: self.param(names.f2)?,
+            ln2: self.layer_norm(&names.ln2)?,
+            ff_site: DropoutSite::FeedForward(names),
+        })
+    }
+
+    fn decoder(&mut self, names: &DecoderNames, site: DropoutSite) -> Result<Decoder, BuildError> {
+        Ok(Decoder {
+            r1: self.param(names.r1)?,
+            r2: self.param(names.r2)?,
+            site,
+        })
+    }
+
+    /// Every parameter, in `formats`' canonical order (the graph declares them in it).
+    fn params(&mut self) -> Result<Params, BuildError> {
+        Ok(Params {
+            enc_ap: self.param(ENC_AP)?,
+            enc_cp: self.param(ENC_CP)?,
+            sa_ap: self.block(&SA_AP)?,
+            ca_ap: self.block(&CA_AP)?,
+            sa_cp: self.block(&SA_CP)?,
+            generator: Generator {
+                g1: self.param(GENERATOR.g1)?,
+                g2_mu: self.param(GENERATOR.g2_mu)?,
+                g2_sigma: self.param(GENERATOR.g2_sigma)?,
+            },
+            dec_q: self.decoder(&DEC_Q, DropoutSite::DecoderQ)?,
+            dec_s: self.decoder(&DEC_S, DropoutSite::DecoderS)?,
+        })
     }
 }
 
+/// A graph being built.
 struct Model {
     graph: GraphBuilder,
-    weights: HashMap<&'static str, Tensor>,
-    cfg: Sizes,
-    config: ModelConfig,
+    sizes: Sizes,
+    /// Tasks per batch.
+    B: usize,
+    /// Queries per task.
+    M: usize,
+    layer_norm: LayerNormKind,
+    ln_epsilon: f32,
     /// Dropout keep probability (1 = no dropout).
     keep: f32,
 }
 
 impl Model {
-    fn w(&self, name: &str) -> Tensor {
-        // Every name used below is in formats' table for a training file.
-        self.weights[name]
+    /// A graph holding every training parameter of `config` with the values `params`.
+    fn new(
+        config: &ModelConfig,
+        shape: BatchShape,
+        keep: f32,
+        params: &[(String, Vec<f32>)],
+    ) -> Result<(Model, Params), BuildError> {
+        config.validate()?;
+        let mut graph = GraphBuilder::new();
+        let p = Loader {
+            graph: &mut graph,
+            config,
+            values: params,
+        }
+        .params()?;
+        let sizes = config.sizes();
+        let model = Model {
+            graph,
+            sizes,
+            B: shape.tasks,
+            M: sizes.N * shape.queries_per_class,
+            layer_norm: config.layer_norm,
+            ln_epsilon: config.ln_epsilon,
+            keep,
+        };
+        Ok((model, p))
     }
 
     /// `x * mask` with a host-drawn mask `mask.<site>` (values 0 or 1/keep), or `x`.
-    fn dropout(&mut self, x: Tensor, site: &str) -> Tensor {
+    fn dropout(&mut self, x: Tensor, site: DropoutSite) -> Tensor {
         if self.keep >= 1.0 {
             return x;
         }
-        let mask = self
-            .graph
-            .input(&format!("{}{site}", input::MASK_PREFIX), &x.shape());
+        let mask = self.graph.input(&site.input_name(), &x.shape());
         x * mask
     }
 
     /// Layer norm with gain and bias over the last axis of `(B, rows, d)` (per row), or over
     /// rows and features together (the reference's task-wide variant).
-    fn layer_norm(&self, x: Tensor, prefix: &str) -> Tensor {
-        let axes: &[usize] = match self.config.layer_norm {
+    fn layer_norm(&self, x: Tensor, ln: &LayerNorm) -> Tensor {
+        let axes: &[usize] = match self.layer_norm {
             LayerNormKind::PerRow => &[2],
             LayerNormKind::TaskWide => &[1, 2],
         };
         let shape = x.shape();
-        let normed = x.layer_norm(axes, self.config.ln_epsilon);
-        normed * self.w(&format!("{prefix}.gain")).broadcast_to(&shape)
-            + self.w(&format!("{prefix}.bias")).broadcast_to(&shape)
+        let normed = x.layer_norm(axes, self.ln_epsilon);
+        normed * ln.gain.broadcast_to(&shape) + ln.bias.broadcast_to(&shape)
     }
 
     /// `LN2(x + F2(relu(F1(dropout(x)))))`.
-    fn feed_forward(&mut self, block: &str, x: Tensor) -> Tensor {
-        let f1 = self.w(&format!("{block}.f1"));
-        let f2 = self.w(&format!("{block}.f2"));
-        let hidden = self.dropout(x, &format!("{block}.ff")).matmul(f1).relu();
-        self.layer_norm(x + hidden.matmul(f2), &format!("{block}.ln2"))
+    fn feed_forward(&mut self, block: &Block, x: Tensor) -> Tensor {
+        let hidden = self.dropout(x, block.ff_site).matmul(block.f1).relu();
+        self.layer_norm(x + hidden.matmul(block.f2), &block.ln2)
     }
 
     /// One attention block `block(q, k, v)` on `(B, R, d)` queries and `(B, S, d)` keys and
     /// values: per head `a_j = softmax((q Wq_j)(k Wk_j)^T / sqrt(d/h)) (v Wv_j)`;
     /// `out = LN1(q + sum_j a_j Wo_j)`; then the feed-forward sub-block.
     /// With the MLP ablation only the feed-forward sub-block runs, on `q`.
-    fn block(&mut self, name: &str, q: Tensor, k: Tensor, v: Tensor) -> Tensor {
-        if self.config.encoder == EncoderKind::Mlp {
-            return self.feed_forward(name, q);
-        }
-        let Sizes { b, d, h, .. } = self.cfg;
+    fn block(&mut self, block: &Block, q: Tensor, k: Tensor, v: Tensor) -> Tensor {
+        let Some(att) = &block.attention else {
+            return self.feed_forward(block, q);
+        };
+        let Sizes { d, h, .. } = self.sizes;
+        let B = self.B;
         let dh = d / h;
         let heads = |x: Tensor, w: Tensor| {
             let rows = x.shape()[1];
             // (B, rows, d) -> (B, h, rows, d/h): head j is columns j*d/h..(j+1)*d/h.
             x.matmul(w)
-                .reshape(&[b, rows, h, dh])
+                .reshape(&[B, rows, h, dh])
                 .permute(&[0, 2, 1, 3])
         };
-        let qh = heads(q, self.w(&format!("{name}.wq")));
-        let kh = heads(k, self.w(&format!("{name}.wk")));
-        let vh = heads(v, self.w(&format!("{name}.wv")));
+        let qh = heads(q, att.wq);
+        let kh = heads(k, att.wk);
+        let vh = heads(v, att.wv);
         let scores = qh.matmul(kh.t()) * (1.0 / (dh as f32).sqrt()); // (B, h, R, S)
         let a = scores.softmax(3).matmul(vh); // (B, h, R, d/h)
         let rows = q.shape()[1];
-        let a = a.permute(&[0, 2, 1, 3]).reshape(&[b, rows, d]);
-        let out = q + a.matmul(self.w(&format!("{name}.wo")));
-        let out = self.layer_norm(out, &format!("{name}.ln1"));
-        self.feed_forward(name, out)
+        let a = a.permute(&[0, 2, 1, 3]).reshape(&[B, rows, d]);
+        let out = q + a.matmul(att.wo);
+        let out = self.layer_norm(out, &att.ln1);
+        self.feed_forward(block, out)
     }
 
     /// Mean of each class's `K` rows: `(B, NK, d)` -> `(B, N, d)`.
     fn class_mean(&self, x: Tensor) -> Tensor {
-        let Sizes { b, n, k, .. } = self.cfg;
+        let Sizes { N, K, .. } = self.sizes;
         let width = x.shape()[2];
-        x.reshape(&[b, n, k, width]).mean(&[2])
+        x.reshape(&[self.B, N, K, width]).mean(&[2])
     }
 
-    fn forward(&mut self, mode: Mode) -> Result<(Tensor, Option<Losses>), AutodiffError> {
-        let Sizes {
-            b, n, k, m, d_feat, ..
-        } = self.cfg;
-        let nk = n * k;
-        let x_s = self.graph.input(input::SUPPORT, &[b, nk, d_feat]);
-        let x_q = self.graph.input(input::QUERY, &[b, m, d_feat]);
+    /// Steps 1-3 of both graphs: the inputs, both paths and the generator input.
+    fn paths(&mut self, p: &Params) -> Paths {
+        let Sizes { D, d, N, K, .. } = self.sizes;
+        let (B, M, NK) = (self.B, self.M, N * K);
+        let x_s = self.graph.input(input::SUPPORT, &[B, NK, D]);
+        let x_q = self.graph.input(input::QUERY, &[B, M, D]);
 
         // 1. Attentive path: s = X_s enc_ap, q = X_q enc_ap; v = sa_ap(s, s, s) with every
         //    row replaced by its class mean; a = ca_ap(q, s, v).
-        let enc_ap = self.w("enc_ap");
-        let s = self.dropout(x_s, "support_ap").matmul(enc_ap); // (B, NK, d)
-        let q = self.dropout(x_q, "query_ap").matmul(enc_ap); // (B, M, d)
-        let v = self.block("sa_ap", s, s, s);
+        let s = self.dropout(x_s, DropoutSite::SupportAp).matmul(p.enc_ap); // (B, NK, d)
+        let q = self.dropout(x_q, DropoutSite::QueryAp).matmul(p.enc_ap); // (B, M, d)
+        let v = self.block(&p.sa_ap, s, s, s);
         let v_bar = self.class_mean(v); // (B, N, d)
-        let d = self.cfg.d;
-        let v_rows = v_bar.expand(2, k).reshape(&[b, nk, d]);
-        let a = self.block("ca_ap", q, s, v_rows); // (B, M, d)
+        let v_rows = v_bar.expand(2, K).reshape(&[B, NK, d]);
+        let a = self.block(&p.ca_ap, q, s, v_rows); // (B, M, d)
 
         // 2. Contextual path: c = sa_cp(X_s enc_cp, ...), c_bar[i] = mean of class i's rows.
-        let e = self.dropout(x_s, "support_cp").matmul(self.w("enc_cp"));
-        let c = self.block("sa_cp", e, e, e);
+        let e = self
+            .dropout(x_s, DropoutSite::SupportCp)
+            .matmul(p.enc_cp);
+        let c = self.block(&p.sa_cp, e, e, e);
         let c_bar = self.class_mean(c); // (B, N, d)
 
         // 3. Generator input z = [c_bar[i]; a(x)] for query x and class i: (B, M, N, 2d).
-        let z = c_bar.expand(1, m).concat(&[a.expand(2, n)], 3);
+        let z = c_bar.expand(1, M).concat(&[a.expand(2, N)], 3);
+        Paths {
+            x_s,
+            x_q,
+            a,
+            c_bar,
+            z,
+        }
+    }
 
-        let Mode::Train { weights, rows, .. } = mode else {
-            // 4-5 at evaluation: W[i] = mu = G2mu(relu(G1 z)).
-            let w_eval = z
-                .matmul(self.w("gen.g1"))
-                .relu()
-                .matmul(self.w("gen.g2_mu"));
-            // 6. l[i] = x . W[i].
-            let logits = (x_q.expand(2, n) * w_eval).sum(&[3]); // (B, M, N)
-            return Ok((logits, None));
-        };
+    /// The evaluation graph's logits.
+    fn eval(&mut self, p: &Params) -> Tensor {
+        let N = self.sizes.N;
+        let Paths { x_q, z, .. } = self.paths(p);
+        // 4-5 at evaluation: W[i] = mu = G2mu(relu(G1 z)).
+        let w_eval = z
+            .matmul(p.generator.g1)
+            .relu()
+            .matmul(p.generator.g2_mu);
+        // 6. l[i] = x . W[i].
+        (x_q.expand(2, N) * w_eval).sum(&[3]) // (B, M, N)
+    }
+
+    /// The training graph's logits and losses.
+    fn train(&mut self, p: &Params, options: TrainOptions) -> (Tensor, Losses) {
+        let Sizes { D, d, N, K, .. } = self.sizes;
+        let (B, M, NK) = (self.B, self.M, N * K);
+        let Paths {
+            x_s,
+            x_q,
+            a,
+            c_bar,
+            z,
+        } = self.paths(p);
+        let generator = &p.generator;
 
         // 4. (mu, u) = G2(relu(G1(dropout(z)))); sigma = max(exp(u) - 1 + sqrt(2/(N+D)), 1e-10).
         // 5. w = mu + sigma * eps for each of the K rows of a class; W[i] = mean over them.
-        let eps = self.graph.input(input::NOISE, &[b, m, n, k, d_feat]);
-        let sigma_floor = (2.0 / (n + d_feat) as f32).sqrt() - 1.0;
-        let w_rows = match rows {
+        let eps = self.graph.input(input::NOISE, &[B, M, N, K, D]);
+        let sigma_offset = (2.0 / (N + D) as f32).sqrt() - 1.0;
+        let w_rows = match options.rows {
             GeneratorRows::PerClass => {
-                let hidden = self.dropout(z, "generator").matmul(self.w("gen.g1")).relu();
-                let mu = hidden.matmul(self.w("gen.g2_mu")); // (B, M, N, D)
-                let u = hidden.matmul(self.w("gen.g2_sigma"));
-                let sigma = self.sigma(u, sigma_floor);
-                mu.expand(3, k) + sigma.expand(3, k) * eps // (B, M, N, K, D)
+                let hidden = self
+                    .dropout(z, DropoutSite::Generator)
+                    .matmul(generator.g1)
+                    .relu();
+                let mu = hidden.matmul(generator.g2_mu); // (B, M, N, D)
+                let u = hidden.matmul(generator.g2_sigma);
+                let sigma = sigma_from(u, sigma_offset);
+                mu.expand(3, K) + sigma.expand(3, K) * eps // (B, M, N, K, D)
             }
             GeneratorRows::PerSupportRow => {
                 // The reference: z for all NK support rows (the K rows of a class are equal).
-                let z_rows = z.expand(3, k).reshape(&[b, m, nk, 2 * d]);
+                let z_rows = z.expand(3, K).reshape(&[B, M, NK, 2 * d]);
                 let hidden = self
-                    .dropout(z_rows, "generator")
-                    .matmul(self.w("gen.g1"))
+                    .dropout(z_rows, DropoutSite::Generator)
+                    .matmul(generator.g1)
                     .relu();
-                let mu = hidden.matmul(self.w("gen.g2_mu")); // (B, M, NK, D)
-                let sigma = self.sigma(hidden.matmul(self.w("gen.g2_sigma")), sigma_floor);
-                let eps_rows = eps.reshape(&[b, m, nk, d_feat]);
-                (mu + sigma * eps_rows).reshape(&[b, m, n, k, d_feat])
+                let mu = hidden.matmul(generator.g2_mu); // (B, M, NK, D)
+                let sigma = sigma_from(hidden.matmul(generator.g2_sigma), sigma_offset);
+                let eps_rows = eps.reshape(&[B, M, NK, D]);
+                (mu + sigma * eps_rows).reshape(&[B, M, N, K, D])
             }
         };
         let w_avg = w_rows.mean(&[3]); // (B, M, N, D)
 
         // 6. Query logits l[i] = dropout(x) . W[i]; support logits: every support example
         //    scored with the same query-specific W.
-        let x_q_l = self.dropout(x_q, "query_logits");
-        let logits = (x_q_l.expand(2, n) * w_avg).sum(&[3]); // (B, M, N)
-        let x_s_l = self.dropout(x_s, "support_logits");
+        let x_q_l = self.dropout(x_q, DropoutSite::QueryLogits);
+        let logits = (x_q_l.expand(2, N) * w_avg).sum(&[3]); // (B, M, N)
+        let x_s_l = self.dropout(x_s, DropoutSite::SupportLogits);
         let support_logits = x_s_l
-            .matmul(w_avg.reshape(&[b, m * n, d_feat]).t()) // (B, NK, M*N)
-            .reshape(&[b, nk, m, n]);
-        let y_q = self.graph.input(input::QUERY_TARGETS, &[b, m, n]);
-        let y_s = self.graph.input(input::SUPPORT_TARGETS, &[b, nk, n]);
+            .matmul(w_avg.reshape(&[B, M * N, D]).t()) // (B, NK, M*N)
+            .reshape(&[B, NK, M, N]);
+        let y_q = self.graph.input(input::QUERY_TARGETS, &[B, M, N]);
+        let y_s = self.graph.input(input::SUPPORT_TARGETS, &[B, NK, N]);
         let ce_query = logits.cross_entropy_with_logits(y_q).mean_all();
         let ce_support = support_logits
-            .cross_entropy_with_logits(y_s.expand(2, m))
+            .cross_entropy_with_logits(y_s.expand(2, M))
             .mean_all();
 
         // 7. Reconstruction of the stopped-gradient targets from every sampled row:
         //    r_q(w) ~ a(x), r_s(w) ~ c_bar[i]; r(w) = R2(relu(R1(dropout(w)))).
-        let target_q = a.stop_gradient().expand(2, n).expand(3, k); // (B, M, N, K, d)
-        let target_s = c_bar.stop_gradient().expand(1, m).expand(3, k);
-        let r_q = self.decoder("dec_q", w_rows);
-        let r_s = self.decoder("dec_s", w_rows);
+        let target_q = a.stop_gradient().expand(2, N).expand(3, K); // (B, M, N, K, d)
+        let target_s = c_bar.stop_gradient().expand(1, M).expand(3, K);
+        let r_q = self.decoder(&p.dec_q, w_rows);
+        let r_s = self.decoder(&p.dec_s, w_rows);
         let recon_query = r_q.squared_error(target_q).mean_all();
         let recon_support = r_s.squared_error(target_s).mean_all();
 
-        let total = ce_query
-            + ce_support * weights.l1
-            + recon_support * weights.l2
-            + recon_query * weights.l3;
-        Ok((
-            logits,
-            Some(Losses {
-                total,
-                ce_query,
-                ce_support,
-                recon_support,
-                recon_query,
-            }),
-        ))
-    }
-
-    /// `sigma = max(exp(u) + floor, 1e-10)` with `floor = sqrt(2 / (N + D)) - 1`.
-    fn sigma(&self, u: Tensor, floor: f32) -> Tensor {
-        let s = u.exp() + floor;
-        s.maximum(s.full_like(1e-10))
+        let LossWeights { l1, l2, l3 } = options.loss_weights;
+        let total = ce_query + ce_support * l1 + recon_support * l2 + recon_query * l3;
+        let losses = Losses {
+            total,
+            ce_query,
+            ce_support,
+            recon_support,
+            recon_query,
+        };
+        (logits, losses)
     }
 
     /// `R2(relu(R1(dropout(w))))` on every sampled row.
-    fn decoder(&mut self, name: &str, w: Tensor) -> Tensor {
-        let x = self.dropout(w, name);
-        x.matmul(self.w(&format!("{name}.r1")))
-            .relu()
-            .matmul(self.w(&format!("{name}.r2")))
+    fn decoder(&mut self, decoder: &Decoder, w: Tensor) -> Tensor {
+        let x = self.dropout(w, decoder.site);
+        x.matmul(decoder.r1).relu().matmul(decoder.r2)
+    }
+}
+
+/// What steps 1-3 give the rest of the graph.
+struct Paths {
+    /// Support features `(B, NK, D)`.
+    x_s: Tensor,
+    /// Query features `(B, M, D)`.
+    x_q: Tensor,
+    /// The attentive path's query embeddings `a(x)`, `(B, M, d)`.
+    a: Tensor,
+    /// The contextual path's class means `c_bar`, `(B, N, d)`.
+    c_bar: Tensor,
+    /// The generator input `(B, M, N, 2d)`.
+    z: Tensor,
+}
+
+/// `sigma = max(exp(u) + offset, 1e-10)` with `offset = sqrt(2 / (N + D)) - 1`.
+fn sigma_from(u: Tensor, offset: f32) -> Tensor {
+    let s = u.exp() + offset;
+    s.maximum(s.full_like(1e-10))
+}
+
+/// How the reference initialises a parameter.
+enum Init {
+    /// All ones (layer-norm gains).
+    One,
+    /// All zeros (layer-norm biases).
+    Zero,
+    /// Normal with standard deviation `d^-1/2` (attention projections).
+    Normal,
+    /// Glorot-uniform for a layer of `fan_out_factor` times the tensor's outputs.
+    Glorot {
+        /// 2 for the halves of `G2` (one `G x 2D` layer in the reference), else 1.
+        fan_out_factor: f32,
+    },
+}
+
+impl Init {
+    /// The initialisation of the parameter `name`.
+    fn of(name: &str) -> Init {
+        for b in [&SA_AP, &CA_AP, &SA_CP] {
+            if name == b.ln1.gain || name == b.ln2.gain {
+                return Init::One;
+            }
+            if name == b.ln1.bias || name == b.ln2.bias {
+                return Init::Zero;
+            }
+            if [b.wq, b.wk, b.wv, b.wo].contains(&name) {
+                return Init::Normal;
+            }
+        }
+        let fan_out_factor = if name == GENERATOR.g2_mu || name == GENERATOR.g2_sigma {
+            2.0
+        } else {
+            1.0
+        };
+        Init::Glorot { fan_out_factor }
     }
 }
 
 /// Initial values of every training parameter of `config`, as in the reference:
 /// Glorot-uniform dense layers (G2 counted as one `G x 2D` layer), attention projections
-/// normal with standard deviation `d^-1/2`, layer-norm gain 1 and bias 0.
+/// normal with standard deviation `d^-1/2`, layer-norm gain 1 and bias 0. Drawn in
+/// `formats`' canonical order.
 pub fn init_params(config: &ModelConfig, rng: &mut impl Rng) -> Vec<(String, Vec<f32>)> {
-    let d = config.latent_dim as f32;
+    let d = config.sizes().d as f32;
     formats::expected_tensors(config, FileKind::Training)
         .map(|spec| {
             let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
             let numel: usize = shape.iter().product();
-            let name = spec.name;
-            let values: Vec<f32> = if name.ends_with(".gain") {
-                vec![1.0; numel]
-            } else if name.ends_with(".bias") {
-                vec![0.0; numel]
-            } else if [".wq", ".wk", ".wv", ".wo"]
-                .iter()
-                .any(|p| name.ends_with(p))
-            {
-                let std = d.powf(-0.5);
-                (0..numel)
-                    .map(|_| {
-                        let x: f32 = StandardNormal.sample(rng);
-                        std * x
-                    })
-                    .collect()
-            } else {
-                let fan_in = shape[0] as f32;
-                let mut fan_out = shape[1] as f32;
-                if name.starts_with("gen.g2") {
-                    fan_out *= 2.0; // one G x 2D layer in the reference
+            let values: Vec<f32> = match Init::of(spec.name) {
+                Init::One => vec![1.0; numel],
+                Init::Zero => vec![0.0; numel],
+                Init::Normal => {
+                    let std = d.powf(-0.5);
+                    (0..numel)
+                        .map(|_| {
+                            let x: f32 = StandardNormal.sample(rng);
+                            std * x
+                        })
+                        .collect()
                 }
-                let limit = (6.0 / (fan_in + fan_out)).sqrt();
-                (0..numel).map(|_| rng.gen_range(-limit..limit)).collect()
+                Init::Glorot { fan_out_factor } => {
+                    // Dense layers are `[in, out]`.
+                    let fan_in = shape[0] as f32;
+                    let fan_out = shape[1] as f32 * fan_out_factor;
+                    let limit = (6.0 / (fan_in + fan_out)).sqrt();
+                    (0..numel).map(|_| rng.gen_range(-limit..limit)).collect()
+                }
             };
-            (name.to_string(), values)
+            (spec.name.to_string(), values)
         })
         .collect()
 }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::autodiff::AutodiffError;
+use autodiff::AutodiffError;
+
+use crate::awgim::BuildError;
 use crate::data::DataError;
 
 /// Why a trainer command failed.
@@ -11,9 +13,12 @@ pub enum TrainerError {
     /// Reading or checking the data set failed.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// Building, compiling or running a graph failed.
+    /// Compiling or running a graph failed.
     #[error("graph: {0}")]
     Graph(#[from] AutodiffError),
+    /// The model's graph could not be built from its configuration and parameters.
+    #[error("model: {0}")]
+    Model(#[from] BuildError),
     /// A model or checkpoint file could not be read or is not valid.
     #[error("{}: {source}", path.display())]
     Format {

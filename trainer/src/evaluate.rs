@@ -2,10 +2,10 @@
 //! from one split, mean accuracy and its 95% interval `1.96 std / sqrt(tasks)`, next to the
 //! nearest-class-mean baseline on the same tasks.
 
+use autodiff::{Backend, Evaluator};
 use formats::ModelConfig;
 
-use crate::autodiff::{Backend, Evaluator};
-use crate::awgim::{self, input, BatchShape, Mode};
+use crate::awgim::{self, input, BatchShape};
 use crate::data::{ncm_accuracy, EpisodeBatch, EpisodeSampler, EpisodeSpec, Metric, Split};
 use crate::error::TrainerError;
 
@@ -73,15 +73,16 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// The compiled evaluation graph (`W = mu`) for batches of tasks with 15 queries per class.
-pub struct EvalGraph {
+/// The compiled evaluation graph ([`awgim::build_eval`], `W = mu`) for batches of tasks,
+/// and the test protocol on it.
+pub struct CompiledEval {
     evaluator: Evaluator,
     config: ModelConfig,
     tasks: usize,
     queries_per_class: usize,
 }
 
-impl EvalGraph {
+impl CompiledEval {
     /// Builds and compiles the evaluation graph for `tasks` tasks per run.
     pub fn new(
         config: &ModelConfig,
@@ -94,9 +95,9 @@ impl EvalGraph {
             tasks,
             queries_per_class,
         };
-        let graph = awgim::build(config, shape, Mode::Eval, params)?;
-        let evaluator = Evaluator::new(graph.graph, &[graph.logits], backend)?;
-        Ok(EvalGraph {
+        let built = awgim::build_eval(config, shape, params)?;
+        let evaluator = Evaluator::new(built.graph, &[built.logits], backend)?;
+        Ok(CompiledEval {
             evaluator,
             config: *config,
             tasks,
@@ -125,9 +126,10 @@ impl EvalGraph {
         tasks: usize,
         seed: u64,
     ) -> Result<(Accuracy, Accuracy), TrainerError> {
+        let sizes = self.config.sizes();
         let spec = EpisodeSpec {
-            n_way: self.config.ways as usize,
-            k_shot: self.config.shots as usize,
+            n_way: sizes.N,
+            k_shot: sizes.K,
             n_query: self.queries_per_class,
             shuffle_queries: false,
         };

@@ -12,11 +12,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use autodiff::Backend;
 use clap::{Args, Parser, Subcommand};
-use trainer::autodiff::Backend;
 use trainer::data::{DataSource, SplitKind, SyntheticSpec};
 use trainer::error::TrainerError;
-use trainer::evaluate::EvalGraph;
+use trainer::evaluate::CompiledEval;
 use trainer::model_file::ModelParams;
 use trainer::options::{TrainArgs, EVAL_QUERIES};
 use trainer::run;
@@ -145,23 +145,24 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             backend,
         }) => {
             let params = ModelParams::read(&model)?;
+            let c = params.config;
+            let sizes = c.sizes();
             let source = match data {
                 Some(path) => DataSource::Path(path),
                 None => DataSource::Synthetic(SyntheticSpec {
-                    dim: params.config.feature_dim as usize,
+                    dim: sizes.D,
                     ..SyntheticSpec::default()
                 }),
             };
             let dataset = source.load()?;
-            dataset.require_dim(params.config.feature_dim as usize)?;
-            let c = params.config;
-            dataset.check_episodes(c.ways as usize, c.shots as usize, EVAL_QUERIES as usize)?;
+            dataset.require_dim(sizes.D)?;
+            dataset.check_episodes(sizes.N, sizes.K, EVAL_QUERIES as usize)?;
             let kind = match split.as_str() {
                 "train" => SplitKind::Train,
                 "val" => SplitKind::Val,
                 _ => SplitKind::Test,
             };
-            let mut eval = EvalGraph::new(
+            let mut eval = CompiledEval::new(
                 &c,
                 eval_batch,
                 EVAL_QUERIES as usize,
@@ -173,8 +174,8 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
                 "{} on {} ({split}, {tasks} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): AWGIM {acc} | nearest class mean {ncm}",
                 model.display(),
                 dataset.name(),
-                c.ways,
-                c.shots
+                sizes.N,
+                sizes.K
             );
             Ok(())
         }
@@ -245,14 +246,14 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         settings.decay_every,
         settings.dropout,
         settings.generator_rows,
-        settings.loss.l1,
-        settings.loss.l2,
-        settings.loss.l3,
+        settings.loss_weights.l1,
+        settings.loss_weights.l2,
+        settings.loss_weights.l3,
         settings.seed
     );
     let report = run::train(&settings, checkpoint, backend, false)?;
-    let c = report.config;
-    println!("data: {} (D = {})", report.dataset, c.feature_dim);
+    let sizes = report.config.sizes();
+    println!("data: {} (D = {})", report.dataset, sizes.D);
     println!(
         "training: {} steps, {} skipped (non-finite), {:.1} tasks/s",
         report.steps, report.skipped, report.tasks_per_second
@@ -263,7 +264,7 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
     );
     println!(
         "test ({} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): AWGIM {} | nearest class mean {}",
-        report.test.tasks, c.ways, c.shots, report.test, report.test_ncm
+        report.test.tasks, sizes.N, sizes.K, report.test, report.test_ncm
     );
     println!(
         "wrote {} (best validation), {}, {}, {}",

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use autodiff::OptimizerState;
 use formats::{FileBuilder, FileKind, ModelConfig, Provenance, Text, TrainingState, Validation};
 
-use crate::autodiff::OptimizerState;
 use crate::error::TrainerError;
 
 /// Everything a model file holds, as owned values.

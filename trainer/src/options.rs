@@ -10,11 +10,11 @@
 
 use std::path::PathBuf;
 
+use autodiff::AdamWConfig;
 use clap::{Args, ValueEnum};
 use formats::{EncoderKind, LayerNormKind, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::autodiff::AdamWConfig;
 use crate::awgim::{GeneratorRows, LossWeights};
 use crate::error::TrainerError;
 
@@ -182,7 +182,7 @@ pub struct Settings {
     /// Encoder variant.
     pub encoder: EncoderArg,
     /// Loss weights.
-    pub loss: LossWeights,
+    pub loss_weights: LossWeights,
     /// Dropout rate.
     pub dropout: f32,
     /// Generator rows in training.
@@ -246,7 +246,7 @@ impl TrainArgs {
             layer_norm: self.layer_norm,
             ln_epsilon: self.ln_epsilon,
             encoder: self.encoder,
-            loss: LossWeights {
+            loss_weights: LossWeights {
                 l1: self.l1,
                 l2: self.l2,
                 l3: self.l3,
@@ -309,9 +309,9 @@ impl Settings {
             return bad("--lr must be a positive number");
         }
         let finite = [
-            self.loss.l1,
-            self.loss.l2,
-            self.loss.l3,
+            self.loss_weights.l1,
+            self.loss_weights.l2,
+            self.loss_weights.l3,
             self.decay_rate,
             self.weight_decay,
             self.clip_value,

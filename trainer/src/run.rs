@@ -9,19 +9,19 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use autodiff::{Backend, TrainStep};
 use formats::{FileKind, ModelConfig, TrainingState, Validation};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::autodiff::{Backend, TrainStep};
-use crate::awgim::{self, input, BatchShape, Mode};
+use crate::awgim::{self, input, BatchShape, TrainOptions};
 use crate::curves::{CurveRow, Curves};
 use crate::data::{
     DataSource, Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec,
 };
 use crate::error::TrainerError;
-use crate::evaluate::{task_accuracies, Accuracy, EvalGraph};
+use crate::evaluate::{task_accuracies, Accuracy, CompiledEval};
 use crate::model_file::{provenance, ModelParams};
 use crate::options::{Settings, EVAL_QUERIES};
 
@@ -83,7 +83,7 @@ fn splitmix64(x: u64) -> u64 {
 /// Where a run starts.
 struct Start {
     params: Vec<(String, Vec<f32>)>,
-    optimizer: Option<crate::autodiff::OptimizerState>,
+    optimizer: Option<autodiff::OptimizerState>,
     step: u64,
     best: Option<(f32, f32)>,
     best_step: u64,
@@ -127,19 +127,16 @@ pub fn train(
         tasks: settings.batch,
         queries_per_class: q,
     };
-    let mode = Mode::Train {
+    let options = TrainOptions {
         dropout: settings.dropout,
-        weights: settings.loss,
+        loss_weights: settings.loss_weights,
         rows: settings.generator_rows,
     };
-    let built = awgim::build(&config, shape, mode, &start.params)?;
+    let built = awgim::build_train(&config, shape, options, &start.params)?;
     let inputs = built.graph.inputs();
-    let losses = built
-        .losses
-        .ok_or_else(|| TrainerError::Settings("no loss in a training graph".into()))?;
     let mut train = TrainStep::new(
         built.graph,
-        losses.total,
+        built.losses.total,
         &[built.logits],
         settings.adamw(),
         backend,
@@ -147,7 +144,7 @@ pub fn train(
     if let Some(opt) = &start.optimizer {
         train.load_optimizer_state(opt)?;
     }
-    let mut eval = EvalGraph::new(
+    let mut eval = CompiledEval::new(
         &config,
         settings.eval_batch,
         EVAL_QUERIES as usize,

@@ -1,11 +1,17 @@
 //! The AWGIM graphs: shapes, the losses, and the once-per-class generator against the
 //! reference's N*K-row generator.
 
-use formats::{EncoderKind, LayerNormKind, ModelConfig};
+// AWGIM.md's size letters: `D` (features) and `d` (latent) are two different sizes.
+#![allow(non_snake_case)]
+
+use formats::{EncoderKind, LayerNormKind, ModelConfig, Sizes};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{backward, Backend, Evaluator};
-use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, Mode};
+use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor};
+use formats::FileKind;
+use trainer::awgim::{
+    self, input, BatchShape, BuildError, DropoutSite, GeneratorRows, LossWeights, TrainOptions,
+};
 
 fn tiny(shots: u32) -> ModelConfig {
     ModelConfig::new(12, 8, 2, 3, shots, 10)
@@ -31,26 +37,23 @@ fn feed(
     seed: u64,
 ) -> Vec<(String, Vec<f32>)> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let (n, k, q) = (
-        config.ways as usize,
-        config.shots as usize,
-        shape.queries_per_class,
-    );
+    let Sizes { N, K, .. } = config.sizes();
+    let Q = shape.queries_per_class;
     let mut out = Vec::new();
     for (name, dims) in inputs {
         let numel: usize = dims.iter().product();
         let data = match name.as_str() {
             input::SUPPORT_TARGETS => {
                 let labels: Vec<usize> = (0..shape.tasks)
-                    .flat_map(|_| (0..n).flat_map(move |i| std::iter::repeat_n(i, k)))
+                    .flat_map(|_| (0..N).flat_map(move |i| std::iter::repeat_n(i, K)))
                     .collect();
-                one_hot(&labels, n)
+                one_hot(&labels, N)
             }
             input::QUERY_TARGETS => {
                 let labels: Vec<usize> = (0..shape.tasks)
-                    .flat_map(|_| (0..n).flat_map(move |i| std::iter::repeat_n(i, q)))
+                    .flat_map(|_| (0..N).flat_map(move |i| std::iter::repeat_n(i, Q)))
                     .collect();
-                one_hot(&labels, n)
+                one_hot(&labels, N)
             }
             input::NOISE => (0..numel).map(|_| rng.gen_range(-2.0..2.0)).collect(),
             _ => features(&mut rng, numel),
@@ -64,15 +67,14 @@ fn params(config: &ModelConfig, seed: u64) -> Vec<(String, Vec<f32>)> {
     awgim::init_params(config, &mut Xoshiro256PlusPlus::seed_from_u64(seed))
 }
 
-/// Runs `graph` with the given inputs; returns the requested outputs.
+/// Runs `graph` with the given inputs; returns the values of `outputs`.
 fn run(
-    built: awgim::AwgimGraph,
-    outputs: impl FnOnce(&awgim::AwgimGraph) -> Vec<trainer::autodiff::Tensor>,
+    graph: GraphBuilder,
+    outputs: &[Tensor],
     feed: &[(String, Vec<f32>)],
     params: &[(String, Vec<f32>)],
 ) -> Vec<Vec<f32>> {
-    let outs = outputs(&built);
-    let mut eval = Evaluator::new(built.graph, &outs, Backend::Cpu).unwrap();
+    let mut eval = Evaluator::new(graph, outputs, Backend::Cpu).unwrap();
     eval.load_params(params).unwrap();
     for (name, data) in feed {
         eval.set_input(name, data).unwrap();
@@ -88,14 +90,14 @@ fn shapes_of_the_training_and_evaluation_graphs() {
             queries_per_class: 2,
         };
         let p = params(&config, 1);
-        let mode = Mode::Train {
+        let options = TrainOptions {
             dropout: 0.3,
-            weights: LossWeights::default(),
+            loss_weights: LossWeights::default(),
             rows: GeneratorRows::PerClass,
         };
-        let train = awgim::build(&config, shape, mode, &p).unwrap();
-        let (n, k, d) = (3, config.shots as usize, 12);
-        assert_eq!(train.logits.shape(), vec![2, n * 2, n]);
+        let train = awgim::build_train(&config, shape, options, &p).unwrap();
+        let Sizes { N, K, D, d, .. } = config.sizes();
+        assert_eq!(train.logits.shape(), vec![2, N * 2, N]);
         let inputs = train.graph.inputs();
         let find = |name: &str| {
             inputs
@@ -103,18 +105,24 @@ fn shapes_of_the_training_and_evaluation_graphs() {
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| s.clone())
         };
-        assert_eq!(find(input::SUPPORT), Some(vec![2, n * k, d]));
-        assert_eq!(find(input::QUERY), Some(vec![2, n * 2, d]));
-        assert_eq!(find(input::NOISE), Some(vec![2, n * 2, n, k, d]));
-        assert_eq!(find("mask.generator"), Some(vec![2, n * 2, n, 16]));
-        assert_eq!(find("mask.dec_q"), Some(vec![2, n * 2, n, k, d]));
+        assert_eq!(find(input::SUPPORT), Some(vec![2, N * K, D]));
+        assert_eq!(find(input::QUERY), Some(vec![2, N * 2, D]));
+        assert_eq!(find(input::NOISE), Some(vec![2, N * 2, N, K, D]));
+        let mask = |site: DropoutSite| find(&site.input_name());
+        assert_eq!(find("mask.generator"), Some(vec![2, N * 2, N, 2 * d]));
+        assert_eq!(mask(DropoutSite::Generator), Some(vec![2, N * 2, N, 2 * d]));
+        assert_eq!(find("mask.dec_q"), Some(vec![2, N * 2, N, K, D]));
+        assert_eq!(mask(DropoutSite::DecoderQ), Some(vec![2, N * 2, N, K, D]));
+        assert_eq!(find("mask.sa_cp.ff"), Some(vec![2, N * K, d]));
+        let sa_cp = DropoutSite::FeedForward(&formats::tensors::SA_CP);
+        assert_eq!(mask(sa_cp), Some(vec![2, N * K, d]));
         let masks = inputs
             .iter()
             .filter(|(n, _)| n.starts_with(input::MASK_PREFIX))
             .count();
         // encoders (3), feed-forward (3), generator, decoders (2), logits (2)
         assert_eq!(masks, 11);
-        let losses = train.losses.unwrap();
+        let losses = train.losses;
         for t in [
             losses.total,
             losses.ce_query,
@@ -125,31 +133,92 @@ fn shapes_of_the_training_and_evaluation_graphs() {
             assert_eq!(t.shape(), Vec::<usize>::new());
         }
 
-        let eval = awgim::build(&config, shape, Mode::Eval, &p).unwrap();
-        assert_eq!(eval.logits.shape(), vec![2, n * 2, n]);
-        assert!(eval.losses.is_none());
+        let eval = awgim::build_eval(&config, shape, &p).unwrap();
+        assert_eq!(eval.logits.shape(), vec![2, N * 2, N]);
         let names: Vec<String> = eval.graph.inputs().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec![input::SUPPORT, input::QUERY]);
     }
 }
+
+const ONE_TASK: BatchShape = BatchShape {
+    tasks: 1,
+    queries_per_class: 1,
+};
 
 #[test]
 fn missing_parameter_is_an_error() {
     let config = tiny(1);
     let mut p = params(&config, 1);
     p.retain(|(n, _)| n != "gen.g1");
-    let err = awgim::build(
-        &config,
-        BatchShape {
-            tasks: 1,
-            queries_per_class: 1,
-        },
-        Mode::Eval,
-        &p,
-    )
-    .err()
-    .expect("must fail");
+    let err = awgim::build_eval(&config, ONE_TASK, &p)
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, BuildError::MissingParam("gen.g1")), "{err}");
     assert!(err.to_string().contains("gen.g1"), "{err}");
+}
+
+#[test]
+fn misshapen_parameter_is_an_error() {
+    let config = tiny(1);
+    let mut p = params(&config, 1);
+    let sa_ap = formats::tensors::SA_AP;
+    if let Some((_, values)) = p.iter_mut().find(|(n, _)| n == sa_ap.wk) {
+        values.pop();
+    }
+    let options = TrainOptions {
+        dropout: 0.3,
+        loss_weights: LossWeights::default(),
+        rows: GeneratorRows::PerClass,
+    };
+    let err = awgim::build_train(&config, ONE_TASK, options, &p)
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(
+            err,
+            BuildError::ParamShape {
+                name: "sa_ap.wk",
+                expected: 64,
+                found: 63,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Both graphs declare every training parameter of the configuration in `formats`'
+/// canonical order (the order of the initial values, the optimizer state and the files).
+#[test]
+fn graphs_declare_the_parameters_in_canonical_order() {
+    for config in [
+        tiny(2),
+        ModelConfig {
+            encoder: EncoderKind::Mlp,
+            ..tiny(2)
+        },
+    ] {
+        let p = params(&config, 1);
+        let canonical: Vec<(String, Vec<usize>)> =
+            formats::expected_tensors(&config, FileKind::Training)
+                .map(|s| {
+                    let shape = s.shape.iter().map(|&x| x as usize).collect();
+                    (s.name.to_string(), shape)
+                })
+                .collect();
+        let names: Vec<&String> = p.iter().map(|(n, _)| n).collect();
+        let expected: Vec<&String> = canonical.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, expected);
+        let options = TrainOptions {
+            dropout: 0.3,
+            loss_weights: LossWeights::default(),
+            rows: GeneratorRows::PerSupportRow,
+        };
+        let train = awgim::build_train(&config, ONE_TASK, options, &p).unwrap();
+        assert_eq!(train.graph.params(), canonical);
+        let eval = awgim::build_eval(&config, ONE_TASK, &p).unwrap();
+        assert_eq!(eval.graph.params(), canonical);
+    }
 }
 
 /// Without noise and dropout the training logits are the evaluation logits (W = mu), and
@@ -166,31 +235,27 @@ fn noiseless_training_logits_equal_evaluation_logits_and_cross_entropy() {
             queries_per_class: 3,
         };
         let p = params(&config, 7);
-        let mode = Mode::Train {
+        let options = TrainOptions {
             dropout: 0.0,
-            weights: LossWeights::default(),
+            loss_weights: LossWeights::default(),
             rows: GeneratorRows::PerClass,
         };
-        let train = awgim::build(&config, shape, mode, &p).unwrap();
+        let train = awgim::build_train(&config, shape, options, &p).unwrap();
         let mut data = feed(&train.graph.inputs(), &config, shape, 3);
         for (name, values) in &mut data {
             if name == input::NOISE {
                 values.iter_mut().for_each(|v| *v = 0.0);
             }
         }
-        let out = run(
-            train,
-            |g| vec![g.logits, g.losses.unwrap().ce_query],
-            &data,
-            &p,
-        );
-        let eval = awgim::build(&config, shape, Mode::Eval, &p).unwrap();
+        let outputs = [train.logits, train.losses.ce_query];
+        let out = run(train.graph, &outputs, &data, &p);
+        let eval = awgim::build_eval(&config, shape, &p).unwrap();
         let eval_data: Vec<_> = data
             .iter()
             .filter(|(n, _)| n == input::SUPPORT || n == input::QUERY)
             .cloned()
             .collect();
-        let eval_out = run(eval, |g| vec![g.logits], &eval_data, &p);
+        let eval_out = run(eval.graph, &[eval.logits], &eval_data, &p);
         for (a, b) in out[0].iter().zip(&eval_out[0]) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
@@ -199,14 +264,14 @@ fn noiseless_training_logits_equal_evaluation_logits_and_cross_entropy() {
             .find(|(n, _)| n == input::QUERY_TARGETS)
             .unwrap()
             .1;
-        let n = 3;
+        let N = config.sizes().N;
         let mut ce = 0.0f64;
-        let rows = out[0].len() / n;
+        let rows = out[0].len() / N;
         for r in 0..rows {
-            let l = &out[0][r * n..(r + 1) * n];
+            let l = &out[0][r * N..(r + 1) * N];
             let max = l.iter().cloned().fold(f32::MIN, f32::max) as f64;
             let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            let label = targets[r * n..(r + 1) * n]
+            let label = targets[r * N..(r + 1) * N]
                 .iter()
                 .position(|&t| t == 1.0)
                 .unwrap();
@@ -240,35 +305,30 @@ fn once_per_class_generator_equals_the_reference_rows() {
             queries_per_class: 2,
         };
         let p = params(&config, 11);
-        let weights = LossWeights {
+        let loss_weights = LossWeights {
             l1: 1.0,
             l2: 0.5,
             l3: 0.25,
         };
         let mut results = Vec::new();
         for rows in [GeneratorRows::PerClass, GeneratorRows::PerSupportRow] {
-            let built = awgim::build(
-                &config,
-                shape,
-                Mode::Train {
-                    dropout: 0.0,
-                    weights,
-                    rows,
-                },
-                &p,
-            )
-            .unwrap();
+            let options = TrainOptions {
+                dropout: 0.0,
+                loss_weights,
+                rows,
+            };
+            let built = awgim::build_train(&config, shape, options, &p).unwrap();
             let data = feed(&built.graph.inputs(), &config, shape, 5);
             let names: Vec<String> = built.graph.params().into_iter().map(|(n, _)| n).collect();
             let handles: Vec<_> = names
                 .iter()
                 .map(|n| built.graph.tensor(n).unwrap())
                 .collect();
-            let loss = built.losses.unwrap().total;
+            let loss = built.losses.total;
             let grads = backward(loss, &handles).unwrap();
             let mut outs = vec![loss];
             outs.extend(grads);
-            results.push(run(built, |_| outs, &data, &p));
+            results.push(run(built.graph, &outs, &data, &p));
         }
         let (a, b) = (&results[0], &results[1]);
         assert!(
@@ -299,28 +359,23 @@ fn once_per_class_generator_equals_the_reference_rows() {
 #[test]
 fn per_row_generator_dropout_masks_each_row() {
     let config = tiny(3);
-    let (n, k, d) = (3, 3, config.latent_dim as usize);
+    let Sizes { N, K, d, .. } = config.sizes();
     let shape = BatchShape {
         tasks: 2,
         queries_per_class: 2,
     };
-    let m = n * shape.queries_per_class;
+    let M = N * shape.queries_per_class;
     let p = params(&config, 4);
     let build = |rows| {
-        awgim::build(
-            &config,
-            shape,
-            Mode::Train {
-                dropout: 0.3,
-                weights: LossWeights::default(),
-                rows,
-            },
-            &p,
-        )
-        .unwrap()
+        let options = TrainOptions {
+            dropout: 0.3,
+            loss_weights: LossWeights::default(),
+            rows,
+        };
+        awgim::build_train(&config, shape, options, &p).unwrap()
     };
-    let mask_name = format!("{}generator", input::MASK_PREFIX);
-    let mask_shape = |built: &awgim::AwgimGraph| {
+    let mask_name = DropoutSite::Generator.input_name();
+    let mask_shape = |built: &awgim::TrainGraph| {
         built
             .graph
             .inputs()
@@ -329,9 +384,9 @@ fn per_row_generator_dropout_masks_each_row() {
             .map(|(_, dims)| dims)
     };
     let per_class = build(GeneratorRows::PerClass);
-    assert_eq!(mask_shape(&per_class), Some(vec![2, m, n, 2 * d]));
+    assert_eq!(mask_shape(&per_class), Some(vec![2, M, N, 2 * d]));
     let row_shape = mask_shape(&build(GeneratorRows::PerSupportRow));
-    assert_eq!(row_shape, Some(vec![2, m, n * k, 2 * d]));
+    assert_eq!(row_shape, Some(vec![2, M, N * K, 2 * d]));
 
     // Noise and dropout masks drawn as training draws them; the per-class generator mask,
     // and its rows repeated K times for the reference layout.
@@ -357,18 +412,18 @@ fn per_row_generator_dropout_masks_each_row() {
         .clone();
     let repeated: Vec<f32> = class_mask
         .chunks(2 * d)
-        .flat_map(|row| row.iter().copied().cycle().take(k * 2 * d))
+        .flat_map(|row| row.iter().copied().cycle().take(K * 2 * d))
         .collect();
     let loss = |rows, generator_mask: &[f32]| {
         let built = build(rows);
-        let total = built.losses.unwrap().total;
+        let total = built.losses.total;
         let mut feed = data.clone();
         for (name, values) in feed.iter_mut() {
             if *name == mask_name {
                 *values = generator_mask.to_vec();
             }
         }
-        run(built, |_| vec![total], &feed, &p)[0][0]
+        run(built.graph, &[total], &feed, &p)[0][0]
     };
     let reference = loss(GeneratorRows::PerClass, &class_mask);
     let same = loss(GeneratorRows::PerSupportRow, &repeated);
@@ -384,7 +439,7 @@ fn per_row_generator_dropout_masks_each_row() {
         .iter()
         .zip(&fresh)
         .enumerate()
-        .map(|(i, (&first, &other))| if (i / (2 * d)) % k == 0 { first } else { other })
+        .map(|(i, (&first, &other))| if (i / (2 * d)) % K == 0 { first } else { other })
         .collect();
     let different = loss(GeneratorRows::PerSupportRow, &per_row);
     assert!(

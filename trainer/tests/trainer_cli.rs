@@ -2,13 +2,16 @@
 //! exports, `infer` through the engine, refusals of bad data before training starts, NaN
 //! steps, and a run killed with SIGKILL and resumed.
 
+// AWGIM.md's size letters: `D` (features) and `d` (latent) are two different sizes.
+#![allow(non_snake_case)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use autodiff::Backend;
 use npyz::WriterBuilder;
-use trainer::autodiff::Backend;
-use trainer::evaluate::EvalGraph;
+use trainer::evaluate::CompiledEval;
 use trainer::model_file::ModelParams;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trainer");
@@ -154,11 +157,12 @@ fn short_run_learns_and_exports() {
     }
 
     // infer: the engine's logits on a task agree with the trainer's evaluation graph.
-    let (n, k, d, m) = (5usize, 5usize, 64usize, 7usize);
-    let support: Vec<f32> = (0..n * k * d)
+    let formats::Sizes { N, K, D, .. } = inf.config.sizes();
+    let M = 7; // queries
+    let support: Vec<f32> = (0..N * K * D)
         .map(|i| ((i * 37 % 101) as f32 / 50.0).max(0.0))
         .collect();
-    let queries: Vec<f32> = (0..m * d)
+    let queries: Vec<f32> = (0..M * D)
         .map(|i| ((i * 53 % 97) as f32 / 40.0 - 0.3).max(0.0))
         .collect();
     let (s_path, q_path, l_path) = (
@@ -166,8 +170,8 @@ fn short_run_learns_and_exports() {
         dir.path().join("q.npy"),
         dir.path().join("l.npy"),
     );
-    write_npy(&s_path, &[n as u64, k as u64, d as u64], &support);
-    write_npy(&q_path, &[m as u64, d as u64], &queries);
+    write_npy(&s_path, &[N as u64, K as u64, D as u64], &support);
+    write_npy(&q_path, &[M as u64, D as u64], &queries);
     run_ok(
         Command::new(BIN)
             .args(["infer", "--model"])
@@ -180,22 +184,22 @@ fn short_run_learns_and_exports() {
             .arg(&l_path),
     );
     let (shape, logits) = trainer::infer::read_npy(&l_path).unwrap();
-    assert_eq!(shape, vec![m as u64, n as u64]);
+    assert_eq!(shape, vec![M as u64, N as u64]);
     // The graph takes tasks of N*Q queries: put the M queries in a 5 x 2 = 10-query task.
-    let mut graph = EvalGraph::new(&inf.config, 1, 2, &params.params, Backend::Cpu).unwrap();
+    let mut graph = CompiledEval::new(&inf.config, 1, 2, &params.params, Backend::Cpu).unwrap();
     let mut batch = trainer::data::EpisodeBatch {
         batch: 1,
-        n_way: n,
-        k_shot: k,
+        n_way: N,
+        k_shot: K,
         n_query: 2,
-        dim: d,
+        dim: D,
         support: support.clone(),
         query: queries.clone(),
         ..Default::default()
     };
-    batch.query.resize(10 * d, 0.0);
+    batch.query.resize(10 * D, 0.0);
     let graph_logits = graph.logits(&batch).unwrap();
-    for (a, b) in logits.iter().zip(&graph_logits[..m * n]) {
+    for (a, b) in logits.iter().zip(&graph_logits[..M * N]) {
         assert!(
             (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
             "engine {a} vs graph {b}"

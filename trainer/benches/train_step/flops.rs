@@ -28,8 +28,12 @@
 //! than a product kernel. They are memory-bound; their share of the step's time is what the
 //! achieved GFLOP/s leaves out.
 //!
-//! Sizes: `B` tasks, `N` ways, `K` shots, `NK = N K`, `M = N Q` queries per task, `D`
-//! features, `d` latent, `h` heads, `G` generator width.
+//! Sizes (AWGIM.md's letters, [`formats::Sizes`]): `B` tasks, `N` ways, `K` shots,
+//! `NK = N K`, `M = N Q` queries per task, `D` features, `d` latent, `h` heads, `G`
+//! generator width.
+
+// AWGIM.md's size letters: `D` (features) and `d` (latent) are two different sizes.
+#![allow(non_snake_case)]
 
 use formats::{EncoderKind, ModelConfig};
 use trainer::awgim::BatchShape;
@@ -37,13 +41,13 @@ use trainer::awgim::BatchShape;
 /// The sizes of one training step, widened to `u64`.
 #[derive(Clone, Copy, Debug)]
 pub struct StepShape {
-    tasks: u64,
-    ways: u64,
-    shots: u64,
-    queries: u64,
-    features: u64,
-    latent: u64,
-    hidden: u64,
+    B: u64,
+    N: u64,
+    K: u64,
+    M: u64,
+    D: u64,
+    d: u64,
+    G: u64,
 }
 
 impl StepShape {
@@ -52,15 +56,16 @@ impl StepShape {
         if config.encoder != EncoderKind::Attention {
             return Err("the FLOP count covers the attention encoder only".into());
         }
-        let ways = u64::from(config.ways);
+        let sizes = config.sizes();
+        let N = sizes.N as u64;
         Ok(StepShape {
-            tasks: shape.tasks as u64,
-            ways,
-            shots: config.shots.into(),
-            queries: ways * shape.queries_per_class as u64,
-            features: config.feature_dim.into(),
-            latent: config.latent_dim.into(),
-            hidden: config.generator_hidden.into(),
+            B: shape.tasks as u64,
+            N,
+            K: sizes.K as u64,
+            M: N * shape.queries_per_class as u64,
+            D: sizes.D as u64,
+            d: sizes.d as u64,
+            G: sizes.G as u64,
         })
     }
 
@@ -68,7 +73,7 @@ impl StepShape {
     /// and `F1`, `F2` per query row (`d^2`, `d^2`, `2 d^2`, `2 d^2`), `Wk` and `Wv` per key
     /// row (`d^2` each), scores and value mix (`d` per query-key pair, all heads together).
     fn block(&self, rows: u64, keys: u64) -> u64 {
-        let d = self.latent;
+        let d = self.d;
         (6 * rows + 2 * keys) * d * d + 2 * rows * keys * d
     }
 
@@ -78,16 +83,10 @@ impl StepShape {
     /// (`NK D M N` per task).
     pub fn data_side_products(&self) -> u64 {
         let StepShape {
-            tasks: b,
-            ways: n,
-            shots: k,
-            queries: m,
-            features: big_d,
-            latent: d,
-            ..
+            B, N, K, M, D, d, ..
         } = *self;
-        let nk = n * k;
-        b * ((2 * nk + m) * big_d * d + nk * big_d * m * n)
+        let NK = N * K;
+        B * ((2 * NK + M) * D * d + NK * D * M * N)
     }
 
     /// Multiply-adds of the forward products: the [`Self::data_side_products`], the blocks
@@ -96,19 +95,13 @@ impl StepShape {
     /// decoders on all `M N K` sampled rows (`R1`: `D 2d`, `R2`: `2d d`).
     pub fn forward_products(&self) -> u64 {
         let StepShape {
-            tasks: b,
-            ways: n,
-            shots: k,
-            queries: m,
-            features: big_d,
-            latent: d,
-            hidden: g,
+            B, N, K, M, D, d, G,
         } = *self;
-        let nk = n * k;
-        let blocks = 2 * self.block(nk, nk) + self.block(m, nk);
-        let generator = m * n * (2 * d * g + 2 * g * big_d);
-        let decoders = 2 * m * n * k * (big_d * 2 * d + 2 * d * d);
-        self.data_side_products() + b * (blocks + generator + decoders)
+        let NK = N * K;
+        let blocks = 2 * self.block(NK, NK) + self.block(M, NK);
+        let generator = M * N * (2 * d * G + 2 * G * D);
+        let decoders = 2 * M * N * K * (D * 2 * d + 2 * d * d);
+        self.data_side_products() + B * (blocks + generator + decoders)
     }
 
     /// Multiply-adds of the backward products: two per forward product, one for the

@@ -37,8 +37,8 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use formats::ModelConfig;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor, TrainStep};
-use trainer::awgim::{self, input, AwgimGraph, BatchShape, GeneratorRows, Mode};
+use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor, TrainStep};
+use trainer::awgim::{self, input, BatchShape, GeneratorRows, TrainGraph, TrainOptions};
 use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
 use trainer::options::{Settings, TrainArgs};
 
@@ -118,10 +118,9 @@ impl Fed {
         .map_err(|e| e.to_string())?;
         let built = build(&settings, &config, shape)?;
         let inputs = built.graph.inputs();
-        let loss = built.losses.ok_or("no loss in a training graph")?.total;
         let train = TrainStep::new(
             built.graph,
-            loss,
+            built.losses.total,
             &[built.logits],
             settings.adamw(),
             Backend::Cpu,
@@ -181,15 +180,15 @@ fn build(
     settings: &Settings,
     config: &ModelConfig,
     shape: BatchShape,
-) -> Result<AwgimGraph, String> {
-    let mode = Mode::Train {
+) -> Result<TrainGraph, String> {
+    let options = TrainOptions {
         dropout: settings.dropout,
-        weights: settings.loss,
+        loss_weights: settings.loss_weights,
         rows: GeneratorRows::PerClass,
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(settings.seed);
     let params = awgim::init_params(config, &mut rng);
-    awgim::build(config, shape, mode, &params).map_err(|e| e.to_string())
+    awgim::build_train(config, shape, options, &params).map_err(|e| e.to_string())
 }
 
 /// Multiply-adds of the products in the compiled graph computing `outputs` of `graph`.
@@ -204,7 +203,7 @@ fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
     let shape = StepShape::new(&fed.config, fed.shape)?;
 
     let forward = build(&fed.settings, &fed.config, fed.shape)?;
-    let loss = forward.losses.ok_or("no loss")?.total;
+    let loss = forward.losses.total;
     let counted = compiled(forward.graph, &[loss])?;
     if counted != shape.forward_products() {
         return Err(format!(
@@ -214,7 +213,7 @@ fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
     }
 
     let both = build(&fed.settings, &fed.config, fed.shape)?;
-    let loss = both.losses.ok_or("no loss")?.total;
+    let loss = both.losses.total;
     let params = both
         .graph
         .params()
@@ -237,10 +236,10 @@ fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
 fn bench_case(c: &mut Criterion, case: &Case) -> Result<(), String> {
     let mut fed = Fed::new(&case.flags())?;
     let flops = checked_step_flops(&fed)?;
-    let s = &fed.settings;
+    let (s, z) = (&fed.settings, fed.config.sizes());
     let config = format!(
         "D={} d={} h={} G={} N={} Q={} batch {}",
-        s.synthetic_dim, s.latent, s.heads, s.generator, s.ways, s.queries, s.batch
+        z.D, z.d, z.h, z.G, z.N, s.queries, s.batch
     );
 
     let mut group = c.benchmark_group("train step");
