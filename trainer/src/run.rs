@@ -1,6 +1,6 @@
-//! A training run: data, the compiled training and evaluation graphs, the step loop with
-//! validation, the best-validation model file, resumable checkpoints, curves, and the final
-//! test against the nearest-class-mean baseline.
+//! A training run ([`Run`]): data, the compiled training and evaluation graphs, the step
+//! loop with validation, the best-validation model file, resumable checkpoints, curves, and
+//! the final test against the nearest-class-mean baseline.
 //!
 //! Every random draw of step `s` (its tasks, noise and dropout masks) comes from a generator
 //! seeded by `(seed, s)`, so a run resumed from a checkpoint repeats exactly what the
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use autodiff::{Backend, TrainStep};
-use formats::{FileKind, ModelConfig, TrainingState, Validation};
+use formats::{FileKind, ModelConfig, Provenance, TrainingState, Validation};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -85,9 +85,48 @@ struct Start {
     params: Vec<(String, Vec<f32>)>,
     optimizer: Option<autodiff::OptimizerState>,
     step: u64,
+    record: Record,
+}
+
+/// What a run has recorded so far; a checkpoint keeps it.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    /// Best validation accuracy and its interval (the interval is not kept by checkpoints).
     best: Option<(f32, f32)>,
+    /// Step of the best validation.
     best_step: u64,
+    /// Steps skipped because the loss or a gradient was not finite.
     skipped: u64,
+}
+
+/// Training loss and query accuracy summed over the steps since the last curve row.
+#[derive(Debug)]
+struct Window {
+    loss_sum: f64,
+    accuracy_sum: f64,
+    /// Steps summed (skipped steps are not).
+    steps: u64,
+    started: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            loss_sum: 0.0,
+            accuracy_sum: 0.0,
+            steps: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The mean of `sum` over the window's steps (NaN without any).
+    fn mean(&self, sum: f64) -> f32 {
+        if self.steps > 0 {
+            (sum / self.steps as f64) as f32
+        } else {
+            f32::NAN
+        }
+    }
 }
 
 /// Trains (or, with `resume`, continues) the run described by `settings`, printing progress
@@ -98,84 +137,172 @@ pub fn train(
     backend: Backend,
     quiet: bool,
 ) -> Result<RunReport, TrainerError> {
-    let dataset = load_dataset(settings)?;
-    let config = settings.model_config(dataset.dim() as u32);
-    config
-        .validate()
-        .map_err(|e| TrainerError::Settings(e.to_string()))?;
-    let (n, k, q) = (
-        settings.ways as usize,
-        settings.shots as usize,
-        settings.queries as usize,
-    );
-    // Every split must hold tasks of the training and of the evaluation shape.
-    dataset.check_episodes(n, k, q.max(EVAL_QUERIES as usize))?;
-
-    let start = match resume {
-        None => Start {
-            params: awgim::init_params(&config, &mut step_rng(settings.seed, u64::MAX)),
-            optimizer: None,
-            step: 0,
-            best: None,
-            best_step: 0,
-            skipped: 0,
-        },
-        Some(ckpt) => resume_from(ckpt, settings, &config, &dataset)?,
-    };
-
-    let shape = BatchShape {
-        tasks: settings.batch,
-        queries_per_class: q,
-    };
-    let options = TrainOptions {
-        dropout: settings.dropout,
-        loss_weights: settings.loss_weights,
-        rows: settings.generator_rows,
-    };
-    let built = awgim::build_train(&config, shape, options, &start.params)?;
-    let inputs = built.graph.inputs();
-    let mut train = TrainStep::new(
-        built.graph,
-        built.losses.total,
-        &[built.logits],
-        settings.adamw(),
-        backend,
-    )?;
-    if let Some(opt) = &start.optimizer {
-        train.load_optimizer_state(opt)?;
+    let mut run = Run::new(settings, resume, backend, quiet)?;
+    for step in run.next_step()..settings.steps {
+        run.step(step)?;
+        let done = step + 1;
+        let last = done == settings.steps;
+        let validate = done % settings.val_every == 0 || last;
+        if done % LOG_EVERY == 0 || validate {
+            run.log(done);
+        }
+        if validate {
+            run.validate(done)?;
+        }
+        if done % settings.checkpoint_every == 0 || last {
+            run.checkpoint(done)?;
+        }
     }
-    let mut eval = CompiledEval::new(
-        &config,
-        settings.eval_batch,
-        EVAL_QUERIES as usize,
-        &start.params,
-        backend,
-    )?;
+    run.finish()
+}
 
-    let train_split = dataset.split(SplitKind::Train);
-    let spec = EpisodeSpec {
-        n_way: n,
-        k_shot: k,
-        n_query: q,
-        shuffle_queries: true,
-    };
-    let keep = 1.0 - settings.dropout;
-    let mut curves = Curves::resume(&settings.curves_path("csv"), start.step)?;
-    let mut batch = EpisodeBatch::default();
-    let (mut best, mut best_step, mut skipped) = (start.best, start.best_step, start.skipped);
-    let (mut loss_sum, mut acc_sum, mut logged) = (0.0f64, 0.0f64, 0u64);
-    let mut window = Instant::now();
-    let run_start = Instant::now();
-    let dataset_name = dataset.name().to_string();
+/// A training run in progress: its data, its compiled training and evaluation graphs, and
+/// what it has recorded so far. [`Run::new`] starts or resumes it; [`train`] calls the
+/// phases in the order and at the steps the settings ask for.
+pub struct Run<'s> {
+    settings: &'s Settings,
+    dataset: Dataset,
+    config: ModelConfig,
+    /// The compiled training step (its parameters and Adam moments live in it).
+    train: TrainStep,
+    /// The training graph's inputs (names and shapes), for the noise and dropout masks.
+    inputs: Vec<(String, Vec<usize>)>,
+    /// The compiled evaluation graph for validation and the final test.
+    eval: CompiledEval,
+    /// Training tasks: `N`-way `K`-shot with `Q` queries per class.
+    spec: EpisodeSpec,
+    /// The current step's tasks.
+    batch: EpisodeBatch,
+    curves: Curves,
+    record: Record,
+    window: Window,
+    /// The first step this process takes (0, or the checkpoint's step).
+    first_step: u64,
+    started: Instant,
+    bar: ProgressBar,
+    quiet: bool,
+}
 
-    let bar = progress_bar(settings.steps, start.step, quiet);
-    for s in start.step..settings.steps {
-        let mut rng = step_rng(settings.seed, s);
-        EpisodeSampler::new(train_split, spec, rng.next_u64())?
-            .sample_into(settings.batch, &mut batch);
-        if settings.inject_nan_at.contains(&s) {
+impl<'s> Run<'s> {
+    /// Loads the data set, checks it against the settings, initialises the parameters (or
+    /// takes them, the optimizer state and the record from the checkpoint `resume`) and
+    /// compiles the training and evaluation graphs.
+    pub fn new(
+        settings: &'s Settings,
+        resume: Option<ModelParams>,
+        backend: Backend,
+        quiet: bool,
+    ) -> Result<Self, TrainerError> {
+        let dataset = load_dataset(settings)?;
+        let config = settings.model_config(dataset.dim() as u32);
+        config
+            .validate()
+            .map_err(|e| TrainerError::Settings(e.to_string()))?;
+        let sizes = config.sizes();
+        let spec = EpisodeSpec {
+            n_way: sizes.N,
+            k_shot: sizes.K,
+            n_query: settings.queries as usize,
+            shuffle_queries: true,
+        };
+        // Every split must hold tasks of the training and of the evaluation shape.
+        dataset.check_episodes(
+            spec.n_way,
+            spec.k_shot,
+            spec.n_query.max(EVAL_QUERIES as usize),
+        )?;
+
+        let start = match resume {
+            None => Start {
+                params: awgim::init_params(&config, &mut step_rng(settings.seed, u64::MAX)),
+                optimizer: None,
+                step: 0,
+                record: Record {
+                    best: None,
+                    best_step: 0,
+                    skipped: 0,
+                },
+            },
+            Some(ckpt) => resume_from(ckpt, settings, &config, &dataset)?,
+        };
+
+        let shape = BatchShape {
+            tasks: settings.batch,
+            queries_per_class: spec.n_query,
+        };
+        let options = TrainOptions {
+            dropout: settings.dropout,
+            loss_weights: settings.loss_weights,
+            rows: settings.generator_rows,
+        };
+        let built = awgim::build_train(&config, shape, options, &start.params)?;
+        let inputs = built.graph.inputs();
+        let mut train = TrainStep::new(
+            built.graph,
+            built.losses.total,
+            &[built.logits],
+            settings.adamw(),
+            backend,
+        )?;
+        if let Some(opt) = &start.optimizer {
+            train.load_optimizer_state(opt)?;
+        }
+        let eval = CompiledEval::new(
+            &config,
+            settings.eval_batch,
+            EVAL_QUERIES as usize,
+            &start.params,
+            backend,
+        )?;
+        let curves = Curves::resume(&settings.curves_path("csv"), start.step)?;
+        Ok(Run {
+            settings,
+            dataset,
+            config,
+            train,
+            inputs,
+            eval,
+            spec,
+            batch: EpisodeBatch::default(),
+            curves,
+            record: start.record,
+            window: Window::new(),
+            first_step: start.step,
+            started: Instant::now(),
+            bar: progress_bar(settings.steps, start.step, quiet),
+            quiet,
+        })
+    }
+
+    /// The step the run continues with.
+    pub fn next_step(&self) -> u64 {
+        self.first_step
+    }
+
+    /// Prints `line` above the progress bar, unless quiet.
+    fn say(&self, line: impl FnOnce() -> String) {
+        self.bar.suspend(|| {
+            if !self.quiet {
+                println!("{}", line())
+            }
+        });
+    }
+
+    /// Training step `step`: samples its tasks, feeds them with its noise and dropout masks
+    /// (all drawn from the step's own generator), updates the parameters, and adds the loss
+    /// and query accuracy to the log window; a step with a non-finite loss or gradient is
+    /// counted as skipped instead.
+    pub fn step(&mut self, step: u64) -> Result<(), TrainerError> {
+        let settings = self.settings;
+        let n = self.spec.n_way;
+        let mut rng = step_rng(settings.seed, step);
+        EpisodeSampler::new(self.dataset.split(SplitKind::Train), self.spec, rng.next_u64())?
+            .sample_into(settings.batch, &mut self.batch);
+        let batch = &mut self.batch;
+        if settings.inject_nan_at.contains(&step) {
             batch.support.iter_mut().for_each(|x| *x = f32::NAN);
         }
+        let train = &mut self.train;
         train.set_input(input::SUPPORT, &batch.support)?;
         train.set_input(input::QUERY, &batch.query)?;
         train.set_input(
@@ -186,164 +313,178 @@ pub fn train(
             input::QUERY_TARGETS,
             &EpisodeBatch::one_hot(&batch.query_labels, n),
         )?;
-        awgim::draw_random_inputs(&inputs, keep, &mut rng, |name, v| train.set_input(name, v))?;
+        let keep = 1.0 - settings.dropout;
+        awgim::draw_random_inputs(&self.inputs, keep, &mut rng, |name, v| {
+            train.set_input(name, v)
+        })?;
 
-        let outcome = train.step(s)?;
+        let outcome = train.step(step)?;
         let logits = train.output(0)?;
         if outcome.skipped {
-            skipped += 1;
-            bar.suspend(|| {
-                if !quiet {
-                    println!(
-                        "step {}: non-finite loss or gradient, update skipped ({skipped} so far)",
-                        s + 1
-                    )
-                }
+            self.record.skipped += 1;
+            let skipped = self.record.skipped;
+            self.say(|| {
+                format!(
+                    "step {}: non-finite loss or gradient, update skipped ({skipped} so far)",
+                    step + 1
+                )
             });
         } else {
-            let acc = task_accuracies(&logits, &batch.query_labels, n, n * q);
-            loss_sum += outcome.loss as f64;
-            acc_sum += acc.iter().map(|&a| a as f64).sum::<f64>() / acc.len().max(1) as f64;
-            logged += 1;
+            let acc = task_accuracies(&logits, &self.batch.query_labels, n, n * self.spec.n_query);
+            self.window.loss_sum += outcome.loss as f64;
+            self.window.accuracy_sum +=
+                acc.iter().map(|&a| a as f64).sum::<f64>() / acc.len().max(1) as f64;
+            self.window.steps += 1;
         }
-        let done = s + 1;
-        bar.set_position(done);
-
-        let validate = done % settings.val_every == 0 || done == settings.steps;
-        if done % LOG_EVERY == 0 || validate {
-            let seconds = window.elapsed().as_secs_f32().max(1e-9);
-            let steps_in_window = (done - curves.rows.last().map_or(start.step, |r| r.step)).max(1);
-            let row = CurveRow {
-                step: done,
-                loss: if logged > 0 {
-                    (loss_sum / logged as f64) as f32
-                } else {
-                    f32::NAN
-                },
-                train_accuracy: if logged > 0 {
-                    (acc_sum / logged as f64) as f32
-                } else {
-                    f32::NAN
-                },
-                lr: settings.adamw().learning_rate(s),
-                tasks_per_second: (steps_in_window * settings.batch as u64) as f32 / seconds,
-                skipped,
-                validation: None,
-            };
-            bar.set_message(format!(
-                "loss {:.3} acc {:.1}% {:.0} tasks/s",
-                row.loss,
-                100.0 * row.train_accuracy,
-                row.tasks_per_second
-            ));
-            curves.rows.push(row);
-            (loss_sum, acc_sum, logged) = (0.0, 0.0, 0);
-            window = Instant::now();
-        }
-
-        if validate {
-            let params = train.params()?;
-            eval.load_params(&params)?;
-            let val_split = dataset.split(SplitKind::Val);
-            let (acc, _) = eval.evaluate(
-                val_split,
-                settings.val_tasks,
-                settings.seed ^ VALIDATION_SALT,
-            )?;
-            if let Some(row) = curves.rows.last_mut() {
-                row.validation = Some((acc.mean, acc.ci95));
-            }
-            let improved = best.is_none_or(|(b, _)| acc.mean > b);
-            if improved {
-                best = Some((acc.mean, acc.ci95));
-                best_step = done;
-                let model = ModelParams {
-                    kind: FileKind::Training,
-                    config,
-                    provenance: provenance(
-                        &dataset_name,
-                        settings.shots,
-                        done,
-                        settings.seed,
-                        Some(Validation {
-                            accuracy: acc.mean,
-                            ci95: acc.ci95,
-                        }),
-                    ),
-                    params,
-                    optimizer: None,
-                    training: None,
-                };
-                model.write(&settings.out)?;
-            }
-            bar.suspend(|| {
-                if !quiet {
-                    println!(
-                        "step {done}/{}: validation {acc} ({} tasks){}",
-                        settings.steps,
-                        settings.val_tasks,
-                        if improved { ", best so far: saved" } else { "" }
-                    )
-                }
-            });
-        }
-
-        if done % settings.checkpoint_every == 0 || done == settings.steps {
-            let (best_acc, _) = best.unwrap_or((f32::NAN, 0.0));
-            let state = TrainingState {
-                step: done,
-                best_val_accuracy: best_acc,
-                best_step,
-                skipped_steps: skipped,
-                rng_state: [settings.seed, done, 0, 0],
-                trainer_options: encode_settings(settings)?,
-            };
-            let checkpoint = ModelParams {
-                kind: FileKind::Training,
-                config,
-                provenance: provenance(&dataset_name, settings.shots, done, settings.seed, None),
-                params: train.params()?,
-                optimizer: Some(train.optimizer_state()?),
-                training: Some(state),
-            };
-            checkpoint.write(&settings.checkpoint_path())?;
-            curves.write_csv(&settings.curves_path("csv"))?;
-            curves.write_svg(
-                &settings.curves_path("svg"),
-                &format!("AWGIM {n}-way {k}-shot, {dataset_name}"),
-            )?;
-        }
+        self.bar.set_position(step + 1);
+        Ok(())
     }
-    bar.finish_and_clear();
-    let steps_here = settings.steps.saturating_sub(start.step);
-    let tasks_per_second =
-        (steps_here * settings.batch as u64) as f32 / run_start.elapsed().as_secs_f32().max(1e-9);
 
-    // The best-validation model on the test split, next to the nearest-class-mean baseline.
-    let best_model = ModelParams::read(&settings.out)?;
-    eval.load_params(&best_model.params)?;
-    let (test, test_ncm) = eval.evaluate(
-        dataset.split(SplitKind::Test),
-        settings.test_tasks,
-        settings.seed ^ TEST_SALT,
-    )?;
-    let (best_acc, best_ci) = best.unwrap_or((f32::NAN, f32::NAN));
-    Ok(RunReport {
-        config,
-        dataset: dataset_name,
-        steps: settings.steps,
-        skipped,
-        best_validation: Accuracy {
-            mean: best_acc,
-            ci95: best_ci,
-            tasks: settings.val_tasks,
-        },
-        best_step,
-        test,
-        test_ncm,
-        tasks_per_second,
-        model_path: settings.out.clone(),
-    })
+    /// Closes the log window after `done` steps: a row of the training curves (mean loss
+    /// and accuracy, learning rate, throughput) and the progress bar's message.
+    pub fn log(&mut self, done: u64) {
+        let settings = self.settings;
+        let seconds = self.window.started.elapsed().as_secs_f32().max(1e-9);
+        let previous = self.curves.rows.last().map_or(self.first_step, |r| r.step);
+        let steps_in_window = (done - previous).max(1);
+        let row = CurveRow {
+            step: done,
+            loss: self.window.mean(self.window.loss_sum),
+            train_accuracy: self.window.mean(self.window.accuracy_sum),
+            // The rate of the step just taken (step `done - 1`).
+            lr: settings.adamw().learning_rate(done - 1),
+            tasks_per_second: (steps_in_window * settings.batch as u64) as f32 / seconds,
+            skipped: self.record.skipped,
+            validation: None,
+        };
+        self.bar.set_message(format!(
+            "loss {:.3} acc {:.1}% {:.0} tasks/s",
+            row.loss,
+            100.0 * row.train_accuracy,
+            row.tasks_per_second
+        ));
+        self.curves.rows.push(row);
+        self.window = Window::new();
+    }
+
+    /// Validates the parameters after `done` steps on the fixed validation tasks, records
+    /// the accuracy on the last curve row, and writes the model file if it is the best so
+    /// far.
+    pub fn validate(&mut self, done: u64) -> Result<(), TrainerError> {
+        let settings = self.settings;
+        let params = self.train.params()?;
+        self.eval.load_params(&params)?;
+        let (acc, _) = self.eval.evaluate(
+            self.dataset.split(SplitKind::Val),
+            settings.val_tasks,
+            settings.seed ^ VALIDATION_SALT,
+        )?;
+        if let Some(row) = self.curves.rows.last_mut() {
+            row.validation = Some((acc.mean, acc.ci95));
+        }
+        let improved = self.record.best.is_none_or(|(b, _)| acc.mean > b);
+        if improved {
+            self.record.best = Some((acc.mean, acc.ci95));
+            self.record.best_step = done;
+            let validation = Validation {
+                accuracy: acc.mean,
+                ci95: acc.ci95,
+            };
+            let model = ModelParams {
+                kind: FileKind::Training,
+                config: self.config,
+                provenance: self.provenance(done, Some(validation)),
+                params,
+                optimizer: None,
+                training: None,
+            };
+            model.write(&settings.out)?;
+        }
+        self.say(|| {
+            format!(
+                "step {done}/{}: validation {acc} ({} tasks){}",
+                settings.steps,
+                settings.val_tasks,
+                if improved { ", best so far: saved" } else { "" }
+            )
+        });
+        Ok(())
+    }
+
+    /// Writes the resumable checkpoint after `done` steps (parameters, Adam moments, the
+    /// record and the settings) and the curves so far.
+    pub fn checkpoint(&mut self, done: u64) -> Result<(), TrainerError> {
+        let settings = self.settings;
+        let (best_acc, _) = self.record.best.unwrap_or((f32::NAN, 0.0));
+        let state = TrainingState {
+            step: done,
+            best_val_accuracy: best_acc,
+            best_step: self.record.best_step,
+            skipped_steps: self.record.skipped,
+            rng_state: [settings.seed, done, 0, 0],
+            trainer_options: encode_settings(settings)?,
+        };
+        let checkpoint = ModelParams {
+            kind: FileKind::Training,
+            config: self.config,
+            provenance: self.provenance(done, None),
+            params: self.train.params()?,
+            optimizer: Some(self.train.optimizer_state()?),
+            training: Some(state),
+        };
+        checkpoint.write(&settings.checkpoint_path())?;
+        self.curves.write_csv(&settings.curves_path("csv"))?;
+        self.curves.write_svg(
+            &settings.curves_path("svg"),
+            &format!(
+                "AWGIM {}-way {}-shot, {}",
+                self.spec.n_way,
+                self.spec.k_shot,
+                self.dataset.name()
+            ),
+        )
+    }
+
+    /// Provenance of the weights after `done` steps.
+    fn provenance(&self, done: u64, validation: Option<Validation>) -> Provenance {
+        let s = self.settings;
+        provenance(self.dataset.name(), s.shots, done, s.seed, validation)
+    }
+
+    /// Ends the run: tests the best-validation model on the test split, next to the
+    /// nearest-class-mean baseline on the same tasks, and reports.
+    pub fn finish(mut self) -> Result<RunReport, TrainerError> {
+        let settings = self.settings;
+        self.bar.finish_and_clear();
+        let steps_here = settings.steps.saturating_sub(self.first_step);
+        let seconds = self.started.elapsed().as_secs_f32().max(1e-9);
+        let tasks_per_second = (steps_here * settings.batch as u64) as f32 / seconds;
+
+        let best_model = ModelParams::read(&settings.out)?;
+        self.eval.load_params(&best_model.params)?;
+        let (test, test_ncm) = self.eval.evaluate(
+            self.dataset.split(SplitKind::Test),
+            settings.test_tasks,
+            settings.seed ^ TEST_SALT,
+        )?;
+        let (best_acc, best_ci) = self.record.best.unwrap_or((f32::NAN, f32::NAN));
+        Ok(RunReport {
+            config: self.config,
+            dataset: self.dataset.name().to_string(),
+            steps: settings.steps,
+            skipped: self.record.skipped,
+            best_validation: Accuracy {
+                mean: best_acc,
+                ci95: best_ci,
+                tasks: settings.val_tasks,
+            },
+            best_step: self.record.best_step,
+            test,
+            test_ncm,
+            tasks_per_second,
+            model_path: settings.out.clone(),
+        })
+    }
 }
 
 /// The settings as the checkpoint's opaque trainer options.
@@ -420,12 +561,14 @@ fn resume_from(
         params: ckpt.params,
         optimizer: Some(optimizer),
         step: state.step,
-        best: state
-            .best_val_accuracy
-            .is_finite()
-            .then_some((state.best_val_accuracy, f32::NAN)),
-        best_step: state.best_step,
-        skipped: state.skipped_steps,
+        record: Record {
+            best: state
+                .best_val_accuracy
+                .is_finite()
+                .then_some((state.best_val_accuracy, f32::NAN)),
+            best_step: state.best_step,
+            skipped: state.skipped_steps,
+        },
     })
 }
 
