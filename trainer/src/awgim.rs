@@ -513,9 +513,7 @@ impl Model {
         let a = self.block(&p.ca_ap, q, s, v_rows); // (B, M, d)
 
         // 2. Contextual path: c = sa_cp(X_s enc_cp, ...), c_bar[i] = mean of class i's rows.
-        let e = self
-            .dropout(x_s, DropoutSite::SupportCp)
-            .matmul(p.enc_cp);
+        let e = self.dropout(x_s, DropoutSite::SupportCp).matmul(p.enc_cp);
         let c = self.block(&p.sa_cp, e, e, e);
         let c_bar = self.class_mean(c); // (B, N, d)
 
@@ -535,10 +533,7 @@ impl Model {
         let N = self.sizes.N;
         let Paths { x_q, z, .. } = self.paths(p);
         // 4-5 at evaluation: W[i] = mu = G2mu(relu(G1 z)).
-        let w_eval = z
-            .matmul(p.generator.g1)
-            .relu()
-            .matmul(p.generator.g2_mu);
+        let w_eval = z.matmul(p.generator.g1).relu().matmul(p.generator.g2_mu);
         // 6. l[i] = x . W[i].
         (x_q.expand(2, N) * w_eval).sum(&[3]) // (B, M, N)
     }

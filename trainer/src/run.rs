@@ -296,8 +296,12 @@ impl<'s> Run<'s> {
         let settings = self.settings;
         let n = self.spec.n_way;
         let mut rng = step_rng(settings.seed, step);
-        EpisodeSampler::new(self.dataset.split(SplitKind::Train), self.spec, rng.next_u64())?
-            .sample_into(settings.batch, &mut self.batch);
+        EpisodeSampler::new(
+            self.dataset.split(SplitKind::Train),
+            self.spec,
+            rng.next_u64(),
+        )?
+        .sample_into(settings.batch, &mut self.batch);
         let batch = &mut self.batch;
         if settings.inject_nan_at.contains(&step) {
             batch.support.iter_mut().for_each(|x| *x = f32::NAN);

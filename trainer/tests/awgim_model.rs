@@ -4,11 +4,10 @@
 // AWGIM.md's size letters: `D` (features) and `d` (latent) are two different sizes.
 #![allow(non_snake_case)]
 
-use formats::{EncoderKind, LayerNormKind, ModelConfig, Sizes};
+use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor};
+use formats::{EncoderKind, FileKind, LayerNormKind, ModelConfig, Sizes};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor};
-use formats::FileKind;
 use trainer::awgim::{
     self, input, BatchShape, BuildError, DropoutSite, GeneratorRows, LossWeights, TrainOptions,
 };

@@ -95,7 +95,13 @@ impl StepShape {
     /// decoders on all `M N K` sampled rows (`R1`: `D 2d`, `R2`: `2d d`).
     pub fn forward_products(&self) -> u64 {
         let StepShape {
-            B, N, K, M, D, d, G,
+            B,
+            N,
+            K,
+            M,
+            D,
+            d,
+            G,
         } = *self;
         let NK = N * K;
         let blocks = 2 * self.block(NK, NK) + self.block(M, NK);

@@ -32,12 +32,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor, TrainStep};
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use formats::ModelConfig;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor, TrainStep};
 use trainer::awgim::{self, input, BatchShape, GeneratorRows, TrainGraph, TrainOptions};
 use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
 use trainer::options::{Settings, TrainArgs};
