@@ -14,10 +14,11 @@
 //! `NK = N * K` support rows, `M` queries per task, `D` features, `d` latent, `h` heads, `G`
 //! generator width.
 //!
-//! The parameters are typed ([`Block`], [`Generator`], [`Decoder`], ...) and made from the
-//! names `formats::tensors` defines, with the shapes its table gives: a missing or misshapen
-//! parameter is a [`BuildError`] when the graph is built. Dense layers are `[in, out]`
-//! (`x W`).
+//! The parameters are typed (an attention block, the generator, the decoders, the encoders)
+//! and made from the names `formats::tensors` defines, with the shapes its table gives, the
+//! way candle's model files build a layer from a checkpoint: a missing or misshapen parameter
+//! is a [`BuildError`] when the graph is built, not a panic at first use. Dense layers are
+//! `[in, out]` (`x W`).
 
 // AWGIM.md's size letters: `D` (features) and `d` (latent) are two different sizes, and `B`,
 // `N`, `K`, `M` are spelled as there.
