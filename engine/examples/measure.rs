@@ -10,6 +10,14 @@
 //! with 75 queries (prepare + batch). Single thread; weights are random (timing does not
 //! depend on their values).
 
+// The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_upper_case_globals)]
+
+// The benchmark's FLOP counts (not all of its functions are used here).
+#[allow(dead_code)]
+#[path = "../benches/inference/flops.rs"]
+mod flops;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -67,19 +75,22 @@ fn us(mut samples: Vec<Duration>) -> String {
     )
 }
 
+/// Measures the configuration `config` (named `label`), with the engine types of its sizes
+/// (those of `workspace`, whose batch is `B` queries).
 fn measure<
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
     const B: usize,
 >(
     label: &str,
     config: ModelConfig,
+    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
     reps: usize,
 ) {
     let only = std::env::args().nth(2);
@@ -90,9 +101,7 @@ fn measure<
     let weight_bytes: u64 = expected_tensors(&config, FileKind::Inference)
         .map(|s| s.elements() * 4)
         .sum();
-    let model = Model::<D, L, H, N, K, G, NK, L2>::load(&bytes).unwrap();
-    let mut workspace = Box::new(Workspace::<D, L, H, N, K, G, NK, L2, B>::new());
-
+    let model = Model::<D, d, h, N, K, G, NK, d2>::load(&bytes).unwrap();
     let mut seed = 1u32;
     let mut feature = move || {
         seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -144,10 +153,10 @@ fn measure<
         small_task.push(t.elapsed());
         black_box(&out);
     }
-    println!("{label}  (D={D} d={L} h={H} N={N} K={K} G={G}, batch B={B})");
+    println!("{label}  (D={D} d={d} h={h} N={N} K={K} G={G}, batch B={B})");
     println!(
         "  workspace {:>9} bytes   weights {:>9} bytes   file {:>9} bytes",
-        Workspace::<D, L, H, N, K, G, NK, L2, B>::BYTES,
+        Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES,
         weight_bytes,
         bytes.len()
     );
@@ -156,16 +165,9 @@ fn measure<
     println!("  classify_batch, per query        {}", us(batch));
     println!("  task: prepare + {QUERIES} queries batched {}", us(task));
     println!("  task: prepare + {N} queries batched  {}", us(small_task));
-    let (d, l, n, k, g) = (D as u64, L as u64, N as u64, K as u64, G as u64);
-    let h = H as u64;
-    // q = enc_ap x, G2muᵀ x, ca_ap (Wq, F1, F2; scores over the N K keys; per head the N
-    // class values already through Wo), the attentive half of G1, and the N logits.
-    let per_query = d * l + g * d + 5 * l * l + n * k * l + h * n * l + l * g + n * g;
-    // Per support row: both encoders, two self-attention blocks (Wq, Wk, Wv, Wo, F1, F2 and
-    // N K scores and values), the ca_ap key; per class: the ca_ap value Wv v_bar, its
-    // projection through each head's part of Wo, and G1[0..d] c_bar.
-    let block_row = 8 * l * l + 2 * n * k * l;
-    let prepare_macs = n * k * (2 * d * l + 2 * block_row + l * l) + n * (2 * l * l + l * g);
+    let sizes = config.sizes();
+    let per_query = flops::query_multiply_adds(&sizes);
+    let prepare_macs = flops::prepare_multiply_adds(&sizes);
     println!(
         "  multiply-adds: {per_query} per query ({:.3} MFLOP), {prepare_macs} in prepare",
         2.0 * per_query as f64 / 1e6
@@ -178,24 +180,15 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     println!("median (min) of {reps} repetitions, single thread, {QUERIES} queries per task");
-    measure::<640, 128, 4, 5, 1, 256, 5, 256, { engine::PAPER_BATCH }>(
-        "Paper1Shot",
-        ModelConfig::paper(1),
-        reps,
-    );
-    measure::<640, 128, 4, 5, 5, 256, 25, 256, { engine::PAPER_BATCH }>(
-        "Paper5Shot",
-        ModelConfig::paper(5),
-        reps,
-    );
-    measure::<64, 32, 4, 5, 1, 64, 5, 64, { engine::EDGE_BATCH }>(
-        "Edge1Shot",
-        ModelConfig::edge(1),
-        reps,
-    );
-    measure::<64, 32, 4, 5, 5, 64, 25, 64, { engine::EDGE_BATCH }>(
-        "Edge5Shot",
-        ModelConfig::edge(5),
-        reps,
-    );
+    use engine::{
+        Edge1ShotWorkspace, Edge5ShotWorkspace, Paper1ShotWorkspace, Paper5ShotWorkspace,
+    };
+    let paper1 = Box::new(Paper1ShotWorkspace::new());
+    measure("Paper1Shot", ModelConfig::paper(1), paper1, reps);
+    let paper5 = Box::new(Paper5ShotWorkspace::new());
+    measure("Paper5Shot", ModelConfig::paper(5), paper5, reps);
+    let edge1 = Box::new(Edge1ShotWorkspace::new());
+    measure("Edge1Shot", ModelConfig::edge(1), edge1, reps);
+    let edge5 = Box::new(Edge5ShotWorkspace::new());
+    measure("Edge5Shot", ModelConfig::edge(5), edge5, reps);
 }

@@ -1,7 +1,5 @@
 //! What can go wrong when loading a model or classifying.
 
-use core::fmt;
-
 use formats::FormatError;
 
 /// Which input held a non-finite value.
@@ -13,13 +11,54 @@ pub enum Input {
     Query,
 }
 
+impl core::fmt::Display for Input {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Support => "support",
+            Self::Query => "query",
+        })
+    }
+}
+
+/// Where a non-finite value was computed: the parts of AWGIM.md's "Forward pass for one task"
+/// that check their output. Shown as the block's name (`sa_ap`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The attentive path's self-attention over the support (`sa_ap`, step 1).
+    SaAp,
+    /// The cross-attention from a query to the support (`ca_ap`, step 1).
+    CaAp,
+    /// The contextual path's self-attention over the support (`sa_cp`, step 2).
+    SaCp,
+    /// The prepared support state: the `ca_ap` keys and class values, and the class half of
+    /// the generator's first layer (end of `prepare`).
+    Support,
+    /// A query's logits, or the generated weights `W[i]` (steps 4 to 6).
+    Logits,
+}
+
+impl core::fmt::Display for Stage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::SaAp => "sa_ap",
+            Self::CaAp => "ca_ap",
+            Self::SaCp => "sa_cp",
+            Self::Support => "support",
+            Self::Logits => "logits",
+        })
+    }
+}
+
 /// An engine error. No operation panics on bad input; each failure has its own variant.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The model file is invalid, or its weights cannot be borrowed in place (the buffer is not
     /// 4-byte aligned or the target is big-endian: store the file in [`formats::Aligned`]).
+    #[error("model file: {0}")]
     Format(FormatError),
     /// The file's configuration differs from the sizes this engine type was compiled for.
+    #[error("model configuration `{field}` is {found}, this engine is compiled for {expected}")]
     ConfigMismatch {
         /// Configuration field (as in [`formats::ModelConfig`]).
         field: &'static str,
@@ -30,10 +69,15 @@ pub enum EngineError {
     },
     /// The model uses the reference's task-wide layer norm, which makes a query's output depend
     /// on the other queries of its task; this engine classifies queries one at a time.
+    #[error(
+        "model uses the task-wide (transductive) layer norm; the engine supports per-row only"
+    )]
     TaskWideLayerNorm,
     /// The model uses the MLP encoder ablation, which this engine does not implement.
+    #[error("model uses the MLP encoder ablation; the engine supports the attention encoder only")]
     MlpEncoder,
     /// An input feature is NaN or infinite.
+    #[error("{input} feature [{row}][{column}] is not finite")]
     NonFiniteInput {
         /// Support set or query.
         input: Input,
@@ -43,54 +87,19 @@ pub enum EngineError {
         column: usize,
     },
     /// A value computed from finite inputs overflowed (extreme weights or inputs).
+    #[error("non-finite value computed in `{stage}`")]
     NonFinite {
-        /// Where: `sa_ap`, `ca_ap`, `sa_cp`, `support` (prepared state) or `logits`.
-        stage: &'static str,
+        /// Where.
+        stage: Stage,
     },
     /// `classify_batch` was given a different number of queries and outputs.
+    #[error("{queries} queries but {outputs} output slots")]
     BatchLength {
         /// Queries given.
         queries: usize,
         /// Output slots given.
         outputs: usize,
     },
-}
-
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Format(e) => write!(f, "model file: {e}"),
-            Self::ConfigMismatch {
-                field,
-                expected,
-                found,
-            } => write!(
-                f,
-                "model configuration `{field}` is {found}, this engine is compiled for {expected}"
-            ),
-            Self::TaskWideLayerNorm => write!(
-                f,
-                "model uses the task-wide (transductive) layer norm; the engine supports per-row only"
-            ),
-            Self::MlpEncoder => write!(
-                f,
-                "model uses the MLP encoder ablation; the engine supports the attention encoder only"
-            ),
-            Self::NonFiniteInput { input, row, column } => write!(
-                f,
-                "{} feature [{row}][{column}] is not finite",
-                match input {
-                    Input::Support => "support",
-                    Input::Query => "query",
-                }
-            ),
-            Self::NonFinite { stage } => write!(f, "non-finite value computed in `{stage}`"),
-            Self::BatchLength { queries, outputs } => write!(
-                f,
-                "{queries} queries but {outputs} output slots"
-            ),
-        }
-    }
 }
 
 impl From<FormatError> for EngineError {

@@ -20,13 +20,16 @@
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_upper_case_globals)]
 
 mod error;
 mod model;
 pub mod ops;
 mod workspace;
 
-pub use error::{EngineError, Input};
+pub use error::{EngineError, Input, Stage};
+use formats::{ModelConfig, Sizes};
 pub use model::{Model, Prediction, Task};
 pub use workspace::Workspace;
 
@@ -41,45 +44,73 @@ pub use workspace::Workspace;
 /// // 3 heads do not divide d = 32.
 /// let _ = engine::Workspace::<64, 32, 3, 5, 1, 64, 5, 64, 4>::new();
 /// ```
-#[allow(clippy::too_many_arguments)]
-pub(crate) const fn check_sizes(
-    d: usize,
-    l: usize,
-    h: usize,
-    n: usize,
-    k: usize,
-    g: usize,
-    nk: usize,
-    l2: usize,
-) {
+pub(crate) const fn check_sizes<
+    const D: usize,
+    const d: usize,
+    const h: usize,
+    const N: usize,
+    const K: usize,
+    const G: usize,
+    const NK: usize,
+    const d2: usize,
+>() {
     assert!(
-        d > 0 && l > 0 && h > 0 && n > 0 && k > 0 && g > 0,
+        D > 0 && d > 0 && h > 0 && N > 0 && K > 0 && G > 0,
         "sizes must be positive"
     );
-    assert!(l % h == 0, "the heads H must divide the latent size L");
-    assert!(nk == n * k, "NK must equal N * K");
-    assert!(l2 == 2 * l, "L2 must equal 2 * L");
+    assert!(d % h == 0, "the heads h must divide the latent size d");
+    assert!(NK == N * K, "NK must equal N * K");
+    assert!(d2 == 2 * d, "d2 must equal 2 * d");
 }
 
-/// The [`Model`] type for sizes `D, d, h, N, K, G`, with the derived sizes filled in:
-/// `engine::awgim_model!('a; 640, 128, 4, 5, 5, 256)` is [`Paper5Shot<'a>`].
+/// The [`Model`] type for the [`Sizes`] `S` (a constant), with the derived sizes filled in:
+/// `engine::awgim_model!('a; engine::PAPER_5SHOT)` is [`Paper5Shot<'a>`].
 #[macro_export]
 macro_rules! awgim_model {
-    ($lt:lifetime; $d:expr, $l:expr, $h:expr, $n:expr, $k:expr, $g:expr) => {
-        $crate::Model<$lt, { $d }, { $l }, { $h }, { $n }, { $k }, { $g }, { $n * $k }, { 2 * $l }>
-    };
-}
-
-/// The [`Workspace`] type for sizes `D, d, h, N, K, G` and batch `B`:
-/// `engine::awgim_workspace!(640, 128, 4, 5, 5, 256; 15)` is [`Paper5ShotWorkspace`].
-#[macro_export]
-macro_rules! awgim_workspace {
-    ($d:expr, $l:expr, $h:expr, $n:expr, $k:expr, $g:expr; $b:expr) => {
-        $crate::Workspace<
-            { $d }, { $l }, { $h }, { $n }, { $k }, { $g }, { $n * $k }, { 2 * $l }, { $b }
+    ($lt:lifetime; $s:expr) => {
+        $crate::Model<
+            $lt,
+            { $s.D },
+            { $s.d },
+            { $s.h },
+            { $s.N },
+            { $s.K },
+            { $s.G },
+            { $s.N * $s.K },
+            { 2 * $s.d },
         >
     };
 }
+
+/// The [`Workspace`] type for the [`Sizes`] `S` (a constant) and batch `B`:
+/// `engine::awgim_workspace!(engine::PAPER_5SHOT; 15)` is [`Paper5ShotWorkspace`].
+#[macro_export]
+macro_rules! awgim_workspace {
+    ($s:expr; $b:expr) => {
+        $crate::Workspace<
+            { $s.D },
+            { $s.d },
+            { $s.h },
+            { $s.N },
+            { $s.K },
+            { $s.G },
+            { $s.N * $s.K },
+            { 2 * $s.d },
+            { $b },
+        >
+    };
+}
+
+/// Sizes of [`Paper1Shot`]: the paper's, 5-way 1-shot ([`ModelConfig::paper`]).
+pub const PAPER_1SHOT: Sizes = ModelConfig::paper(1).sizes();
+/// Sizes of [`Paper5Shot`]: the paper's, 5-way 5-shot ([`ModelConfig::paper`]).
+pub const PAPER_5SHOT: Sizes = ModelConfig::paper(5).sizes();
+/// Sizes of [`Edge1Shot`]: the edge configuration, 5-way 1-shot ([`ModelConfig::edge`]).
+pub const EDGE_1SHOT: Sizes = ModelConfig::edge(1).sizes();
+/// Sizes of [`Edge5Shot`]: the edge configuration, 5-way 5-shot ([`ModelConfig::edge`]).
+pub const EDGE_5SHOT: Sizes = ModelConfig::edge(5).sizes();
+/// The sizes this crate has type aliases for, the ones hosts and firmware compile.
+pub const COMPILED: [Sizes; 4] = [PAPER_1SHOT, PAPER_5SHOT, EDGE_1SHOT, EDGE_5SHOT];
 
 /// Queries per batch in the paper workspaces: AWGIM's 15 queries per class, so a 5-way task's
 /// 75 queries are 5 full batches (and 15 is a whole number of the kernels' 5-column tiles).
@@ -88,19 +119,19 @@ pub const PAPER_BATCH: usize = 15;
 pub const EDGE_BATCH: usize = 4;
 
 /// The paper's 5-way 1-shot model (D = 640, d = 128, 4 heads, G = 256).
-pub type Paper1Shot<'a> = awgim_model!('a; 640, 128, 4, 5, 1, 256);
+pub type Paper1Shot<'a> = awgim_model!('a; PAPER_1SHOT);
 /// The paper's 5-way 5-shot model (D = 640, d = 128, 4 heads, G = 256).
-pub type Paper5Shot<'a> = awgim_model!('a; 640, 128, 4, 5, 5, 256);
+pub type Paper5Shot<'a> = awgim_model!('a; PAPER_5SHOT);
 /// The edge 5-way 1-shot model (D = 64, d = 32, 4 heads, G = 64).
-pub type Edge1Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 1, 64);
+pub type Edge1Shot<'a> = awgim_model!('a; EDGE_1SHOT);
 /// The edge 5-way 5-shot model (D = 64, d = 32, 4 heads, G = 64).
-pub type Edge5Shot<'a> = awgim_model!('a; 64, 32, 4, 5, 5, 64);
+pub type Edge5Shot<'a> = awgim_model!('a; EDGE_5SHOT);
 
 /// Workspace of [`Paper1Shot`]: 110,780 bytes ([`Workspace::BYTES`]).
-pub type Paper1ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 1, 256; PAPER_BATCH);
+pub type Paper1ShotWorkspace = awgim_workspace!(PAPER_1SHOT; PAPER_BATCH);
 /// Workspace of [`Paper5Shot`]: 206,540 bytes ([`Workspace::BYTES`]).
-pub type Paper5ShotWorkspace = awgim_workspace!(640, 128, 4, 5, 5, 256; PAPER_BATCH);
+pub type Paper5ShotWorkspace = awgim_workspace!(PAPER_5SHOT; PAPER_BATCH);
 /// Workspace of [`Edge1Shot`]: 16,516 bytes ([`Workspace::BYTES`]).
-pub type Edge1ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 1, 64; EDGE_BATCH);
+pub type Edge1ShotWorkspace = awgim_workspace!(EDGE_1SHOT; EDGE_BATCH);
 /// Workspace of [`Edge5Shot`]: 42,276 bytes ([`Workspace::BYTES`]).
-pub type Edge5ShotWorkspace = awgim_workspace!(64, 32, 4, 5, 5, 64; EDGE_BATCH);
+pub type Edge5ShotWorkspace = awgim_workspace!(EDGE_5SHOT; EDGE_BATCH);

@@ -128,16 +128,16 @@ fn run() -> Result<(), Failure> {
         .ok_or(Failure::Setup("workspace taken"))?;
     let task = task::parse(TASK).map_err(Failure::Task)?;
 
-    let c = config::CONFIG;
+    let s = config::SIZES;
     println!(
         "awgim-firmware config {} D {} d {} heads {} N {} K {} G {} queries {}",
         config::NAME,
-        c.feature_dim,
-        c.latent_dim,
-        c.heads,
-        c.ways,
-        c.shots,
-        c.generator_hidden,
+        s.D,
+        s.d,
+        s.h,
+        s.N,
+        s.K,
+        s.G,
         task.queries.len()
     );
     println!("model_bytes {}", MODEL.len());

@@ -17,7 +17,7 @@
 
 use core::fmt;
 
-use crate::config::{FEATURES, SHOTS, SUPPORT_ROWS, WAYS};
+use crate::config::{D, NK, SIZES};
 
 /// The first 8 bytes of a task file.
 pub const MAGIC: [u8; 8] = *b"AWGIMTSK";
@@ -29,9 +29,9 @@ pub const HEADER_LEN: usize = 64;
 /// A task borrowed from the embedded file.
 pub struct Task<'a> {
     /// The `N K` support rows, class-major.
-    pub support: &'a [[f32; FEATURES]; SUPPORT_ROWS],
+    pub support: &'a [[f32; D]; NK],
     /// The query rows.
-    pub queries: &'a [[f32; FEATURES]],
+    pub queries: &'a [[f32; D]],
 }
 
 /// Why the embedded task file cannot be used.
@@ -128,7 +128,7 @@ pub fn parse(bytes: &[u8]) -> Result<Task<'_>, TaskError> {
     if version != VERSION {
         return Err(TaskError::UnsupportedVersion { found: version });
     }
-    for (field, at, expected) in [("D", 12, FEATURES), ("N", 16, WAYS), ("K", 20, SHOTS)] {
+    for (field, at, expected) in [("D", 12, D), ("N", 16, SIZES.N), ("K", 20, SIZES.K)] {
         let found = le_u32(bytes, at);
         if found as usize != expected {
             return Err(TaskError::SizeMismatch {
@@ -145,18 +145,18 @@ pub fn parse(bytes: &[u8]) -> Result<Task<'_>, TaskError> {
     if let Some(i) = bytes[28..HEADER_LEN].iter().position(|&b| b != 0) {
         return Err(TaskError::NonzeroReserved { offset: 28 + i });
     }
-    let rows = SUPPORT_ROWS as u64 + u64::from(queries);
-    let expected = HEADER_LEN as u64 + rows * FEATURES as u64 * 4;
+    let rows = NK as u64 + u64::from(queries);
+    let expected = HEADER_LEN as u64 + rows * D as u64 * 4;
     if bytes.len() as u64 != expected {
         return Err(TaskError::Length {
             expected,
             found: bytes.len(),
         });
     }
-    let rows: &[[f32; FEATURES]] =
+    let rows: &[[f32; D]] =
         bytemuck::try_cast_slice(&bytes[HEADER_LEN..]).map_err(|_| TaskError::Misaligned)?;
-    let (support, queries) = rows.split_at(SUPPORT_ROWS);
-    // The length check above makes `support` exactly SUPPORT_ROWS rows long.
+    let (support, queries) = rows.split_at(NK);
+    // The length check above makes `support` exactly NK rows long.
     let support = support.try_into().map_err(|_| TaskError::Length {
         expected,
         found: bytes.len(),

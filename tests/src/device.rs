@@ -364,8 +364,8 @@ fn phase(line: &str, name: &str) -> Result<Phase, DeviceError> {
 pub struct Report {
     /// Configuration name (the cargo feature).
     pub config: String,
-    /// `D, d, heads, N, K, G` as printed.
-    pub sizes: [u32; 6],
+    /// The sizes as printed (`D, d, heads, N, K, G`).
+    pub sizes: formats::Sizes,
     /// Bytes of the embedded model file.
     pub model_bytes: u64,
     /// Bytes of the embedded task file.
@@ -442,12 +442,17 @@ impl Report {
             .next()
             .ok_or_else(|| output_error(line, "no configuration name"))?
             .to_string();
-        let mut sizes = [0u32; 6];
-        for (size, key) in sizes.iter_mut().zip(["D", "d", "heads", "N", "K", "G"]) {
-            *size = field(line, &mut words, key)?;
-        }
+        let mut size = |key: &str| field::<usize>(line, &mut words, key);
+        let sizes = formats::Sizes {
+            D: size("D")?,
+            d: size("d")?,
+            h: size("heads")?,
+            N: size("N")?,
+            K: size("K")?,
+            G: size("G")?,
+        };
         let query_count: usize = field(line, &mut words, "queries")?;
-        let ways = sizes[3] as usize;
+        let ways = sizes.N;
 
         let model_bytes = keyed(next("model_bytes")?, "model_bytes")?;
         let task_bytes = keyed(next("task_bytes")?, "task_bytes")?;
@@ -585,7 +590,7 @@ done
     fn parses_the_documented_report() {
         let report = Report::parse(OUTPUT).unwrap();
         assert_eq!(report.config, "edge5");
-        assert_eq!(report.sizes, [64, 32, 4, 5, 5, 64]);
+        assert_eq!(report.sizes, formats::ModelConfig::edge(5).sizes());
         assert_eq!(
             (
                 report.model_bytes,

@@ -24,7 +24,8 @@ use std::sync::OnceLock;
 use engine::{EngineError, Input, Model, Prediction, Workspace};
 use formats::{
     expected_tensors, parse, AlignedBuf, EncoderKind, FileBuilder, FileKind, FormatError,
-    LayerNormKind, ModelConfig, ModelFile, Provenance, TrainingState, Validation, MAX_TENSORS,
+    LayerNormKind, ModelConfig, ModelFile, Provenance, Sizes, TrainingState, Validation,
+    MAX_TENSORS,
 };
 
 use crate::random::{RandomModel, RandomTask};
@@ -253,8 +254,6 @@ fn same_training(a: Option<&TrainingState>, b: Option<&TrainingState>) -> bool {
 
 // ---- the engine target ----------------------------------------------------------------------
 
-/// Feature dimension of the edge configuration.
-const EDGE_D: usize = 64;
 /// Bytes of one edit record of [`engine_edge`]'s input.
 pub const EDIT_LEN: usize = 11;
 /// Model seeds [`engine_edge`] chooses from.
@@ -422,11 +421,12 @@ fn base_task(case: EngineCase) -> &'static (Vec<u8>, Vec<u8>) {
     })
 }
 
-fn rows(bytes: &[u8]) -> Vec<[f32; EDGE_D]> {
+/// Little-endian `f32` bytes as rows of `D` values.
+fn rows<const D: usize>(bytes: &[u8]) -> Vec<[f32; D]> {
     bytes
-        .chunks_exact(4 * EDGE_D)
+        .chunks_exact(4 * D)
         .map(|row| {
-            let mut out = [0.0; EDGE_D];
+            let mut out = [0.0; D];
             for (v, b) in out.iter_mut().zip(row.chunks_exact(4)) {
                 *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
@@ -460,15 +460,12 @@ pub fn engine_edge(data: &[u8]) -> String {
         fix_crc(&mut model);
     }
     let model = AlignedBuf::from_bytes(&model);
-    let (support, queries) = (rows(&support), rows(&queries));
     if case.five_shot {
-        run_engine::<EDGE_D, 32, 4, 5, 5, 64, 25, 64, { engine::EDGE_BATCH }>(
-            &model, &support, &queries,
-        )
+        let workspace = Box::new(engine::Edge5ShotWorkspace::new());
+        run_engine(&model, &support, &queries, workspace)
     } else {
-        run_engine::<EDGE_D, 32, 4, 5, 1, 64, 5, 64, { engine::EDGE_BATCH }>(
-            &model, &support, &queries,
-        )
+        let workspace = Box::new(engine::Edge1ShotWorkspace::new());
+        run_engine(&model, &support, &queries, workspace)
     }
 }
 
@@ -480,24 +477,14 @@ fn first_non_finite<const D: usize>(rows: &[[f32; D]]) -> Option<(usize, usize)>
 }
 
 /// What `load` must answer for a file `formats::parse` accepted, given the compiled sizes.
-fn expected_load(config: &ModelConfig, compiled: &ModelConfig) -> Result<(), &'static str> {
+fn expected_load(config: &ModelConfig, compiled: Sizes) -> Result<(), &'static str> {
     if config.layer_norm == LayerNormKind::TaskWide {
         return Err("TaskWideLayerNorm");
     }
     if config.encoder == EncoderKind::Mlp {
         return Err("MlpEncoder");
     }
-    let sizes = |c: &ModelConfig| {
-        [
-            c.feature_dim,
-            c.latent_dim,
-            c.heads,
-            c.ways,
-            c.shots,
-            c.generator_hidden,
-        ]
-    };
-    if sizes(config) != sizes(compiled) {
+    if config.sizes() != compiled {
         return Err("ConfigMismatch");
     }
     Ok(())
@@ -514,23 +501,28 @@ fn check_prediction<const N: usize>(p: &Prediction<N>) {
     assert_eq!(p.class, best, "{p:?}");
 }
 
+/// The engine of `workspace`'s sizes on the model file `bytes` and the support and query
+/// rows (little-endian `f32` bytes); returns the label of the path taken.
 fn run_engine<
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
     const B: usize,
 >(
     bytes: &[u8],
-    support: &[[f32; D]],
-    queries: &[[f32; D]],
+    support: &[u8],
+    queries: &[u8],
+    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
 ) -> String {
-    let compiled = ModelConfig::new(D as u32, L as u32, H as u32, N as u32, K as u32, G as u32);
-    let loaded = Model::<D, L, H, N, K, G, NK, L2>::load(bytes);
+    let (support_rows, query_rows) = (rows::<D>(support), rows::<D>(queries));
+    let (support, queries) = (support_rows.as_slice(), query_rows.as_slice());
+    let compiled = Model::<D, d, h, N, K, G, NK, d2>::SIZES;
+    let loaded = Model::<D, d, h, N, K, G, NK, d2>::load(bytes);
     let model = match (parse(bytes), loaded) {
         (Err(expected), Err(e)) => {
             // Compared as text: an error may hold a NaN (an invalid epsilon), and NaN != NaN.
@@ -539,7 +531,7 @@ fn run_engine<
             return format_label(&expected);
         }
         (Err(expected), Ok(_)) => panic!("load accepted a file parse refuses: {expected}"),
-        (Ok(file), loaded) => match (expected_load(&file.config(), &compiled), loaded) {
+        (Ok(file), loaded) => match (expected_load(&file.config(), compiled), loaded) {
             (Ok(()), Ok(model)) => model,
             (Err(expected), Err(e)) => {
                 assert!(!e.to_string().is_empty());
@@ -555,7 +547,6 @@ fn run_engine<
     };
 
     let support: &[[f32; D]; NK] = support.try_into().expect("NK support rows");
-    let mut workspace = Box::new(Workspace::<D, L, H, N, K, G, NK, L2, B>::new());
     let mut task = match model.prepare(&mut workspace, support) {
         Ok(task) => {
             assert_eq!(

@@ -142,7 +142,7 @@ impl GoldenSet {
 
     /// The expected logits, one row of `N` per query.
     pub fn expected_logits(&self) -> Result<Vec<Vec<f64>>, GoldenError> {
-        decode_logits(&self.logits, CONFIG.ways as usize)
+        decode_logits(&self.logits, CONFIG.sizes().N)
     }
 }
 

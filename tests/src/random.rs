@@ -5,8 +5,10 @@
 //! bias 0. The generator is a `Xoshiro256PlusPlus` seeded from a `u64`, so a seed names the
 //! same file on every platform.
 
+use formats::tensors::{CA_AP, SA_AP, SA_CP};
 use formats::{
-    expected_tensors, FileBuilder, FileKind, FormatError, ModelConfig, Provenance, TensorSpec,
+    expected_tensors, FileBuilder, FileKind, FormatError, ModelConfig, Provenance, Sizes,
+    TensorSpec,
 };
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal, Uniform};
@@ -49,14 +51,14 @@ impl RandomModel {
     pub fn tensors(&self) -> Result<Vec<(TensorSpec, Vec<f32>)>, FormatError> {
         self.config.validate()?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
-        let latent = self.config.latent_dim as f32;
+        let d = self.config.sizes().d as f32;
         // Standard deviations below are finite and positive for a valid configuration.
         Ok(expected_tensors(&self.config, self.kind)
             .map(|spec| {
                 let n = spec.elements() as usize;
                 let name = spec.name;
                 let values: Vec<f32> = if is_attention_projection(name) {
-                    let normal = Normal::new(0.0, latent.powf(-0.5)).expect("valid std");
+                    let normal = Normal::new(0.0, d.powf(-0.5)).expect("valid std");
                     (0..n).map(|_| normal.sample(&mut rng)).collect()
                 } else if name.ends_with(".gain") {
                     let normal = Normal::new(1.0f32, 0.2).expect("valid std");
@@ -122,10 +124,11 @@ impl RandomModel {
     }
 }
 
+/// Whether `name` is a block's `Wq`, `Wk`, `Wv` or `Wo`.
 fn is_attention_projection(name: &str) -> bool {
-    [".wq", ".wk", ".wv", ".wo"]
+    [SA_AP, CA_AP, SA_CP]
         .iter()
-        .any(|suffix| name.ends_with(suffix))
+        .any(|b| [b.wq, b.wk, b.wv, b.wo].contains(&name))
 }
 
 /// A random N-way K-shot task: support rows class-major, queries with their true classes.
@@ -145,10 +148,10 @@ impl RandomTask {
     /// queries are drawn for each class.
     pub fn new(config: &ModelConfig, seed: u64, queries_per_class: usize, spread: f32) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_7a5c);
-        let d = config.feature_dim as usize;
+        let Sizes { D, N, K, .. } = config.sizes();
         let normal = Normal::new(0.0f32, 1.0).expect("valid std");
-        let centres: Vec<Vec<f32>> = (0..config.ways)
-            .map(|_| (0..d).map(|_| normal.sample(&mut rng)).collect())
+        let centres: Vec<Vec<f32>> = (0..N)
+            .map(|_| (0..D).map(|_| normal.sample(&mut rng)).collect())
             .collect();
         let draw = |class: usize, rng: &mut Xoshiro256PlusPlus| -> Vec<f32> {
             centres[class]
@@ -157,15 +160,15 @@ impl RandomTask {
                 .collect()
         };
         let mut support = Vec::new();
-        for class in 0..config.ways as usize {
-            for _ in 0..config.shots {
+        for class in 0..N {
+            for _ in 0..K {
                 support.push(draw(class, &mut rng));
             }
         }
         let mut queries = Vec::new();
         let mut labels = Vec::new();
         for _ in 0..queries_per_class {
-            for class in 0..config.ways as usize {
+            for class in 0..N {
                 queries.push(draw(class, &mut rng));
                 labels.push(class);
             }

@@ -1,11 +1,15 @@
 //! A deliberately plain f64 implementation of AWGIM.md's evaluation path, written from the
 //! formulas and independently of the engine: `Vec<f64>` matrices, loops per head, the
 //! generator input `z` built for all `N K` support rows as the reference code does, `W = mu`
-//! formed explicitly, then `l[i] = x . W[i]`. No dropout, per-row layer norm.
+//! formed explicitly, then `l[i] = x . W[i]`. No dropout, per-row layer norm. Tensors are
+//! looked up by the names of `formats::tensors`, the file's contract.
 
 use std::collections::HashMap;
 
-use formats::{parse, FormatError, ModelConfig};
+use formats::tensors::{
+    BlockNames, LayerNormNames, CA_AP, ENC_AP, ENC_CP, GENERATOR, SA_AP, SA_CP,
+};
+use formats::{parse, FormatError, ModelConfig, Sizes};
 
 /// A row-major matrix of f64.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,9 +154,9 @@ impl Reference {
     }
 
     /// Per-row layer norm with gain and bias.
-    fn layer_norm(&self, x: &Matrix, prefix: &str) -> Matrix {
-        let gain = self.w(&format!("{prefix}.gain"));
-        let bias = self.w(&format!("{prefix}.bias"));
+    fn layer_norm(&self, x: &Matrix, names: &LayerNormNames) -> Matrix {
+        let gain = self.w(names.gain);
+        let bias = self.w(names.bias);
         let eps = f64::from(self.config.ln_epsilon);
         let mut out = x.clone();
         for i in 0..x.rows {
@@ -172,14 +176,13 @@ impl Reference {
     }
 
     /// `block(q, k, v)` of AWGIM.md for block `b`.
-    pub fn block(&self, b: &str, q: &Matrix, k: &Matrix, v: &Matrix) -> Matrix {
-        let d = self.config.latent_dim as usize;
-        let h = self.config.heads as usize;
+    pub fn block(&self, b: &BlockNames, q: &Matrix, k: &Matrix, v: &Matrix) -> Matrix {
+        let Sizes { d, h, .. } = self.config.sizes();
         let dh = d / h;
-        let wq = self.w(&format!("{b}.wq"));
-        let wk = self.w(&format!("{b}.wk"));
-        let wv = self.w(&format!("{b}.wv"));
-        let wo = self.w(&format!("{b}.wo"));
+        let wq = self.w(b.wq);
+        let wk = self.w(b.wk);
+        let wv = self.w(b.wv);
+        let wo = self.w(b.wo);
         let mut out = q.clone();
         for j in 0..h {
             let qj = q.matmul(&wq.columns(j * dh, (j + 1) * dh));
@@ -201,23 +204,20 @@ impl Reference {
             let aj = scores.matmul(&vj);
             out = out.add(&aj.matmul(&wo.rows_range(j * dh, (j + 1) * dh)));
         }
-        let out = self.layer_norm(&out, &format!("{b}.ln1"));
-        let ff = out
-            .matmul(self.w(&format!("{b}.f1")))
-            .relu()
-            .matmul(self.w(&format!("{b}.f2")));
-        self.layer_norm(&out.add(&ff), &format!("{b}.ln2"))
+        let out = self.layer_norm(&out, &b.ln1);
+        let ff = out.matmul(self.w(b.f1)).relu().matmul(self.w(b.f2));
+        self.layer_norm(&out.add(&ff), &b.ln2)
     }
 
     /// Replaces every row by the mean of its class's K rows (rows class-major).
     fn class_mean_rows(&self, x: &Matrix) -> Matrix {
-        let k = self.config.shots as usize;
+        let Sizes { N, K, .. } = self.config.sizes();
         let mut out = x.clone();
-        for class in 0..self.config.ways as usize {
+        for class in 0..N {
             for c in 0..x.cols {
-                let mean = (0..k).map(|r| x.at(class * k + r, c)).sum::<f64>() / k as f64;
-                for r in 0..k {
-                    out.set(class * k + r, c, mean);
+                let mean = (0..K).map(|r| x.at(class * K + r, c)).sum::<f64>() / K as f64;
+                for r in 0..K {
+                    out.set(class * K + r, c, mean);
                 }
             }
         }
@@ -226,36 +226,33 @@ impl Reference {
 
     /// The generated weights `W` (N x D) for every query: `W[q][i]` for query `q`, class `i`.
     pub fn generated_weights(&self, support: &[Vec<f32>], queries: &[Vec<f32>]) -> Vec<Matrix> {
-        let n = self.config.ways as usize;
-        let k = self.config.shots as usize;
-        let d = self.config.latent_dim as usize;
-        let feature = self.config.feature_dim as usize;
+        let Sizes { D, d, N, K, .. } = self.config.sizes();
         let xs = Matrix::from_rows(support);
         let xq = Matrix::from_rows(queries);
         // 1. Attentive path.
-        let s = xs.matmul(self.w("enc_ap"));
-        let v = self.class_mean_rows(&self.block("sa_ap", &s, &s, &s));
-        let q = xq.matmul(self.w("enc_ap"));
-        let a = self.block("ca_ap", &q, &s, &v);
+        let s = xs.matmul(self.w(ENC_AP));
+        let v = self.class_mean_rows(&self.block(&SA_AP, &s, &s, &s));
+        let q = xq.matmul(self.w(ENC_AP));
+        let a = self.block(&CA_AP, &q, &s, &v);
         // 2. Contextual path.
-        let sc = xs.matmul(self.w("enc_cp"));
-        let c = self.class_mean_rows(&self.block("sa_cp", &sc, &sc, &sc));
+        let sc = xs.matmul(self.w(ENC_CP));
+        let c = self.class_mean_rows(&self.block(&SA_CP, &sc, &sc, &sc));
         // 3.-5. Generator on z = [c_bar[class(r)] ; a(x)] for all N K support rows; W = mu.
         let mut out = Vec::new();
         for query in 0..queries.len() {
-            let mut z = Matrix::zeros(n * k, 2 * d);
-            for r in 0..n * k {
+            let mut z = Matrix::zeros(N * K, 2 * d);
+            for r in 0..N * K {
                 for j in 0..d {
                     z.set(r, j, c.at(r, j));
                     z.set(r, d + j, a.at(query, j));
                 }
             }
-            let hidden = z.matmul(self.w("gen.g1")).relu();
-            let mu = hidden.matmul(self.w("gen.g2_mu"));
-            let mut w = Matrix::zeros(n, feature);
-            for class in 0..n {
-                for col in 0..feature {
-                    let mean = (0..k).map(|r| mu.at(class * k + r, col)).sum::<f64>() / k as f64;
+            let hidden = z.matmul(self.w(GENERATOR.g1)).relu();
+            let mu = hidden.matmul(self.w(GENERATOR.g2_mu));
+            let mut w = Matrix::zeros(N, D);
+            for class in 0..N {
+                for col in 0..D {
+                    let mean = (0..K).map(|r| mu.at(class * K + r, col)).sum::<f64>() / K as f64;
                     w.set(class, col, mean);
                 }
             }

@@ -19,6 +19,8 @@
 //!
 //! Missing `qemu-system-arm` or thumbv7em target: the tests fail and name the install
 //! commands (`scripts/test-all.sh` installs both).
+// The engine's size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_upper_case_globals)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -80,23 +82,24 @@ fn run(board: Board, elf: &Path) -> QemuRun {
     run_qemu(board, elf, QEMU_LIMIT).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The host engine's logits (one query at a time, like the firmware).
+/// The logits of the host engine of `workspace`'s sizes (one query at a time, like the
+/// firmware).
 fn host_logits<
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
 >(
     model: &[u8],
     task: &TaskFile,
+    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, 1>>,
 ) -> Vec<Vec<f32>> {
     let file = AlignedBuf::from_bytes(model);
-    let model = engine::Model::<D, L, H, N, K, G, NK, L2>::load(&file).unwrap();
-    let mut workspace = Box::new(Workspace::<D, L, H, N, K, G, NK, L2, 1>::new());
+    let model = engine::Model::<D, d, h, N, K, G, NK, d2>::load(&file).unwrap();
     let support: Vec<[f32; D]> = to_arrays(&task.support);
     let mut prepared = model
         .prepare(&mut workspace, support.as_slice().try_into().unwrap())
@@ -159,15 +162,7 @@ fn scale(reference: &[Vec<f64>]) -> f64 {
 
 /// Checks one board's report against the case and the host logits; returns a summary line.
 fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -> String {
-    let c = case.config;
-    let sizes = [
-        c.feature_dim,
-        c.latent_dim,
-        c.heads,
-        c.ways,
-        c.shots,
-        c.generator_hidden,
-    ];
+    let sizes = case.config.sizes();
     assert_eq!(
         (report.config.as_str(), report.sizes),
         (case.feature, sizes)
@@ -214,7 +209,7 @@ fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -
         case.feature,
         board.machine(),
         board.core(),
-        report.queries.len() * c.ways as usize,
+        report.queries.len() * sizes.N,
         report.queries.len()
     )
 }
@@ -307,31 +302,46 @@ fn check_on_both_boards(case: &Case, host: &[Vec<f32>], workspace_bytes: usize) 
     }
 }
 
+/// A workspace of one query for the host engine of the sizes `$s`.
+macro_rules! host_workspace {
+    ($s:expr) => {
+        Box::new(<engine::awgim_workspace!($s; 1)>::new())
+    };
+}
+
 #[test]
 fn edge_1shot_on_qemu() {
     let case = generated("edge1", ModelConfig::edge(1), 101);
-    let host = host_logits::<64, 32, 4, 5, 1, 64, 5, 64>(&case.model, &case.task);
+    let host = host_logits(&case.model, &case.task, host_workspace!(engine::EDGE_1SHOT));
     check_on_both_boards(&case, &host, engine::Edge1ShotWorkspace::BYTES);
 }
 
 #[test]
 fn edge_5shot_golden_on_qemu() {
     let case = golden_case();
-    let host = host_logits::<64, 32, 4, 5, 5, 64, 25, 64>(&case.model, &case.task);
+    let host = host_logits(&case.model, &case.task, host_workspace!(engine::EDGE_5SHOT));
     check_on_both_boards(&case, &host, engine::Edge5ShotWorkspace::BYTES);
 }
 
 #[test]
 fn paper_1shot_on_qemu() {
     let case = generated("paper1", ModelConfig::paper(1), 103);
-    let host = host_logits::<640, 128, 4, 5, 1, 256, 5, 256>(&case.model, &case.task);
+    let host = host_logits(
+        &case.model,
+        &case.task,
+        host_workspace!(engine::PAPER_1SHOT),
+    );
     check_on_both_boards(&case, &host, engine::Paper1ShotWorkspace::BYTES);
 }
 
 #[test]
 fn paper_5shot_on_qemu() {
     let case = generated("paper5", ModelConfig::paper(5), 105);
-    let host = host_logits::<640, 128, 4, 5, 5, 256, 25, 256>(&case.model, &case.task);
+    let host = host_logits(
+        &case.model,
+        &case.task,
+        host_workspace!(engine::PAPER_5SHOT),
+    );
     check_on_both_boards(&case, &host, engine::Paper5ShotWorkspace::BYTES);
 }
 

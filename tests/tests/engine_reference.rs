@@ -7,6 +7,8 @@
 //! error observed over these tests is printed by each test (a few 1e-7 relative), and
 //! `TOL = 1e-5` leaves a wide margin while still failing on any real mistake (a missing
 //! scale, a swapped gain/bias or head slice changes logits at the 1e-2 level and beyond).
+// The engine's size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_upper_case_globals)]
 
 use engine::{Prediction, Workspace};
 use formats::{AlignedBuf, ModelConfig};
@@ -15,28 +17,28 @@ use tests::reference::Reference;
 
 const TOL: f64 = 1e-5;
 
-/// Runs `seeds` random models and tasks through the engine type given by the size parameters
+/// Runs `seeds` random models and tasks of `config` through the engine of `workspace`'s sizes
 /// and the reference; returns the largest relative error seen.
 fn agree<
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
     const B: usize,
 >(
     config: ModelConfig,
+    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
     seeds: &[u64],
     queries_per_class: usize,
 ) -> f64 {
     let mut worst = 0.0f64;
-    let mut workspace = Box::new(Workspace::<D, L, H, N, K, G, NK, L2, B>::new());
     for &seed in seeds {
         let file = AlignedBuf::from_bytes(&RandomModel::perturbed(config, seed).build().unwrap());
-        let model = engine::Model::<D, L, H, N, K, G, NK, L2>::load(&file).unwrap();
+        let model = engine::Model::<D, d, h, N, K, G, NK, d2>::load(&file).unwrap();
         let reference = Reference::from_file(&file).unwrap();
         let task = RandomTask::new(&config, seed, queries_per_class, 0.5);
         let expected = reference.logits(&task.support, &task.queries);
@@ -128,24 +130,35 @@ fn agree<
     worst
 }
 
+/// A workspace of `$b` queries for the engine of the sizes of `$config`.
+macro_rules! workspace {
+    ($config:expr, $b:expr) => {
+        Box::new(<engine::awgim_workspace!($config.sizes(); $b)>::new())
+    };
+}
+
 #[test]
 fn paper_1shot_matches_reference() {
-    agree::<640, 128, 4, 5, 1, 256, 5, 256, 8>(ModelConfig::paper(1), &[1, 2, 3], 3);
+    let workspace = workspace!(ModelConfig::paper(1), 8);
+    agree(ModelConfig::paper(1), workspace, &[1, 2, 3], 3);
 }
 
 #[test]
 fn paper_5shot_matches_reference() {
-    agree::<640, 128, 4, 5, 5, 256, 25, 256, 8>(ModelConfig::paper(5), &[4, 5, 6], 3);
+    let workspace = workspace!(ModelConfig::paper(5), 8);
+    agree(ModelConfig::paper(5), workspace, &[4, 5, 6], 3);
 }
 
 #[test]
 fn edge_1shot_matches_reference() {
-    agree::<64, 32, 4, 5, 1, 64, 5, 64, 4>(ModelConfig::edge(1), &[7, 8, 9, 10, 11], 5);
+    let workspace = workspace!(ModelConfig::edge(1), 4);
+    agree(ModelConfig::edge(1), workspace, &[7, 8, 9, 10, 11], 5);
 }
 
 #[test]
 fn edge_5shot_matches_reference() {
-    agree::<64, 32, 4, 5, 5, 64, 25, 64, 4>(ModelConfig::edge(5), &[12, 13, 14, 15, 16], 5);
+    let workspace = workspace!(ModelConfig::edge(5), 4);
+    agree(ModelConfig::edge(5), workspace, &[12, 13, 14, 15, 16], 5);
 }
 
 /// Odd sizes exercise every remainder path of the kernels (rows not a multiple of the tile,
@@ -153,8 +166,8 @@ fn edge_5shot_matches_reference() {
 /// a partial last batch).
 #[test]
 fn odd_sizes_match_reference() {
-    let config = ModelConfig::new(37, 18, 3, 3, 2, 21);
-    agree::<37, 18, 3, 3, 2, 21, 6, 36, 3>(config, &[17, 18, 19], 4);
+    const ODD: ModelConfig = ModelConfig::new(37, 18, 3, 3, 2, 21);
+    agree(ODD, workspace!(ODD, 3), &[17, 18, 19], 4);
 }
 
 /// With AWGIM.md's initialisation (gain 1, bias 0) as well as the perturbed one.

@@ -51,10 +51,7 @@ fn golden_files_are_consistent() {
         (task.feature_dim, task.ways, task.shots),
         (c.feature_dim, c.ways, c.shots)
     );
-    assert_eq!(
-        task.queries.len(),
-        golden::QUERIES_PER_CLASS * c.ways as usize
-    );
+    assert_eq!(task.queries.len(), golden::QUERIES_PER_CLASS * c.sizes().N);
     let logits = set.expected_logits().unwrap();
     assert_eq!(logits.len(), task.queries.len());
     assert!(logits.iter().flatten().all(|v| v.is_finite()));

@@ -5,14 +5,16 @@
 //! trained model: 100 tasks with 15 queries per class. Bound: maximum absolute logit
 //! difference 1e-4, and the same predicted class wherever the top two logits differ by more
 //! than 1e-3. The observed maximum is printed (`-- --nocapture`).
+// Sizes are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_snake_case)]
 
-use formats::{FileKind, ModelConfig};
+use formats::{FileKind, ModelConfig, Sizes};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use trainer::autodiff::{AdamWConfig, Backend, TrainStep};
-use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, Mode};
+use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, TrainOptions};
 use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
-use trainer::evaluate::{argmax, EvalGraph};
+use trainer::evaluate::{argmax, CompiledEval};
 use trainer::model_file::{provenance, ModelParams};
 
 const TASKS: usize = 100;
@@ -35,17 +37,17 @@ fn briefly_trained(
     data: &Dataset,
     params: Vec<(String, Vec<f32>)>,
 ) -> Vec<(String, Vec<f32>)> {
-    let (n, k, q) = (config.ways as usize, config.shots as usize, 3);
+    let (n, k, q) = (config.sizes().N, config.sizes().K, 3);
     let shape = BatchShape {
         tasks: 2,
         queries_per_class: q,
     };
-    let mode = Mode::Train {
+    let options = TrainOptions {
         dropout: 0.3,
-        weights: LossWeights::default(),
+        loss_weights: LossWeights::default(),
         rows: GeneratorRows::PerClass,
     };
-    let built = awgim::build(config, shape, mode, &params).unwrap();
+    let built = awgim::build_train(config, shape, options, &params).unwrap();
     let inputs = built.graph.inputs();
     let config_adam = AdamWConfig {
         lr: 1e-3,
@@ -53,7 +55,7 @@ fn briefly_trained(
     };
     let mut step = TrainStep::new(
         built.graph,
-        built.losses.unwrap().total,
+        built.losses.total,
         &[],
         config_adam,
         Backend::Cpu,
@@ -107,15 +109,11 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
         training: None,
     };
     let bytes = formats::AlignedBuf::from_bytes(&model.inference().to_bytes().unwrap());
-    let mut graph = EvalGraph::new(config, TASKS_PER_RUN, QUERIES, params, Backend::Cpu).unwrap();
-    let (n, k, d) = (
-        config.ways as usize,
-        config.shots as usize,
-        config.feature_dim as usize,
-    );
+    let mut graph = CompiledEval::new(config, TASKS_PER_RUN, QUERIES, params, Backend::Cpu).unwrap();
+    let Sizes { D, N, K, .. } = config.sizes();
     let spec = EpisodeSpec {
-        n_way: n,
-        k_shot: k,
+        n_way: N,
+        k_shot: K,
         n_query: QUERIES,
         shuffle_queries: true,
     };
@@ -126,17 +124,17 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
         compared: 0,
         decisive: 0,
     };
-    let m = n * QUERIES;
+    let m = N * QUERIES;
     for _ in 0..TASKS / TASKS_PER_RUN {
         let batch = sampler.sample(TASKS_PER_RUN);
         let graph_logits = graph.logits(&batch).unwrap();
         for t in 0..TASKS_PER_RUN {
-            let support = &batch.support[t * n * k * d..(t + 1) * n * k * d];
-            let queries = &batch.query[t * m * d..(t + 1) * m * d];
+            let support = &batch.support[t * N * K * D..(t + 1) * N * K * D];
+            let queries = &batch.query[t * m * D..(t + 1) * m * D];
             let engine_logits =
                 trainer::infer::classify(bytes.as_bytes(), support, queries).unwrap();
-            let expected = &graph_logits[t * m * n..(t + 1) * m * n];
-            for (row_e, row_g) in engine_logits.chunks_exact(n).zip(expected.chunks_exact(n)) {
+            let expected = &graph_logits[t * m * N..(t + 1) * m * N];
+            for (row_e, row_g) in engine_logits.chunks_exact(N).zip(expected.chunks_exact(N)) {
                 for (a, b) in row_e.iter().zip(row_g) {
                     out.max_abs = out.max_abs.max((a - b).abs());
                     out.max_logit = out.max_logit.max(b.abs());
@@ -159,7 +157,7 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
 }
 
 fn check(config: ModelConfig, name: &str) {
-    let data = dataset(config.feature_dim as usize);
+    let data = dataset(config.sizes().D);
     let init = awgim::init_params(&config, &mut Xoshiro256PlusPlus::seed_from_u64(1));
     let trained = briefly_trained(&config, &data, init.clone());
     for (label, params) in [("random-init", &init), ("trained", &trained)] {
@@ -174,7 +172,7 @@ fn check(config: ModelConfig, name: &str) {
             "{name} {label}: max abs difference {}",
             o.max_abs
         );
-        assert_eq!(o.compared, TASKS * config.ways as usize * QUERIES);
+        assert_eq!(o.compared, TASKS * config.sizes().N * QUERIES);
     }
 }
 

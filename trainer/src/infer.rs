@@ -1,9 +1,11 @@
 //! `trainer infer`: runs the `engine` crate (what a device runs, not the luminal graph) on a
 //! model file and a task given as `.npy` arrays, so a device can be debugged on the host.
 //!
-//! The engine is statically sized, so only the configurations it is compiled for here can
-//! run: the paper's (D = 640, d = 128, 4 heads, 5-way, G = 256) and the edge one (D = 64,
-//! d = 32, 4 heads, 5-way, G = 64), each with K = 1 or K = 5.
+//! The engine is statically sized, so only the configurations it has types for can run
+//! ([`engine::COMPILED`]): the paper's (D = 640, d = 128, 4 heads, 5-way, G = 256) and the
+//! edge one (D = 64, d = 32, 4 heads, 5-way, G = 64), each with K = 1 or K = 5.
+// The engine's size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_upper_case_globals)]
 
 use std::io::BufWriter;
 use std::path::Path;
@@ -12,13 +14,8 @@ use npyz::WriterBuilder;
 
 use crate::error::TrainerError;
 
-/// The configurations `infer` can run, as `(D, d, heads, N, K, G)`.
-pub const COMPILED: [(u32, u32, u32, u32, u32, u32); 4] = [
-    (640, 128, 4, 5, 1, 256),
-    (640, 128, 4, 5, 5, 256),
-    (64, 32, 4, 5, 1, 64),
-    (64, 32, 4, 5, 5, 64),
-];
+/// Queries the engine classifies together.
+const BATCH: usize = 8;
 
 /// Reads a float `.npy` (f32 or f64, any order) as f32 values in C order with its shape.
 pub fn read_npy(path: &Path) -> Result<(Vec<u64>, Vec<f32>), TrainerError> {
@@ -85,7 +82,8 @@ pub fn infer(
     let c = file.config();
     let (support_shape, support) = read_npy(support_path)?;
     let (query_shape, queries) = read_npy(queries_path)?;
-    let (d, n, k) = (c.feature_dim as u64, c.ways as u64, c.shots as u64);
+    let s = c.sizes();
+    let (d, n, k) = (s.D as u64, s.N as u64, s.K as u64);
     let support_ok = support_shape == [n, k, d] || support_shape == [n * k, d];
     if !support_ok {
         return Err(TrainerError::Npy {
@@ -110,7 +108,7 @@ pub fn infer(
             reason: e.to_string(),
         },
     })?;
-    Ok((m, c.ways as usize, logits))
+    Ok((m, s.N, logits))
 }
 
 /// Why the engine could not classify.
@@ -125,49 +123,53 @@ pub enum EngineRun {
 /// The engine's logits (`M x N`) for `queries` (`M x D`) against `support` (`N*K x D`,
 /// class-major), for a model file in `bytes` (64-byte aligned, e.g. [`formats::AlignedBuf`]).
 pub fn classify(bytes: &[u8], support: &[f32], queries: &[f32]) -> Result<Vec<f32>, EngineRun> {
-    let c = formats::parse(bytes)
+    use engine::{EDGE_1SHOT, EDGE_5SHOT, PAPER_1SHOT, PAPER_5SHOT};
+    // A workspace for the engine compiled for the sizes `$s`; its type picks `run`'s sizes.
+    macro_rules! workspace {
+        ($s:expr) => {
+            Box::new(<engine::awgim_workspace!($s; BATCH)>::new())
+        };
+    }
+    let sizes = formats::parse(bytes)
         .map_err(|e| EngineRun::Engine(engine::EngineError::Format(e)))?
-        .config();
-    let key = (
-        c.feature_dim,
-        c.latent_dim,
-        c.heads,
-        c.ways,
-        c.shots,
-        c.generator_hidden,
-    );
-    let logits = match key {
-        (640, 128, 4, 5, 1, 256) => run::<640, 128, 4, 5, 1, 256, 5, 256>(bytes, support, queries),
-        (640, 128, 4, 5, 5, 256) => run::<640, 128, 4, 5, 5, 256, 25, 256>(bytes, support, queries),
-        (64, 32, 4, 5, 1, 64) => run::<64, 32, 4, 5, 1, 64, 5, 64>(bytes, support, queries),
-        (64, 32, 4, 5, 5, 64) => run::<64, 32, 4, 5, 5, 64, 25, 64>(bytes, support, queries),
-        _ => {
-            return Err(EngineRun::NotCompiled(format!(
-                "no engine is compiled for (D, d, heads, N, K, G) = {key:?}; compiled: {COMPILED:?}"
-            )))
-        }
+        .config()
+        .sizes();
+    let logits = if sizes == PAPER_1SHOT {
+        run(bytes, support, queries, workspace!(PAPER_1SHOT))
+    } else if sizes == PAPER_5SHOT {
+        run(bytes, support, queries, workspace!(PAPER_5SHOT))
+    } else if sizes == EDGE_1SHOT {
+        run(bytes, support, queries, workspace!(EDGE_1SHOT))
+    } else if sizes == EDGE_5SHOT {
+        run(bytes, support, queries, workspace!(EDGE_5SHOT))
+    } else {
+        return Err(EngineRun::NotCompiled(format!(
+            "no engine is compiled for {sizes:?}; compiled: {:?}",
+            engine::COMPILED
+        )));
     };
     logits.map_err(EngineRun::Engine)
 }
 
-/// One compiled engine configuration.
-#[allow(clippy::type_complexity)]
+/// The engine of `workspace`'s sizes on a model file, a support set (`N K x D`, class-major)
+/// and queries (`M x D`).
 fn run<
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
+    const B: usize,
 >(
     bytes: &[u8],
     support: &[f32],
     queries: &[f32],
+    mut workspace: Box<engine::Workspace<D, d, h, N, K, G, NK, d2, B>>,
 ) -> Result<Vec<f32>, engine::EngineError> {
-    let model = engine::Model::<D, L, H, N, K, G, NK, L2>::load(bytes)?;
-    let mut workspace = Box::new(engine::Workspace::<D, L, H, N, K, G, NK, L2, 8>::new());
+    let model = engine::Model::<D, d, h, N, K, G, NK, d2>::load(bytes)?;
     let mut support_rows = Box::new([[0.0f32; D]; NK]);
     for (row, src) in support_rows.iter_mut().zip(support.chunks_exact(D)) {
         row.copy_from_slice(src);

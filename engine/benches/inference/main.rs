@@ -11,6 +11,8 @@
 //! Single thread. Weights are drawn from a seeded Glorot-uniform init (layer-norm gain 1,
 //! bias 0) and written with `formats::FileBuilder`; features are uniform in [0, 1). Timing
 //! does not depend on the values.
+// The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
+#![allow(non_upper_case_globals)]
 
 mod flops;
 
@@ -22,8 +24,6 @@ use engine::{Model, Prediction, Workspace};
 use formats::{expected_tensors, AlignedBuf, FileBuilder, FileKind, ModelConfig, Provenance};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-
-use flops::Sizes;
 
 /// Queries of a 5-way task with AWGIM's 15 queries per class.
 const QUERIES: usize = 75;
@@ -73,27 +73,27 @@ fn features<const D: usize>(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<[f32;
 }
 
 /// The three benchmarks of one configuration (`label`: e.g. `paper K=5`), with the engine
-/// types of its sizes and a workspace batch of `B` queries.
+/// types of its sizes (those of `workspace`, whose batch is `B` queries).
 fn bench_config<
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
     const B: usize,
 >(
     c: &mut Criterion,
     label: &str,
     config: ModelConfig,
+    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
 ) {
-    let sizes = Sizes::of(&config);
-    let shape = format!("D={D} d={L} h={H} N={N} G={G}");
+    let sizes = config.sizes();
+    let shape = format!("D={D} d={d} h={h} N={N} G={G}");
     let bytes = AlignedBuf::from_bytes(&model_file(&config));
-    let model = Model::<D, L, H, N, K, G, NK, L2>::load(bytes.as_bytes()).expect("model loads");
-    let mut workspace = Box::new(Workspace::<D, L, H, N, K, G, NK, L2, B>::new());
+    let model = Model::<D, d, h, N, K, G, NK, d2>::load(bytes.as_bytes()).expect("model loads");
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
     let support = features::<D>(&mut rng, NK);
     let support: &[[f32; D]; NK] = support.as_slice().try_into().expect("N K rows");
@@ -101,7 +101,7 @@ fn bench_config<
     let mut out = vec![Prediction::<N>::zeroed(); QUERIES];
 
     let mut group = c.benchmark_group("engine prepare");
-    group.throughput(Throughput::Elements(sizes.prepare_flops()));
+    group.throughput(Throughput::Elements(flops::prepare_flops(&sizes)));
     group.bench_function(BenchmarkId::new(label, &shape), |b| {
         b.iter(|| {
             let task = model.prepare(&mut workspace, black_box(support));
@@ -113,7 +113,7 @@ fn bench_config<
     let mut task = model.prepare(&mut workspace, support).expect("prepare");
 
     let mut group = c.benchmark_group("engine classify (1 query)");
-    group.throughput(Throughput::Elements(sizes.query_flops()));
+    group.throughput(Throughput::Elements(flops::query_flops(&sizes)));
     let mut next = 0;
     group.bench_function(BenchmarkId::new(label, &shape), |b| {
         b.iter(|| {
@@ -124,7 +124,9 @@ fn bench_config<
     group.finish();
 
     let mut group = c.benchmark_group(format!("engine classify_batch ({QUERIES} queries)"));
-    group.throughput(Throughput::Elements(QUERIES as u64 * sizes.query_flops()));
+    group.throughput(Throughput::Elements(
+        QUERIES as u64 * flops::query_flops(&sizes),
+    ));
     group.bench_function(BenchmarkId::new(label, format!("{shape}, B={B}")), |b| {
         b.iter(|| {
             task.classify_batch(black_box(&queries), &mut out)
@@ -136,19 +138,17 @@ fn bench_config<
 }
 
 fn benches(c: &mut Criterion) {
-    use engine::{EDGE_BATCH, PAPER_BATCH};
-    bench_config::<640, 128, 4, 5, 1, 256, 5, 256, PAPER_BATCH>(
-        c,
-        "paper K=1",
-        ModelConfig::paper(1),
-    );
-    bench_config::<640, 128, 4, 5, 5, 256, 25, 256, PAPER_BATCH>(
-        c,
-        "paper K=5",
-        ModelConfig::paper(5),
-    );
-    bench_config::<64, 32, 4, 5, 1, 64, 5, 64, EDGE_BATCH>(c, "edge K=1", ModelConfig::edge(1));
-    bench_config::<64, 32, 4, 5, 5, 64, 25, 64, EDGE_BATCH>(c, "edge K=5", ModelConfig::edge(5));
+    use engine::{
+        Edge1ShotWorkspace, Edge5ShotWorkspace, Paper1ShotWorkspace, Paper5ShotWorkspace,
+    };
+    let paper1 = Box::new(Paper1ShotWorkspace::new());
+    bench_config(c, "paper K=1", ModelConfig::paper(1), paper1);
+    let paper5 = Box::new(Paper5ShotWorkspace::new());
+    bench_config(c, "paper K=5", ModelConfig::paper(5), paper5);
+    let edge1 = Box::new(Edge1ShotWorkspace::new());
+    bench_config(c, "edge K=1", ModelConfig::edge(1), edge1);
+    let edge5 = Box::new(Edge5ShotWorkspace::new());
+    bench_config(c, "edge K=5", ModelConfig::edge(5), edge5);
 }
 
 fn main() {

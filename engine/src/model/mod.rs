@@ -41,45 +41,40 @@ mod load;
 
 use core::ops::Range;
 
-use formats::{EncoderKind, LayerNormKind};
+use formats::tensors::{CA_AP, GENERATOR, SA_AP, SA_CP};
+use formats::{EncoderKind, LayerNormKind, Sizes};
 use nalgebra::{Const, Dim, Dyn, Matrix, MatrixView, MatrixViewMut, SMatrix, SMatrixView};
 
-use crate::error::{EngineError, Input};
+use crate::error::{EngineError, Input, Stage};
 use crate::ops::attention;
 use crate::ops::linear::{mul_add_to, mul_to, tr_mul_to};
-use crate::ops::{all_finite, contiguous, relu_sum_dot, PackedMut, Weight};
+use crate::ops::{all_finite, contiguous, relu_sum_dot, PackedMut};
 use crate::workspace::{Prepared, QueryScratch, SupportScratch, Workspace};
-use load::{block, block_names, view, weight, Block};
+use load::{Block, Encoders, Generator};
 
 /// An AWGIM model whose weights are borrowed, without a copy, from a model file in memory, as
 /// nalgebra views.
 ///
-/// Sizes are compile-time constants: `D` features, latent `L` (AWGIM.md's `d`), `H` heads, `N`
-/// ways, `K` shots, generator hidden width `G`, and the derived `NK = N * K`, `L2 = 2 * L`
-/// (checked at compile time). Use the aliases ([`crate::Paper5Shot`], ...) or
+/// Sizes are compile-time constants named as in AWGIM.md ([`Sizes`]): `D` features, latent
+/// `d`, `h` heads, `N` ways, `K` shots, generator hidden width `G`, and the derived `NK = N * K`
+/// and `d2 = 2 * d` (checked at compile time). Use the aliases ([`crate::Paper5Shot`], ...) or
 /// [`crate::awgim_model!`].
 pub struct Model<
     'a,
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
 > {
-    enc_ap: Weight<'a, L, D>,
-    enc_cp: Weight<'a, L, D>,
-    sa_ap: Block<'a, L, L2>,
-    ca_ap: Block<'a, L, L2>,
-    sa_cp: Block<'a, L, L2>,
-    /// Columns `0..d` of `gen.g1` seen as `G x 2d`: the context half, applied to `c_bar[i]`.
-    g1_context: Weight<'a, G, L>,
-    /// Columns `d..2d` of `gen.g1` seen as `G x 2d`: the attentive half, applied to `a(x)`.
-    g1_attentive: Weight<'a, G, L>,
-    /// `gen.g2_mu` (`[G][D]` in the file) seen as `D x G`: `W[i] = g2_mu h_i`.
-    g2_mu: Weight<'a, D, G>,
+    encoders: Encoders<'a, D, d>,
+    sa_ap: Block<'a, d, d2>,
+    ca_ap: Block<'a, d, d2>,
+    sa_cp: Block<'a, d, d2>,
+    generator: Generator<'a, D, d, G>,
     /// `1 / sqrt(d / h)`.
     scale: f32,
 }
@@ -125,33 +120,36 @@ fn check_finite<const W: usize>(
 }
 
 /// `means[:, i]` = mean of columns `i K..(i+1) K` (class-major support).
-fn class_means<const L: usize, const N: usize, const K: usize, const NK: usize>(
-    columns: &SMatrix<f32, L, NK>,
-    means: &mut SMatrix<f32, L, N>,
+fn class_means<const d: usize, const N: usize, const K: usize, const NK: usize>(
+    columns: &SMatrix<f32, d, NK>,
+    means: &mut SMatrix<f32, d, N>,
 ) {
     for (i, mut mean) in means.column_iter_mut().enumerate() {
         mean.copy_from(&columns.fixed_columns::<K>(i * K).column_mean());
     }
 }
 
-/// The rows of head `j` of `H` in a stack of `L` features.
-fn head<const L: usize, const H: usize>(j: usize) -> Range<usize> {
-    let size = L / H;
+/// The rows of head `j` of `h` in a stack of `d` features.
+fn head<const d: usize, const h: usize>(j: usize) -> Range<usize> {
+    let size = d / h;
     j * size..(j + 1) * size
 }
 
 impl<
         'a,
         const D: usize,
-        const L: usize,
-        const H: usize,
+        const d: usize,
+        const h: usize,
         const N: usize,
         const K: usize,
         const G: usize,
         const NK: usize,
-        const L2: usize,
-    > Model<'a, D, L, H, N, K, G, NK, L2>
+        const d2: usize,
+    > Model<'a, D, d, h, N, K, G, NK, d2>
 {
+    /// The sizes this type is compiled for.
+    pub const SIZES: Sizes = Sizes { D, d, h, N, K, G };
+
     /// Checks a model file (through [`formats::parse`]) and borrows its weights in place.
     ///
     /// The buffer must be 4-byte aligned on a little-endian target (a file in
@@ -159,7 +157,7 @@ impl<
     /// configuration must match the compiled sizes, use per-row layer norm and the attention
     /// encoder. Inference and training files are both accepted.
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
-        const { crate::check_sizes(D, L, H, N, K, G, NK, L2) };
+        const { crate::check_sizes::<D, d, h, N, K, G, NK, d2>() };
         let file = formats::parse(bytes)?;
         let config = file.config();
         if config.layer_norm == LayerNormKind::TaskWide {
@@ -168,38 +166,34 @@ impl<
         if config.encoder == EncoderKind::Mlp {
             return Err(EngineError::MlpEncoder);
         }
+        // Each size under the header field's name (the error names the field).
+        let (compiled, found) = (Self::SIZES, config.sizes());
         let sizes = [
-            ("feature_dim", D, config.feature_dim),
-            ("latent_dim", L, config.latent_dim),
-            ("heads", H, config.heads),
-            ("ways", N, config.ways),
-            ("shots", K, config.shots),
-            ("generator_hidden", G, config.generator_hidden),
+            ("feature_dim", compiled.D, found.D),
+            ("latent_dim", compiled.d, found.d),
+            ("heads", compiled.h, found.h),
+            ("ways", compiled.N, found.N),
+            ("shots", compiled.K, found.K),
+            ("generator_hidden", compiled.G, found.G),
         ];
         for (field, expected, found) in sizes {
-            if expected as u64 != u64::from(found) {
+            if expected != found {
+                let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 return Err(EngineError::ConfigMismatch {
                     field,
-                    expected: u32::try_from(expected).unwrap_or(u32::MAX),
-                    found,
+                    expected: size(expected),
+                    found: size(found),
                 });
             }
         }
         let epsilon = config.ln_epsilon;
-        // gen.g1 is [2d][G]: its first d rows (the first G d values) act on c_bar, the rest
-        // on a(x).
-        let g1 = file.tensor("gen.g1")?;
-        let (context, attentive) = g1.split_at(g1.len().min(G * L));
         Ok(Self {
-            enc_ap: weight(&file, "enc_ap")?,
-            enc_cp: weight(&file, "enc_cp")?,
-            sa_ap: block(&file, block_names!("sa_ap"), epsilon)?,
-            ca_ap: block(&file, block_names!("ca_ap"), epsilon)?,
-            sa_cp: block(&file, block_names!("sa_cp"), epsilon)?,
-            g1_context: view(context, "gen.g1")?,
-            g1_attentive: view(attentive, "gen.g1")?,
-            g2_mu: weight(&file, "gen.g2_mu")?,
-            scale: 1.0 / libm::sqrtf((L / H) as f32),
+            encoders: Encoders::load(&file)?,
+            sa_ap: Block::load(&file, &SA_AP, epsilon)?,
+            ca_ap: Block::load(&file, &CA_AP, epsilon)?,
+            sa_cp: Block::load(&file, &SA_CP, epsilon)?,
+            generator: Generator::load(&file, &GENERATOR)?,
+            scale: 1.0 / libm::sqrtf((d / h) as f32),
         })
     }
 
@@ -209,9 +203,9 @@ impl<
     /// `i`. Fails on a non-finite feature, or if a computed value overflows.
     pub fn prepare<'m, 'w, const B: usize>(
         &'m self,
-        workspace: &'w mut Workspace<D, L, H, N, K, G, NK, L2, B>,
+        workspace: &'w mut Workspace<D, d, h, N, K, G, NK, d2, B>,
         support: &[[f32; D]; NK],
-    ) -> Result<Task<'m, 'w, 'a, D, L, H, N, K, G, NK, L2, B>, EngineError> {
+    ) -> Result<Task<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, B>, EngineError> {
         check_finite(support, Input::Support, 0)?;
         let support = SMatrixView::<f32, D, NK>::from_slice(support.as_flattened());
         let p = &mut workspace.prepared;
@@ -220,14 +214,14 @@ impl<
         // 1. Attentive path: s = enc_ap X_s; the ca_ap keys Wk s; v = sa_ap(s, s, s) and its
         //    class means v_bar; the ca_ap class values through the output projection, per
         //    head: U_j = Wo_j Wv_j v_bar.
-        mul_to(&self.enc_ap, &support, &mut sc.x);
+        mul_to(&self.encoders.ap, &support, &mut sc.x);
         mul_to(&self.ca_ap.wk, &sc.x, &mut sc.keys);
         sc.keys.transpose_to(&mut p.keys_t);
-        self.self_attention(&self.sa_ap, sc, "sa_ap")?;
-        class_means::<L, N, K, NK>(&sc.x, &mut sc.means);
+        self.self_attention(&self.sa_ap, sc, Stage::SaAp)?;
+        class_means::<d, N, K, NK>(&sc.x, &mut sc.means);
         mul_to(&self.ca_ap.wv, &sc.means, &mut sc.class_values);
         for (j, u) in p.class_values.iter_mut().enumerate() {
-            let head = head::<L, H>(j);
+            let head = head::<d, h>(j);
             u.gemm(
                 1.0,
                 &self.ca_ap.wo.columns(head.start, head.len()),
@@ -237,18 +231,20 @@ impl<
         }
 
         // 2. Contextual path: c = sa_cp(enc_cp X_s, ..); c_bar[i] = mean of class i.
-        mul_to(&self.enc_cp, &support, &mut sc.x);
-        self.self_attention(&self.sa_cp, sc, "sa_cp")?;
-        class_means::<L, N, K, NK>(&sc.x, &mut sc.means);
+        mul_to(&self.encoders.cp, &support, &mut sc.x);
+        self.self_attention(&self.sa_cp, sc, Stage::SaCp)?;
+        class_means::<d, N, K, NK>(&sc.x, &mut sc.means);
 
         // 3. The class half of the generator's first layer: G1[0..d] c_bar[i].
-        mul_to(&self.g1_context, &sc.means, &mut p.context);
+        mul_to(&self.generator.g1_context, &sc.means, &mut p.context);
 
         let finite = all_finite(p.keys_t.as_slice())
             && p.class_values.iter().all(|u| all_finite(u.as_slice()))
             && all_finite(p.context.as_slice());
         if !finite {
-            return Err(EngineError::NonFinite { stage: "support" });
+            return Err(EngineError::NonFinite {
+                stage: Stage::Support,
+            });
         }
         Ok(Task {
             model: self,
@@ -261,16 +257,16 @@ impl<
     /// `x = x + Wo [a_1; ..; a_h]` and [`Self::feed_forward`].
     fn self_attention(
         &self,
-        block: &Block<'a, L, L2>,
-        sc: &mut SupportScratch<L, L2, N, NK>,
-        stage: &'static str,
+        block: &Block<'a, d, d2>,
+        sc: &mut SupportScratch<d, d2, N, NK>,
+        stage: Stage,
     ) -> Result<(), EngineError> {
         mul_to(&block.wq, &sc.x, &mut sc.q);
         mul_to(&block.wk, &sc.x, &mut sc.keys);
         sc.keys.transpose_to(&mut sc.keys_t);
         mul_to(&block.wv, &sc.x, &mut sc.values);
-        for j in 0..H {
-            let head = head::<L, H>(j);
+        for j in 0..h {
+            let head = head::<d, h>(j);
             if !attention::probabilities(&sc.q, &sc.keys_t, &head, self.scale, &mut sc.p) {
                 return Err(EngineError::NonFinite { stage });
             }
@@ -283,14 +279,14 @@ impl<
     /// The rest of a block after the attention residual `x = q + sum_j a_j Wo_j`:
     /// `x = LN1(x)`; `x = LN2(x + F2 relu(F1 x))`, per column.
     fn feed_forward<C: Dim, SX, SH>(
-        block: &Block<'a, L, L2>,
-        x: &mut Matrix<f32, Const<L>, C, SX>,
-        hidden: &mut Matrix<f32, Const<L2>, C, SH>,
-        stage: &'static str,
+        block: &Block<'a, d, d2>,
+        x: &mut Matrix<f32, Const<d>, C, SX>,
+        hidden: &mut Matrix<f32, Const<d2>, C, SH>,
+        stage: Stage,
     ) -> Result<(), EngineError>
     where
-        SX: PackedMut<L, C>,
-        SH: PackedMut<L2, C>,
+        SX: PackedMut<d, C>,
+        SH: PackedMut<d2, C>,
     {
         if !block.ln1.apply(x) {
             return Err(EngineError::NonFinite { stage });
@@ -309,20 +305,20 @@ impl<
     /// first layer `G1[d..2d] a(x)` (into `scratch.ga`).
     fn attentive_half<const B: usize>(
         &self,
-        prepared: &Prepared<L, H, N, G, NK>,
-        scratch: &mut QueryScratch<L, L2, N, G, NK, B>,
+        prepared: &Prepared<d, h, N, G, NK>,
+        scratch: &mut QueryScratch<d, d2, N, G, NK, B>,
         x: &MatrixView<'_, f32, Const<D>, Dyn>,
     ) -> Result<(), EngineError> {
         let n = x.ncols();
-        let non_finite = EngineError::NonFinite { stage: "ca_ap" };
+        let non_finite = EngineError::NonFinite { stage: Stage::CaAp };
         let mut q = scratch.q.columns_mut(0, n);
         let mut q_proj = scratch.q_proj.columns_mut(0, n);
         let mut p = scratch.p.columns_mut(0, n);
         let mut pooled = scratch.pooled.columns_mut(0, n);
-        mul_to(&self.enc_ap, x, &mut q);
+        mul_to(&self.encoders.ap, x, &mut q);
         mul_to(&self.ca_ap.wq, &q, &mut q_proj);
         for (j, class_values) in prepared.class_values.iter().enumerate() {
-            let head = head::<L, H>(j);
+            let head = head::<d, h>(j);
             if !attention::probabilities(&q_proj, &prepared.keys_t, &head, self.scale, &mut p) {
                 return Err(non_finite);
             }
@@ -333,9 +329,13 @@ impl<
             &self.ca_ap,
             &mut q,
             &mut scratch.hidden.columns_mut(0, n),
-            "ca_ap",
+            Stage::CaAp,
         )?;
-        mul_to(&self.g1_attentive, &q, &mut scratch.ga.columns_mut(0, n));
+        mul_to(
+            &self.generator.g1_attentive,
+            &q,
+            &mut scratch.ga.columns_mut(0, n),
+        );
         Ok(())
     }
 
@@ -344,8 +344,8 @@ impl<
     /// errors.
     fn classify_rows<const B: usize>(
         &self,
-        prepared: &Prepared<L, H, N, G, NK>,
-        scratch: &mut QueryScratch<L, L2, N, G, NK, B>,
+        prepared: &Prepared<d, h, N, G, NK>,
+        scratch: &mut QueryScratch<d, d2, N, G, NK, B>,
         rows: &[[f32; D]],
         out: &mut [Prediction<N>],
         row0: usize,
@@ -354,7 +354,7 @@ impl<
         let n = rows.len().min(out.len()).min(B);
         let x = MatrixView::<f32, Const<D>, Dyn>::from_slice(rows[..n].as_flattened(), n);
         self.attentive_half(prepared, scratch, &x)?;
-        tr_mul_to(&self.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
+        tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
         let columns = scratch.ga.column_iter().zip(scratch.y.column_iter());
         for (prediction, (ga, y)) in out.iter_mut().zip(columns).take(n) {
             for (logit, context) in prediction
@@ -365,7 +365,9 @@ impl<
                 *logit = relu_sum_dot(context.as_slice(), ga.as_slice(), y.as_slice());
             }
             if !all_finite(&prediction.logits) {
-                return Err(EngineError::NonFinite { stage: "logits" });
+                return Err(EngineError::NonFinite {
+                    stage: Stage::Logits,
+                });
             }
             prediction.class = SMatrixView::<f32, N, 1>::from_slice(&prediction.logits).imax();
         }
@@ -380,30 +382,30 @@ pub struct Task<
     'w,
     'a,
     const D: usize,
-    const L: usize,
-    const H: usize,
+    const d: usize,
+    const h: usize,
     const N: usize,
     const K: usize,
     const G: usize,
     const NK: usize,
-    const L2: usize,
+    const d2: usize,
     const B: usize,
 > {
-    model: &'m Model<'a, D, L, H, N, K, G, NK, L2>,
-    workspace: &'w mut Workspace<D, L, H, N, K, G, NK, L2, B>,
+    model: &'m Model<'a, D, d, h, N, K, G, NK, d2>,
+    workspace: &'w mut Workspace<D, d, h, N, K, G, NK, d2, B>,
 }
 
 impl<
         const D: usize,
-        const L: usize,
-        const H: usize,
+        const d: usize,
+        const h: usize,
         const N: usize,
         const K: usize,
         const G: usize,
         const NK: usize,
-        const L2: usize,
+        const d2: usize,
         const B: usize,
-    > Task<'_, '_, '_, D, L, H, N, K, G, NK, L2, B>
+    > Task<'_, '_, '_, D, d, h, N, K, G, NK, d2, B>
 {
     /// The logits of one query and its predicted class.
     pub fn classify(&mut self, query: &[f32; D]) -> Result<Prediction<N>, EngineError> {
@@ -455,18 +457,20 @@ impl<
         self.model
             .attentive_half(&ws.prepared, &mut ws.queries, &x)?;
         let ga = ws.queries.ga.column(0);
-        for (mut h, context) in ws
+        for (mut h_i, context) in ws
             .hidden
             .column_iter_mut()
             .zip(ws.prepared.context.column_iter())
         {
-            h.copy_from(&(context + ga).map(|v| v.max(0.0)));
+            h_i.copy_from(&(context + ga).map(|v| v.max(0.0)));
         }
         let mut weights =
             MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(weights.as_flattened_mut());
-        self.model.g2_mu.mul_to(&ws.hidden, &mut weights);
+        self.model.generator.g2_mu.mul_to(&ws.hidden, &mut weights);
         if !all_finite(contiguous(&weights)) {
-            return Err(EngineError::NonFinite { stage: "logits" });
+            return Err(EngineError::NonFinite {
+                stage: Stage::Logits,
+            });
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! values that are already projected (`Wk k`, `Wv v`; all heads stacked, head `j` in features
 //! `j d/h..(j+1) d/h`).
 //!
-//! The head size `d/h` is not a type-level constant (stable Rust cannot name `L / H`), so a
+//! The head size `d/h` is not a type-level constant (stable Rust cannot name `d / h`), so a
 //! head is a run-time range and its products are nalgebra's `gemm` on dynamically sized views.
 //! The keys are given transposed (one column per feature, `R` keys long): the scores of a
 //! query column are then a sum of contiguous key columns scaled by the query's features,
@@ -21,15 +21,15 @@ use super::{all_finite, contiguous, Packed, PackedMut};
 /// `p[:, m] = softmax(scale * keys_t[:, head] q[head, m])` over the `R` keys (the rows of
 /// `keys_t`, the keys transposed). Returns `false` if a score is not finite (then `p` holds
 /// the raw scores).
-pub fn probabilities<const L: usize, const R: usize, C: Dim, SQ, SP>(
-    q: &Matrix<f32, Const<L>, C, SQ>,
-    keys_t: &SMatrix<f32, R, L>,
+pub fn probabilities<const d: usize, const R: usize, C: Dim, SQ, SP>(
+    q: &Matrix<f32, Const<d>, C, SQ>,
+    keys_t: &SMatrix<f32, R, d>,
     head: &Range<usize>,
     scale: f32,
     p: &mut Matrix<f32, Const<R>, C, SP>,
 ) -> bool
 where
-    SQ: Storage<f32, Const<L>, C>,
+    SQ: Storage<f32, Const<d>, C>,
     SP: PackedMut<R, C>,
 {
     p.gemm(
@@ -47,14 +47,14 @@ where
 
 /// The head's rows of the attention output: `out[head, m] = values[head, :] p[:, m]`, one value
 /// column per key.
-pub fn mix<const L: usize, const R: usize, C: Dim, SP, SO>(
-    values: &SMatrix<f32, L, R>,
+pub fn mix<const d: usize, const R: usize, C: Dim, SP, SO>(
+    values: &SMatrix<f32, d, R>,
     p: &Matrix<f32, Const<R>, C, SP>,
     head: &Range<usize>,
-    out: &mut Matrix<f32, Const<L>, C, SO>,
+    out: &mut Matrix<f32, Const<d>, C, SO>,
 ) where
     SP: Storage<f32, Const<R>, C>,
-    SO: StorageMut<f32, Const<L>, C>,
+    SO: StorageMut<f32, Const<d>, C>,
 {
     out.rows_mut(head.start, head.len())
         .gemm(1.0, &values.rows(head.start, head.len()), p, 0.0);
