@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use formats::{EncoderKind, LayerNormKind, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::awgim::{GeneratorRows, LossWeights};
+use crate::awgim::{GeneratorRows, LossWeights, TrainOptions};
 use crate::error::TrainerError;
 
 /// Layer-norm variant (see AWGIM.md).
@@ -346,6 +346,15 @@ impl Settings {
                 EncoderArg::Attention => EncoderKind::Attention,
                 EncoderArg::Mlp => EncoderKind::Mlp,
             },
+        }
+    }
+
+    /// How the training graph is built for these settings.
+    pub fn train_options(&self) -> TrainOptions {
+        TrainOptions {
+            dropout: self.dropout,
+            loss_weights: self.loss_weights,
+            rows: self.generator_rows,
         }
     }
 

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::awgim::{self, input, BatchShape, TrainOptions};
+use crate::awgim::{self, input, BatchShape};
 use crate::curves::{CurveRow, Curves};
 use crate::data::{
     DataSource, Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec,
@@ -230,12 +230,7 @@ impl<'s> Run<'s> {
             tasks: settings.batch,
             queries_per_class: spec.n_query,
         };
-        let options = TrainOptions {
-            dropout: settings.dropout,
-            loss_weights: settings.loss_weights,
-            rows: settings.generator_rows,
-        };
-        let built = awgim::build_train(&config, shape, options, &start.params)?;
+        let built = awgim::build_train(&config, shape, settings.train_options(), &start.params)?;
         let inputs = built.graph.inputs();
         let mut train = TrainStep::new(
             built.graph,
