@@ -55,6 +55,81 @@ impl Default for LossWeights {
     }
 }
 
+/// Beyond the paper (issue 12): how the generated weights become logits. The paper's step 6
+/// is [`Classifier::PAPER`]; the other variants start the weights from the class prototype so
+/// that a zero generator output is the nearest-class-mean classifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Classifier {
+    /// What the model does to a feature vector before anything else.
+    pub features: FeatureNorm,
+    /// What the generator's output is.
+    pub weights: WeightsKind,
+    /// How a query's logit for a class is computed from its weights.
+    pub logits: LogitsKind,
+}
+
+impl Classifier {
+    /// AWGIM.md's model: raw features, generated weights, dot-product logits.
+    pub const PAPER: Classifier = Classifier {
+        features: FeatureNorm::Raw,
+        weights: WeightsKind::Generated,
+        logits: LogitsKind::Dot,
+    };
+}
+
+impl Default for Classifier {
+    /// [`Classifier::PAPER`].
+    fn default() -> Self {
+        Classifier::PAPER
+    }
+}
+
+/// Feature preprocessing inside the model.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum FeatureNorm {
+    /// The features as given (the paper).
+    Raw,
+    /// `x <- (x - c) / |x - c|` with `c` the mean feature vector of the training split (the
+    /// [`input::CENTER`] input; stored with the model). Every use of a feature (both paths,
+    /// the prototypes and the logits) sees the normalised vector.
+    CenteredL2,
+}
+
+/// What the generator's output `mu` (and its noisy samples) is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum WeightsKind {
+    /// The class weights themselves, `W[i] = mu` (the paper).
+    Generated,
+    /// A correction to the class prototype: `W[i] = p[i] / |p[i]| + mu` with `p[i]` the mean
+    /// of class `i`'s (preprocessed) support features. `G2mu` starts at zero, so an untrained
+    /// model is the nearest-class-mean classifier.
+    Prototype,
+}
+
+/// How the logit of class `i` is computed from its weights `W[i]`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum LogitsKind {
+    /// `x . W[i]` (the paper).
+    Dot,
+    /// `s x . W[i] / |W[i]|` with a learned scale `s` ([`LOGIT_SCALE`], initially
+    /// [`INITIAL_LOGIT_SCALE`]): the cosine between `x` and `W[i]` when the features are
+    /// normalised.
+    Cosine,
+}
+
+/// The learned logit scale of [`LogitsKind::Cosine`], shape `[1]`.
+pub const LOGIT_SCALE: &str = "logit_scale";
+/// Its initial value: cosines in [-1, 1] times 10 give a softmax neither flat nor saturated.
+pub const INITIAL_LOGIT_SCALE: f32 = 10.0;
+/// Added under the square root of every L2 norm the variants take.
+const NORM_EPSILON: f32 = 1e-12;
+
 /// How the generator meets the `K` support rows of a class during training.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -164,6 +239,8 @@ pub mod input {
     pub const QUERY_TARGETS: &str = "query_targets";
     /// Standard normal noise `eps` `(B, M, N, K, D)` (training).
     pub const NOISE: &str = "noise";
+    /// The feature centre `c` `(D)` of [`super::FeatureNorm::CenteredL2`] (absent otherwise).
+    pub const CENTER: &str = "center";
     /// Prefix of dropout masks (values 0 or 1 / keep); see [`super::DropoutSite`].
     pub const MASK_PREFIX: &str = "mask.";
 }
@@ -221,7 +298,18 @@ pub fn build_train(
     options: TrainOptions,
     params: &[(String, Vec<f32>)],
 ) -> Result<TrainGraph, BuildError> {
-    let (mut model, p) = Model::new(config, shape, 1.0 - options.dropout, params)?;
+    build_train_classifier(config, Classifier::PAPER, shape, options, params)
+}
+
+/// [`build_train`] with the classifier variant `classifier`.
+pub fn build_train_classifier(
+    config: &ModelConfig,
+    classifier: Classifier,
+    shape: BatchShape,
+    options: TrainOptions,
+    params: &[(String, Vec<f32>)],
+) -> Result<TrainGraph, BuildError> {
+    let (mut model, p) = Model::new(config, classifier, shape, 1.0 - options.dropout, params)?;
     let (logits, losses) = model.train(&p, options);
     model.graph.check()?;
     Ok(TrainGraph {
@@ -239,7 +327,17 @@ pub fn build_eval(
     shape: BatchShape,
     params: &[(String, Vec<f32>)],
 ) -> Result<EvalGraph, BuildError> {
-    let (mut model, p) = Model::new(config, shape, 1.0, params)?;
+    build_eval_classifier(config, Classifier::PAPER, shape, params)
+}
+
+/// [`build_eval`] with the classifier variant `classifier`.
+pub fn build_eval_classifier(
+    config: &ModelConfig,
+    classifier: Classifier,
+    shape: BatchShape,
+    params: &[(String, Vec<f32>)],
+) -> Result<EvalGraph, BuildError> {
+    let (mut model, p) = Model::new(config, classifier, shape, 1.0, params)?;
     let logits = model.eval(&p);
     model.graph.check()?;
     Ok(EvalGraph {
@@ -303,6 +401,8 @@ struct Params {
     generator: Generator,
     dec_q: Decoder,
     dec_s: Decoder,
+    /// The cosine logits' scale (absent with dot-product logits).
+    logit_scale: Option<Tensor>,
 }
 
 /// Makes a graph's parameters from given values, each checked against its shape in
@@ -318,6 +418,14 @@ impl Loader<'_> {
         let (_, spec) = formats::required_tensor(self.config, FileKind::Training, name)
             .ok_or(BuildError::NotInTable(name))?;
         let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
+        self.param_of_shape(name, shape)
+    }
+
+    fn param_of_shape(
+        &mut self,
+        name: &'static str,
+        shape: Vec<usize>,
+    ) -> Result<Tensor, BuildError> {
         let value = self
             .values
             .iter()
@@ -372,7 +480,7 @@ impl Loader<'_> {
     }
 
     /// Every parameter, in `formats`' canonical order (the graph declares them in it).
-    fn params(&mut self) -> Result<Params, BuildError> {
+    fn params(&mut self, classifier: Classifier) -> Result<Params, BuildError> {
         Ok(Params {
             enc_ap: self.param(ENC_AP)?,
             enc_cp: self.param(ENC_CP)?,
@@ -386,6 +494,10 @@ impl Loader<'_> {
             },
             dec_q: self.decoder(&DEC_Q, DropoutSite::DecoderQ)?,
             dec_s: self.decoder(&DEC_S, DropoutSite::DecoderS)?,
+            logit_scale: match classifier.logits {
+                LogitsKind::Dot => None,
+                LogitsKind::Cosine => Some(self.param_of_shape(LOGIT_SCALE, vec![1])?),
+            },
         })
     }
 }
@@ -402,12 +514,14 @@ struct Model {
     ln_epsilon: f32,
     /// Dropout keep probability (1 = no dropout).
     keep: f32,
+    classifier: Classifier,
 }
 
 impl Model {
     /// A graph holding every training parameter of `config` with the values `params`.
     fn new(
         config: &ModelConfig,
+        classifier: Classifier,
         shape: BatchShape,
         keep: f32,
         params: &[(String, Vec<f32>)],
@@ -419,7 +533,7 @@ impl Model {
             config,
             values: params,
         }
-        .params()?;
+        .params(classifier)?;
         let sizes = config.sizes();
         let model = Model {
             graph,
@@ -429,6 +543,7 @@ impl Model {
             layer_norm: config.layer_norm,
             ln_epsilon: config.ln_epsilon,
             keep,
+            classifier,
         };
         Ok((model, p))
     }
@@ -503,6 +618,19 @@ impl Model {
         let (B, M, NK) = (self.B, self.M, N * K);
         let x_s = self.graph.input(input::SUPPORT, &[B, NK, D]);
         let x_q = self.graph.input(input::QUERY, &[B, M, D]);
+        let (x_s, x_q) = match self.classifier.features {
+            FeatureNorm::Raw => (x_s, x_q),
+            FeatureNorm::CenteredL2 => {
+                let center = self.graph.input(input::CENTER, &[D]);
+                let centered = |x: Tensor| l2_normalise(x - center.broadcast_to(&x.shape()));
+                (centered(x_s), centered(x_q))
+            }
+        };
+        // The normalised class prototypes p[i] / |p[i]| (B, N, D), when the weights correct them.
+        let prototypes = match self.classifier.weights {
+            WeightsKind::Generated => None,
+            WeightsKind::Prototype => Some(l2_normalise(self.class_mean(x_s))),
+        };
 
         // 1. Attentive path: s = X_s enc_ap, q = X_q enc_ap; v = sa_ap(s, s, s) with every
         //    row replaced by its class mean; a = ca_ap(q, s, v).
@@ -526,15 +654,43 @@ impl Model {
             a,
             c_bar,
             z,
+            prototypes,
         }
+    }
+
+    /// The weights `(B, M, N, D)` the logits take, from the generated `w`: the prototype
+    /// added ([`WeightsKind::Prototype`]), then normalised and scaled ([`LogitsKind::Cosine`]).
+    /// The paper's classifier takes `w` itself.
+    fn classifier_weights(&self, p: &Params, paths: &Paths, w: Tensor) -> Tensor {
+        let w = self.with_prototypes(paths, w, 1);
+        match p.logit_scale {
+            None => w,
+            Some(scale) => l2_normalise(w) * scale.broadcast_to(&w.shape()),
+        }
+    }
+
+    /// `w + p[i] / |p[i]|` with the prototypes expanded over the queries (axis 1) and over
+    /// any further axes of `w` after the class axis (`extra` = 1 for `(B, M, N, D)`, 2 for the
+    /// sampled rows `(B, M, N, K, D)`); `w` itself without prototypes.
+    fn with_prototypes(&self, paths: &Paths, w: Tensor, extra: usize) -> Tensor {
+        let Some(prototypes) = paths.prototypes else {
+            return w;
+        };
+        let mut expanded = prototypes.expand(1, self.M);
+        if extra == 2 {
+            expanded = expanded.expand(3, self.sizes.K);
+        }
+        w + expanded
     }
 
     /// The evaluation graph's logits.
     fn eval(&mut self, p: &Params) -> Tensor {
         let N = self.sizes.N;
-        let Paths { x_q, z, .. } = self.paths(p);
+        let paths = self.paths(p);
+        let (x_q, z) = (paths.x_q, paths.z);
         // 4-5 at evaluation: W[i] = mu = G2mu(relu(G1 z)).
         let w_eval = z.matmul(p.generator.g1).relu().matmul(p.generator.g2_mu);
+        let w_eval = self.classifier_weights(p, &paths, w_eval);
         // 6. l[i] = x . W[i].
         (x_q.expand(2, N) * w_eval).sum(&[3]) // (B, M, N)
     }
@@ -543,13 +699,15 @@ impl Model {
     fn train(&mut self, p: &Params, options: TrainOptions) -> (Tensor, Losses) {
         let Sizes { D, d, N, K, .. } = self.sizes;
         let (B, M, NK) = (self.B, self.M, N * K);
+        let paths = self.paths(p);
         let Paths {
             x_s,
             x_q,
             a,
             c_bar,
             z,
-        } = self.paths(p);
+            ..
+        } = paths;
         let generator = &p.generator;
 
         // 4. (mu, u) = G2(relu(G1(dropout(z)))); sigma = max(exp(u) - 1 + sqrt(2/(N+D)), 1e-10).
@@ -581,6 +739,7 @@ impl Model {
             }
         };
         let w_avg = w_rows.mean(&[3]); // (B, M, N, D)
+        let w_avg = self.classifier_weights(p, &paths, w_avg);
 
         // 6. Query logits l[i] = dropout(x) . W[i]; support logits: every support example
         //    scored with the same query-specific W.
@@ -601,6 +760,8 @@ impl Model {
         //    r_q(w) ~ a(x), r_s(w) ~ c_bar[i]; r(w) = R2(relu(R1(dropout(w)))).
         let target_q = a.stop_gradient().expand(2, N).expand(3, K); // (B, M, N, K, d)
         let target_s = c_bar.stop_gradient().expand(1, M).expand(3, K);
+        // With prototype weights the decoders read the full weight rows, prototype included.
+        let w_rows = self.with_prototypes(&paths, w_rows, 2);
         let r_q = self.decoder(&p.dec_q, w_rows);
         let r_s = self.decoder(&p.dec_s, w_rows);
         let recon_query = r_q.squared_error(target_q).mean_all();
@@ -637,6 +798,17 @@ struct Paths {
     c_bar: Tensor,
     /// The generator input `(B, M, N, 2d)`.
     z: Tensor,
+    /// The normalised class prototypes `(B, N, D)` ([`WeightsKind::Prototype`]).
+    prototypes: Option<Tensor>,
+}
+
+/// Each row of `x` (its last axis) divided by its L2 norm.
+fn l2_normalise(x: Tensor) -> Tensor {
+    let shape = x.shape();
+    let last = shape.len().saturating_sub(1);
+    let width = shape.last().copied().unwrap_or(1);
+    let norm = ((x * x).sum(&[last]) + NORM_EPSILON).sqrt();
+    x / norm.expand(last, width)
 }
 
 /// `sigma = max(exp(u) + offset, 1e-10)` with `offset = sqrt(2 / (N + D)) - 1`.
@@ -716,6 +888,28 @@ pub fn init_params(config: &ModelConfig, rng: &mut impl Rng) -> Vec<(String, Vec
             (spec.name.to_string(), values)
         })
         .collect()
+}
+
+/// [`init_params`] for the classifier variant `classifier`: the same draws, then `G2mu` set
+/// to zero for [`WeightsKind::Prototype`] (the model starts as nearest class mean) and the
+/// logit scale appended for [`LogitsKind::Cosine`].
+pub fn init_params_classifier(
+    config: &ModelConfig,
+    classifier: Classifier,
+    rng: &mut impl Rng,
+) -> Vec<(String, Vec<f32>)> {
+    let mut params = init_params(config, rng);
+    if classifier.weights == WeightsKind::Prototype {
+        for (name, values) in params.iter_mut() {
+            if name == GENERATOR.g2_mu {
+                values.iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+    }
+    if classifier.logits == LogitsKind::Cosine {
+        params.push((LOGIT_SCALE.to_string(), vec![INITIAL_LOGIT_SCALE]));
+    }
+    params
 }
 
 /// What the host draws for one training step besides the data: the noise and the dropout

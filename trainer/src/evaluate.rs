@@ -1,11 +1,12 @@
 //! Evaluation (AWGIM.md's protocol): random N-way K-shot tasks with 15 queries per class
-//! from one split, mean accuracy and its 95% interval `1.96 std / sqrt(tasks)`, next to the
-//! nearest-class-mean baseline on the same tasks.
+//! from one split, mean accuracy and its 95% interval `1.96 std / sqrt(tasks)`, next to three
+//! nearest-class-mean baselines on the same tasks, and the paired difference between the model
+//! and the best of them (per task, so the tasks' difficulty cancels out of its interval).
 
 use autodiff::{Backend, Evaluator};
 use formats::ModelConfig;
 
-use crate::awgim::{self, input, BatchShape};
+use crate::awgim::{self, input, BatchShape, Classifier, FeatureNorm};
 use crate::data::{ncm_accuracy, EpisodeBatch, EpisodeSampler, EpisodeSpec, Metric, Split};
 use crate::error::TrainerError;
 
@@ -73,19 +74,145 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// The compiled evaluation graph ([`awgim::build_eval`], `W = mu`) for batches of tasks,
-/// and the test protocol on it.
+/// A nearest-class-mean baseline ([`ncm_accuracy`] on the same tasks as the model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Euclidean distance to the class means of the raw features.
+    Euclidean,
+    /// Cosine similarity to the class means of the raw features.
+    Cosine,
+    /// Cosine similarity after subtracting the training split's mean feature vector (what
+    /// an untrained `--weights prototype --logits cosine --features centered-l2` model is).
+    CenteredCosine,
+}
+
+impl Baseline {
+    /// Every baseline, in report order.
+    pub const ALL: [Baseline; 3] = [
+        Baseline::Euclidean,
+        Baseline::Cosine,
+        Baseline::CenteredCosine,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Euclidean => "NCM euclidean",
+            Baseline::Cosine => "NCM cosine",
+            Baseline::CenteredCosine => "NCM centred cosine",
+        }
+    }
+}
+
+/// Per-task accuracies of the model and of every [`Baseline`] on the same tasks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The model's accuracy on each task.
+    pub model: Vec<f32>,
+    /// Each baseline's accuracy on each task, in [`Baseline::ALL`] order.
+    pub baselines: [Vec<f32>; 3],
+}
+
+impl Evaluation {
+    /// The model's accuracy.
+    pub fn accuracy(&self) -> Accuracy {
+        Accuracy::from_tasks(&self.model)
+    }
+
+    /// A baseline's accuracy.
+    pub fn baseline(&self, which: Baseline) -> Accuracy {
+        let index = Baseline::ALL.iter().position(|&b| b == which).unwrap_or(0);
+        Accuracy::from_tasks(&self.baselines[index])
+    }
+
+    /// The baseline with the highest mean accuracy (the first on ties).
+    pub fn best_baseline(&self) -> Baseline {
+        let mut best = Baseline::Euclidean;
+        for b in Baseline::ALL {
+            if self.baseline(b).mean > self.baseline(best).mean {
+                best = b;
+            }
+        }
+        best
+    }
+
+    /// The paired difference model minus `baseline`, task by task: its mean and the 95%
+    /// interval of that mean, `1.96 std(diff) / sqrt(tasks)`.
+    pub fn paired_difference(&self, baseline: Baseline) -> Accuracy {
+        let index = Baseline::ALL
+            .iter()
+            .position(|&b| b == baseline)
+            .unwrap_or(0);
+        let diff: Vec<f32> = self
+            .model
+            .iter()
+            .zip(&self.baselines[index])
+            .map(|(m, b)| m - b)
+            .collect();
+        Accuracy::from_tasks(&diff)
+    }
+
+    /// A one-paragraph report: the model, every baseline, and the paired difference to the
+    /// best baseline.
+    pub fn report(&self) -> String {
+        let mut out = format!("AWGIM {}", self.accuracy());
+        for b in Baseline::ALL {
+            out.push_str(&format!(" | {} {}", b.name(), self.baseline(b)));
+        }
+        let best = self.best_baseline();
+        let diff = self.paired_difference(best);
+        out.push_str(&format!(
+            "\npaired difference AWGIM - {} (best baseline): {:+.2} points, 95% interval [{:+.2}, {:+.2}]",
+            best.name(),
+            100.0 * diff.mean,
+            100.0 * (diff.mean - diff.ci95),
+            100.0 * (diff.mean + diff.ci95)
+        ));
+        out
+    }
+}
+
+/// The compiled evaluation graph ([`awgim::build_eval_classifier`], `W = mu`) for batches of
+/// tasks, and the test protocol on it.
 pub struct CompiledEval {
     evaluator: Evaluator,
     config: ModelConfig,
     tasks: usize,
     queries_per_class: usize,
+    /// The training split's mean feature vector: the centred baseline's centre and, with
+    /// [`FeatureNorm::CenteredL2`], the model's.
+    center: Vec<f32>,
 }
 
 impl CompiledEval {
-    /// Builds and compiles the evaluation graph for `tasks` tasks per run.
+    /// Builds and compiles the evaluation graph of the paper's classifier for `tasks` tasks
+    /// per run.
     pub fn new(
         config: &ModelConfig,
+        tasks: usize,
+        queries_per_class: usize,
+        params: &[(String, Vec<f32>)],
+        backend: Backend,
+    ) -> Result<Self, TrainerError> {
+        let center = vec![0.0; config.sizes().D];
+        let classifier = Classifier::PAPER;
+        Self::with_classifier(
+            config,
+            classifier,
+            center,
+            tasks,
+            queries_per_class,
+            params,
+            backend,
+        )
+    }
+
+    /// [`CompiledEval::new`] for the classifier variant `classifier`, with `center` the
+    /// training split's mean feature vector.
+    pub fn with_classifier(
+        config: &ModelConfig,
+        classifier: Classifier,
+        center: Vec<f32>,
         tasks: usize,
         queries_per_class: usize,
         params: &[(String, Vec<f32>)],
@@ -95,13 +222,17 @@ impl CompiledEval {
             tasks,
             queries_per_class,
         };
-        let built = awgim::build_eval(config, shape, params)?;
-        let evaluator = Evaluator::new(built.graph, &[built.logits], backend)?;
+        let built = awgim::build_eval_classifier(config, classifier, shape, params)?;
+        let mut evaluator = Evaluator::new(built.graph, &[built.logits], backend)?;
+        if classifier.features == FeatureNorm::CenteredL2 {
+            evaluator.set_input(input::CENTER, &center)?;
+        }
         Ok(CompiledEval {
             evaluator,
             config: *config,
             tasks,
             queries_per_class,
+            center,
         })
     }
 
@@ -118,14 +249,14 @@ impl CompiledEval {
         Ok(out.swap_remove(0))
     }
 
-    /// Accuracy of the model and of the nearest-class-mean baseline on the same `tasks`
+    /// Accuracy of the model and of the nearest-class-mean baselines on the same `tasks`
     /// random tasks of `split` (seeded).
     pub fn evaluate(
         &mut self,
         split: &Split,
         tasks: usize,
         seed: u64,
-    ) -> Result<(Accuracy, Accuracy), TrainerError> {
+    ) -> Result<Evaluation, TrainerError> {
         let sizes = self.config.sizes();
         let spec = EpisodeSpec {
             n_way: sizes.N,
@@ -135,16 +266,30 @@ impl CompiledEval {
         };
         let mut sampler = EpisodeSampler::new(split, spec, seed)?;
         let queries_per_task = spec.n_way * spec.n_query;
-        let (mut model, mut ncm) = (Vec::with_capacity(tasks), Vec::with_capacity(tasks));
+        let mut out = Evaluation {
+            model: Vec::with_capacity(tasks),
+            baselines: Default::default(),
+        };
         let mut batch = EpisodeBatch::default();
-        while model.len() < tasks {
+        let mut centered = EpisodeBatch::default();
+        while out.model.len() < tasks {
             sampler.sample_into(self.tasks, &mut batch);
             let logits = self.logits(&batch)?;
-            let keep = (tasks - model.len()).min(self.tasks);
+            let keep = (tasks - out.model.len()).min(self.tasks);
             let acc = task_accuracies(&logits, &batch.query_labels, spec.n_way, queries_per_task);
-            model.extend_from_slice(&acc[..keep]);
-            ncm.extend_from_slice(&ncm_accuracy(&batch, Metric::Euclidean)?[..keep]);
+            out.model.extend_from_slice(&acc[..keep]);
+            centered.clone_from(&batch);
+            for rows in [&mut centered.support, &mut centered.query] {
+                for row in rows.chunks_exact_mut(sizes.D.max(1)) {
+                    row.iter_mut().zip(&self.center).for_each(|(x, c)| *x -= c);
+                }
+            }
+            let [euclidean, cosine, centered_cosine] = &mut out.baselines;
+            euclidean.extend_from_slice(&ncm_accuracy(&batch, Metric::Euclidean)?[..keep]);
+            cosine.extend_from_slice(&ncm_accuracy(&batch, Metric::Cosine)?[..keep]);
+            let centred = ncm_accuracy(&centered, Metric::Cosine)?;
+            centered_cosine.extend_from_slice(&centred[..keep]);
         }
-        Ok((Accuracy::from_tasks(&model), Accuracy::from_tasks(&ncm)))
+        Ok(out)
     }
 }

@@ -169,13 +169,14 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
                 &params.params,
                 backend.backend(),
             )?;
-            let (acc, ncm) = eval.evaluate(dataset.split(kind), tasks, seed)?;
+            let evaluation = eval.evaluate(dataset.split(kind), tasks, seed)?;
             println!(
-                "{} on {} ({split}, {tasks} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): AWGIM {acc} | nearest class mean {ncm}",
+                "{} on {} ({split}, {tasks} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class):\n{}",
                 model.display(),
                 dataset.name(),
                 sizes.N,
-                sizes.K
+                sizes.K,
+                evaluation.report()
             );
             Ok(())
         }
@@ -229,21 +230,25 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         }
     };
     println!(
-        "AWGIM {}-way {}-shot, {} queries/class: d = {}, {} heads, G = {}, {:?} layer norm, {:?} encoder; \
-         {} steps x {} tasks, lr {:e} (x{} every {} steps), dropout {} (generator {:?}), l1/l2/l3 = {}/{}/{}, seed {}",
+        "AWGIM {}-way {}-shot ({}-way in training{}), {} queries/class: d = {}, {} heads, G = {}, {:?} layer norm, {:?} encoder, {:?}; \
+         {} steps x {} tasks, lr {:e} (x{} every {} steps), weight decay {:e}, dropout {} (generator {:?}), l1/l2/l3 = {}/{}/{}, seed {}",
         settings.ways,
         settings.shots,
+        settings.train_ways,
+        if settings.train_on_val { ", train + val" } else { "" },
         settings.queries,
         settings.latent,
         settings.heads,
         settings.generator,
         settings.layer_norm,
         settings.encoder,
+        settings.classifier,
         settings.steps,
         settings.batch,
         settings.lr,
         settings.decay_rate,
         settings.decay_every,
+        settings.weight_decay,
         settings.dropout,
         settings.generator_rows,
         settings.loss_weights.l1,
@@ -263,8 +268,11 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         report.best_validation, report.best_step, report.best_validation.tasks
     );
     println!(
-        "test ({} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): AWGIM {} | nearest class mean {}",
-        report.test.tasks, sizes.N, sizes.K, report.test, report.test_ncm
+        "test ({} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): {}",
+        report.test.model.len(),
+        sizes.N,
+        sizes.K,
+        report.test.report()
     );
     println!(
         "wrote {} (best validation), {}, {}, {}",

@@ -70,7 +70,11 @@ impl ModelParams {
             }
         }
         if let Some(opt) = &self.optimizer {
-            for (name, m, v) in &opt.moments {
+            for (name, m, v) in opt
+                .moments
+                .iter()
+                .filter(|(n, _, _)| formats::allowed_tensor(&self.config, self.kind, n).is_some())
+            {
                 names.push((format!("{}{name}", formats::ADAM_M_PREFIX), m));
                 names.push((format!("{}{name}", formats::ADAM_V_PREFIX), v));
             }

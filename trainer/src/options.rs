@@ -15,7 +15,10 @@ use clap::{Args, ValueEnum};
 use formats::{EncoderKind, LayerNormKind, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::awgim::{GeneratorRows, LossWeights, TrainOptions};
+use crate::awgim::{
+    Classifier, FeatureNorm, GeneratorRows, LogitsKind, LossWeights, TrainOptions, WeightsKind,
+};
+use crate::data::SyntheticSpec;
 use crate::error::TrainerError;
 
 /// Layer-norm variant (see AWGIM.md).
@@ -34,6 +37,30 @@ pub enum EncoderArg {
     Attention,
     /// Ablation: MLPs instead of the attention blocks.
     Mlp,
+}
+
+/// The built-in synthetic data set's shape (see `trainer/src/data/synthetic.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum SyntheticPreset {
+    /// miniImageNet's shape: 64 / 16 / 20 classes of 600 examples, D = 64.
+    Mini,
+    /// The shape of real pretrained-encoder feature sets: 351 / 97 / 160 classes of 50
+    /// examples (few examples per base class, easy to memorise), D = 384.
+    ManyClasses,
+}
+
+impl SyntheticPreset {
+    /// The data set's spec, with the feature dimension `dim` if given.
+    pub fn spec(self, dim: Option<usize>) -> SyntheticSpec {
+        let spec = match self {
+            SyntheticPreset::Mini => SyntheticSpec::default(),
+            SyntheticPreset::ManyClasses => SyntheticSpec::many_classes(),
+        };
+        SyntheticSpec {
+            dim: dim.unwrap_or(spec.dim),
+            ..spec
+        }
+    }
 }
 
 /// Flags of a training run. Unset flags take the defaults described in the module docs.
@@ -64,9 +91,13 @@ pub struct TrainArgs {
     /// `.npz` file. Without it, the built-in synthetic data set is used.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Feature dimension of the built-in synthetic data set.
-    #[arg(long, default_value_t = 64)]
-    pub synthetic_dim: usize,
+    /// Shape of the built-in synthetic data set (without `--data`).
+    #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
+    pub synthetic: SyntheticPreset,
+    /// Feature dimension of the built-in synthetic data set [default: the preset's, 64 or
+    /// 384].
+    #[arg(long)]
+    pub synthetic_dim: Option<usize>,
     /// The model file to write (the best validation checkpoint).
     #[arg(long, default_value = "awgim.model")]
     pub out: PathBuf,
@@ -142,6 +173,25 @@ pub struct TrainArgs {
     /// saved is lost by accident).
     #[arg(long)]
     pub overwrite: bool,
+    /// Feature preprocessing [default: centered-l2; raw with --paper].
+    #[arg(long, value_enum)]
+    pub features: Option<FeatureNorm>,
+    /// What the generator outputs: the class weights (the paper) or a correction to the
+    /// normalised class prototype [default: prototype; generated with --paper].
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightsKind>,
+    /// Logits: dot product (the paper) or cosine with a learned scale [default: cosine; dot
+    /// with --paper].
+    #[arg(long, value_enum)]
+    pub logits: Option<LogitsKind>,
+    /// Classes per training task [default: --ways]; more ways than at test is a regulariser
+    /// (the model does not depend on N).
+    #[arg(long)]
+    pub train_ways: Option<u32>,
+    /// The paper's final protocol: train on the train and val classes together for the fixed
+    /// number of steps, without validation; the model file is the last step's parameters.
+    #[arg(long)]
+    pub train_on_val: bool,
     /// Testing aid: make the loss non-finite at these steps (the step must be skipped).
     #[arg(long, hide = true, value_delimiter = ',')]
     pub inject_nan_at: Vec<u64>,
@@ -165,8 +215,10 @@ pub struct Settings {
     pub seed: u64,
     /// Data path (`None`: synthetic).
     pub data: Option<PathBuf>,
-    /// Synthetic feature dimension.
-    pub synthetic_dim: usize,
+    /// Synthetic data set's shape.
+    pub synthetic: SyntheticPreset,
+    /// Synthetic feature dimension (`None`: the preset's).
+    pub synthetic_dim: Option<usize>,
     /// Model file to write.
     pub out: PathBuf,
     /// d.
@@ -209,6 +261,12 @@ pub struct Settings {
     pub eval_batch: usize,
     /// Checkpoint interval.
     pub checkpoint_every: u64,
+    /// The classifier variant (the paper's with `--paper`).
+    pub classifier: Classifier,
+    /// Classes per training task.
+    pub train_ways: u32,
+    /// Train on train + val without validation (the paper's final protocol).
+    pub train_on_val: bool,
     /// Steps whose loss is made non-finite (testing aid).
     pub inject_nan_at: Vec<u64>,
 }
@@ -238,6 +296,7 @@ impl TrainArgs {
             }),
             seed: self.seed,
             data: self.data.clone(),
+            synthetic: self.synthetic,
             synthetic_dim: self.synthetic_dim,
             out: self.out.clone(),
             latent,
@@ -264,6 +323,25 @@ impl TrainArgs {
             test_tasks: self.test_tasks,
             eval_batch: self.eval_batch,
             checkpoint_every: self.checkpoint_every.unwrap_or(val_every),
+            classifier: Classifier {
+                features: self.features.unwrap_or(if paper {
+                    FeatureNorm::Raw
+                } else {
+                    FeatureNorm::CenteredL2
+                }),
+                weights: self.weights.unwrap_or(if paper {
+                    WeightsKind::Generated
+                } else {
+                    WeightsKind::Prototype
+                }),
+                logits: self.logits.unwrap_or(if paper {
+                    LogitsKind::Dot
+                } else {
+                    LogitsKind::Cosine
+                }),
+            },
+            train_ways: self.train_ways.unwrap_or(self.ways),
+            train_on_val: self.train_on_val,
             inject_nan_at: self.inject_nan_at.clone(),
         };
         settings.check()?;
@@ -320,7 +398,10 @@ impl Settings {
         if finite.iter().any(|x| !x.is_finite() || *x < 0.0) {
             return bad("loss weights, decay, weight decay and clipping must be finite and >= 0");
         }
-        if self.data.is_none() && self.synthetic_dim == 0 {
+        if self.train_ways < self.ways {
+            return bad("--train-ways must be at least --ways");
+        }
+        if self.data.is_none() && self.synthetic_dim == Some(0) {
             return bad("--synthetic-dim must be at least 1");
         }
         self.model_config(1)
@@ -355,6 +436,15 @@ impl Settings {
             dropout: self.dropout,
             loss_weights: self.loss_weights,
             rows: self.generator_rows,
+        }
+    }
+
+    /// The configuration of the training graph: [`Settings::model_config`] with
+    /// `--train-ways` classes per task.
+    pub fn train_config(&self, feature_dim: u32) -> ModelConfig {
+        ModelConfig {
+            ways: self.train_ways,
+            ..self.model_config(feature_dim)
         }
     }
 

@@ -15,13 +15,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::awgim::{self, input, BatchShape};
+use crate::awgim::{self, input, BatchShape, FeatureNorm};
 use crate::curves::{CurveRow, Curves};
 use crate::data::{
-    DataSource, Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec,
+    DataSource, Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, Split, SplitKind,
 };
 use crate::error::TrainerError;
-use crate::evaluate::{task_accuracies, Accuracy, CompiledEval};
+use crate::evaluate::{task_accuracies, Accuracy, CompiledEval, Evaluation};
 use crate::model_file::{provenance, ModelParams};
 use crate::options::{Settings, EVAL_QUERIES};
 
@@ -46,10 +46,9 @@ pub struct RunReport {
     pub best_validation: Accuracy,
     /// Step of the best validation.
     pub best_step: u64,
-    /// Test accuracy of the best-validation model.
-    pub test: Accuracy,
-    /// Nearest-class-mean baseline on the same test tasks.
-    pub test_ncm: Accuracy,
+    /// The final model (best validation, or the last step with `--train-on-val`) and the
+    /// nearest-class-mean baselines on the same test tasks.
+    pub test: Evaluation,
     /// Mean training throughput of this process, in tasks per second.
     pub tasks_per_second: f32,
     /// The model file written.
@@ -60,10 +59,7 @@ pub struct RunReport {
 pub fn load_dataset(settings: &Settings) -> Result<Dataset, TrainerError> {
     let source = match &settings.data {
         Some(path) => DataSource::Path(path.clone()),
-        None => DataSource::Synthetic(SyntheticSpec {
-            dim: settings.synthetic_dim,
-            ..SyntheticSpec::default()
-        }),
+        None => DataSource::Synthetic(settings.synthetic.spec(settings.synthetic_dim)),
     };
     Ok(source.load()?)
 }
@@ -162,6 +158,11 @@ pub fn train(
 pub struct Run<'s> {
     settings: &'s Settings,
     dataset: Dataset,
+    /// Train and val together (`--train-on-val`), else `None` (the train split).
+    train_and_val: Option<Split>,
+    /// The parameters of the model file: the best validation so far (the last step saved
+    /// with `--train-on-val`).
+    best_params: Option<Vec<(String, Vec<f32>)>>,
     config: ModelConfig,
     /// The compiled training step (its parameters and Adam moments live in it).
     train: TrainStep,
@@ -195,26 +196,42 @@ impl<'s> Run<'s> {
     ) -> Result<Self, TrainerError> {
         let dataset = load_dataset(settings)?;
         let config = settings.model_config(dataset.dim() as u32);
+        let train_config = settings.train_config(dataset.dim() as u32);
         config
             .validate()
             .map_err(|e| TrainerError::Settings(e.to_string()))?;
         let sizes = config.sizes();
         let spec = EpisodeSpec {
-            n_way: sizes.N,
+            n_way: settings.train_ways as usize,
             k_shot: sizes.K,
             n_query: settings.queries as usize,
             shuffle_queries: true,
         };
         // Every split must hold tasks of the training and of the evaluation shape.
         dataset.check_episodes(
-            spec.n_way,
+            sizes.N,
             spec.k_shot,
             spec.n_query.max(EVAL_QUERIES as usize),
         )?;
+        let train_and_val = match settings.train_on_val {
+            true => Some(dataset.train_and_val()?),
+            false => None,
+        };
+        let pool = train_and_val
+            .as_ref()
+            .unwrap_or(dataset.split(SplitKind::Train));
+        pool.check_episodes(spec.n_way, spec.k_shot + spec.n_query)?;
+        // The centre of `--features centered-l2` and of the centred baseline.
+        let center = pool.mean();
+        let classifier = settings.classifier;
 
         let start = match resume {
             None => Start {
-                params: awgim::init_params(&config, &mut step_rng(settings.seed, u64::MAX)),
+                params: awgim::init_params_classifier(
+                    &config,
+                    classifier,
+                    &mut step_rng(settings.seed, u64::MAX),
+                ),
                 optimizer: None,
                 step: 0,
                 record: Record {
@@ -230,7 +247,13 @@ impl<'s> Run<'s> {
             tasks: settings.batch,
             queries_per_class: spec.n_query,
         };
-        let built = awgim::build_train(&config, shape, settings.train_options(), &start.params)?;
+        let built = awgim::build_train_classifier(
+            &train_config,
+            classifier,
+            shape,
+            settings.train_options(),
+            &start.params,
+        )?;
         let inputs = built.graph.inputs();
         let mut train = TrainStep::new(
             built.graph,
@@ -242,8 +265,13 @@ impl<'s> Run<'s> {
         if let Some(opt) = &start.optimizer {
             train.load_optimizer_state(opt)?;
         }
-        let eval = CompiledEval::new(
+        if classifier.features == FeatureNorm::CenteredL2 {
+            train.set_input(input::CENTER, &center)?;
+        }
+        let eval = CompiledEval::with_classifier(
             &config,
+            classifier,
+            center,
             settings.eval_batch,
             EVAL_QUERIES as usize,
             &start.params,
@@ -253,6 +281,8 @@ impl<'s> Run<'s> {
         Ok(Run {
             settings,
             dataset,
+            train_and_val,
+            best_params: None,
             config,
             train,
             inputs,
@@ -291,12 +321,12 @@ impl<'s> Run<'s> {
         let settings = self.settings;
         let n = self.spec.n_way;
         let mut rng = step_rng(settings.seed, step);
-        EpisodeSampler::new(
-            self.dataset.split(SplitKind::Train),
-            self.spec,
-            rng.next_u64(),
-        )?
-        .sample_into(settings.batch, &mut self.batch);
+        let pool = self
+            .train_and_val
+            .as_ref()
+            .unwrap_or(self.dataset.split(SplitKind::Train));
+        EpisodeSampler::new(pool, self.spec, rng.next_u64())?
+            .sample_into(settings.batch, &mut self.batch);
         let batch = &mut self.batch;
         if settings.inject_nan_at.contains(&step) {
             batch.support.iter_mut().for_each(|x| *x = f32::NAN);
@@ -369,15 +399,33 @@ impl<'s> Run<'s> {
     /// Validates the parameters after `done` steps on the fixed validation tasks, records
     /// the accuracy on the last curve row, and writes the model file if it is the best so
     /// far.
+    ///
+    /// With `--train-on-val` the val classes are training data: nothing is validated and the
+    /// model file is the current parameters (the last step's at the end of the run).
     pub fn validate(&mut self, done: u64) -> Result<(), TrainerError> {
         let settings = self.settings;
         let params = self.train.params()?;
+        if settings.train_on_val {
+            self.model_file(done, None, &params)?;
+            self.best_params = Some(params);
+            self.record.best_step = done;
+            self.say(|| {
+                format!(
+                    "step {done}/{}: saved (--train-on-val: no validation)",
+                    settings.steps
+                )
+            });
+            return Ok(());
+        }
         self.eval.load_params(&params)?;
-        let (acc, _) = self.eval.evaluate(
-            self.dataset.split(SplitKind::Val),
-            settings.val_tasks,
-            settings.seed ^ VALIDATION_SALT,
-        )?;
+        let acc = self
+            .eval
+            .evaluate(
+                self.dataset.split(SplitKind::Val),
+                settings.val_tasks,
+                settings.seed ^ VALIDATION_SALT,
+            )?
+            .accuracy();
         if let Some(row) = self.curves.rows.last_mut() {
             row.validation = Some((acc.mean, acc.ci95));
         }
@@ -389,15 +437,8 @@ impl<'s> Run<'s> {
                 accuracy: acc.mean,
                 ci95: acc.ci95,
             };
-            let model = ModelParams {
-                kind: FileKind::Training,
-                config: self.config,
-                provenance: self.provenance(done, Some(validation)),
-                params,
-                optimizer: None,
-                training: None,
-            };
-            model.write(&settings.out)?;
+            self.model_file(done, Some(validation), &params)?;
+            self.best_params = Some(params);
         }
         self.say(|| {
             format!(
@@ -408,6 +449,24 @@ impl<'s> Run<'s> {
             )
         });
         Ok(())
+    }
+
+    /// Writes the model file: the parameters `params` after `done` steps.
+    fn model_file(
+        &self,
+        done: u64,
+        validation: Option<Validation>,
+        params: &[(String, Vec<f32>)],
+    ) -> Result<(), TrainerError> {
+        let model = ModelParams {
+            kind: FileKind::Training,
+            config: self.config,
+            provenance: self.provenance(done, validation),
+            params: params.to_vec(),
+            optimizer: None,
+            training: None,
+        };
+        model.write(&self.settings.out)
     }
 
     /// Writes the resumable checkpoint after `done` steps (parameters, Adam moments, the
@@ -459,9 +518,13 @@ impl<'s> Run<'s> {
         let seconds = self.started.elapsed().as_secs_f32().max(1e-9);
         let tasks_per_second = (steps_here * settings.batch as u64) as f32 / seconds;
 
-        let best_model = ModelParams::read(&settings.out)?;
-        self.eval.load_params(&best_model.params)?;
-        let (test, test_ncm) = self.eval.evaluate(
+        let best = match self.best_params.take() {
+            Some(params) => params,
+            // A resumed run whose best model was saved by the earlier process.
+            None => ModelParams::read(&settings.out)?.params,
+        };
+        self.eval.load_params(&best)?;
+        let test = self.eval.evaluate(
             self.dataset.split(SplitKind::Test),
             settings.test_tasks,
             settings.seed ^ TEST_SALT,
@@ -479,7 +542,6 @@ impl<'s> Run<'s> {
             },
             best_step: self.record.best_step,
             test,
-            test_ncm,
             tasks_per_second,
             model_path: settings.out.clone(),
         })

@@ -104,15 +104,15 @@ impl Fed {
             .train
             .resolve()
             .map_err(|e| e.to_string())?;
-        let config = settings.model_config(settings.synthetic_dim as u32);
+        let spec = settings.synthetic.spec(settings.synthetic_dim);
+        let config = settings.model_config(spec.dim as u32);
         let shape = BatchShape {
             tasks: settings.batch,
             queries_per_class: settings.queries as usize,
         };
         let data = SyntheticSpec {
-            dim: settings.synthetic_dim,
             examples_per_class: EXAMPLES_PER_CLASS,
-            ..SyntheticSpec::default()
+            ..spec
         }
         .generate()
         .map_err(|e| e.to_string())?;

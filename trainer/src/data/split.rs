@@ -213,6 +213,17 @@ impl Split {
         &self.data
     }
 
+    /// The mean of every example of the split, per feature (accumulated in
+    /// f64): the centre `trainer` subtracts before normalising features.
+    pub fn mean(&self) -> Vec<f32> {
+        let mut sum = vec![0f64; self.dim];
+        for row in self.data.chunks_exact(self.dim.max(1)) {
+            sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
+        }
+        let n = (self.data.len() / self.dim.max(1)).max(1) as f64;
+        sum.into_iter().map(|s| (s / n) as f32).collect()
+    }
+
     /// Checks that the split can serve `n_way`-way episodes with
     /// `per_class` = K + Q distinct examples per class.
     pub fn check_episodes(&self, n_way: usize, per_class: usize) -> Result<(), DataError> {
@@ -327,6 +338,30 @@ impl Dataset {
                 required: dim,
             })
         }
+    }
+
+    /// Meta-train and meta-val classes together, as one split named
+    /// `"train+val"`: what the final model of the paper's protocol trains on
+    /// (`trainer --train-on-val`).
+    pub fn train_and_val(&self) -> Result<Split, DataError> {
+        let (train, val) = (&self.train, &self.val);
+        let counts: Vec<usize> = [train, val]
+            .iter()
+            .flat_map(|s| (0..s.num_classes()).map(|c| s.class_len(c)))
+            .collect();
+        let names = [train, val]
+            .iter()
+            .flat_map(|s| s.class_names().iter().cloned())
+            .collect();
+        let data = [train.data(), val.data()].concat();
+        Split::new(
+            "train+val",
+            format!("{} + {}", train.origin(), val.origin()),
+            names,
+            self.dim(),
+            &counts,
+            data,
+        )
     }
 
     /// Checks, before any training starts, that every split has at least

@@ -82,6 +82,22 @@ impl Default for SyntheticSpec {
 }
 
 impl SyntheticSpec {
+    /// The shape of real pretrained-encoder feature sets: 351 / 97 / 160 classes
+    /// (tieredImageNet's counts) of only 50 examples each, D = 384, 16
+    /// superclasses, seed 0. Few examples of many base classes make memorising
+    /// them easy and useless on new classes.
+    pub fn many_classes() -> Self {
+        SyntheticSpec {
+            seed: 0,
+            dim: 384,
+            train_classes: 351,
+            val_classes: 97,
+            test_classes: 160,
+            examples_per_class: 50,
+            superclasses: 16,
+        }
+    }
+
     /// A description used as the data set's name and the splits' origin.
     pub fn describe(&self) -> String {
         format!(
