@@ -446,3 +446,71 @@ fn per_row_generator_dropout_masks_each_row() {
         "per-row masks changed nothing: {reference} vs {different}"
     );
 }
+
+/// Beyond the paper: with the prototype-correction classifier an untrained model (`G2mu` = 0)
+/// is nearest class mean with cosine logits on centred, normalised features: its logits are
+/// `s cos(x - c, p[i])` with `p[i]` the mean of class `i`'s centred, normalised support rows.
+#[test]
+fn untrained_prototype_classifier_is_centred_cosine_nearest_class_mean() {
+    use trainer::awgim::{Classifier, FeatureNorm, LogitsKind, WeightsKind, INITIAL_LOGIT_SCALE};
+    let config = tiny(3);
+    let Sizes { N, K, D, .. } = config.sizes();
+    let classifier = Classifier {
+        features: FeatureNorm::CenteredL2,
+        weights: WeightsKind::Prototype,
+        logits: LogitsKind::Cosine,
+    };
+    let shape = BatchShape {
+        tasks: 2,
+        queries_per_class: 2,
+    };
+    let p = awgim::init_params_classifier(
+        &config,
+        classifier,
+        &mut Xoshiro256PlusPlus::seed_from_u64(3),
+    );
+    let eval = awgim::build_eval_classifier(&config, classifier, shape, &p).unwrap();
+    let inputs = eval.graph.inputs();
+    assert!(inputs
+        .iter()
+        .any(|(n, s)| n == input::CENTER && *s == vec![D]));
+    let data = feed(&inputs, &config, shape, 8);
+    let get = |name: &str| &data.iter().find(|(n, _)| n == name).unwrap().1;
+    let (support, query, center) = (get(input::SUPPORT), get(input::QUERY), get(input::CENTER));
+    let logits = run(eval.graph, &[eval.logits], &data, &p).remove(0);
+
+    let normalised = |row: &[f32]| -> Vec<f64> {
+        let c: Vec<f64> = row
+            .iter()
+            .zip(center)
+            .map(|(x, c)| (x - c) as f64)
+            .collect();
+        let norm = c.iter().map(|v| v * v).sum::<f64>().sqrt();
+        c.iter().map(|v| v / norm).collect()
+    };
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let M = N * shape.queries_per_class;
+    for t in 0..shape.tasks {
+        let rows: Vec<Vec<f64>> = support[t * N * K * D..(t + 1) * N * K * D]
+            .chunks(D)
+            .map(normalised)
+            .collect();
+        let prototypes: Vec<Vec<f64>> = rows
+            .chunks(K)
+            .map(|class| {
+                (0..D)
+                    .map(|j| class.iter().map(|r| r[j]).sum::<f64>())
+                    .collect()
+            })
+            .collect();
+        for m in 0..M {
+            let x = normalised(&query[(t * M + m) * D..(t * M + m + 1) * D]);
+            for (i, proto) in prototypes.iter().enumerate() {
+                let cosine = dot(&x, proto) / dot(proto, proto).sqrt();
+                let expected = INITIAL_LOGIT_SCALE as f64 * cosine;
+                let got = logits[(t * M + m) * N + i] as f64;
+                assert!((got - expected).abs() < 1e-4, "{got} vs {expected}");
+            }
+        }
+    }
+}
