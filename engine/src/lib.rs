@@ -33,36 +33,6 @@ use formats::{ModelConfig, Sizes};
 pub use model::{Model, Prediction, Task};
 pub use workspace::Workspace;
 
-/// Compile-time check of the size parameters; called in `const` blocks by [`Model::load`] and
-/// [`Workspace::new`], so an inconsistent set of sizes does not compile:
-///
-/// ```compile_fail
-/// // NK must be N * K = 25.
-/// let _ = engine::Model::<64, 32, 4, 5, 5, 64, 24, 64>::load(&[]);
-/// ```
-/// ```compile_fail
-/// // 3 heads do not divide d = 32.
-/// let _ = engine::Workspace::<64, 32, 3, 5, 1, 64, 5, 64, 4>::new();
-/// ```
-pub(crate) const fn check_sizes<
-    const D: usize,
-    const d: usize,
-    const h: usize,
-    const N: usize,
-    const K: usize,
-    const G: usize,
-    const NK: usize,
-    const d2: usize,
->() {
-    assert!(
-        D > 0 && d > 0 && h > 0 && N > 0 && K > 0 && G > 0,
-        "sizes must be positive"
-    );
-    assert!(d % h == 0, "the heads h must divide the latent size d");
-    assert!(NK == N * K, "NK must equal N * K");
-    assert!(d2 == 2 * d, "d2 must equal 2 * d");
-}
-
 /// The [`Model`] type for the [`Sizes`] `S` (a constant), with the derived sizes filled in:
 /// `engine::awgim_model!('a; engine::PAPER_5SHOT)` is [`Paper5Shot<'a>`].
 #[macro_export]

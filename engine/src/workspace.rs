@@ -123,7 +123,7 @@ impl<
 
     /// A zeroed workspace; usable in a `static` initialiser.
     pub const fn new() -> Self {
-        const { crate::check_sizes::<D, d, h, N, K, G, NK, d2>() };
+        const { crate::Model::<D, d, h, N, K, G, NK, d2>::CHECK_SIZES };
         const { assert!(B > 0, "the batch size B must be positive") };
         Self {
             prepared: Prepared {

@@ -180,17 +180,19 @@ const GENERATOR_ROWS: [Row; 3] = [
     (GENERATOR.g2_mu, &[Hidden, Feature], Core),
     (GENERATOR.g2_sigma, &[Hidden, Feature], Training),
 ];
-const DEC_Q_ROWS: [Row; 2] = decoder_rows(DEC_Q);
-const DEC_S_ROWS: [Row; 2] = decoder_rows(DEC_S);
+const DECODER_ROWS: [Row; 4] = {
+    let [q1, q2] = decoder_rows(DEC_Q);
+    let [s1, s2] = decoder_rows(DEC_S);
+    [q1, q2, s1, s2]
+};
 /// Every tensor in canonical order.
-const TABLE: [&[Row]; 7] = [
+const TABLE: [&[Row]; 6] = [
     &ENCODER_ROWS,
     &SA_AP_ROWS,
     &CA_AP_ROWS,
     &SA_CP_ROWS,
     &GENERATOR_ROWS,
-    &DEC_Q_ROWS,
-    &DEC_S_ROWS,
+    &DECODER_ROWS,
 ];
 
 /// Prefix of an Adam first-moment tensor (`adam.m.<name>`).

@@ -147,6 +147,27 @@ impl<
         const d2: usize,
     > Model<'a, D, d, h, N, K, G, NK, d2>
 {
+    /// Compile-time check of the size parameters, evaluated by [`Model::load`] and
+    /// [`Workspace::new`], so an inconsistent set of sizes does not compile:
+    ///
+    /// ```compile_fail
+    /// // NK must be N * K = 25.
+    /// let _ = engine::Model::<64, 32, 4, 5, 5, 64, 24, 64>::load(&[]);
+    /// ```
+    /// ```compile_fail
+    /// // 3 heads do not divide d = 32.
+    /// let _ = engine::Workspace::<64, 32, 3, 5, 1, 64, 5, 64, 4>::new();
+    /// ```
+    pub(crate) const CHECK_SIZES: () = {
+        assert!(
+            D > 0 && d > 0 && h > 0 && N > 0 && K > 0 && G > 0,
+            "sizes must be positive"
+        );
+        assert!(d % h == 0, "the heads h must divide the latent size d");
+        assert!(NK == N * K, "NK must equal N * K");
+        assert!(d2 == 2 * d, "d2 must equal 2 * d");
+    };
+
     /// The sizes this type is compiled for.
     pub const SIZES: Sizes = Sizes { D, d, h, N, K, G };
 
@@ -157,7 +178,7 @@ impl<
     /// configuration must match the compiled sizes, use per-row layer norm and the attention
     /// encoder. Inference and training files are both accepted.
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
-        const { crate::check_sizes::<D, d, h, N, K, G, NK, d2>() };
+        const { Self::CHECK_SIZES };
         let file = formats::parse(bytes)?;
         let config = file.config();
         if config.layer_norm == LayerNormKind::TaskWide {
