@@ -191,16 +191,16 @@ impl TaskFile {
                 found: self.support.len(),
             });
         }
-        let d = self.feature_dim as usize;
+        let D = self.feature_dim as usize;
         if let Some(row) = self
             .support
             .iter()
             .chain(&self.queries)
-            .find(|r| r.len() != d)
+            .find(|r| r.len() != D)
         {
             return Err(TaskFileError::Shape {
                 what: "a row's length",
-                expected: d,
+                expected: D,
                 found: row.len(),
             });
         }

@@ -109,7 +109,8 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
         training: None,
     };
     let bytes = formats::AlignedBuf::from_bytes(&model.inference().to_bytes().unwrap());
-    let mut graph = CompiledEval::new(config, TASKS_PER_RUN, QUERIES, params, Backend::Cpu).unwrap();
+    let mut graph =
+        CompiledEval::new(config, TASKS_PER_RUN, QUERIES, params, Backend::Cpu).unwrap();
     let Sizes { D, N, K, .. } = config.sizes();
     let spec = EpisodeSpec {
         n_way: N,

@@ -4,8 +4,9 @@
 //! The engine is statically sized, so only the configurations it has types for can run
 //! ([`engine::COMPILED`]): the paper's (D = 640, d = 128, 4 heads, 5-way, G = 256) and the
 //! edge one (D = 64, d = 32, 4 heads, 5-way, G = 64), each with K = 1 or K = 5.
-// The engine's size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
-#![allow(non_upper_case_globals)]
+// Sizes are AWGIM.md's letters (`D` and `d` are different sizes), as locals and as the
+// engine's size parameters.
+#![allow(non_snake_case, non_upper_case_globals)]
 
 use std::io::BufWriter;
 use std::path::Path;
@@ -79,22 +80,21 @@ pub fn infer(
         path: model_path.to_path_buf(),
         source,
     })?;
-    let c = file.config();
+    let s = file.config().sizes();
     let (support_shape, support) = read_npy(support_path)?;
     let (query_shape, queries) = read_npy(queries_path)?;
-    let s = c.sizes();
-    let (d, n, k) = (s.D as u64, s.N as u64, s.K as u64);
-    let support_ok = support_shape == [n, k, d] || support_shape == [n * k, d];
+    let (D, N, K) = (s.D as u64, s.N as u64, s.K as u64);
+    let support_ok = support_shape == [N, K, D] || support_shape == [N * K, D];
     if !support_ok {
         return Err(TrainerError::Npy {
             path: support_path.to_path_buf(),
-            reason: format!("support must be {n} x {k} x {d} (or {} x {d}) for this model, found {support_shape:?}", n * k),
+            reason: format!("support must be {N} x {K} x {D} (or {} x {D}) for this model, found {support_shape:?}", N * K),
         });
     }
-    if query_shape.len() != 2 || query_shape[1] != d {
+    if query_shape.len() != 2 || query_shape[1] != D {
         return Err(TrainerError::Npy {
             path: queries_path.to_path_buf(),
-            reason: format!("queries must be M x {d} for this model, found {query_shape:?}"),
+            reason: format!("queries must be M x {D} for this model, found {query_shape:?}"),
         });
     }
     let m = query_shape[0] as usize;
