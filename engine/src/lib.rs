@@ -38,17 +38,7 @@ pub use workspace::Workspace;
 #[macro_export]
 macro_rules! awgim_model {
     ($lt:lifetime; $s:expr) => {
-        $crate::Model<
-            $lt,
-            { $s.D },
-            { $s.d },
-            { $s.h },
-            { $s.N },
-            { $s.K },
-            { $s.G },
-            { $s.N * $s.K },
-            { 2 * $s.d },
-        >
+        $crate::__sized!(Model [$lt,] $s; [])
     };
 }
 
@@ -57,7 +47,19 @@ macro_rules! awgim_model {
 #[macro_export]
 macro_rules! awgim_workspace {
     ($s:expr; $b:expr) => {
-        $crate::Workspace<
+        $crate::__sized!(Workspace [] $s; [, { $b }])
+    };
+}
+
+/// The engine type `$ty` with the size parameters of the [`Sizes`] `$s`, after the
+/// parameters `$before` and before `$after` (the one list behind [`awgim_model!`] and
+/// [`awgim_workspace!`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sized {
+    ($ty:ident [$($before:tt)*] $s:expr; [$($after:tt)*]) => {
+        $crate::$ty<
+            $($before)*
             { $s.D },
             { $s.d },
             { $s.h },
@@ -65,8 +67,8 @@ macro_rules! awgim_workspace {
             { $s.K },
             { $s.G },
             { $s.N * $s.K },
-            { 2 * $s.d },
-            { $b },
+            { 2 * $s.d }
+            $($after)*
         >
     };
 }
