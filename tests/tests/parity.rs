@@ -11,7 +11,7 @@
 use formats::{FileKind, ModelConfig, Sizes};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{AdamWConfig, Backend, TrainStep};
+use autodiff::{AdamWConfig, Backend, TrainStep};
 use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, TrainOptions};
 use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
 use trainer::evaluate::{argmax, CompiledEval};

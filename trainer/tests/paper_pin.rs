@@ -4,7 +4,7 @@
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::autodiff::{Backend, Evaluator};
+use autodiff::{Backend, Evaluator};
 use trainer::awgim::{self, input, BatchShape};
 use trainer::options::{Settings, TrainArgs};
 

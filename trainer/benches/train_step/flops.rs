@@ -13,7 +13,7 @@
 //! backward = 2 x forward - (those four products).
 //!
 //! **Compiled graph** ([`compiled_products`]): the trainer's CPU backend turns every lowered
-//! product into one `BatchedMatMul` kernel (`trainer::autodiff::kernels`), whose debug form
+//! product into one `BatchedMatMul` kernel (`autodiff::kernels`), whose debug form
 //! names its batch axes and `m`, `n`, `k`. The benchmark compiles the forward graph (outputs:
 //! the loss) and the forward + backward graph (outputs: the loss and every parameter's
 //! gradient) and sums the kernels' sizes; both must equal the analytic counts, or the
