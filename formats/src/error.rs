@@ -28,7 +28,7 @@ pub enum FormatError {
     #[error("not an AWGIM model file (bad magic)")]
     BadMagic,
     /// The format version is not one this reader understands.
-    #[error("model file format version {found} is not supported (this reader: {supported})")]
+    #[error("model file format version {found} is not supported (this reader: 1 to {supported})")]
     UnsupportedVersion {
         /// Version in the file.
         found: u16,

@@ -72,6 +72,72 @@ pub struct ModelConfig {
     pub layer_norm: LayerNormKind,
     /// Encoder variant.
     pub encoder: EncoderKind,
+    /// How the generated weights become logits ([`Classifier::PAPER`] for the paper's
+    /// model). Not part of this struct's own encoding: a version-2 header carries it after
+    /// the training state, and a version-1 file is always the paper's classifier.
+    #[serde(skip)]
+    pub classifier: Classifier,
+}
+
+/// Beyond the paper: how the generated weights become logits. [`Classifier::PAPER`] is
+/// AWGIM.md's step 6; the other variants start the weights from the class prototype, so that
+/// a zero generator output is the nearest-class-mean classifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Classifier {
+    /// What the model does to a feature vector before anything else.
+    pub features: FeatureNorm,
+    /// What the generator's output is.
+    pub weights: WeightsKind,
+    /// How a query's logit for a class is computed from its weights.
+    pub logits: LogitsKind,
+}
+
+impl Classifier {
+    /// AWGIM.md's model: raw features, generated weights, dot-product logits.
+    pub const PAPER: Classifier = Classifier {
+        features: FeatureNorm::Raw,
+        weights: WeightsKind::Generated,
+        logits: LogitsKind::Dot,
+    };
+}
+
+impl Default for Classifier {
+    /// [`Classifier::PAPER`].
+    fn default() -> Self {
+        Classifier::PAPER
+    }
+}
+
+/// Feature preprocessing inside the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FeatureNorm {
+    /// The features as given (the paper).
+    Raw,
+    /// `x <- (x - c) / |x - c|` with `c` the mean feature vector of the training classes
+    /// (the tensor [`crate::tensors::FEATURE_CENTER`]). Every use of a feature (both paths,
+    /// the prototypes and the logits) sees the normalised vector.
+    CenteredL2,
+}
+
+/// What the generator's output `mu` (and, in training, its noisy samples) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WeightsKind {
+    /// The class weights themselves, `W[i] = mu` (the paper).
+    Generated,
+    /// A correction to the class prototype: `W[i] = p[i] / |p[i]| + mu` with `p[i]` the mean
+    /// of class `i`'s (preprocessed) support features.
+    Prototype,
+}
+
+/// How the logit of class `i` is computed from its weights `W[i]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LogitsKind {
+    /// `x . W[i]` (the paper).
+    Dot,
+    /// `s x . W[i] / |W[i]|` with a learned scale `s` (the tensor
+    /// [`crate::tensors::LOGIT_SCALE`]): the cosine between `x` and `W[i]`, scaled, when the
+    /// features are normalised.
+    Cosine,
 }
 
 impl ModelConfig {
@@ -86,8 +152,8 @@ impl ModelConfig {
         Self::new(64, 32, 4, 5, shots, 64)
     }
 
-    /// A configuration with the given sizes, epsilon 1e-12, per-row layer norm and the
-    /// attention encoder.
+    /// A configuration with the given sizes, epsilon 1e-12, per-row layer norm, the
+    /// attention encoder and the paper's classifier.
     pub const fn new(
         feature_dim: u32,
         latent_dim: u32,
@@ -106,6 +172,7 @@ impl ModelConfig {
             ln_epsilon: 1e-12,
             layer_norm: LayerNormKind::PerRow,
             encoder: EncoderKind::Attention,
+            classifier: Classifier::PAPER,
         }
     }
 
@@ -275,7 +342,9 @@ pub fn shape_elements(shape: &[u32]) -> Option<u64> {
         .try_fold(1u64, |acc, &dim| acc.checked_mul(u64::from(dim)))
 }
 
-/// The header of a model file.
+/// The header of a model file. Its serde encoding is the version-1 header; a version-2 header
+/// (a model whose [`ModelConfig::classifier`] is not the paper's) also encodes that classifier
+/// between `training` and `tensors` (FORMAT.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     /// Inference or training file.

@@ -26,9 +26,10 @@ mod write;
 pub use aligned::Aligned;
 pub use error::FormatError;
 pub use header::{
-    shape_elements, ConfigError, EncoderKind, FileKind, Header, LayerNormKind, ModelConfig,
-    Provenance, Shape, Sizes, TensorEntry, TensorName, Text, TrainingState, Validation, MAX_DIMS,
-    MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+    shape_elements, Classifier, ConfigError, EncoderKind, FeatureNorm, FileKind, Header,
+    LayerNormKind, LogitsKind, ModelConfig, Provenance, Shape, Sizes, TensorEntry, TensorName,
+    Text, TrainingState, Validation, WeightsKind, MAX_DIMS, MAX_NAME_LEN, MAX_TENSORS,
+    MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 #[cfg(feature = "std")]
 pub use io::{read_aligned, write_atomic, AlignedBuf};
@@ -42,8 +43,13 @@ pub use write::FileBuilder;
 
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AWGIM\0MF";
-/// The format version this crate reads and writes.
-pub const VERSION: u16 = 1;
+/// The newest format version this crate reads and writes: 2, whose header records the
+/// classifier variant ([`ModelConfig::classifier`]). A model with the paper's classifier is
+/// written as version 1, byte for byte what the files before version 2 were, and every
+/// version-1 file reads as the paper's classifier.
+pub const VERSION: u16 = 2;
+/// The version of files with the paper's classifier (no classifier field in the header).
+pub const PAPER_VERSION: u16 = 1;
 /// Bytes before the header: magic, version, reserved, header length, payload length.
 pub const PREFIX_LEN: usize = 20;
 /// Bytes of the CRC-32 trailer.

@@ -15,7 +15,7 @@ use crate::header::{
     MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 use crate::tensors::{allowed_tensor, expected_tensors};
-use crate::{payload_start, CRC32, MAGIC, PREFIX_LEN, TRAILER_LEN, VERSION};
+use crate::{payload_start, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, TRAILER_LEN, VERSION};
 
 /// The training state as encoded in the header, its trainer options borrowed from the file.
 /// Same wire format as [`TrainingState`] (postcard writes a `heapless::Vec<u8, _>` and a
@@ -126,7 +126,7 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
         return Err(FormatError::BadMagic);
     }
     let version = le_u16(bytes, 8);
-    if version != VERSION {
+    if !(PAPER_VERSION..=VERSION).contains(&version) {
         return Err(FormatError::UnsupportedVersion {
             found: version,
             supported: VERSION,
@@ -172,8 +172,17 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
         });
     }
     let header = &bytes[PREFIX_LEN..header_end];
-    let (summary, rest) =
+    let (mut summary, rest) =
         postcard::take_from_bytes::<Summary<'_>>(header).map_err(FormatError::MalformedHeader)?;
+    // Version 2 records the classifier; version 1 is the paper's (the `Default`).
+    let rest = if version >= 2 {
+        let (classifier, rest) =
+            postcard::take_from_bytes(rest).map_err(FormatError::MalformedHeader)?;
+        summary.config.classifier = classifier;
+        rest
+    } else {
+        rest
+    };
     summary.provenance.check()?;
     if let Some(training) = &summary.training {
         if training.trainer_options.len() > MAX_TRAINER_OPTIONS {

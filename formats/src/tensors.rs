@@ -5,7 +5,7 @@
 //! which the trainer and the engine build their typed parameters from; the table of shapes
 //! and roles is built from the same constants.
 
-use crate::header::{EncoderKind, FileKind, ModelConfig, Shape};
+use crate::header::{EncoderKind, FeatureNorm, FileKind, LogitsKind, ModelConfig, Shape};
 
 /// A size of the configuration that a tensor dimension stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,8 @@ enum Dim {
     Latent2,
     /// `G`.
     Hidden,
+    /// 1 (a scalar).
+    One,
 }
 
 /// When a tensor belongs in a file.
@@ -29,10 +31,14 @@ enum Role {
     Attention,
     /// Only in training files.
     Training,
+    /// In every file of a model with [`FeatureNorm::CenteredL2`] features.
+    Centered,
+    /// In every file of a model with [`LogitsKind::Cosine`] logits.
+    Cosine,
 }
 
-use Dim::{Feature, Hidden, Latent, Latent2};
-use Role::{Attention, Core, Training};
+use Dim::{Feature, Hidden, Latent, Latent2, One};
+use Role::{Attention, Centered, Core, Cosine, Training};
 
 /// Names of a layer norm's two tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +146,12 @@ pub const DEC_S: DecoderNames = DecoderNames {
     r2: "dec_s.r2",
 };
 
+/// The feature centre `c` `[D]` of [`FeatureNorm::CenteredL2`]: the mean feature vector of
+/// the training classes, set from the data (not trained).
+pub const FEATURE_CENTER: &str = "feat.center";
+/// The learned scale `s` `[1]` of [`LogitsKind::Cosine`].
+pub const LOGIT_SCALE: &str = "logit_scale";
+
 /// A row of the table: a tensor's name, its dimensions and when a file holds it.
 type Row = (&'static str, &'static [Dim], Role);
 
@@ -185,14 +197,20 @@ const DECODER_ROWS: [Row; 4] = {
     let [s1, s2] = decoder_rows(DEC_S);
     [q1, q2, s1, s2]
 };
+/// Beyond the paper: the classifier variants' tensors ([`crate::Classifier`]).
+const CLASSIFIER_ROWS: [Row; 2] = [
+    (FEATURE_CENTER, &[Feature], Centered),
+    (LOGIT_SCALE, &[One], Cosine),
+];
 /// Every tensor in canonical order.
-const TABLE: [&[Row]; 6] = [
+const TABLE: [&[Row]; 7] = [
     &ENCODER_ROWS,
     &SA_AP_ROWS,
     &CA_AP_ROWS,
     &SA_CP_ROWS,
     &GENERATOR_ROWS,
     &DECODER_ROWS,
+    &CLASSIFIER_ROWS,
 ];
 
 /// Prefix of an Adam first-moment tensor (`adam.m.<name>`).
@@ -222,6 +240,7 @@ fn size(config: &ModelConfig, dim: Dim) -> u32 {
         Latent => config.latent_dim,
         Latent2 => config.latent_dim.saturating_mul(2),
         Hidden => config.generator_hidden,
+        One => 1,
     }
 }
 
@@ -230,6 +249,8 @@ fn included(config: &ModelConfig, kind: FileKind, role: Role) -> bool {
         Core => true,
         Attention => config.encoder == EncoderKind::Attention,
         Training => kind == FileKind::Training,
+        Centered => config.classifier.features == FeatureNorm::CenteredL2,
+        Cosine => config.classifier.logits == LogitsKind::Cosine,
     }
 }
 

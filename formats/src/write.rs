@@ -4,10 +4,10 @@ use alloc::vec::Vec;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    FileKind, Header, ModelConfig, Provenance, TensorEntry, TrainingState, MAX_TENSORS,
+    Classifier, FileKind, ModelConfig, Provenance, TensorEntry, TrainingState, MAX_TENSORS,
 };
 use crate::tensors::{allowed_tensor, expected_tensors};
-use crate::{payload_start, CRC32, MAGIC, PREFIX_LEN, VERSION};
+use crate::{payload_start, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, VERSION};
 
 /// Assembles a model file from its header fields and named tensors, checking them against
 /// the expected tensor set of the configuration and kind.
@@ -122,14 +122,21 @@ impl<'t> FileBuilder<'t> {
             offset = align64(offset + data.len() as u64 * 4);
         }
         let payload_len = u32::try_from(offset).map_err(|_| FormatError::TooLarge)?;
-        let header = Header {
-            kind: self.kind,
-            config: self.config,
-            provenance: self.provenance.clone(),
-            training: self.training.clone(),
-            tensors: table,
+        // The header's fields in order (as `Header` encodes them), with the classifier
+        // between the training state and the table in a version-2 file.
+        let classifier = self.config.classifier;
+        let version = if classifier == Classifier::PAPER {
+            PAPER_VERSION
+        } else {
+            VERSION
         };
-        let encoded = postcard::to_allocvec(&header).map_err(FormatError::HeaderEncoding)?;
+        let summary = (self.kind, self.config, &self.provenance, &self.training);
+        let mut encoded = postcard::to_allocvec(&summary).map_err(FormatError::HeaderEncoding)?;
+        if version == VERSION {
+            encoded =
+                postcard::to_extend(&classifier, encoded).map_err(FormatError::HeaderEncoding)?;
+        }
+        let encoded = postcard::to_extend(&table, encoded).map_err(FormatError::HeaderEncoding)?;
         let header_len = u32::try_from(encoded.len()).map_err(|_| FormatError::TooLarge)?;
         let start = payload_start(u64::from(header_len));
         let total = start + u64::from(payload_len) + 4;
@@ -137,7 +144,7 @@ impl<'t> FileBuilder<'t> {
 
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&header_len.to_le_bytes());
         out.extend_from_slice(&payload_len.to_le_bytes());
@@ -145,7 +152,7 @@ impl<'t> FileBuilder<'t> {
         out.extend_from_slice(&encoded);
         let payload_at = start as usize;
         out.resize(payload_at, 0);
-        for (entry, (_, _, data)) in header.tensors.iter().zip(&order) {
+        for (entry, (_, _, data)) in table.iter().zip(&order) {
             out.resize(payload_at + entry.offset as usize, 0);
             for value in data.iter() {
                 out.extend_from_slice(&value.to_le_bytes());

@@ -335,12 +335,12 @@ fn error_bad_magic() {
 #[test]
 fn error_newer_version() {
     let mut file = valid_tiny();
-    file[8] = 2;
+    file[8] = 3;
     assert_eq!(
         parse(&file).unwrap_err(),
         FormatError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
 }
@@ -941,4 +941,82 @@ proptest! {
         prefixed.extend_from_slice(&bytes);
         let _ = parse(&prefixed);
     }
+}
+
+/// Beyond the paper: every classifier variant the trainer offers.
+fn variant() -> ModelConfig {
+    ModelConfig {
+        classifier: Classifier {
+            features: FeatureNorm::CenteredL2,
+            weights: WeightsKind::Prototype,
+            logits: LogitsKind::Cosine,
+        },
+        ..tiny()
+    }
+}
+
+/// A model with the paper's classifier is a version-1 file, as before version 2 existed;
+/// another classifier is a version-2 file that records it, with its two tensors.
+#[test]
+fn classifier_variants_are_version_2_and_paper_files_stay_version_1() {
+    let paper = valid_tiny();
+    assert_eq!(u16::from_le_bytes([paper[8], paper[9]]), PAPER_VERSION);
+    assert_eq!(
+        parse(&paper).unwrap().config().classifier,
+        Classifier::PAPER
+    );
+
+    for kind in [FileKind::Inference, FileKind::Training] {
+        let (bytes, data) = build(variant(), kind, None, false);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), VERSION);
+        let file = parse(&bytes).unwrap();
+        assert_eq!(file.config(), variant());
+        for (name, values) in &data {
+            assert_eq!(&file.to_vec(name).unwrap(), values, "{name}");
+        }
+        let names: Vec<&str> = expected_tensors(&variant(), kind).map(|s| s.name).collect();
+        assert!(names.ends_with(&[tensors::FEATURE_CENTER, tensors::LOGIT_SCALE]));
+        assert_eq!(
+            required_tensor(&variant(), kind, tensors::LOGIT_SCALE).map(|(_, s)| s.shape),
+            Some(heapless::Vec::from_slice(&[1]).unwrap())
+        );
+    }
+    // Each tensor belongs to its variant only.
+    let raw_dot = ModelConfig {
+        classifier: Classifier {
+            weights: WeightsKind::Prototype,
+            ..Classifier::PAPER
+        },
+        ..tiny()
+    };
+    assert!(required_tensor(&raw_dot, FileKind::Inference, tensors::FEATURE_CENTER).is_none());
+    assert!(required_tensor(&raw_dot, FileKind::Inference, tensors::LOGIT_SCALE).is_none());
+}
+
+/// A version-2 header whose classifier field holds no known variant is a typed error.
+#[test]
+fn error_unknown_classifier_value() {
+    let (bytes, _) = build(variant(), FileKind::Inference, None, false);
+    let file = parse(&bytes).unwrap();
+    let header = file.to_header();
+    let with_classifier = |fields: [u8; 3]| {
+        let summary = (
+            header.kind,
+            header.config,
+            &header.provenance,
+            &header.training,
+        );
+        let mut encoded = postcard::to_allocvec(&summary).unwrap();
+        encoded.extend_from_slice(&fields);
+        let encoded = postcard::to_extend(&header.tensors, encoded).unwrap();
+        let mut out = assemble_raw(&encoded, file.payload());
+        out[8] = 2;
+        fix_crc(&mut out);
+        out
+    };
+    // CenteredL2, Prototype, Cosine: the writer's own bytes.
+    assert_eq!(with_classifier([1, 1, 1]), bytes);
+    // No logits variant 7.
+    let err = parse(&with_classifier([1, 1, 7])).unwrap_err();
+    assert!(matches!(err, FormatError::MalformedHeader(_)), "{err:?}");
 }

@@ -10,6 +10,11 @@
 //!   and the `l1`/`l2`/`l3` loss weights;
 //! - [`build_eval`]: the deployment path, `W = mu`, no noise, no dropout, no decoders.
 //!
+//! Beyond the paper, the configuration's [`formats::Classifier`] may centre and normalise the
+//! features, make the generated weights a correction to the normalised class prototype, and
+//! take cosine logits with a learned scale (`--paper` uses none of them; see
+//! `docs/training.md`, "Beyond the paper").
+//!
 //! Sizes are AWGIM.md's letters ([`formats::Sizes`]): `B` tasks, `N` ways, `K` shots,
 //! `NK = N * K` support rows, `M` queries per task, `D` features, `d` latent, `h` heads, `G`
 //! generator width.
@@ -26,10 +31,13 @@
 
 use autodiff::{AutodiffError, GraphBuilder, Tensor};
 use formats::tensors::{
-    BlockNames, DecoderNames, LayerNormNames, CA_AP, DEC_Q, DEC_S, ENC_AP, ENC_CP, GENERATOR,
-    SA_AP, SA_CP,
+    BlockNames, DecoderNames, LayerNormNames, CA_AP, DEC_Q, DEC_S, ENC_AP, ENC_CP, FEATURE_CENTER,
+    GENERATOR, LOGIT_SCALE, SA_AP, SA_CP,
 };
-use formats::{ConfigError, EncoderKind, FileKind, LayerNormKind, ModelConfig, Sizes};
+use formats::{
+    Classifier, ConfigError, EncoderKind, FeatureNorm, FileKind, LayerNormKind, LogitsKind,
+    ModelConfig, Sizes, WeightsKind,
+};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -55,77 +63,7 @@ impl Default for LossWeights {
     }
 }
 
-/// Beyond the paper (issue 12): how the generated weights become logits. The paper's step 6
-/// is [`Classifier::PAPER`]; the other variants start the weights from the class prototype so
-/// that a zero generator output is the nearest-class-mean classifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Classifier {
-    /// What the model does to a feature vector before anything else.
-    pub features: FeatureNorm,
-    /// What the generator's output is.
-    pub weights: WeightsKind,
-    /// How a query's logit for a class is computed from its weights.
-    pub logits: LogitsKind,
-}
-
-impl Classifier {
-    /// AWGIM.md's model: raw features, generated weights, dot-product logits.
-    pub const PAPER: Classifier = Classifier {
-        features: FeatureNorm::Raw,
-        weights: WeightsKind::Generated,
-        logits: LogitsKind::Dot,
-    };
-}
-
-impl Default for Classifier {
-    /// [`Classifier::PAPER`].
-    fn default() -> Self {
-        Classifier::PAPER
-    }
-}
-
-/// Feature preprocessing inside the model.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-pub enum FeatureNorm {
-    /// The features as given (the paper).
-    Raw,
-    /// `x <- (x - c) / |x - c|` with `c` the mean feature vector of the training split (the
-    /// [`input::CENTER`] input; stored with the model). Every use of a feature (both paths,
-    /// the prototypes and the logits) sees the normalised vector.
-    CenteredL2,
-}
-
-/// What the generator's output `mu` (and its noisy samples) is.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-pub enum WeightsKind {
-    /// The class weights themselves, `W[i] = mu` (the paper).
-    Generated,
-    /// A correction to the class prototype: `W[i] = p[i] / |p[i]| + mu` with `p[i]` the mean
-    /// of class `i`'s (preprocessed) support features. `G2mu` starts at zero, so an untrained
-    /// model is the nearest-class-mean classifier.
-    Prototype,
-}
-
-/// How the logit of class `i` is computed from its weights `W[i]`.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-pub enum LogitsKind {
-    /// `x . W[i]` (the paper).
-    Dot,
-    /// `s x . W[i] / |W[i]|` with a learned scale `s` ([`LOGIT_SCALE`], initially
-    /// [`INITIAL_LOGIT_SCALE`]): the cosine between `x` and `W[i]` when the features are
-    /// normalised.
-    Cosine,
-}
-
-/// The learned logit scale of [`LogitsKind::Cosine`], shape `[1]`.
-pub const LOGIT_SCALE: &str = "logit_scale";
-/// Its initial value: cosines in [-1, 1] times 10 give a softmax neither flat nor saturated.
+/// The initial value of the cosine logits' scale ([`LOGIT_SCALE`]): cosines in [-1, 1] times 10 give a softmax neither flat nor saturated.
 pub const INITIAL_LOGIT_SCALE: f32 = 10.0;
 /// Added under the square root of every L2 norm the variants take.
 const NORM_EPSILON: f32 = 1e-12;
@@ -239,8 +177,10 @@ pub mod input {
     pub const QUERY_TARGETS: &str = "query_targets";
     /// Standard normal noise `eps` `(B, M, N, K, D)` (training).
     pub const NOISE: &str = "noise";
-    /// The feature centre `c` `(D)` of [`super::FeatureNorm::CenteredL2`] (absent otherwise).
-    pub const CENTER: &str = "center";
+    /// The feature centre `c` `(D)` of [`formats::FeatureNorm::CenteredL2`] (absent
+    /// otherwise): the model file's tensor of that name, an input because it is set from the
+    /// data, not trained.
+    pub const CENTER: &str = formats::tensors::FEATURE_CENTER;
     /// Prefix of dropout masks (values 0 or 1 / keep); see [`super::DropoutSite`].
     pub const MASK_PREFIX: &str = "mask.";
 }
@@ -298,18 +238,7 @@ pub fn build_train(
     options: TrainOptions,
     params: &[(String, Vec<f32>)],
 ) -> Result<TrainGraph, BuildError> {
-    build_train_classifier(config, Classifier::PAPER, shape, options, params)
-}
-
-/// [`build_train`] with the classifier variant `classifier`.
-pub fn build_train_classifier(
-    config: &ModelConfig,
-    classifier: Classifier,
-    shape: BatchShape,
-    options: TrainOptions,
-    params: &[(String, Vec<f32>)],
-) -> Result<TrainGraph, BuildError> {
-    let (mut model, p) = Model::new(config, classifier, shape, 1.0 - options.dropout, params)?;
+    let (mut model, p) = Model::new(config, shape, 1.0 - options.dropout, params)?;
     let (logits, losses) = model.train(&p, options);
     model.graph.check()?;
     Ok(TrainGraph {
@@ -327,17 +256,7 @@ pub fn build_eval(
     shape: BatchShape,
     params: &[(String, Vec<f32>)],
 ) -> Result<EvalGraph, BuildError> {
-    build_eval_classifier(config, Classifier::PAPER, shape, params)
-}
-
-/// [`build_eval`] with the classifier variant `classifier`.
-pub fn build_eval_classifier(
-    config: &ModelConfig,
-    classifier: Classifier,
-    shape: BatchShape,
-    params: &[(String, Vec<f32>)],
-) -> Result<EvalGraph, BuildError> {
-    let (mut model, p) = Model::new(config, classifier, shape, 1.0, params)?;
+    let (mut model, p) = Model::new(config, shape, 1.0, params)?;
     let logits = model.eval(&p);
     model.graph.check()?;
     Ok(EvalGraph {
@@ -418,14 +337,6 @@ impl Loader<'_> {
         let (_, spec) = formats::required_tensor(self.config, FileKind::Training, name)
             .ok_or(BuildError::NotInTable(name))?;
         let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
-        self.param_of_shape(name, shape)
-    }
-
-    fn param_of_shape(
-        &mut self,
-        name: &'static str,
-        shape: Vec<usize>,
-    ) -> Result<Tensor, BuildError> {
         let value = self
             .values
             .iter()
@@ -480,7 +391,7 @@ impl Loader<'_> {
     }
 
     /// Every parameter, in `formats`' canonical order (the graph declares them in it).
-    fn params(&mut self, classifier: Classifier) -> Result<Params, BuildError> {
+    fn params(&mut self) -> Result<Params, BuildError> {
         Ok(Params {
             enc_ap: self.param(ENC_AP)?,
             enc_cp: self.param(ENC_CP)?,
@@ -494,9 +405,9 @@ impl Loader<'_> {
             },
             dec_q: self.decoder(&DEC_Q, DropoutSite::DecoderQ)?,
             dec_s: self.decoder(&DEC_S, DropoutSite::DecoderS)?,
-            logit_scale: match classifier.logits {
+            logit_scale: match self.config.classifier.logits {
                 LogitsKind::Dot => None,
-                LogitsKind::Cosine => Some(self.param_of_shape(LOGIT_SCALE, vec![1])?),
+                LogitsKind::Cosine => Some(self.param(LOGIT_SCALE)?),
             },
         })
     }
@@ -521,7 +432,6 @@ impl Model {
     /// A graph holding every training parameter of `config` with the values `params`.
     fn new(
         config: &ModelConfig,
-        classifier: Classifier,
         shape: BatchShape,
         keep: f32,
         params: &[(String, Vec<f32>)],
@@ -533,7 +443,7 @@ impl Model {
             config,
             values: params,
         }
-        .params(classifier)?;
+        .params()?;
         let sizes = config.sizes();
         let model = Model {
             graph,
@@ -543,7 +453,7 @@ impl Model {
             layer_norm: config.layer_norm,
             ln_epsilon: config.ln_epsilon,
             keep,
-            classifier,
+            classifier: config.classifier,
         };
         Ok((model, p))
     }
@@ -821,8 +731,11 @@ fn sigma_from(u: Tensor, offset: f32) -> Tensor {
 enum Init {
     /// All ones (layer-norm gains).
     One,
-    /// All zeros (layer-norm biases).
+    /// All zeros (layer-norm biases; `G2mu` of prototype weights, so that the untrained
+    /// model is nearest class mean; the feature centre until the data sets it).
     Zero,
+    /// One value everywhere (the cosine logits' scale).
+    Value(f32),
     /// Normal with standard deviation `d^-1/2` (attention projections).
     Normal,
     /// Glorot-uniform for a layer of `fan_out_factor` times the tensor's outputs.
@@ -833,8 +746,16 @@ enum Init {
 }
 
 impl Init {
-    /// The initialisation of the parameter `name`.
-    fn of(name: &str) -> Init {
+    /// The initialisation of the parameter `name` of a model with the classifier `classifier`.
+    fn of(name: &str, classifier: Classifier) -> Init {
+        if name == FEATURE_CENTER
+            || (name == GENERATOR.g2_mu && classifier.weights == WeightsKind::Prototype)
+        {
+            return Init::Zero;
+        }
+        if name == LOGIT_SCALE {
+            return Init::Value(INITIAL_LOGIT_SCALE);
+        }
         for b in [&SA_AP, &CA_AP, &SA_CP] {
             if name == b.ln1.gain || name == b.ln2.gain {
                 return Init::One;
@@ -858,16 +779,19 @@ impl Init {
 /// Initial values of every training parameter of `config`, as in the reference:
 /// Glorot-uniform dense layers (G2 counted as one `G x 2D` layer), attention projections
 /// normal with standard deviation `d^-1/2`, layer-norm gain 1 and bias 0. Drawn in
-/// `formats`' canonical order.
+/// `formats`' canonical order. Beyond the paper: `G2mu` is zero with prototype weights, the
+/// cosine logits' scale is [`INITIAL_LOGIT_SCALE`], and the feature centre is zero (the run
+/// sets it from the data).
 pub fn init_params(config: &ModelConfig, rng: &mut impl Rng) -> Vec<(String, Vec<f32>)> {
     let d = config.sizes().d as f32;
     formats::expected_tensors(config, FileKind::Training)
         .map(|spec| {
             let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
             let numel: usize = shape.iter().product();
-            let values: Vec<f32> = match Init::of(spec.name) {
+            let values: Vec<f32> = match Init::of(spec.name, config.classifier) {
                 Init::One => vec![1.0; numel],
                 Init::Zero => vec![0.0; numel],
+                Init::Value(v) => vec![v; numel],
                 Init::Normal => {
                     let std = d.powf(-0.5);
                     (0..numel)
@@ -879,8 +803,8 @@ pub fn init_params(config: &ModelConfig, rng: &mut impl Rng) -> Vec<(String, Vec
                 }
                 Init::Glorot { fan_out_factor } => {
                     // Dense layers are `[in, out]`.
-                    let fan_in = shape[0] as f32;
-                    let fan_out = shape[1] as f32 * fan_out_factor;
+                    let fan_in = shape.first().copied().unwrap_or(1) as f32;
+                    let fan_out = shape.get(1).copied().unwrap_or(1) as f32 * fan_out_factor;
                     let limit = (6.0 / (fan_in + fan_out)).sqrt();
                     (0..numel).map(|_| rng.gen_range(-limit..limit)).collect()
                 }
@@ -888,28 +812,6 @@ pub fn init_params(config: &ModelConfig, rng: &mut impl Rng) -> Vec<(String, Vec
             (spec.name.to_string(), values)
         })
         .collect()
-}
-
-/// [`init_params`] for the classifier variant `classifier`: the same draws, then `G2mu` set
-/// to zero for [`WeightsKind::Prototype`] (the model starts as nearest class mean) and the
-/// logit scale appended for [`LogitsKind::Cosine`].
-pub fn init_params_classifier(
-    config: &ModelConfig,
-    classifier: Classifier,
-    rng: &mut impl Rng,
-) -> Vec<(String, Vec<f32>)> {
-    let mut params = init_params(config, rng);
-    if classifier.weights == WeightsKind::Prototype {
-        for (name, values) in params.iter_mut() {
-            if name == GENERATOR.g2_mu {
-                values.iter_mut().for_each(|v| *v = 0.0);
-            }
-        }
-    }
-    if classifier.logits == LogitsKind::Cosine {
-        params.push((LOGIT_SCALE.to_string(), vec![INITIAL_LOGIT_SCALE]));
-    }
-    params
 }
 
 /// What the host draws for one training step besides the data: the noise and the dropout

@@ -4,9 +4,9 @@
 //! and the best of them (per task, so the tasks' difficulty cancels out of its interval).
 
 use autodiff::{Backend, Evaluator};
-use formats::ModelConfig;
+use formats::{FeatureNorm, ModelConfig};
 
-use crate::awgim::{self, input, BatchShape, Classifier, FeatureNorm};
+use crate::awgim::{self, input, BatchShape};
 use crate::data::{ncm_accuracy, EpisodeBatch, EpisodeSampler, EpisodeSpec, Metric, Split};
 use crate::error::TrainerError;
 
@@ -172,47 +172,19 @@ impl Evaluation {
     }
 }
 
-/// The compiled evaluation graph ([`awgim::build_eval_classifier`], `W = mu`) for batches of
-/// tasks, and the test protocol on it.
+/// The compiled evaluation graph ([`awgim::build_eval`], `W = mu`) for batches of tasks, and
+/// the test protocol on it.
 pub struct CompiledEval {
     evaluator: Evaluator,
     config: ModelConfig,
     tasks: usize,
     queries_per_class: usize,
-    /// The training split's mean feature vector: the centred baseline's centre and, with
-    /// [`FeatureNorm::CenteredL2`], the model's.
-    center: Vec<f32>,
 }
 
 impl CompiledEval {
-    /// Builds and compiles the evaluation graph of the paper's classifier for `tasks` tasks
-    /// per run.
+    /// Builds and compiles the evaluation graph for `tasks` tasks per run.
     pub fn new(
         config: &ModelConfig,
-        tasks: usize,
-        queries_per_class: usize,
-        params: &[(String, Vec<f32>)],
-        backend: Backend,
-    ) -> Result<Self, TrainerError> {
-        let center = vec![0.0; config.sizes().D];
-        let classifier = Classifier::PAPER;
-        Self::with_classifier(
-            config,
-            classifier,
-            center,
-            tasks,
-            queries_per_class,
-            params,
-            backend,
-        )
-    }
-
-    /// [`CompiledEval::new`] for the classifier variant `classifier`, with `center` the
-    /// training split's mean feature vector.
-    pub fn with_classifier(
-        config: &ModelConfig,
-        classifier: Classifier,
-        center: Vec<f32>,
         tasks: usize,
         queries_per_class: usize,
         params: &[(String, Vec<f32>)],
@@ -222,23 +194,35 @@ impl CompiledEval {
             tasks,
             queries_per_class,
         };
-        let built = awgim::build_eval_classifier(config, classifier, shape, params)?;
-        let mut evaluator = Evaluator::new(built.graph, &[built.logits], backend)?;
-        if classifier.features == FeatureNorm::CenteredL2 {
-            evaluator.set_input(input::CENTER, &center)?;
-        }
-        Ok(CompiledEval {
+        let built = awgim::build_eval(config, shape, params)?;
+        let evaluator = Evaluator::new(built.graph, &[built.logits], backend)?;
+        let mut eval = CompiledEval {
             evaluator,
             config: *config,
             tasks,
             queries_per_class,
-            center,
-        })
+        };
+        eval.set_center(params)?;
+        Ok(eval)
     }
 
     /// Replaces the parameters (by name; training-only ones are ignored).
     pub fn load_params(&mut self, params: &[(String, Vec<f32>)]) -> Result<(), TrainerError> {
-        Ok(self.evaluator.load_params(params)?)
+        self.evaluator.load_params(params)?;
+        self.set_center(params)
+    }
+
+    /// Feeds the feature centre of `params` to a model with centred features (the graph
+    /// takes it as an input: it is set from the data, not trained).
+    fn set_center(&mut self, params: &[(String, Vec<f32>)]) -> Result<(), TrainerError> {
+        if self.config.classifier.features != FeatureNorm::CenteredL2 {
+            return Ok(());
+        }
+        let center = params
+            .iter()
+            .find(|(name, _)| name == input::CENTER)
+            .ok_or(awgim::BuildError::MissingParam(input::CENTER))?;
+        Ok(self.evaluator.set_input(input::CENTER, &center.1)?)
     }
 
     /// Query logits `(tasks, N*Q, N)` for a batch of exactly the graph's task count.
@@ -250,12 +234,14 @@ impl CompiledEval {
     }
 
     /// Accuracy of the model and of the nearest-class-mean baselines on the same `tasks`
-    /// random tasks of `split` (seeded).
+    /// random tasks of `split` (seeded); `center` is the centred baseline's centre, the mean
+    /// feature vector of the classes trained on.
     pub fn evaluate(
         &mut self,
         split: &Split,
         tasks: usize,
         seed: u64,
+        center: &[f32],
     ) -> Result<Evaluation, TrainerError> {
         let sizes = self.config.sizes();
         let spec = EpisodeSpec {
@@ -281,7 +267,7 @@ impl CompiledEval {
             centered.clone_from(&batch);
             for rows in [&mut centered.support, &mut centered.query] {
                 for row in rows.chunks_exact_mut(sizes.D.max(1)) {
-                    row.iter_mut().zip(&self.center).for_each(|(x, c)| *x -= c);
+                    row.iter_mut().zip(center).for_each(|(x, c)| *x -= c);
                 }
             }
             let [euclidean, cosine, centered_cosine] = &mut out.baselines;

@@ -14,11 +14,11 @@ use std::process::ExitCode;
 
 use autodiff::Backend;
 use clap::{Args, Parser, Subcommand};
-use trainer::data::{DataSource, SplitKind, SyntheticSpec};
+use trainer::data::{DataSource, SplitKind};
 use trainer::error::TrainerError;
 use trainer::evaluate::CompiledEval;
 use trainer::model_file::ModelParams;
-use trainer::options::{TrainArgs, EVAL_QUERIES};
+use trainer::options::{SyntheticPreset, TrainArgs, EVAL_QUERIES};
 use trainer::run;
 
 #[global_allocator]
@@ -71,6 +71,9 @@ enum Command {
         /// Data set (as for training); without it the built-in synthetic data set.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Shape of the built-in synthetic data set (without `--data`).
+        #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
+        synthetic: SyntheticPreset,
         /// Split to draw tasks from.
         #[arg(long, value_parser = ["train", "val", "test"], default_value = "test")]
         split: String,
@@ -138,6 +141,7 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
         Some(Command::Eval {
             model,
             data,
+            synthetic,
             split,
             tasks,
             seed,
@@ -149,10 +153,7 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             let sizes = c.sizes();
             let source = match data {
                 Some(path) => DataSource::Path(path),
-                None => DataSource::Synthetic(SyntheticSpec {
-                    dim: sizes.D,
-                    ..SyntheticSpec::default()
-                }),
+                None => DataSource::Synthetic(synthetic.spec(Some(sizes.D))),
             };
             let dataset = source.load()?;
             dataset.require_dim(sizes.D)?;
@@ -169,7 +170,16 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
                 &params.params,
                 backend.backend(),
             )?;
-            let evaluation = eval.evaluate(dataset.split(kind), tasks, seed)?;
+            // The centred baseline's centre: the model's, else the training split's mean.
+            let center = params
+                .params
+                .iter()
+                .find(|(name, _)| name == formats::tensors::FEATURE_CENTER)
+                .map_or_else(
+                    || dataset.split(SplitKind::Train).mean(),
+                    |(_, c)| c.clone(),
+                );
+            let evaluation = eval.evaluate(dataset.split(kind), tasks, seed, &center)?;
             println!(
                 "{} on {} ({split}, {tasks} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class):\n{}",
                 model.display(),
@@ -242,7 +252,7 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         settings.generator,
         settings.layer_norm,
         settings.encoder,
-        settings.classifier,
+        settings.model_config(0).classifier,
         settings.steps,
         settings.batch,
         settings.lr,

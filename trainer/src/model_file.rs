@@ -70,11 +70,7 @@ impl ModelParams {
             }
         }
         if let Some(opt) = &self.optimizer {
-            for (name, m, v) in opt
-                .moments
-                .iter()
-                .filter(|(n, _, _)| formats::allowed_tensor(&self.config, self.kind, n).is_some())
-            {
+            for (name, m, v) in &opt.moments {
                 names.push((format!("{}{name}", formats::ADAM_M_PREFIX), m));
                 names.push((format!("{}{name}", formats::ADAM_V_PREFIX), v));
             }
@@ -193,6 +189,9 @@ impl ModelParams {
             ("ln_epsilon", c.ln_epsilon.to_string()),
             ("layer_norm", format!("{:?}", c.layer_norm)),
             ("encoder", format!("{:?}", c.encoder)),
+            ("features", format!("{:?}", c.classifier.features)),
+            ("weights", format!("{:?}", c.classifier.weights)),
+            ("logits", format!("{:?}", c.classifier.logits)),
             ("dataset", p.dataset.to_string()),
             ("steps", p.steps.to_string()),
             ("seed", p.seed.to_string()),

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 
 use autodiff::AdamWConfig;
 use clap::{Args, ValueEnum};
-use formats::{EncoderKind, LayerNormKind, ModelConfig};
+use formats::{
+    Classifier, EncoderKind, FeatureNorm, LayerNormKind, LogitsKind, ModelConfig, WeightsKind,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::awgim::{
-    Classifier, FeatureNorm, GeneratorRows, LogitsKind, LossWeights, TrainOptions, WeightsKind,
-};
+use crate::awgim::{GeneratorRows, LossWeights, TrainOptions};
 use crate::data::SyntheticSpec;
 use crate::error::TrainerError;
 
@@ -37,6 +37,33 @@ pub enum EncoderArg {
     Attention,
     /// Ablation: MLPs instead of the attention blocks.
     Mlp,
+}
+
+/// Feature preprocessing ([`FeatureNorm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum FeaturesArg {
+    /// The features as given (the paper).
+    Raw,
+    /// Centred on the training classes' mean and L2-normalised.
+    CenteredL2,
+}
+
+/// What the generator outputs ([`WeightsKind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum WeightsArg {
+    /// The class weights (the paper).
+    Generated,
+    /// A correction to the normalised class prototype.
+    Prototype,
+}
+
+/// The logits ([`LogitsKind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum LogitsArg {
+    /// `x . W[i]` (the paper).
+    Dot,
+    /// `s x . W[i] / |W[i]|` with a learned scale.
+    Cosine,
 }
 
 /// The built-in synthetic data set's shape (see `trainer/src/data/synthetic.rs`).
@@ -175,15 +202,15 @@ pub struct TrainArgs {
     pub overwrite: bool,
     /// Feature preprocessing [default: centered-l2; raw with --paper].
     #[arg(long, value_enum)]
-    pub features: Option<FeatureNorm>,
+    pub features: Option<FeaturesArg>,
     /// What the generator outputs: the class weights (the paper) or a correction to the
     /// normalised class prototype [default: prototype; generated with --paper].
     #[arg(long, value_enum)]
-    pub weights: Option<WeightsKind>,
+    pub weights: Option<WeightsArg>,
     /// Logits: dot product (the paper) or cosine with a learned scale [default: cosine; dot
     /// with --paper].
     #[arg(long, value_enum)]
-    pub logits: Option<LogitsKind>,
+    pub logits: Option<LogitsArg>,
     /// Classes per training task [default: --ways]; more ways than at test is a regulariser
     /// (the model does not depend on N).
     #[arg(long)]
@@ -261,8 +288,12 @@ pub struct Settings {
     pub eval_batch: usize,
     /// Checkpoint interval.
     pub checkpoint_every: u64,
-    /// The classifier variant (the paper's with `--paper`).
-    pub classifier: Classifier,
+    /// Feature preprocessing.
+    pub features: FeaturesArg,
+    /// What the generator outputs.
+    pub weights: WeightsArg,
+    /// The logits.
+    pub logits: LogitsArg,
     /// Classes per training task.
     pub train_ways: u32,
     /// Train on train + val without validation (the paper's final protocol).
@@ -323,23 +354,21 @@ impl TrainArgs {
             test_tasks: self.test_tasks,
             eval_batch: self.eval_batch,
             checkpoint_every: self.checkpoint_every.unwrap_or(val_every),
-            classifier: Classifier {
-                features: self.features.unwrap_or(if paper {
-                    FeatureNorm::Raw
-                } else {
-                    FeatureNorm::CenteredL2
-                }),
-                weights: self.weights.unwrap_or(if paper {
-                    WeightsKind::Generated
-                } else {
-                    WeightsKind::Prototype
-                }),
-                logits: self.logits.unwrap_or(if paper {
-                    LogitsKind::Dot
-                } else {
-                    LogitsKind::Cosine
-                }),
-            },
+            features: self.features.unwrap_or(if paper {
+                FeaturesArg::Raw
+            } else {
+                FeaturesArg::CenteredL2
+            }),
+            weights: self.weights.unwrap_or(if paper {
+                WeightsArg::Generated
+            } else {
+                WeightsArg::Prototype
+            }),
+            logits: self.logits.unwrap_or(if paper {
+                LogitsArg::Dot
+            } else {
+                LogitsArg::Cosine
+            }),
             train_ways: self.train_ways.unwrap_or(self.ways),
             train_on_val: self.train_on_val,
             inject_nan_at: self.inject_nan_at.clone(),
@@ -426,6 +455,20 @@ impl Settings {
             encoder: match self.encoder {
                 EncoderArg::Attention => EncoderKind::Attention,
                 EncoderArg::Mlp => EncoderKind::Mlp,
+            },
+            classifier: Classifier {
+                features: match self.features {
+                    FeaturesArg::Raw => FeatureNorm::Raw,
+                    FeaturesArg::CenteredL2 => FeatureNorm::CenteredL2,
+                },
+                weights: match self.weights {
+                    WeightsArg::Generated => WeightsKind::Generated,
+                    WeightsArg::Prototype => WeightsKind::Prototype,
+                },
+                logits: match self.logits {
+                    LogitsArg::Dot => LogitsKind::Dot,
+                    LogitsArg::Cosine => LogitsKind::Cosine,
+                },
             },
         }
     }

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::awgim::{self, input, BatchShape, FeatureNorm};
+use crate::awgim::{self, input, BatchShape};
 use crate::curves::{CurveRow, Curves};
 use crate::data::{
     DataSource, Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, Split, SplitKind,
@@ -160,6 +160,11 @@ pub struct Run<'s> {
     dataset: Dataset,
     /// Train and val together (`--train-on-val`), else `None` (the train split).
     train_and_val: Option<Split>,
+    /// The mean feature vector of the classes trained on (the centred baseline's centre).
+    center: Vec<f32>,
+    /// The model's feature centre (`feat.center`, with centred features): a graph input,
+    /// not a trained parameter, so it joins the trained ones in every file written.
+    model_center: Option<Vec<f32>>,
     /// The parameters of the model file: the best validation so far (the last step saved
     /// with `--train-on-val`).
     best_params: Option<Vec<(String, Vec<f32>)>>,
@@ -221,16 +226,15 @@ impl<'s> Run<'s> {
             .as_ref()
             .unwrap_or(dataset.split(SplitKind::Train));
         pool.check_episodes(spec.n_way, spec.k_shot + spec.n_query)?;
-        // The centre of `--features centered-l2` and of the centred baseline.
+        // The centre of `--features centered-l2` and of the centred baseline: the mean of the
+        // classes trained on.
         let center = pool.mean();
-        let classifier = settings.classifier;
 
         let start = match resume {
             None => Start {
-                params: awgim::init_params_classifier(
-                    &config,
-                    classifier,
-                    &mut step_rng(settings.seed, u64::MAX),
+                params: with_center(
+                    awgim::init_params(&config, &mut step_rng(settings.seed, u64::MAX)),
+                    &center,
                 ),
                 optimizer: None,
                 step: 0,
@@ -247,9 +251,8 @@ impl<'s> Run<'s> {
             tasks: settings.batch,
             queries_per_class: spec.n_query,
         };
-        let built = awgim::build_train_classifier(
+        let built = awgim::build_train(
             &train_config,
-            classifier,
             shape,
             settings.train_options(),
             &start.params,
@@ -265,13 +268,14 @@ impl<'s> Run<'s> {
         if let Some(opt) = &start.optimizer {
             train.load_optimizer_state(opt)?;
         }
-        if classifier.features == FeatureNorm::CenteredL2 {
-            train.set_input(input::CENTER, &center)?;
+        // The model's centre (a resumed run's is its checkpoint's).
+        let model_center = start.params.iter().find(|(n, _)| n == input::CENTER);
+        if let Some((name, values)) = model_center {
+            train.set_input(name, values)?;
         }
-        let eval = CompiledEval::with_classifier(
+        let model_center = model_center.map(|(_, values)| values.clone());
+        let eval = CompiledEval::new(
             &config,
-            classifier,
-            center,
             settings.eval_batch,
             EVAL_QUERIES as usize,
             &start.params,
@@ -282,6 +286,8 @@ impl<'s> Run<'s> {
             settings,
             dataset,
             train_and_val,
+            center,
+            model_center,
             best_params: None,
             config,
             train,
@@ -404,7 +410,7 @@ impl<'s> Run<'s> {
     /// model file is the current parameters (the last step's at the end of the run).
     pub fn validate(&mut self, done: u64) -> Result<(), TrainerError> {
         let settings = self.settings;
-        let params = self.train.params()?;
+        let params = self.params()?;
         if settings.train_on_val {
             self.model_file(done, None, &params)?;
             self.best_params = Some(params);
@@ -424,6 +430,7 @@ impl<'s> Run<'s> {
                 self.dataset.split(SplitKind::Val),
                 settings.val_tasks,
                 settings.seed ^ VALIDATION_SALT,
+                &self.center,
             )?
             .accuracy();
         if let Some(row) = self.curves.rows.last_mut() {
@@ -486,7 +493,7 @@ impl<'s> Run<'s> {
             kind: FileKind::Training,
             config: self.config,
             provenance: self.provenance(done, None),
-            params: self.train.params()?,
+            params: self.params()?,
             optimizer: Some(self.train.optimizer_state()?),
             training: Some(state),
         };
@@ -501,6 +508,15 @@ impl<'s> Run<'s> {
                 self.dataset.name()
             ),
         )
+    }
+
+    /// Every parameter of the model file: the trained ones and the feature centre.
+    fn params(&self) -> Result<Vec<(String, Vec<f32>)>, TrainerError> {
+        let mut params = self.train.params()?;
+        if let Some(center) = &self.model_center {
+            params.push((input::CENTER.to_string(), center.clone()));
+        }
+        Ok(params)
     }
 
     /// Provenance of the weights after `done` steps.
@@ -528,6 +544,7 @@ impl<'s> Run<'s> {
             self.dataset.split(SplitKind::Test),
             settings.test_tasks,
             settings.seed ^ TEST_SALT,
+            &self.center,
         )?;
         let (best_acc, best_ci) = self.record.best.unwrap_or((f32::NAN, f32::NAN));
         Ok(RunReport {
@@ -546,6 +563,16 @@ impl<'s> Run<'s> {
             model_path: settings.out.clone(),
         })
     }
+}
+
+/// `params` with the feature centre (if the model has one) set to `center`.
+fn with_center(mut params: Vec<(String, Vec<f32>)>, center: &[f32]) -> Vec<(String, Vec<f32>)> {
+    for (name, values) in params.iter_mut() {
+        if name == input::CENTER {
+            *values = center.to_vec();
+        }
+    }
+    params
 }
 
 /// The settings as the checkpoint's opaque trainer options.

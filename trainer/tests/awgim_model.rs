@@ -452,24 +452,23 @@ fn per_row_generator_dropout_masks_each_row() {
 /// `s cos(x - c, p[i])` with `p[i]` the mean of class `i`'s centred, normalised support rows.
 #[test]
 fn untrained_prototype_classifier_is_centred_cosine_nearest_class_mean() {
-    use trainer::awgim::{Classifier, FeatureNorm, LogitsKind, WeightsKind, INITIAL_LOGIT_SCALE};
-    let config = tiny(3);
-    let Sizes { N, K, D, .. } = config.sizes();
-    let classifier = Classifier {
-        features: FeatureNorm::CenteredL2,
-        weights: WeightsKind::Prototype,
-        logits: LogitsKind::Cosine,
+    use formats::{Classifier, FeatureNorm, LogitsKind, WeightsKind};
+    use trainer::awgim::INITIAL_LOGIT_SCALE;
+    let config = ModelConfig {
+        classifier: Classifier {
+            features: FeatureNorm::CenteredL2,
+            weights: WeightsKind::Prototype,
+            logits: LogitsKind::Cosine,
+        },
+        ..tiny(3)
     };
+    let Sizes { N, K, D, .. } = config.sizes();
     let shape = BatchShape {
         tasks: 2,
         queries_per_class: 2,
     };
-    let p = awgim::init_params_classifier(
-        &config,
-        classifier,
-        &mut Xoshiro256PlusPlus::seed_from_u64(3),
-    );
-    let eval = awgim::build_eval_classifier(&config, classifier, shape, &p).unwrap();
+    let p = params(&config, 3);
+    let eval = awgim::build_eval(&config, shape, &p).unwrap();
     let inputs = eval.graph.inputs();
     assert!(inputs
         .iter()

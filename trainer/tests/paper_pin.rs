@@ -1,10 +1,10 @@
 //! `trainer --paper` computes exactly what it computed before issue 12 ("beyond the paper")
 //! added its own variants: the paper's sizes, options and loss on a fixed batch are pinned.
 
+use autodiff::{Backend, Evaluator};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use autodiff::{Backend, Evaluator};
 use trainer::awgim::{self, input, BatchShape};
 use trainer::options::{Settings, TrainArgs};
 
