@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GPU check: builds the autodiff crate and the trainer with `--features cuda`, trains a small
-# attention network 300 steps on the CPU and on the GPU from the same seed, prints both loss
-# curves and the largest relative difference, and fails if it exceeds 1e-2
-# (autodiff/tests/cuda.rs).
+# GPU check: builds the autodiff crate and the trainer with `--features cuda`, compiles and
+# loads every kernel of a training step and an evaluator (autodiff/tests/cuda_kernels.rs, the
+# test scripts/cuda-kernels.sh runs without a GPU), trains a small attention network 300
+# steps on the CPU and on the GPU from the same seed, prints both loss curves and the largest
+# relative difference, and fails if it exceeds 1e-2 (autodiff/tests/cuda.rs).
 # Needs an NVIDIA GPU, the CUDA toolkit (nvcc on PATH) and the crates (network or a
 # filled cargo cache). Budget: 10 minutes including the build.
 set -euo pipefail
@@ -26,4 +27,4 @@ JOBS="$(nproc)"
 # Both crates in one build, so the trainer's `--gpu` path links too and nothing builds twice.
 selection=(-p autodiff -p trainer --features autodiff/cuda,trainer/cuda)
 timeout 420 cargo build --release -j "$JOBS" "${selection[@]}" --tests
-timeout 170 cargo test --release -j "$JOBS" "${selection[@]}" --test cuda -- --nocapture
+timeout 170 cargo test --release -j "$JOBS" "${selection[@]}" --test cuda_kernels --test cuda -- --nocapture
