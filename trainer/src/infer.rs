@@ -1,9 +1,8 @@
 //! `trainer infer`: runs the `engine` crate (what a device runs, not the luminal graph) on a
 //! model file and a task given as `.npy` arrays, so a device can be debugged on the host.
 //!
-//! The engine is statically sized, so only the configurations it has types for can run
-//! ([`engine::COMPILED`]): the paper's (D = 640, d = 128, 4 heads, 5-way, G = 256) and the
-//! edge one (D = 64, d = 32, 4 heads, 5-way, G = 64), each with K = 1 or K = 5.
+//! Any model file the trainer writes runs: the engine takes the sizes from the file's header
+//! ([`engine::DynModel`], the same code the device runs with its sizes compiled in).
 // Sizes are AWGIM.md's letters (`D` and `d` are different sizes), as locals and as the
 // engine's size parameters.
 #![allow(non_snake_case, non_upper_case_globals)]
@@ -98,92 +97,28 @@ pub fn infer(
         });
     }
     let m = query_shape[0] as usize;
-    let logits = classify(bytes.as_bytes(), &support, &queries).map_err(|e| match e {
-        EngineRun::NotCompiled(reason) => TrainerError::Mismatch {
-            path: model_path.to_path_buf(),
-            reason,
-        },
-        EngineRun::Engine(e) => TrainerError::Engine {
+    let logits =
+        classify(bytes.as_bytes(), &support, &queries).map_err(|e| TrainerError::Engine {
             path: model_path.to_path_buf(),
             reason: e.to_string(),
-        },
-    })?;
+        })?;
     Ok((m, s.N, logits))
 }
 
-/// Why the engine could not classify.
-#[derive(Debug)]
-pub enum EngineRun {
-    /// No engine is compiled for the file's configuration (the reason names it).
-    NotCompiled(String),
-    /// The engine refused the model or an input.
-    Engine(engine::EngineError),
-}
-
 /// The engine's logits (`M x N`) for `queries` (`M x D`) against `support` (`N*K x D`,
-/// class-major), for a model file in `bytes` (64-byte aligned, e.g. [`formats::AlignedBuf`]).
-pub fn classify(bytes: &[u8], support: &[f32], queries: &[f32]) -> Result<Vec<f32>, EngineRun> {
-    use engine::{EDGE_1SHOT, EDGE_5SHOT, PAPER_1SHOT, PAPER_5SHOT};
-    // A workspace for the engine compiled for the sizes `$s`; its type picks `run`'s sizes.
-    macro_rules! workspace {
-        ($s:expr) => {
-            Box::new(<engine::awgim_workspace!($s; BATCH)>::new())
-        };
-    }
-    let sizes = formats::parse(bytes)
-        .map_err(|e| EngineRun::Engine(engine::EngineError::Format(e)))?
-        .config()
-        .sizes();
-    let logits = if sizes == PAPER_1SHOT {
-        run(bytes, support, queries, workspace!(PAPER_1SHOT))
-    } else if sizes == PAPER_5SHOT {
-        run(bytes, support, queries, workspace!(PAPER_5SHOT))
-    } else if sizes == EDGE_1SHOT {
-        run(bytes, support, queries, workspace!(EDGE_1SHOT))
-    } else if sizes == EDGE_5SHOT {
-        run(bytes, support, queries, workspace!(EDGE_5SHOT))
-    } else {
-        return Err(EngineRun::NotCompiled(format!(
-            "no engine is compiled for {sizes:?}; compiled: {:?}",
-            engine::COMPILED
-        )));
-    };
-    logits.map_err(EngineRun::Engine)
-}
-
-/// The engine of `workspace`'s sizes on a model file, a support set (`N K x D`, class-major)
-/// and queries (`M x D`).
-fn run<
-    const D: usize,
-    const d: usize,
-    const h: usize,
-    const N: usize,
-    const K: usize,
-    const G: usize,
-    const NK: usize,
-    const d2: usize,
-    const B: usize,
->(
+/// class-major), for a model file in `bytes` (64-byte aligned, e.g. [`formats::AlignedBuf`]):
+/// the engine with the file's sizes ([`engine::DynModel`]), any configuration the trainer
+/// writes, its workspace on the heap.
+pub fn classify(
     bytes: &[u8],
     support: &[f32],
     queries: &[f32],
-    mut workspace: Box<engine::Workspace<D, d, h, N, K, G, NK, d2, B>>,
 ) -> Result<Vec<f32>, engine::EngineError> {
-    let model = engine::Model::<D, d, h, N, K, G, NK, d2>::load(bytes)?;
-    let mut support_rows = Box::new([[0.0f32; D]; NK]);
-    for (row, src) in support_rows.iter_mut().zip(support.chunks_exact(D)) {
-        row.copy_from_slice(src);
-    }
-    let rows: Vec<[f32; D]> = queries
-        .chunks_exact(D)
-        .map(|q| {
-            let mut row = [0.0f32; D];
-            row.copy_from_slice(q);
-            row
-        })
-        .collect();
-    let mut task = model.prepare(&mut workspace, &support_rows)?;
-    let mut out = vec![engine::Prediction::<N>::zeroed(); rows.len()];
-    task.classify_batch(&rows, &mut out)?;
-    Ok(out.iter().flat_map(|p| p.logits).collect())
+    let model = engine::DynModel::load(bytes)?;
+    let mut workspace = vec![0.0f32; model.workspace_len(BATCH)];
+    let mut task = model.prepare(&mut workspace, BATCH, support)?;
+    let D = model.sizes().D.max(1);
+    let mut logits = vec![0.0f32; queries.len() / D * model.sizes().N];
+    task.classify_batch(queries, &mut logits)?;
+    Ok(logits)
 }

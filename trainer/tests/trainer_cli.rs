@@ -77,8 +77,20 @@ fn percent(s: &str) -> f32 {
 fn short_run_learns_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.model");
-    let text =
-        run_ok(small_run(&model, &["--steps", "150", "--val-every", "50"]).args(["--lr", "2e-3"]));
+    // The paper's classifier: `infer` below runs the engine, which implements only that one.
+    let paper_classifier = [
+        "--features",
+        "raw",
+        "--weights",
+        "generated",
+        "--logits",
+        "dot",
+    ];
+    let text = run_ok(
+        small_run(&model, &["--steps", "150", "--val-every", "50"])
+            .args(["--lr", "2e-3"])
+            .args(paper_classifier),
+    );
     // Above chance (20% for 5-way) with its interval, on 40 test tasks.
     let line = text
         .lines()
@@ -213,7 +225,7 @@ fn short_run_learns_and_exports() {
             .arg(&model),
     );
     assert!(
-        text.contains("(test, 20 tasks, 5-way 5-shot, 15 queries/class): AWGIM"),
+        text.contains("(test, 20 tasks, 5-way 5-shot, 15 queries/class):\nAWGIM"),
         "{text}"
     );
 }
@@ -437,4 +449,50 @@ fn an_earlier_run_is_not_overwritten_by_accident() {
         ],
     ));
     assert_ne!(std::fs::read(&model).unwrap(), before);
+}
+
+/// Beyond the paper: the default classifier is recorded in the model file with its feature
+/// centre, and `--train-on-val` trains on train + val without validating, keeping the last
+/// step; `trainer eval` reads the file back and reports the paired difference.
+#[test]
+fn default_classifier_with_train_on_val() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("v.model");
+    let text = run_ok(&mut small_run(
+        &model,
+        &["--steps", "20", "--val-every", "10", "--train-on-val"],
+    ));
+    assert!(
+        text.contains("saved (--train-on-val: no validation)"),
+        "{text}"
+    );
+    assert!(!text.contains(": validation "), "{text}");
+    assert!(text.contains("paired difference AWGIM - NCM"), "{text}");
+    let params = ModelParams::read(&model).unwrap();
+    assert_eq!(
+        params.config.classifier,
+        formats::Classifier {
+            features: formats::FeatureNorm::CenteredL2,
+            weights: formats::WeightsKind::Prototype,
+            logits: formats::LogitsKind::Cosine,
+        }
+    );
+    assert!(params.provenance.validation.is_none());
+    assert_eq!(params.provenance.steps, 20);
+    // The centre is the mean of the train and val classes.
+    let data = trainer::data::SyntheticSpec::default().generate().unwrap();
+    let center = data.train_and_val().unwrap().mean();
+    let stored = &params
+        .params
+        .iter()
+        .find(|(n, _)| n == "feat.center")
+        .unwrap()
+        .1;
+    assert_eq!(stored, &center);
+    let eval = run_ok(
+        Command::new(BIN)
+            .args(["eval", "--tasks", "20", "--model"])
+            .arg(&model),
+    );
+    assert!(eval.contains("paired difference AWGIM - NCM"), "{eval}");
 }
