@@ -15,8 +15,8 @@ use std::time::Instant;
 use engine::ops::layer_norm::LayerNorm;
 use engine::ops::linear::{mul_add_to, mul_to, tr_mul_to};
 use engine::ops::softmax::softmax_columns;
-use engine::ops::{relu_sum_dot, Weight};
-use nalgebra::{Const, Dyn, MatrixView, MatrixViewMut, SMatrix, SVector, SVectorView};
+use engine::ops::{relu_sum_dot, Mat, MatMut, Weight};
+use nalgebra::{Const, Dyn, MatrixViewMut, SMatrix, SVector};
 
 /// Uniform values in [-0.5, 0.5) from a fixed LCG.
 fn random(len: usize, seed: u32) -> Vec<f32> {
@@ -76,15 +76,15 @@ fn product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
     let a_data = random(M * K, 1);
     let b_data = random(K * n, 2);
     let mut c_data = random(M * n, 3);
-    let a = Weight::<M, K>::from_slice(&a_data);
-    let b = MatrixView::<f32, Const<K>, Dyn>::from_slice(&b_data, n);
+    let a = Weight::from_slice(&a_data, Const::<M>, Const::<K>).expect("M K values");
+    let b = Mat::from_slice(&b_data, Const::<K>, Dyn(n)).expect("K n values");
     let macs = M * K * n;
     let nalgebra = time(reps, || {
         let mut c = MatrixViewMut::<f32, Const<M>, Dyn>::from_slice(&mut c_data, n);
-        black_box(&a).mul_to(black_box(&b), &mut c);
+        black_box(&a.view()).mul_to(black_box(&b.view()), &mut c);
     });
     let engine = time(reps, || {
-        let mut c = MatrixViewMut::<f32, Const<M>, Dyn>::from_slice(&mut c_data, n);
+        let mut c = MatMut::from_slice(&mut c_data, Const::<M>, Dyn(n)).expect("M n values");
         mul_to(black_box(&a), black_box(&b), &mut c);
     });
     row(
@@ -95,10 +95,10 @@ fn product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
     );
     let nalgebra = time(reps, || {
         let mut c = MatrixViewMut::<f32, Const<M>, Dyn>::from_slice(&mut c_data, n);
-        c.gemm(1.0, black_box(&a), black_box(&b), 1.0);
+        c.gemm(1.0, black_box(&a.view()), black_box(&b.view()), 1.0);
     });
     let engine = time(reps, || {
-        let mut c = MatrixViewMut::<f32, Const<M>, Dyn>::from_slice(&mut c_data, n);
+        let mut c = MatMut::from_slice(&mut c_data, Const::<M>, Dyn(n)).expect("M n values");
         mul_add_to(black_box(&a), black_box(&b), &mut c);
     });
     row(&format!("{label}, += (residual)"), macs, nalgebra, engine);
@@ -109,14 +109,14 @@ fn tr_product<const K: usize, const M: usize>(label: &str, n: usize, reps: usize
     let a_data = random(M * K, 1);
     let b_data = random(K * n, 2);
     let mut c_data = random(M * n, 3);
-    let a = Weight::<K, M>::from_slice(&a_data);
-    let b = MatrixView::<f32, Const<K>, Dyn>::from_slice(&b_data, n);
+    let a = Weight::from_slice(&a_data, Const::<K>, Const::<M>).expect("K M values");
+    let b = Mat::from_slice(&b_data, Const::<K>, Dyn(n)).expect("K n values");
     let nalgebra = time(reps, || {
         let mut c = MatrixViewMut::<f32, Const<M>, Dyn>::from_slice(&mut c_data, n);
-        black_box(&a).tr_mul_to(black_box(&b), &mut c);
+        black_box(&a.view()).tr_mul_to(black_box(&b.view()), &mut c);
     });
     let engine = time(reps, || {
-        let mut c = MatrixViewMut::<f32, Const<M>, Dyn>::from_slice(&mut c_data, n);
+        let mut c = MatMut::from_slice(&mut c_data, Const::<M>, Dyn(n)).expect("M n values");
         tr_mul_to(black_box(&a), black_box(&b), &mut c);
     });
     row(
@@ -161,9 +161,7 @@ fn softmax<const R: usize>(n: usize, reps: usize) {
         ))
     });
     let engine = time(reps, || {
-        softmax_columns(&mut MatrixViewMut::<f32, Const<R>, Dyn>::from_slice(
-            &mut data, n,
-        ))
+        softmax_columns(&mut MatMut::from_slice(&mut data, Const::<R>, Dyn(n)).expect("R n values"))
     });
     row(
         &format!("softmax, {R} keys x {n} columns"),
@@ -241,8 +239,9 @@ fn main() {
     let gain = SVector::<f32, 128>::from_iterator(random(128, 4).into_iter().map(|v| v + 1.0));
     let bias = SVector::<f32, 128>::from_iterator(random(128, 5));
     let norm = LayerNorm {
-        gain: SVectorView::from_slice(gain.as_slice()),
-        bias: SVectorView::from_slice(bias.as_slice()),
+        gain: gain.as_slice(),
+        bias: bias.as_slice(),
+        width: Const::<128>,
         epsilon: 1e-12,
     };
     for n in [25, 15, 1] {
@@ -252,7 +251,7 @@ fn main() {
             layer_norm_nalgebra(&mut x, &gain, &bias, 1e-12);
         });
         let engine = time(reps, || {
-            let mut x = MatrixViewMut::<f32, Const<128>, Dyn>::from_slice(&mut data, n);
+            let mut x = MatMut::from_slice(&mut data, Const::<128>, Dyn(n)).expect("128 n values");
             black_box(norm.apply(&mut x));
         });
         row(&format!("layer norm, 128 x {n}"), 0, nalgebra, engine);

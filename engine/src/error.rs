@@ -1,6 +1,6 @@
 //! What can go wrong when loading a model or classifying.
 
-use formats::FormatError;
+use formats::{FormatError, Sizes};
 
 /// Which input held a non-finite value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +91,28 @@ pub enum EngineError {
     NonFinite {
         /// Where.
         stage: Stage,
+    },
+    /// The file's sizes cannot run: a zero size, heads that do not divide `d`, or buffers too
+    /// large to address.
+    #[error("model sizes {0:?} cannot run: a size is zero, the heads do not divide d, or it is too large")]
+    Sizes(Sizes),
+    /// The workspace given to `prepare` is too short (lengths in f32 values).
+    #[error("workspace holds {found} values, {needed} are needed")]
+    Workspace {
+        /// Values needed.
+        needed: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// An input of run-time length has the wrong number of values.
+    #[error("{input} holds {found} values, {expected} expected")]
+    InputLength {
+        /// Support set or query.
+        input: Input,
+        /// Values expected.
+        expected: usize,
+        /// Values given.
+        found: usize,
     },
     /// `classify_batch` was given a different number of queries and outputs.
     #[error("{queries} queries but {outputs} output slots")]

@@ -21,17 +21,19 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
-#![allow(non_upper_case_globals)]
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
 
+mod dims;
 mod error;
 mod model;
 pub mod ops;
 mod workspace;
 
+pub use dims::{Dims, Dynamic, Fixed};
 pub use error::{EngineError, Input, Stage};
 use formats::{ModelConfig, Sizes};
-pub use model::{Model, Prediction, Task};
-pub use workspace::Workspace;
+pub use model::{Awgim, DynModel, DynTask, FixedTask, Model, Prediction, Task};
+pub use workspace::{workspace_len, Workspace};
 
 /// The [`Model`] type for the [`Sizes`] `S` (a constant), with the derived sizes filled in:
 /// `engine::awgim_model!('a; engine::PAPER_5SHOT)` is [`Paper5Shot<'a>`].

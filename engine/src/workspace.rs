@@ -1,86 +1,191 @@
-//! Caller-owned memory for `prepare` and `classify`: no heap, fixed size, `const`-constructible
-//! so it can live in a `static`. Every buffer is a statically sized nalgebra matrix whose
-//! columns are examples (see [`crate::ops`] for the orientation).
+//! Caller-owned memory for `prepare` and `classify`, never the heap: either a [`Workspace`]
+//! (fixed size from the compiled sizes, `const`-constructible so it can live in a `static`),
+//! or, for sizes read at run time, a caller's `&mut [f32]` of [`workspace_len`] values.
+//! Both are cut into the same buffers ([`Parts`]), each a column-major [`MatMut`] whose
+//! columns are examples (see [`crate::ops`] for the orientation); the model code sees only
+//! those.
 
-use nalgebra::{ArrayStorage, SMatrix};
+use formats::Sizes;
+use nalgebra::{Const, Dim, Dyn};
 
-/// A zeroed `R x C` matrix, in a `const` context.
-const fn zeros<const R: usize, const C: usize>() -> SMatrix<f32, R, C> {
-    SMatrix::from_array_storage(ArrayStorage([[0.0; R]; C]))
+use crate::dims::{Dims, Fixed};
+use crate::ops::MatMut;
+
+/// Number of buffers in a workspace.
+const BUFFERS: usize = 21;
+
+/// The buffers' lengths in f32 values for the sizes `s` and batch `b`, in the order of
+/// [`Parts::new`] (and of [`Workspace`]'s fields).
+const fn lengths(s: Sizes, b: usize) -> [usize; BUFFERS] {
+    let Sizes { d, h, N, K, G, .. } = s;
+    let (nk, d2) = (N * K, 2 * d);
+    [
+        // Prepared: keys_t, class_values (h blocks), context.
+        nk * d,
+        d * N * h,
+        G * N,
+        // SupportScratch: x, q, keys, keys_t, values, p, att, hidden, means, class_values.
+        d * nk,
+        d * nk,
+        d * nk,
+        nk * d,
+        d * nk,
+        nk * nk,
+        d * nk,
+        d2 * nk,
+        d * N,
+        d * N,
+        // QueryScratch: q, q_proj, p, pooled, hidden, ga, y.
+        d * b,
+        d * b,
+        nk * b,
+        N * b,
+        d2 * b,
+        G * b,
+        G * b,
+        // Generator hidden columns for `generated_weights`.
+        G * N,
+    ]
+}
+
+/// The number of f32 values a workspace for the sizes `sizes` and `batch` queries at a time
+/// holds: the length of the slice [`crate::DynModel::prepare`] takes (a [`Workspace`] of the
+/// same sizes is this many values).
+pub const fn workspace_len(sizes: Sizes, batch: usize) -> usize {
+    let lengths = lengths(sizes, batch);
+    let mut total = 0;
+    let mut i = 0;
+    while i < BUFFERS {
+        total += lengths[i];
+        i += 1;
+    }
+    total
 }
 
 /// What `prepare` computes once per support set and every query reuses.
-pub(crate) struct Prepared<
-    const d: usize,
-    const h: usize,
-    const N: usize,
-    const G: usize,
-    const NK: usize,
-> {
+pub(crate) struct Prepared<'w, S: Dims> {
     /// `ca_ap` keys `Wk s` of every support column (all heads stacked), transposed: one row
     /// per support example.
-    pub keys_t: SMatrix<f32, NK, d>,
-    /// Per head `j`, the `ca_ap` class values already through the output projection:
-    /// `U_j[:, i] = Wo_j (Wv_j v_bar[i])`. Values are equal within a class (the class-mean
-    /// replacement), so head `j` adds `U_j pooled_j` with `pooled_j` the attention
-    /// probabilities summed per class.
-    pub class_values: [SMatrix<f32, d, N>; h],
+    pub keys_t: MatMut<'w, S::NK, S::d>,
+    /// Per head `j`, columns `j N..(j+1) N`: the `ca_ap` class values already through the
+    /// output projection, `U_j[:, i] = Wo_j (Wv_j v_bar[i])`. Values are equal within a class
+    /// (the class-mean replacement), so head `j` adds `U_j pooled_j` with `pooled_j` the
+    /// attention probabilities summed per class.
+    pub class_values: MatMut<'w, S::d, Dyn>,
     /// The class half of the generator's first layer: `G1[0..d] c_bar[i]` per class.
-    pub context: SMatrix<f32, G, N>,
+    pub context: MatMut<'w, S::G, S::N>,
 }
 
 /// Support-side scratch of `prepare`.
-pub(crate) struct SupportScratch<const d: usize, const d2: usize, const N: usize, const NK: usize> {
+pub(crate) struct SupportScratch<'w, S: Dims> {
     /// Encoded support (`s`, then `X_s enc_cp`); the block's residual input, then its output.
-    pub x: SMatrix<f32, d, NK>,
+    pub x: MatMut<'w, S::d, S::NK>,
     /// Self-attention queries `Wq x`.
-    pub q: SMatrix<f32, d, NK>,
+    pub q: MatMut<'w, S::d, S::NK>,
     /// Keys `Wk x` (self-attention, then `ca_ap`).
-    pub keys: SMatrix<f32, d, NK>,
+    pub keys: MatMut<'w, S::d, S::NK>,
     /// `keys` transposed.
-    pub keys_t: SMatrix<f32, NK, d>,
+    pub keys_t: MatMut<'w, S::NK, S::d>,
     /// Self-attention values `Wv x`.
-    pub values: SMatrix<f32, d, NK>,
+    pub values: MatMut<'w, S::d, S::NK>,
     /// Attention probabilities of one head (one column per query).
-    pub p: SMatrix<f32, NK, NK>,
+    pub p: MatMut<'w, S::NK, S::NK>,
     /// The heads' attention outputs stacked, before `Wo`.
-    pub att: SMatrix<f32, d, NK>,
+    pub att: MatMut<'w, S::d, S::NK>,
     /// `relu(F1 out)`.
-    pub hidden: SMatrix<f32, d2, NK>,
+    pub hidden: MatMut<'w, S::d2, S::NK>,
     /// Class means of the block output (`v_bar`, then `c_bar`).
-    pub means: SMatrix<f32, d, N>,
+    pub means: MatMut<'w, S::d, S::N>,
     /// `ca_ap` class values `Wv v_bar`.
-    pub class_values: SMatrix<f32, d, N>,
+    pub class_values: MatMut<'w, S::d, S::N>,
 }
 
 /// Per-query scratch for up to `B` queries classified together (column `m` is query `m`).
-pub(crate) struct QueryScratch<
-    const d: usize,
-    const d2: usize,
-    const N: usize,
-    const G: usize,
-    const NK: usize,
-    const B: usize,
-> {
+pub(crate) struct QueryScratch<'w, S: Dims, B: Dim> {
     /// `q = enc_ap x`, then the block output `a(x) = ca_ap(q, s, v)` in place.
-    pub q: SMatrix<f32, d, B>,
+    pub q: MatMut<'w, S::d, B>,
     /// `ca_ap` queries `Wq q`.
-    pub q_proj: SMatrix<f32, d, B>,
+    pub q_proj: MatMut<'w, S::d, B>,
     /// Attention probabilities of one head over the `N K` support keys.
-    pub p: SMatrix<f32, NK, B>,
+    pub p: MatMut<'w, S::NK, B>,
     /// `p` summed per class.
-    pub pooled: SMatrix<f32, N, B>,
+    pub pooled: MatMut<'w, S::N, B>,
     /// `relu(F1 out)`.
-    pub hidden: SMatrix<f32, d2, B>,
+    pub hidden: MatMut<'w, S::d2, B>,
     /// The attentive half of the generator's first layer, `G1[d..2d] a(x)`.
-    pub ga: SMatrix<f32, G, B>,
+    pub ga: MatMut<'w, S::G, B>,
     /// `G2muᵀ x`.
-    pub y: SMatrix<f32, G, B>,
+    pub y: MatMut<'w, S::G, B>,
 }
 
-/// All memory `prepare`, `classify` and `classify_batch` use, owned by the caller. Its type
-/// carries the model sizes (so it only fits a model of the same configuration) and `B`, the
-/// number of queries [`crate::Task::classify_batch`] processes together.
+/// A workspace cut into its buffers.
+pub(crate) struct Parts<'w, S: Dims, B: Dim> {
+    pub prepared: Prepared<'w, S>,
+    pub support: SupportScratch<'w, S>,
+    pub queries: QueryScratch<'w, S, B>,
+    /// Generator hidden columns `h_i` for [`crate::Task::generated_weights`].
+    pub hidden: MatMut<'w, S::G, S::N>,
+}
+
+impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
+    /// The buffers over `slices` (lengths as [`lengths`]); `None` if one is of another length.
+    fn new(slices: [&'w mut [f32]; BUFFERS], s: S, b: B) -> Option<Self> {
+        let [keys_t, class_values, context, x, q, keys, s_keys_t, values, p, att, hidden, means, s_class_values, b_q, q_proj, b_p, pooled, b_hidden, ga, y, g_hidden] =
+            slices;
+        let (d, n, nk, g) = (s.d(), s.N(), s.NK(), s.G());
+        let blocks = Dyn(n.value() * s.sizes().h);
+        Some(Self {
+            prepared: Prepared {
+                keys_t: MatMut::from_slice(keys_t, nk, d)?,
+                class_values: MatMut::from_slice(class_values, d, blocks)?,
+                context: MatMut::from_slice(context, g, n)?,
+            },
+            support: SupportScratch {
+                x: MatMut::from_slice(x, d, nk)?,
+                q: MatMut::from_slice(q, d, nk)?,
+                keys: MatMut::from_slice(keys, d, nk)?,
+                keys_t: MatMut::from_slice(s_keys_t, nk, d)?,
+                values: MatMut::from_slice(values, d, nk)?,
+                p: MatMut::from_slice(p, nk, nk)?,
+                att: MatMut::from_slice(att, d, nk)?,
+                hidden: MatMut::from_slice(hidden, s.d2(), nk)?,
+                means: MatMut::from_slice(means, d, n)?,
+                class_values: MatMut::from_slice(s_class_values, d, n)?,
+            },
+            queries: QueryScratch {
+                q: MatMut::from_slice(b_q, d, b)?,
+                q_proj: MatMut::from_slice(q_proj, d, b)?,
+                p: MatMut::from_slice(b_p, nk, b)?,
+                pooled: MatMut::from_slice(pooled, n, b)?,
+                hidden: MatMut::from_slice(b_hidden, s.d2(), b)?,
+                ga: MatMut::from_slice(ga, g, b)?,
+                y: MatMut::from_slice(y, g, b)?,
+            },
+            hidden: MatMut::from_slice(g_hidden, g, n)?,
+        })
+    }
+
+    /// `arena` cut into the buffers for the sizes `s` and batch `b`; `None` if it is shorter
+    /// than [`workspace_len`] (values past that are unused).
+    pub fn in_arena(arena: &'w mut [f32], s: S, b: B) -> Option<Self> {
+        if arena.len() < workspace_len(s.sizes(), b.value()) {
+            return None;
+        }
+        let mut rest = arena;
+        let slices = lengths(s.sizes(), b.value()).map(|n| {
+            let whole = core::mem::take(&mut rest);
+            let (head, tail) = whole.split_at_mut(n.min(whole.len()));
+            rest = tail;
+            head
+        });
+        Self::new(slices, s, b)
+    }
+}
+
+/// All memory `prepare`, `classify` and `classify_batch` use for compiled sizes, owned by the
+/// caller. Its type carries the model sizes (so it only fits a model of the same
+/// configuration) and `B`, the number of queries [`crate::Task::classify_batch`] processes
+/// together. The fields are [`Parts`]' buffers in order, as arrays of columns.
 ///
 /// ```
 /// // Firmware keeps it in a static (behind whatever lock it uses):
@@ -99,11 +204,27 @@ pub struct Workspace<
     const d2: usize,
     const B: usize,
 > {
-    pub(crate) prepared: Prepared<d, h, N, G, NK>,
-    pub(crate) support: SupportScratch<d, d2, N, NK>,
-    pub(crate) queries: QueryScratch<d, d2, N, G, NK, B>,
-    /// Generator hidden columns `h_i` for [`crate::Task::generated_weights`].
-    pub(crate) hidden: SMatrix<f32, G, N>,
+    keys_t: [[f32; NK]; d],
+    class_values: [[[f32; d]; N]; h],
+    context: [[f32; G]; N],
+    x: [[f32; d]; NK],
+    q: [[f32; d]; NK],
+    keys: [[f32; d]; NK],
+    s_keys_t: [[f32; NK]; d],
+    values: [[f32; d]; NK],
+    p: [[f32; NK]; NK],
+    att: [[f32; d]; NK],
+    hidden: [[f32; d2]; NK],
+    means: [[f32; d]; N],
+    s_class_values: [[f32; d]; N],
+    b_q: [[f32; d]; B],
+    q_proj: [[f32; d]; B],
+    b_p: [[f32; NK]; B],
+    pooled: [[f32; N]; B],
+    b_hidden: [[f32; d2]; B],
+    ga: [[f32; G]; B],
+    y: [[f32; G]; B],
+    g_hidden: [[f32; G]; N],
 }
 
 impl<
@@ -126,34 +247,58 @@ impl<
         const { crate::Model::<D, d, h, N, K, G, NK, d2>::CHECK_SIZES };
         const { assert!(B > 0, "the batch size B must be positive") };
         Self {
-            prepared: Prepared {
-                keys_t: zeros(),
-                class_values: [zeros(); h],
-                context: zeros(),
-            },
-            support: SupportScratch {
-                x: zeros(),
-                q: zeros(),
-                keys: zeros(),
-                keys_t: zeros(),
-                values: zeros(),
-                p: zeros(),
-                att: zeros(),
-                hidden: zeros(),
-                means: zeros(),
-                class_values: zeros(),
-            },
-            queries: QueryScratch {
-                q: zeros(),
-                q_proj: zeros(),
-                p: zeros(),
-                pooled: zeros(),
-                hidden: zeros(),
-                ga: zeros(),
-                y: zeros(),
-            },
-            hidden: zeros(),
+            keys_t: [[0.0; NK]; d],
+            class_values: [[[0.0; d]; N]; h],
+            context: [[0.0; G]; N],
+            x: [[0.0; d]; NK],
+            q: [[0.0; d]; NK],
+            keys: [[0.0; d]; NK],
+            s_keys_t: [[0.0; NK]; d],
+            values: [[0.0; d]; NK],
+            p: [[0.0; NK]; NK],
+            att: [[0.0; d]; NK],
+            hidden: [[0.0; d2]; NK],
+            means: [[0.0; d]; N],
+            s_class_values: [[0.0; d]; N],
+            b_q: [[0.0; d]; B],
+            q_proj: [[0.0; d]; B],
+            b_p: [[0.0; NK]; B],
+            pooled: [[0.0; N]; B],
+            b_hidden: [[0.0; d2]; B],
+            ga: [[0.0; G]; B],
+            y: [[0.0; G]; B],
+            g_hidden: [[0.0; G]; N],
         }
+    }
+
+    /// The buffers (`None` cannot happen: the arrays have [`lengths`]' sizes).
+    pub(crate) fn parts(
+        &mut self,
+    ) -> Option<Parts<'_, Fixed<D, d, h, N, K, G, NK, d2>, Const<B>>> {
+        let slices = [
+            self.keys_t.as_flattened_mut(),
+            self.class_values.as_flattened_mut().as_flattened_mut(),
+            self.context.as_flattened_mut(),
+            self.x.as_flattened_mut(),
+            self.q.as_flattened_mut(),
+            self.keys.as_flattened_mut(),
+            self.s_keys_t.as_flattened_mut(),
+            self.values.as_flattened_mut(),
+            self.p.as_flattened_mut(),
+            self.att.as_flattened_mut(),
+            self.hidden.as_flattened_mut(),
+            self.means.as_flattened_mut(),
+            self.s_class_values.as_flattened_mut(),
+            self.b_q.as_flattened_mut(),
+            self.q_proj.as_flattened_mut(),
+            self.b_p.as_flattened_mut(),
+            self.pooled.as_flattened_mut(),
+            self.b_hidden.as_flattened_mut(),
+            self.ga.as_flattened_mut(),
+            self.y.as_flattened_mut(),
+            self.g_hidden.as_flattened_mut(),
+        ];
+        Parts::new(slices, Fixed, Const)
     }
 }
 

@@ -292,9 +292,10 @@ fn errors_have_messages() {
 
 #[test]
 fn weights_are_borrowed_not_copied() {
-    // The model is a set of references: far smaller than its 148 KiB of edge weights.
-    assert!(core::mem::size_of::<engine::Edge5Shot>() < 512);
-    assert!(core::mem::size_of::<engine::Paper5Shot>() < 512);
+    // The model is a set of references (a slice each: pointer and length): far smaller than
+    // its 148 KiB of edge weights.
+    assert!(core::mem::size_of::<engine::Edge5Shot>() < 1024);
+    assert!(core::mem::size_of::<engine::Paper5Shot>() < 1024);
 }
 
 #[test]

@@ -39,27 +39,38 @@
 
 mod load;
 
-use core::ops::Range;
-
 use formats::tensors::{CA_AP, GENERATOR, SA_AP, SA_CP};
-use formats::{EncoderKind, LayerNormKind, Sizes};
-use nalgebra::{Const, Dim, Dyn, Matrix, MatrixView, MatrixViewMut, SMatrix, SMatrixView};
+use formats::{EncoderKind, LayerNormKind, ModelFile, Sizes};
+use nalgebra::{Const, Dim, Dyn, MatrixViewMut};
 
+use crate::dims::{Dims, Dynamic, Fixed};
 use crate::error::{EngineError, Input, Stage};
-use crate::ops::attention;
+use crate::ops::attention::{self, head};
 use crate::ops::linear::{mul_add_to, mul_to, tr_mul_to};
-use crate::ops::{all_finite, contiguous, relu_sum_dot, PackedMut};
-use crate::workspace::{Prepared, QueryScratch, SupportScratch, Workspace};
+use crate::ops::{all_finite, relu_sum_dot, Mat, MatMut};
+use crate::workspace::{Parts, Prepared, QueryScratch, SupportScratch, Workspace};
 use load::{Block, Encoders, Generator};
 
-/// An AWGIM model whose weights are borrowed, without a copy, from a model file in memory, as
-/// nalgebra views.
+/// An AWGIM model whose weights are borrowed, without a copy, from a model file in memory.
 ///
-/// Sizes are compile-time constants named as in AWGIM.md ([`Sizes`]): `D` features, latent
-/// `d`, `h` heads, `N` ways, `K` shots, generator hidden width `G`, and the derived `NK = N * K`
-/// and `d2 = 2 * d` (checked at compile time). Use the aliases ([`crate::Paper5Shot`], ...) or
-/// [`crate::awgim_model!`].
-pub struct Model<
+/// Sizes are AWGIM.md's ([`Sizes`]), given by `S`: compiled in ([`Fixed`], the type
+/// [`Model`] and its aliases [`crate::Paper5Shot`], ...) or read from the file ([`Dynamic`],
+/// the type [`DynModel`]). The code is the same for both.
+pub struct Awgim<'a, S: Dims> {
+    dims: S,
+    encoders: Encoders<'a, S>,
+    sa_ap: Block<'a, S>,
+    ca_ap: Block<'a, S>,
+    sa_cp: Block<'a, S>,
+    generator: Generator<'a, S>,
+    /// `1 / sqrt(d / h)`.
+    scale: f32,
+}
+
+/// The model compiled for fixed sizes: `D` features, latent `d`, `h` heads, `N` ways, `K`
+/// shots, generator hidden width `G`, and the derived `NK = N * K` and `d2 = 2 * d` (checked
+/// at compile time). Use the aliases ([`crate::Paper5Shot`], ...) or [`crate::awgim_model!`].
+pub type Model<
     'a,
     const D: usize,
     const d: usize,
@@ -69,15 +80,10 @@ pub struct Model<
     const G: usize,
     const NK: usize,
     const d2: usize,
-> {
-    encoders: Encoders<'a, D, d>,
-    sa_ap: Block<'a, d, d2>,
-    ca_ap: Block<'a, d, d2>,
-    sa_cp: Block<'a, d, d2>,
-    generator: Generator<'a, D, d, G>,
-    /// `1 / sqrt(d / h)`.
-    scale: f32,
-}
+> = Awgim<'a, Fixed<D, d, h, N, K, G, NK, d2>>;
+
+/// The model for sizes read from the file: any configuration the trainer writes.
+pub type DynModel<'a> = Awgim<'a, Dynamic>;
 
 /// The logits of one query and the class with the largest.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,16 +104,62 @@ impl<const N: usize> Prediction<N> {
     }
 }
 
-/// Fails on the first non-finite entry of `rows`, numbering rows from `row0`.
-fn check_finite<const W: usize>(
-    rows: &[[f32; W]],
+/// Where the logits of queries go: [`Prediction`]s (with their classes) or the rows of a
+/// logits matrix.
+trait Outputs {
+    /// How many queries it holds.
+    fn count(&self) -> usize;
+    /// The logits of query `m` (empty past the last).
+    fn logits(&mut self, m: usize) -> &mut [f32];
+    /// Records the predicted class of query `m`.
+    fn set_class(&mut self, m: usize, class: usize);
+}
+
+impl<const N: usize> Outputs for [Prediction<N>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn logits(&mut self, m: usize) -> &mut [f32] {
+        self.get_mut(m).map_or(&mut [], |p| &mut p.logits)
+    }
+    fn set_class(&mut self, m: usize, class: usize) {
+        if let Some(p) = self.get_mut(m) {
+            p.class = class;
+        }
+    }
+}
+
+/// `M` rows of `N` logits, one after the other.
+struct LogitRows<'o> {
+    data: &'o mut [f32],
+    ways: usize,
+}
+
+impl Outputs for LogitRows<'_> {
+    fn count(&self) -> usize {
+        self.data.len() / self.ways.max(1)
+    }
+    fn logits(&mut self, m: usize) -> &mut [f32] {
+        let start = (m * self.ways).min(self.data.len());
+        let rest = &mut self.data[start..];
+        let len = self.ways.min(rest.len());
+        &mut rest[..len]
+    }
+    fn set_class(&mut self, _: usize, _: usize) {}
+}
+
+/// Fails on the first non-finite entry of `rows` (rows of `width` values), numbering rows
+/// from `row0`.
+fn check_finite(
+    rows: &[f32],
+    width: usize,
     input: Input,
     row0: usize,
 ) -> Result<(), EngineError> {
-    if all_finite(rows.as_flattened()) {
+    if all_finite(rows) {
         return Ok(());
     }
-    for (r, row) in rows.iter().enumerate() {
+    for (r, row) in rows.chunks(width.max(1)).enumerate() {
         if let Some(column) = row.iter().position(|v| !v.is_finite()) {
             return Err(EngineError::NonFiniteInput {
                 input,
@@ -119,20 +171,22 @@ fn check_finite<const W: usize>(
     Ok(())
 }
 
-/// `means[:, i]` = mean of columns `i K..(i+1) K` (class-major support).
-fn class_means<const d: usize, const N: usize, const K: usize, const NK: usize>(
-    columns: &SMatrix<f32, d, NK>,
-    means: &mut SMatrix<f32, d, N>,
+/// `means[:, i]` = mean of columns `i K..(i+1) K` (class-major support), summed as nalgebra's
+/// `column_mean` does (`1/K` times each column, added in order).
+fn class_means<R: Dim, NK: Dim, N: Dim>(
+    columns: &Mat<'_, R, NK>,
+    means: &mut MatMut<'_, R, N>,
+    k: usize,
 ) {
-    for (i, mut mean) in means.column_iter_mut().enumerate() {
-        mean.copy_from(&columns.fixed_columns::<K>(i * K).column_mean());
+    let denom = 1.0 / k as f32;
+    for (i, mean) in means.column_slices_mut().enumerate() {
+        mean.fill(0.0);
+        for column in columns.as_slice().chunks_exact(mean.len().max(1)).skip(i * k).take(k) {
+            for (m, &c) in mean.iter_mut().zip(column) {
+                *m += denom * c;
+            }
+        }
     }
-}
-
-/// The rows of head `j` of `h` in a stack of `d` features.
-fn head<const d: usize, const h: usize>(j: usize) -> Range<usize> {
-    let size = d / h;
-    j * size..(j + 1) * size
 }
 
 impl<
@@ -180,15 +234,8 @@ impl<
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
         const { Self::CHECK_SIZES };
         let file = formats::parse(bytes)?;
-        let config = file.config();
-        if config.layer_norm == LayerNormKind::TaskWide {
-            return Err(EngineError::TaskWideLayerNorm);
-        }
-        if config.encoder == EncoderKind::Mlp {
-            return Err(EngineError::MlpEncoder);
-        }
         // Each size under the header field's name (the error names the field).
-        let (compiled, found) = (Self::SIZES, config.sizes());
+        let (compiled, found) = (Self::SIZES, file.config().sizes());
         let sizes = [
             ("feature_dim", compiled.D, found.D),
             ("latent_dim", compiled.d, found.d),
@@ -197,6 +244,7 @@ impl<
             ("shots", compiled.K, found.K),
             ("generator_hidden", compiled.G, found.G),
         ];
+        Self::check_variant(&file)?;
         for (field, expected, found) in sizes {
             if expected != found {
                 let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -207,15 +255,7 @@ impl<
                 });
             }
         }
-        let epsilon = config.ln_epsilon;
-        Ok(Self {
-            encoders: Encoders::load(&file)?,
-            sa_ap: Block::load(&file, &SA_AP, epsilon)?,
-            ca_ap: Block::load(&file, &CA_AP, epsilon)?,
-            sa_cp: Block::load(&file, &SA_CP, epsilon)?,
-            generator: Generator::load(&file, &GENERATOR)?,
-            scale: 1.0 / libm::sqrtf((d / h) as f32),
-        })
+        Self::borrow(&file, Fixed)
     }
 
     /// Does all support-side work once and returns a handle that classifies queries.
@@ -226,41 +266,151 @@ impl<
         &'m self,
         workspace: &'w mut Workspace<D, d, h, N, K, G, NK, d2, B>,
         support: &[[f32; D]; NK],
-    ) -> Result<Task<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, B>, EngineError> {
-        check_finite(support, Input::Support, 0)?;
-        let support = SMatrixView::<f32, D, NK>::from_slice(support.as_flattened());
-        let p = &mut workspace.prepared;
-        let sc = &mut workspace.support;
+    ) -> Result<FixedTask<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, B>, EngineError> {
+        let parts = workspace.parts().ok_or(EngineError::Workspace {
+            needed: Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES / 4,
+            found: 0,
+        })?;
+        self.prepare_parts(parts, Const, support.as_flattened())
+    }
+}
+
+impl<'a> DynModel<'a> {
+    /// Checks a model file (through [`formats::parse`]) and borrows its weights in place,
+    /// with the sizes the file gives: any configuration of per-row layer norm and the
+    /// attention encoder. The buffer must be 4-byte aligned (see [`Model::load`]).
+    pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
+        let file = formats::parse(bytes)?;
+        Self::check_variant(&file)?;
+        let sizes = file.config().sizes();
+        let dims = Dynamic::new(sizes).ok_or(EngineError::Sizes(sizes))?;
+        Self::borrow(&file, dims)
+    }
+
+    /// The f32 values of the workspace [`Self::prepare`] needs for `batch` queries at a time.
+    pub fn workspace_len(&self, batch: usize) -> usize {
+        crate::workspace_len(self.dims.sizes(), batch.max(1))
+    }
+
+    /// [`Model::prepare`] with the workspace in `workspace` (at least
+    /// [`Self::workspace_len`]`(batch)` values, from wherever the caller keeps memory) and the
+    /// support as `N K` rows of `D` values, class-major, one after the other.
+    pub fn prepare<'m, 'w>(
+        &'m self,
+        workspace: &'w mut [f32],
+        batch: usize,
+        support: &[f32],
+    ) -> Result<DynTask<'m, 'w, 'a>, EngineError> {
+        let needed = self.workspace_len(batch);
+        let found = workspace.len();
+        let parts = Parts::in_arena(workspace, self.dims, Dyn(batch.max(1)))
+            .ok_or(EngineError::Workspace { needed, found })?;
+        let expected = self.dims.NK().value() * self.dims.D().value();
+        if support.len() != expected {
+            return Err(EngineError::InputLength {
+                input: Input::Support,
+                expected,
+                found: support.len(),
+            });
+        }
+        self.prepare_parts(parts, Dyn(batch.max(1)), support)
+    }
+}
+
+impl<'a, S: Dims> Awgim<'a, S> {
+    /// The sizes of this model.
+    pub fn sizes(&self) -> Sizes {
+        self.dims.sizes()
+    }
+
+    /// Refuses the variants the engine does not implement.
+    fn check_variant(file: &ModelFile<'_>) -> Result<(), EngineError> {
+        let config = file.config();
+        if config.layer_norm == LayerNormKind::TaskWide {
+            return Err(EngineError::TaskWideLayerNorm);
+        }
+        if config.encoder == EncoderKind::Mlp {
+            return Err(EngineError::MlpEncoder);
+        }
+        Ok(())
+    }
+
+    /// Borrows the typed parameters of `file` for the sizes `dims`.
+    fn borrow(file: &ModelFile<'a>, dims: S) -> Result<Self, EngineError> {
+        let epsilon = file.config().ln_epsilon;
+        let Sizes { d, h, .. } = dims.sizes();
+        Ok(Self {
+            dims,
+            encoders: Encoders::load(file, dims)?,
+            sa_ap: Block::load(file, dims, &SA_AP, epsilon)?,
+            ca_ap: Block::load(file, dims, &CA_AP, epsilon)?,
+            sa_cp: Block::load(file, dims, &SA_CP, epsilon)?,
+            generator: Generator::load(file, dims, &GENERATOR)?,
+            scale: 1.0 / libm::sqrtf((d / h) as f32),
+        })
+    }
+
+    /// The rows of head `j`.
+    fn head(&self, j: usize) -> core::ops::Range<usize> {
+        let Sizes { d, h, .. } = self.dims.sizes();
+        head(d, h, j)
+    }
+
+    /// `prepare` on a workspace cut into its buffers; `support` is `N K` rows of `D` values
+    /// (checked by the callers).
+    fn prepare_parts<'m, 'w, B: Dim>(
+        &'m self,
+        parts: Parts<'w, S, B>,
+        batch: B,
+        support: &[f32],
+    ) -> Result<Task<'m, 'w, 'a, S, B>, EngineError> {
+        let s = self.dims;
+        let Sizes { h, N, K, .. } = s.sizes();
+        check_finite(support, s.D().value(), Input::Support, 0)?;
+        let support = Mat::from_slice(support, s.D(), s.NK()).ok_or(EngineError::InputLength {
+            input: Input::Support,
+            expected: s.NK().value() * s.D().value(),
+            found: support.len(),
+        })?;
+        let Parts {
+            prepared: mut p,
+            support: mut sc,
+            queries,
+            hidden,
+        } = parts;
 
         // 1. Attentive path: s = enc_ap X_s; the ca_ap keys Wk s; v = sa_ap(s, s, s) and its
         //    class means v_bar; the ca_ap class values through the output projection, per
         //    head: U_j = Wo_j Wv_j v_bar.
         mul_to(&self.encoders.ap, &support, &mut sc.x);
-        mul_to(&self.ca_ap.wk, &sc.x, &mut sc.keys);
-        sc.keys.transpose_to(&mut p.keys_t);
-        self.self_attention(&self.sa_ap, sc, Stage::SaAp)?;
-        class_means::<d, N, K, NK>(&sc.x, &mut sc.means);
-        mul_to(&self.ca_ap.wv, &sc.means, &mut sc.class_values);
-        for (j, u) in p.class_values.iter_mut().enumerate() {
-            let head = head::<d, h>(j);
+        mul_to(&self.ca_ap.wk, &sc.x.rb(), &mut sc.keys);
+        sc.keys.view().transpose_to(&mut p.keys_t.view_mut());
+        self.self_attention(&self.sa_ap, &mut sc, Stage::SaAp)?;
+        class_means(&sc.x.rb(), &mut sc.means, K);
+        mul_to(&self.ca_ap.wv, &sc.means.rb(), &mut sc.class_values);
+        for j in 0..h {
+            let head = self.head(j);
+            let mut u = p.class_values.columns_mut(j * N, N);
+            let mut u = u.view_mut();
+            let mut u = u.columns_generic_mut(0, s.N());
             u.gemm(
                 1.0,
-                &self.ca_ap.wo.columns(head.start, head.len()),
-                &sc.class_values.rows(head.start, head.len()),
+                &self.ca_ap.wo.view().columns(head.start, head.len()),
+                &sc.class_values.view().rows(head.start, head.len()),
                 0.0,
             );
         }
 
         // 2. Contextual path: c = sa_cp(enc_cp X_s, ..); c_bar[i] = mean of class i.
         mul_to(&self.encoders.cp, &support, &mut sc.x);
-        self.self_attention(&self.sa_cp, sc, Stage::SaCp)?;
-        class_means::<d, N, K, NK>(&sc.x, &mut sc.means);
+        self.self_attention(&self.sa_cp, &mut sc, Stage::SaCp)?;
+        class_means(&sc.x.rb(), &mut sc.means, K);
 
         // 3. The class half of the generator's first layer: G1[0..d] c_bar[i].
-        mul_to(&self.generator.g1_context, &sc.means, &mut p.context);
+        mul_to(&self.generator.g1_context, &sc.means.rb(), &mut p.context);
 
         let finite = all_finite(p.keys_t.as_slice())
-            && p.class_values.iter().all(|u| all_finite(u.as_slice()))
+            && all_finite(p.class_values.as_slice())
             && all_finite(p.context.as_slice());
         if !finite {
             return Err(EngineError::NonFinite {
@@ -269,7 +419,10 @@ impl<
         }
         Ok(Task {
             model: self,
-            workspace,
+            prepared: p,
+            queries,
+            hidden,
+            batch,
         })
     }
 
@@ -278,43 +431,42 @@ impl<
     /// `x = x + Wo [a_1; ..; a_h]` and [`Self::feed_forward`].
     fn self_attention(
         &self,
-        block: &Block<'a, d, d2>,
-        sc: &mut SupportScratch<d, d2, N, NK>,
+        block: &Block<'a, S>,
+        sc: &mut SupportScratch<'_, S>,
         stage: Stage,
     ) -> Result<(), EngineError> {
-        mul_to(&block.wq, &sc.x, &mut sc.q);
-        mul_to(&block.wk, &sc.x, &mut sc.keys);
-        sc.keys.transpose_to(&mut sc.keys_t);
-        mul_to(&block.wv, &sc.x, &mut sc.values);
-        for j in 0..h {
-            let head = head::<d, h>(j);
-            if !attention::probabilities(&sc.q, &sc.keys_t, &head, self.scale, &mut sc.p) {
+        mul_to(&block.wq, &sc.x.rb(), &mut sc.q);
+        mul_to(&block.wk, &sc.x.rb(), &mut sc.keys);
+        sc.keys.view().transpose_to(&mut sc.keys_t.view_mut());
+        mul_to(&block.wv, &sc.x.rb(), &mut sc.values);
+        for j in 0..self.dims.sizes().h {
+            let head = self.head(j);
+            if !attention::probabilities(&sc.q.rb(), &sc.keys_t.rb(), &head, self.scale, &mut sc.p)
+            {
                 return Err(EngineError::NonFinite { stage });
             }
-            attention::mix(&sc.values, &sc.p, &head, &mut sc.att);
+            attention::mix(&sc.values.rb(), &sc.p.rb(), &head, &mut sc.att);
         }
-        mul_add_to(&block.wo, &sc.att, &mut sc.x);
+        mul_add_to(&block.wo, &sc.att.rb(), &mut sc.x);
         Self::feed_forward(block, &mut sc.x, &mut sc.hidden, stage)
     }
 
     /// The rest of a block after the attention residual `x = q + sum_j a_j Wo_j`:
     /// `x = LN1(x)`; `x = LN2(x + F2 relu(F1 x))`, per column.
-    fn feed_forward<C: Dim, SX, SH>(
-        block: &Block<'a, d, d2>,
-        x: &mut Matrix<f32, Const<d>, C, SX>,
-        hidden: &mut Matrix<f32, Const<d2>, C, SH>,
+    fn feed_forward<C: Dim>(
+        block: &Block<'a, S>,
+        x: &mut MatMut<'_, S::d, C>,
+        hidden: &mut MatMut<'_, S::d2, C>,
         stage: Stage,
-    ) -> Result<(), EngineError>
-    where
-        SX: PackedMut<d, C>,
-        SH: PackedMut<d2, C>,
-    {
+    ) -> Result<(), EngineError> {
         if !block.ln1.apply(x) {
             return Err(EngineError::NonFinite { stage });
         }
-        mul_to(&block.f1, x, hidden);
-        hidden.apply(|v| *v = v.max(0.0));
-        mul_add_to(&block.f2, hidden, x);
+        mul_to(&block.f1, &x.rb(), hidden);
+        for v in hidden.as_mut_slice() {
+            *v = v.max(0.0);
+        }
+        mul_add_to(&block.f2, &hidden.rb(), x);
         if !block.ln2.apply(x) {
             return Err(EngineError::NonFinite { stage });
         }
@@ -324,27 +476,37 @@ impl<
     /// Per-query steps 1 and 2a for the columns of `x` (at most `B`): `q = enc_ap x`,
     /// `a(x) = ca_ap(q, s, v)` (into `scratch.q`) and the attentive half of the generator's
     /// first layer `G1[d..2d] a(x)` (into `scratch.ga`).
-    fn attentive_half<const B: usize>(
+    fn attentive_half<B: Dim>(
         &self,
-        prepared: &Prepared<d, h, N, G, NK>,
-        scratch: &mut QueryScratch<d, d2, N, G, NK, B>,
-        x: &MatrixView<'_, f32, Const<D>, Dyn>,
+        prepared: &Prepared<'_, S>,
+        scratch: &mut QueryScratch<'_, S, B>,
+        x: &Mat<'_, S::D, Dyn>,
     ) -> Result<(), EngineError> {
-        let n = x.ncols();
+        let n = x.ncols().value();
+        let N = self.dims.sizes().N;
         let non_finite = EngineError::NonFinite { stage: Stage::CaAp };
         let mut q = scratch.q.columns_mut(0, n);
         let mut q_proj = scratch.q_proj.columns_mut(0, n);
         let mut p = scratch.p.columns_mut(0, n);
         let mut pooled = scratch.pooled.columns_mut(0, n);
         mul_to(&self.encoders.ap, x, &mut q);
-        mul_to(&self.ca_ap.wq, &q, &mut q_proj);
-        for (j, class_values) in prepared.class_values.iter().enumerate() {
-            let head = head::<d, h>(j);
-            if !attention::probabilities(&q_proj, &prepared.keys_t, &head, self.scale, &mut p) {
+        mul_to(&self.ca_ap.wq, &q.rb(), &mut q_proj);
+        let class_values = prepared.class_values.rb();
+        for j in 0..self.dims.sizes().h {
+            let head = self.head(j);
+            let keys_t = prepared.keys_t.rb();
+            if !attention::probabilities(&q_proj.rb(), &keys_t, &head, self.scale, &mut p) {
                 return Err(non_finite);
             }
-            attention::pool(&p, &mut pooled);
-            q.gemm(1.0, class_values, &pooled, 1.0);
+            attention::pool(&p.rb(), &mut pooled);
+            let u = class_values.columns(j * N, N);
+            let u = u.view();
+            q.view_mut().gemm(
+                1.0,
+                &u.columns_generic(0, self.dims.N()),
+                &pooled.view(),
+                1.0,
+            );
         }
         Self::feed_forward(
             &self.ca_ap,
@@ -354,51 +516,78 @@ impl<
         )?;
         mul_to(
             &self.generator.g1_attentive,
-            &q,
+            &q.rb(),
             &mut scratch.ga.columns_mut(0, n),
         );
         Ok(())
     }
 
-    /// Logits of the queries `rows` (at most `B`) into `out`: `l[i] = h_i . (G2muᵀ x)` with
-    /// `h_i = relu(G1[0..d] c_bar[i] + G1[d..2d] a(x))`. Rows are numbered from `row0` in
-    /// errors.
-    fn classify_rows<const B: usize>(
+    /// Logits of the queries `rows` (rows of `D` values, at most `B` of them) into `out`:
+    /// `l[i] = h_i . (G2muᵀ x)` with `h_i = relu(G1[0..d] c_bar[i] + G1[d..2d] a(x))`. Rows
+    /// are numbered from `row0`, in errors and in `out`.
+    fn classify_rows<B: Dim, O: Outputs + ?Sized>(
         &self,
-        prepared: &Prepared<d, h, N, G, NK>,
-        scratch: &mut QueryScratch<d, d2, N, G, NK, B>,
-        rows: &[[f32; D]],
-        out: &mut [Prediction<N>],
+        prepared: &Prepared<'_, S>,
+        scratch: &mut QueryScratch<'_, S, B>,
+        rows: &[f32],
+        out: &mut O,
         row0: usize,
     ) -> Result<(), EngineError> {
-        check_finite(rows, Input::Query, row0)?;
-        let n = rows.len().min(out.len()).min(B);
-        let x = MatrixView::<f32, Const<D>, Dyn>::from_slice(rows[..n].as_flattened(), n);
+        let D = self.dims.D();
+        check_finite(rows, D.value(), Input::Query, row0)?;
+        let n = (rows.len() / D.value().max(1))
+            .min(out.count().saturating_sub(row0))
+            .min(scratch.q.ncols().value());
+        let x = Mat::from_slice(&rows[..n * D.value()], D, Dyn(n)).ok_or(
+            EngineError::InputLength {
+                input: Input::Query,
+                expected: n * D.value(),
+                found: rows.len(),
+            },
+        )?;
         self.attentive_half(prepared, scratch, &x)?;
         tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
-        let columns = scratch.ga.column_iter().zip(scratch.y.column_iter());
-        for (prediction, (ga, y)) in out.iter_mut().zip(columns).take(n) {
-            for (logit, context) in prediction
-                .logits
+        let g = self.dims.G().value().max(1);
+        let columns = scratch
+            .ga
+            .as_slice()
+            .chunks_exact(g)
+            .zip(scratch.y.as_slice().chunks_exact(g));
+        for (m, (ga, y)) in (row0..row0 + n).zip(columns) {
+            let logits = out.logits(m);
+            for (logit, context) in logits
                 .iter_mut()
-                .zip(prepared.context.column_iter())
+                .zip(prepared.context.as_slice().chunks_exact(g))
             {
-                *logit = relu_sum_dot(context.as_slice(), ga.as_slice(), y.as_slice());
+                *logit = relu_sum_dot(context, ga, y);
             }
-            if !all_finite(&prediction.logits) {
+            if !all_finite(logits) {
                 return Err(EngineError::NonFinite {
                     stage: Stage::Logits,
                 });
             }
-            prediction.class = SMatrixView::<f32, N, 1>::from_slice(&prediction.logits).imax();
+            let class = Mat::from_slice(logits, self.dims.N(), Const::<1>)
+                .map_or(0, |l| l.view().imax());
+            out.set_class(m, class);
         }
         Ok(())
     }
 }
 
 /// A prepared support set: classifies queries against it. Holds the model and the workspace
-/// that `prepare` filled.
-pub struct Task<
+/// buffers that `prepare` filled.
+pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
+    model: &'m Awgim<'a, S>,
+    prepared: Prepared<'w, S>,
+    queries: QueryScratch<'w, S, B>,
+    /// Generator hidden columns `h_i` for [`Task::generated_weights`].
+    hidden: MatMut<'w, S::G, S::N>,
+    /// Queries classified together.
+    batch: B,
+}
+
+/// The [`Task`] of a [`Model`] (compiled sizes, `B` queries per batch).
+pub type FixedTask<
     'm,
     'w,
     'a,
@@ -411,9 +600,26 @@ pub struct Task<
     const NK: usize,
     const d2: usize,
     const B: usize,
-> {
-    model: &'m Model<'a, D, d, h, N, K, G, NK, d2>,
-    workspace: &'w mut Workspace<D, d, h, N, K, G, NK, d2, B>,
+> = Task<'m, 'w, 'a, Fixed<D, d, h, N, K, G, NK, d2>, Const<B>>;
+
+/// The [`Task`] of a [`DynModel`].
+pub type DynTask<'m, 'w, 'a> = Task<'m, 'w, 'a, Dynamic, Dyn>;
+
+impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
+    /// Classifies the queries `rows` (rows of `D` values) into `out` (one per query), `B` at a
+    /// time.
+    fn classify_all<O: Outputs + ?Sized>(
+        &mut self,
+        rows: &[f32],
+        out: &mut O,
+    ) -> Result<(), EngineError> {
+        let (width, batch) = (self.model.dims.D().value().max(1), self.batch.value().max(1));
+        for (c, chunk) in rows.chunks(width * batch).enumerate() {
+            self.model
+                .classify_rows(&self.prepared, &mut self.queries, chunk, out, c * batch)?;
+        }
+        Ok(())
+    }
 }
 
 impl<
@@ -426,19 +632,13 @@ impl<
         const NK: usize,
         const d2: usize,
         const B: usize,
-    > Task<'_, '_, '_, D, d, h, N, K, G, NK, d2, B>
+    > FixedTask<'_, '_, '_, D, d, h, N, K, G, NK, d2, B>
 {
     /// The logits of one query and its predicted class.
     pub fn classify(&mut self, query: &[f32; D]) -> Result<Prediction<N>, EngineError> {
         let mut out = [Prediction::zeroed()];
-        let ws = &mut *self.workspace;
-        self.model.classify_rows(
-            &ws.prepared,
-            &mut ws.queries,
-            core::slice::from_ref(query),
-            &mut out,
-            0,
-        )?;
+        self.model
+            .classify_rows(&self.prepared, &mut self.queries, query, &mut out[..], 0)?;
         Ok(out[0])
     }
 
@@ -456,12 +656,7 @@ impl<
                 outputs: out.len(),
             });
         }
-        let ws = &mut *self.workspace;
-        for (c, (chunk, results)) in queries.chunks(B).zip(out.chunks_mut(B)).enumerate() {
-            self.model
-                .classify_rows(&ws.prepared, &mut ws.queries, chunk, results, c * B)?;
-        }
-        Ok(())
+        self.classify_all(queries.as_flattened(), out)
     }
 
     /// The generated classifier weights `W[i] = mu = G2mu h_i` for one query, row `i` of
@@ -472,27 +667,49 @@ impl<
         query: &[f32; D],
         weights: &mut [[f32; D]; N],
     ) -> Result<(), EngineError> {
-        let ws = &mut *self.workspace;
-        check_finite(core::slice::from_ref(query), Input::Query, 0)?;
-        let x = MatrixView::<f32, Const<D>, Dyn>::from_slice(query, 1);
+        check_finite(query, D, Input::Query, 0)?;
+        let x = Mat::from_slice(query, Const::<D>, Dyn(1)).ok_or(EngineError::InputLength {
+            input: Input::Query,
+            expected: D,
+            found: D,
+        })?;
         self.model
-            .attentive_half(&ws.prepared, &mut ws.queries, &x)?;
-        let ga = ws.queries.ga.column(0);
-        for (mut h_i, context) in ws
+            .attentive_half(&self.prepared, &mut self.queries, &x)?;
+        let ga = self.queries.ga.as_slice();
+        let context = self.prepared.context.as_slice();
+        for (h_i, context) in self
             .hidden
-            .column_iter_mut()
-            .zip(ws.prepared.context.column_iter())
+            .column_slices_mut()
+            .zip(context.chunks_exact(G))
         {
-            h_i.copy_from(&(context + ga).map(|v| v.max(0.0)));
+            for ((hidden, &c), &a) in h_i.iter_mut().zip(context).zip(ga) {
+                *hidden = (c + a).max(0.0);
+            }
         }
-        let mut weights =
-            MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(weights.as_flattened_mut());
-        self.model.generator.g2_mu.mul_to(&ws.hidden, &mut weights);
-        if !all_finite(contiguous(&weights)) {
+        self.model.generator.g2_mu.view().mul_to(
+            &self.hidden.view(),
+            &mut MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(weights.as_flattened_mut()),
+        );
+        if !all_finite(weights.as_flattened()) {
             return Err(EngineError::NonFinite {
                 stage: Stage::Logits,
             });
         }
         Ok(())
+    }
+}
+
+impl DynTask<'_, '_, '_> {
+    /// The logits of the queries `queries` (`M` rows of `D` values, one after the other) into
+    /// `logits` (`M` rows of `N`), `B` queries at a time, as [`FixedTask::classify_batch`].
+    pub fn classify_batch(&mut self, queries: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        let Sizes { D, N, .. } = self.model.dims.sizes();
+        if queries.len() % D != 0 || queries.len() / D * N != logits.len() {
+            return Err(EngineError::BatchLength {
+                queries: queries.len() / D,
+                outputs: logits.len() / N,
+            });
+        }
+        self.classify_all(queries, &mut LogitRows { data: logits, ways: N })
     }
 }

@@ -11,34 +11,29 @@
 
 use core::ops::Range;
 
-use nalgebra::storage::{Storage, StorageMut};
-use nalgebra::{Const, Dim, Matrix, SMatrix};
+use nalgebra::Dim;
 
 use super::softmax::softmax_columns;
-use super::{all_finite, contiguous, Packed, PackedMut};
+use super::{all_finite, Mat, MatMut};
 
 /// Attention probabilities of one head: for every query column `m`,
 /// `p[:, m] = softmax(scale * keys_t[:, head] q[head, m])` over the `R` keys (the rows of
 /// `keys_t`, the keys transposed). Returns `false` if a score is not finite (then `p` holds
 /// the raw scores).
-pub fn probabilities<const d: usize, const R: usize, C: Dim, SQ, SP>(
-    q: &Matrix<f32, Const<d>, C, SQ>,
-    keys_t: &SMatrix<f32, R, d>,
+pub fn probabilities<d: Dim, R: Dim, C: Dim>(
+    q: &Mat<'_, d, C>,
+    keys_t: &Mat<'_, R, d>,
     head: &Range<usize>,
     scale: f32,
-    p: &mut Matrix<f32, Const<R>, C, SP>,
-) -> bool
-where
-    SQ: Storage<f32, Const<d>, C>,
-    SP: PackedMut<R, C>,
-{
-    p.gemm(
+    p: &mut MatMut<'_, R, C>,
+) -> bool {
+    p.view_mut().gemm(
         scale,
-        &keys_t.columns(head.start, head.len()),
-        &q.rows(head.start, head.len()),
+        &keys_t.view().columns(head.start, head.len()),
+        &q.view().rows(head.start, head.len()),
         0.0,
     );
-    if !all_finite(contiguous(p)) {
+    if !all_finite(p.as_slice()) {
         return false;
     }
     softmax_columns(p);
@@ -47,36 +42,39 @@ where
 
 /// The head's rows of the attention output: `out[head, m] = values[head, :] p[:, m]`, one value
 /// column per key.
-pub fn mix<const d: usize, const R: usize, C: Dim, SP, SO>(
-    values: &SMatrix<f32, d, R>,
-    p: &Matrix<f32, Const<R>, C, SP>,
+pub fn mix<d: Dim, R: Dim, C: Dim>(
+    values: &Mat<'_, d, R>,
+    p: &Mat<'_, R, C>,
     head: &Range<usize>,
-    out: &mut Matrix<f32, Const<d>, C, SO>,
-) where
-    SP: Storage<f32, Const<R>, C>,
-    SO: StorageMut<f32, Const<d>, C>,
-{
-    out.rows_mut(head.start, head.len())
-        .gemm(1.0, &values.rows(head.start, head.len()), p, 0.0);
+    out: &mut MatMut<'_, d, C>,
+) {
+    out.view_mut().rows_mut(head.start, head.len()).gemm(
+        1.0,
+        &values.view().rows(head.start, head.len()),
+        &p.view(),
+        0.0,
+    );
 }
 
 /// Probabilities summed over groups of consecutive keys: `pooled[i, m] = sum_r p[r, m]` over
 /// the `R / V` keys `r` of group `i`. When the keys of a group share one value (the class-mean
 /// values of `ca_ap`), attention is `values_per_group * pooled`: exact, with `V` value columns
-/// instead of `R`.
-pub fn pool<const R: usize, const V: usize, C: Dim, SP, SO>(
-    p: &Matrix<f32, Const<R>, C, SP>,
-    pooled: &mut Matrix<f32, Const<V>, C, SO>,
-) where
-    SP: Packed<R, C>,
-    SO: PackedMut<V, C>,
-{
-    const { assert!(R % V == 0, "the groups must split the keys evenly") };
-    for (p, mut pooled) in p.column_iter().zip(pooled.column_iter_mut()) {
-        for (sum, group) in pooled.iter_mut().zip(contiguous(&p).chunks_exact(R / V)) {
+/// instead of `R`. `R` must be a multiple of `V` (the model's `N K` keys in `N` classes).
+pub fn pool<R: Dim, V: Dim, C: Dim>(p: &Mat<'_, R, C>, pooled: &mut MatMut<'_, V, C>) {
+    let (keys, groups) = (p.nrows().value(), pooled.nrows().value());
+    let group = keys / groups.max(1);
+    let p_columns = p.as_slice().chunks_exact(keys.max(1));
+    for (p, pooled) in p_columns.zip(pooled.column_slices_mut()) {
+        for (sum, group) in pooled.iter_mut().zip(p.chunks_exact(group.max(1))) {
             *sum = group.iter().sum();
         }
     }
+}
+
+/// The rows of head `j` of `h` heads in a stack of `d` features.
+pub fn head(d: usize, h: usize, j: usize) -> Range<usize> {
+    let size = d / h.max(1);
+    j * size..(j + 1) * size
 }
 
 #[cfg(test)]
@@ -101,11 +99,23 @@ mod tests {
         let repeated = SMatrix::<f32, 4, 6>::from_fn(|r, c| groups[(r, c / 2)]);
         let head = 2..4;
         let mut p = SMatrix::<f32, 6, 3>::zeros();
-        assert!(probabilities(&q, &keys.transpose(), &head, 0.7, &mut p));
+        let keys_t = keys.transpose();
+        assert!(probabilities(
+            &Mat::from(&q),
+            &Mat::from(&keys_t),
+            &head,
+            0.7,
+            &mut MatMut::from(&mut p)
+        ));
         let mut plain = SMatrix::<f32, 4, 3>::zeros();
-        mix(&repeated, &p, &head, &mut plain);
+        mix(
+            &Mat::from(&repeated),
+            &Mat::from(&p),
+            &head,
+            &mut MatMut::from(&mut plain),
+        );
         let mut pooled = SMatrix::<f32, 3, 3>::zeros();
-        pool(&p, &mut pooled);
+        pool(&Mat::from(&p), &mut MatMut::from(&mut pooled));
         let grouped = groups * pooled;
         for m in 0..3 {
             let scores: [f32; 6] = core::array::from_fn(|r| {
@@ -126,11 +136,11 @@ mod tests {
         }
         let inf = SMatrix::<f32, 4, 3>::from_element(f32::INFINITY);
         assert!(!probabilities(
-            &inf,
-            &keys.transpose(),
+            &Mat::from(&inf),
+            &Mat::from(&keys_t),
             &(0..4),
             1.0,
-            &mut p
+            &mut MatMut::from(&mut p)
         ));
     }
 }

@@ -1,8 +1,9 @@
 //! Matrix products of a static matrix `A` (a weight borrowed from the file, or a prepared
 //! matrix) with a run-time number of columns `B` (a batch of examples): [`mul_to`]
 //! (`C = A B`), [`mul_add_to`] (`C += A B`, a residual connection) and [`tr_mul_to`]
-//! (`C = Aᵀ B`). All operands are nalgebra matrices or views with contiguous columns
-//! ([`Packed`]); the kernels read them through `as_slice`-style access, column by column.
+//! (`C = Aᵀ B`). The operands are [`Mat`]s (contiguous columns); the kernels read their
+//! slices column by column, with the sizes as nalgebra dimensions (`Const` on the device, so
+//! every loop bound is a constant there, `Dyn` on the host).
 //!
 //! # Why hand-written kernels
 //! They compute what nalgebra's `a.mul_to(&b, &mut c)`, `c.gemm(1.0, &a, &b, 1.0)` and
@@ -40,9 +41,9 @@
 //! (`#[inline(never)]`): inlined into the loops around it, the compiler sometimes left the
 //! sums in memory or vectorised across the wrong loop, at a tenth of the speed.
 
-use nalgebra::{Const, Dim, Matrix};
+use nalgebra::Dim;
 
-use super::{contiguous, contiguous_mut, Packed, PackedMut, VECTOR};
+use super::{Mat, MatMut, VECTOR};
 
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(not(target_arch = "arm"))]
@@ -78,101 +79,72 @@ pub const DOT_A: usize = 2;
 pub const DOT_B: usize = 2;
 
 /// `C = A B` (`A`: `M x K`; `B`, `C`: as many columns as the shorter of the two).
-pub fn mul_to<const M: usize, const K: usize, CB: Dim, CC: Dim, SA, SB, SC>(
-    a: &Matrix<f32, Const<M>, Const<K>, SA>,
-    b: &Matrix<f32, Const<K>, CB, SB>,
-    c: &mut Matrix<f32, Const<M>, CC, SC>,
-) where
-    SA: Packed<M, Const<K>>,
-    SB: Packed<K, CB>,
-    SC: PackedMut<M, CC>,
-{
-    product::<M, K, false>(
-        columns(contiguous(a)),
-        columns(contiguous(b)),
-        columns_mut(contiguous_mut(c)),
-    );
+pub fn mul_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
+    a: &Mat<'_, M, K>,
+    b: &Mat<'_, K, CB>,
+    c: &mut MatMut<'_, M, CC>,
+) {
+    product::<M, K, false>(a.nrows(), a.ncols(), a.as_slice(), b.as_slice(), c.as_mut_slice());
 }
 
 /// `C += A B` (`A`: `M x K`; `B`, `C`: as many columns as the shorter of the two).
-pub fn mul_add_to<const M: usize, const K: usize, CB: Dim, CC: Dim, SA, SB, SC>(
-    a: &Matrix<f32, Const<M>, Const<K>, SA>,
-    b: &Matrix<f32, Const<K>, CB, SB>,
-    c: &mut Matrix<f32, Const<M>, CC, SC>,
-) where
-    SA: Packed<M, Const<K>>,
-    SB: Packed<K, CB>,
-    SC: PackedMut<M, CC>,
-{
-    product::<M, K, true>(
-        columns(contiguous(a)),
-        columns(contiguous(b)),
-        columns_mut(contiguous_mut(c)),
-    );
+pub fn mul_add_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
+    a: &Mat<'_, M, K>,
+    b: &Mat<'_, K, CB>,
+    c: &mut MatMut<'_, M, CC>,
+) {
+    product::<M, K, true>(a.nrows(), a.ncols(), a.as_slice(), b.as_slice(), c.as_mut_slice());
 }
 
 /// `C = Aᵀ B` (`A`: `K x M`; `B`, `C`: as many columns as the shorter of the two): `M x n` dot
 /// products of length `K`, for a weight stored with its input index contiguous (`gen.g2_mu`).
-pub fn tr_mul_to<const K: usize, const M: usize, CB: Dim, CC: Dim, SA, SB, SC>(
-    a: &Matrix<f32, Const<K>, Const<M>, SA>,
-    b: &Matrix<f32, Const<K>, CB, SB>,
-    c: &mut Matrix<f32, Const<M>, CC, SC>,
-) where
-    SA: Packed<K, Const<M>>,
-    SB: Packed<K, CB>,
-    SC: PackedMut<M, CC>,
-{
-    tr_product::<K, M>(
-        columns(contiguous(a)),
-        columns(contiguous(b)),
-        columns_mut(contiguous_mut(c)),
-    );
+pub fn tr_mul_to<K: Dim, M: Dim, CB: Dim, CC: Dim>(
+    a: &Mat<'_, K, M>,
+    b: &Mat<'_, K, CB>,
+    c: &mut MatMut<'_, M, CC>,
+) {
+    tr_product::<K, M>(a.nrows(), a.ncols(), a.as_slice(), b.as_slice(), c.as_mut_slice());
 }
 
-/// The whole columns of a column-major slice with `R` rows.
+/// The whole chunks of `R` values of a slice, as arrays.
 fn columns<const R: usize>(data: &[f32]) -> &[[f32; R]] {
     let whole = data.len() - data.len() % R;
     // Cannot fail: `whole` is a multiple of R and [f32; R] has the alignment of f32.
     bytemuck::try_cast_slice(&data[..whole]).unwrap_or_default()
 }
 
-/// The whole columns of a mutable column-major slice with `R` rows.
-fn columns_mut<const R: usize>(data: &mut [f32]) -> &mut [[f32; R]] {
-    let whole = data.len() - data.len() % R;
-    bytemuck::try_cast_slice_mut(&mut data[..whole]).unwrap_or_default()
-}
-
-/// `c (+)= a b` over columns: `a` has `K` columns of `M`, `b` and `c` as many columns as the
-/// shorter. Column tiles of [`TILE_COLS`], then of 4, 3 and 2 (those narrower than
-/// `TILE_COLS`), then lone columns.
-fn product<const M: usize, const K: usize, const ADD: bool>(
-    a: &[[f32; M]],
-    b: &[[f32; K]],
-    c: &mut [[f32; M]],
-) {
-    let n = b.len().min(c.len());
-    let mut j = column_tiles::<M, K, TILE_COLS, ADD>(a, b, c, 0, n);
+/// `c (+)= a b` over columns: `a` has `k` columns of `m`, `b` (columns of `k`) and `c`
+/// (columns of `m`) as many columns as the shorter. Column tiles of [`TILE_COLS`], then of 4,
+/// 3 and 2 (those narrower than `TILE_COLS`), then lone columns.
+fn product<M: Dim, K: Dim, const ADD: bool>(m: M, k: K, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let (rows, depth) = (m.value(), k.value());
+    if rows == 0 || depth == 0 || a.len() < rows * depth {
+        return;
+    }
+    let n = (b.len() / depth).min(c.len() / rows);
+    let mut j = column_tiles::<M, K, TILE_COLS, ADD>(m, k, a, b, c, 0, n);
     if TILE_COLS > 4 {
-        j = column_tiles::<M, K, 4, ADD>(a, b, c, j, n);
+        j = column_tiles::<M, K, 4, ADD>(m, k, a, b, c, j, n);
     }
     if TILE_COLS > 3 {
-        j = column_tiles::<M, K, 3, ADD>(a, b, c, j, n);
+        j = column_tiles::<M, K, 3, ADD>(m, k, a, b, c, j, n);
     }
     if TILE_COLS > 2 {
-        j = column_tiles::<M, K, 2, ADD>(a, b, c, j, n);
+        j = column_tiles::<M, K, 2, ADD>(m, k, a, b, c, j, n);
     }
-    for (b, c) in b[j..n].iter().zip(&mut c[j..n]) {
+    let b_cols = b.chunks_exact(depth).take(n).skip(j);
+    for (b, c) in b_cols.zip(c.chunks_exact_mut(rows).skip(j)) {
         let mut i = 0;
-        while i + SINGLE_ROWS <= M {
-            lone::<M, K, SINGLE_ROWS, ADD>(a, b, c, i);
+        while i + SINGLE_ROWS <= rows {
+            lone::<M, K, SINGLE_ROWS, ADD>(m, k, a, b, c, i);
             i += SINGLE_ROWS;
         }
-        while i + 2 * VECTOR <= M {
-            lone::<M, K, { 2 * VECTOR }, ADD>(a, b, c, i);
+        while i + 2 * VECTOR <= rows {
+            lone::<M, K, { 2 * VECTOR }, ADD>(m, k, a, b, c, i);
             i += 2 * VECTOR;
         }
-        while i < M {
-            lone::<M, K, 1, ADD>(a, b, c, i);
+        while i < rows {
+            lone::<M, K, 1, ADD>(m, k, a, b, c, i);
             i += 1;
         }
     }
@@ -182,27 +154,30 @@ fn product<const M: usize, const K: usize, const ADD: bool>(
 /// column not done. Each is done in row tiles of [`TILE_VECTORS`] vectors, then of one vector,
 /// then row by row.
 #[inline(always)]
-fn column_tiles<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
-    a: &[[f32; M]],
-    b: &[[f32; K]],
-    c: &mut [[f32; M]],
+fn column_tiles<M: Dim, K: Dim, const NR: usize, const ADD: bool>(
+    m: M,
+    k: K,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
     mut j: usize,
     n: usize,
 ) -> usize {
+    let (rows, depth) = (m.value(), k.value());
     while j + NR <= n {
-        let b_cols: [&[f32; K]; NR] = core::array::from_fn(|t| &b[j + t]);
-        let c_cols = &mut c[j..j + NR];
+        let b_cols = &b[j * depth..(j + NR) * depth];
+        let c_cols = &mut c[j * rows..(j + NR) * rows];
         let mut i = 0;
-        while i + TILE_VECTORS * VECTOR <= M {
-            tile::<M, K, NR, TILE_VECTORS, ADD>(a, b_cols, c_cols, i);
+        while i + TILE_VECTORS * VECTOR <= rows {
+            tile::<M, K, NR, TILE_VECTORS, ADD>(m, k, a, b_cols, c_cols, i);
             i += TILE_VECTORS * VECTOR;
         }
-        while i + VECTOR <= M {
-            tile::<M, K, NR, 1, ADD>(a, b_cols, c_cols, i);
+        while i + VECTOR <= rows {
+            tile::<M, K, NR, 1, ADD>(m, k, a, b_cols, c_cols, i);
             i += VECTOR;
         }
-        while i < M {
-            row::<M, K, NR, ADD>(a, b_cols, c_cols, i);
+        while i < rows {
+            row::<M, K, NR, ADD>(m, k, a, b_cols, c_cols, i);
             i += 1;
         }
         j += NR;
@@ -210,18 +185,29 @@ fn column_tiles<const M: usize, const K: usize, const NR: usize, const ADD: bool
     j
 }
 
+/// The `NR` columns of `k` values in `b` (which holds at least `NR k`), each cut to length `k`
+/// so the kernels' indices below `k` need no bounds check.
+#[inline(always)]
+fn b_columns<const NR: usize>(b: &[f32], depth: usize) -> [&[f32]; NR] {
+    core::array::from_fn(|t| &b[t * depth..][..depth])
+}
+
 /// One register tile: rows `i..i + MV VECTOR` of the `NR` columns `c_cols` (+)= `a b_cols`.
 /// The `MV x NR` vectors of sums stay in registers over all `K`.
 #[inline(never)]
-fn tile<const M: usize, const K: usize, const NR: usize, const MV: usize, const ADD: bool>(
-    a: &[[f32; M]],
-    b_cols: [&[f32; K]; NR],
-    c_cols: &mut [[f32; M]],
+fn tile<M: Dim, K: Dim, const NR: usize, const MV: usize, const ADD: bool>(
+    m: M,
+    k: K,
+    a: &[f32],
+    b_cols: &[f32],
+    c_cols: &mut [f32],
     i: usize,
 ) {
+    let (rows_m, depth) = (m.value(), k.value());
+    let b_cols = b_columns::<NR>(b_cols, depth);
     let rows = i..i + MV * VECTOR;
     let mut acc = [[[0.0f32; VECTOR]; MV]; NR];
-    for (a_col, k) in a.iter().zip(0..K) {
+    for (a_col, k) in a.chunks_exact(rows_m).zip(0..depth) {
         let a_tile = &a_col[rows.clone()];
         for (acc, b_col) in acc.iter_mut().zip(&b_cols) {
             let b_kj = b_col[k];
@@ -232,7 +218,7 @@ fn tile<const M: usize, const K: usize, const NR: usize, const MV: usize, const 
             }
         }
     }
-    for (acc, c) in acc.iter().zip(c_cols.iter_mut()) {
+    for (acc, c) in acc.iter().zip(c_cols.chunks_exact_mut(rows_m)) {
         for (c, &s) in c[rows.clone()].iter_mut().zip(acc.as_flattened()) {
             *c = if ADD { *c + s } else { s };
         }
@@ -241,14 +227,16 @@ fn tile<const M: usize, const K: usize, const NR: usize, const MV: usize, const 
 
 /// Rows `i..i + MR` of a lone column, `c (+)= a b`: a gemv with `MR` sums in registers.
 #[inline(never)]
-fn lone<const M: usize, const K: usize, const MR: usize, const ADD: bool>(
-    a: &[[f32; M]],
-    b: &[f32; K],
-    c: &mut [f32; M],
+fn lone<M: Dim, K: Dim, const MR: usize, const ADD: bool>(
+    m: M,
+    k: K,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
     i: usize,
 ) {
     let mut acc = [0.0f32; MR];
-    for (a_col, &b_k) in a.iter().zip(b) {
+    for (a_col, &b_k) in a.chunks_exact(m.value()).zip(&b[..k.value()]) {
         for (s, &a_ik) in acc.iter_mut().zip(&a_col[i..i + MR]) {
             *s += a_ik * b_k;
         }
@@ -260,49 +248,67 @@ fn lone<const M: usize, const K: usize, const MR: usize, const ADD: bool>(
 
 /// Row `i` of the `NR` columns `c_cols` (+)= `a b_cols`: the rows past the last whole vector.
 #[inline(never)]
-fn row<const M: usize, const K: usize, const NR: usize, const ADD: bool>(
-    a: &[[f32; M]],
-    b_cols: [&[f32; K]; NR],
-    c_cols: &mut [[f32; M]],
+fn row<M: Dim, K: Dim, const NR: usize, const ADD: bool>(
+    m: M,
+    k: K,
+    a: &[f32],
+    b_cols: &[f32],
+    c_cols: &mut [f32],
     i: usize,
 ) {
+    let (rows, depth) = (m.value(), k.value());
+    let b_cols = b_columns::<NR>(b_cols, depth);
     let mut acc = [0.0f32; NR];
-    for (a_col, k) in a.iter().zip(0..K) {
+    for (a_col, k) in a.chunks_exact(rows).zip(0..depth) {
         for (s, b_col) in acc.iter_mut().zip(&b_cols) {
             *s += a_col[i] * b_col[k];
         }
     }
-    for (&s, c) in acc.iter().zip(c_cols.iter_mut()) {
+    for (&s, c) in acc.iter().zip(c_cols.chunks_exact_mut(rows)) {
         c[i] = if ADD { c[i] + s } else { s };
     }
 }
 
-/// `c = aᵀ b`: `a` has `M` columns of `K`, `b` and `c` as many columns as the shorter. Tiles of
-/// [`DOT_B`] columns of `b`, then of 4 and 2 (those narrower than `DOT_B`), then 1.
-fn tr_product<const K: usize, const M: usize>(a: &[[f32; K]], b: &[[f32; K]], c: &mut [[f32; M]]) {
-    let n = b.len().min(c.len());
-    let mut j = dot_tiles::<K, M, DOT_B>(a, b, c, 0, n);
+/// `c = aᵀ b`: `a` has `m` columns of `k`, `b` (columns of `k`) and `c` (columns of `m`) as
+/// many columns as the shorter. Tiles of [`DOT_B`] columns of `b`, then of 4 and 2 (those
+/// narrower than `DOT_B`), then 1.
+fn tr_product<K: Dim, M: Dim>(k: K, m: M, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let (depth, rows) = (k.value(), m.value());
+    if rows == 0 || depth == 0 {
+        return;
+    }
+    let n = (b.len() / depth).min(c.len() / rows);
+    let mut j = dot_tiles::<K, M, DOT_B>(k, m, a, b, c, 0, n);
     if DOT_B > 4 {
-        j = dot_tiles::<K, M, 4>(a, b, c, j, n);
+        j = dot_tiles::<K, M, 4>(k, m, a, b, c, j, n);
     }
     if DOT_B > 2 {
-        j = dot_tiles::<K, M, 2>(a, b, c, j, n);
+        j = dot_tiles::<K, M, 2>(k, m, a, b, c, j, n);
     }
-    dot_tiles::<K, M, 1>(a, b, c, j, n);
+    dot_tiles::<K, M, 1>(k, m, a, b, c, j, n);
 }
 
 /// Tiles of `TB` columns from column `j` while a whole tile fits before `n`; returns the first
 /// column not done.
 #[inline(always)]
-fn dot_tiles<const K: usize, const M: usize, const TB: usize>(
-    a: &[[f32; K]],
-    b: &[[f32; K]],
-    c: &mut [[f32; M]],
+fn dot_tiles<K: Dim, M: Dim, const TB: usize>(
+    k: K,
+    m: M,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
     mut j: usize,
     n: usize,
 ) -> usize {
+    let (depth, rows) = (k.value(), m.value());
     while j + TB <= n {
-        dot_rows::<K, M, TB>(a, core::array::from_fn(|t| &b[j + t]), &mut c[j..j + TB]);
+        dot_rows::<K, M, TB>(
+            k,
+            m,
+            a,
+            b_columns::<TB>(&b[j * depth..], depth),
+            &mut c[j * rows..(j + TB) * rows],
+        );
         j += TB;
     }
     j
@@ -310,27 +316,26 @@ fn dot_tiles<const K: usize, const M: usize, const TB: usize>(
 
 /// All `M` rows of the `TB` columns `c_cols = aᵀ b_cols`, [`DOT_A`] rows at a time (then 1).
 #[inline(always)]
-fn dot_rows<const K: usize, const M: usize, const TB: usize>(
-    a: &[[f32; K]],
-    b_cols: [&[f32; K]; TB],
-    c_cols: &mut [[f32; M]],
+fn dot_rows<K: Dim, M: Dim, const TB: usize>(
+    k: K,
+    m: M,
+    a: &[f32],
+    b_cols: [&[f32]; TB],
+    c_cols: &mut [f32],
 ) {
-    let rows = M.min(a.len());
+    let depth = k.value();
+    let rows = m.value().min(a.len() / depth);
     let mut i = 0;
     while i + DOT_A <= rows {
-        let partial = dots::<K, DOT_A, TB>(core::array::from_fn(|s| &a[i + s]), b_cols);
-        finish::<K, M, DOT_A, TB>(
-            &partial,
-            core::array::from_fn(|s| &a[i + s]),
-            b_cols,
-            c_cols,
-            i,
-        );
+        let a_cols = b_columns::<DOT_A>(&a[i * depth..], depth);
+        let partial = dots::<K, DOT_A, TB>(k, a_cols, b_cols);
+        finish::<K, M, DOT_A, TB>(k, m, &partial, a_cols, b_cols, c_cols, i);
         i += DOT_A;
     }
     while i < rows {
-        let partial = dots::<K, 1, TB>([&a[i]], b_cols);
-        finish::<K, M, 1, TB>(&partial, [&a[i]], b_cols, c_cols, i);
+        let a_cols = b_columns::<1>(&a[i * depth..], depth);
+        let partial = dots::<K, 1, TB>(k, a_cols, b_cols);
+        finish::<K, M, 1, TB>(k, m, &partial, a_cols, b_cols, c_cols, i);
         i += 1;
     }
 }
@@ -338,15 +343,19 @@ fn dot_rows<const K: usize, const M: usize, const TB: usize>(
 /// `c_cols[t][i + s]` = the partial sums of `a_cols[s] . b_cols[t]` added up, plus the products
 /// past the last whole chunk.
 #[inline(always)]
-fn finish<const K: usize, const M: usize, const TA: usize, const TB: usize>(
+fn finish<K: Dim, M: Dim, const TA: usize, const TB: usize>(
+    k: K,
+    m: M,
     partial: &[[[f32; VECTOR]; TA]; TB],
-    a_cols: [&[f32; K]; TA],
-    b_cols: [&[f32; K]; TB],
-    c_cols: &mut [[f32; M]],
+    a_cols: [&[f32]; TA],
+    b_cols: [&[f32]; TB],
+    c_cols: &mut [f32],
     i: usize,
 ) {
-    let whole = K - K % VECTOR;
-    for ((c, partial), b) in c_cols.iter_mut().zip(partial).zip(&b_cols) {
+    let depth = k.value();
+    let whole = depth - depth % VECTOR;
+    let columns = c_cols.chunks_exact_mut(m.value());
+    for ((c, partial), b) in columns.zip(partial).zip(&b_cols) {
         for ((c, partial), a) in c[i..i + TA].iter_mut().zip(partial).zip(&a_cols) {
             let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
             *c = horizontal_sum(*partial) + tail;
@@ -371,14 +380,19 @@ fn horizontal_sum(mut v: [f32; VECTOR]) -> f32 {
 /// whole chunks of [`VECTOR`], returned `[t][s]` and held in registers meanwhile (a function
 /// of its own, like [`tile`]).
 #[inline(never)]
-fn dots<const K: usize, const TA: usize, const TB: usize>(
-    a_cols: [&[f32; K]; TA],
-    b_cols: [&[f32; K]; TB],
+fn dots<K: Dim, const TA: usize, const TB: usize>(
+    k: K,
+    a_cols: [&[f32]; TA],
+    b_cols: [&[f32]; TB],
 ) -> [[[f32; VECTOR]; TA]; TB] {
-    let a_chunks: [&[[f32; VECTOR]]; TA] = core::array::from_fn(|s| columns(a_cols[s]));
-    let b_chunks: [&[[f32; VECTOR]]; TB] = core::array::from_fn(|t| columns(b_cols[t]));
+    // Each column cut to `K` first, so the casts fold away where `K` is a constant.
+    let (depth, chunks) = (k.value(), k.value() / VECTOR);
+    let a_chunks: [&[[f32; VECTOR]]; TA] =
+        core::array::from_fn(|s| &columns(&a_cols[s][..depth])[..chunks]);
+    let b_chunks: [&[[f32; VECTOR]]; TB] =
+        core::array::from_fn(|t| &columns(&b_cols[t][..depth])[..chunks]);
     let mut acc = [[[0.0f32; VECTOR]; TA]; TB];
-    for c in 0..K / VECTOR {
+    for c in 0..chunks {
         for (acc, b) in acc.iter_mut().zip(&b_chunks) {
             let b_chunk = &b[c];
             for (acc, a) in acc.iter_mut().zip(&a_chunks) {
@@ -427,24 +441,25 @@ mod tests {
     fn check<const M: usize, const K: usize>(seed: u32) {
         let a = random::<M, K>(seed);
         let at = random::<K, M>(seed + 1);
-        let b = random::<K, MAX>(seed + 2);
+        let bm_all = random::<K, MAX>(seed + 2);
         let start = random::<M, MAX>(seed + 3);
         for n in (1..=9).chain([16, 25, MAX]) {
-            let b = b.columns(0, n);
+            let b = bm_all.columns(0, n);
             let (mut got, mut want) = (SMatrix::<f32, M, MAX>::from_element(f32::NAN), start);
 
-            mul_to(&a, &b, &mut got.columns_mut(0, n));
+            let bm = Mat::from(&bm_all).columns(0, n);
+            mul_to(&Mat::from(&a), &bm, &mut MatMut::from(&mut got).columns_mut(0, n));
             a.mul_to(&b, &mut want.columns_mut(0, n));
             close(&got, &want, n, K);
 
             got = start;
             want = start;
-            mul_add_to(&a, &b, &mut got.columns_mut(0, n));
+            mul_add_to(&Mat::from(&a), &bm, &mut MatMut::from(&mut got).columns_mut(0, n));
             want.columns_mut(0, n).gemm(1.0, &a, &b, 1.0);
             close(&got, &want, n, K + 1);
 
             got.fill(f32::NAN);
-            tr_mul_to(&at, &b, &mut got.columns_mut(0, n));
+            tr_mul_to(&Mat::from(&at), &bm, &mut MatMut::from(&mut got).columns_mut(0, n));
             at.tr_mul_to(&b, &mut want.columns_mut(0, n));
             close(&got, &want, n, K);
             // Columns past n are left alone.
@@ -471,7 +486,11 @@ mod tests {
         let a = random::<3, 2>(10);
         let b = random::<2, 4>(11);
         let mut c = SMatrix::<f32, 3, 5>::from_element(7.0);
-        mul_to(&a, &b.columns(0, 4), &mut c.columns_mut(0, 5));
+        mul_to(
+            &Mat::from(&a),
+            &Mat::from(&b).columns(0, 4),
+            &mut MatMut::from(&mut c).columns_mut(0, 5),
+        );
         assert_eq!(c.fixed_columns::<4>(0), a * b);
         assert_eq!(c.column(4), nalgebra::Vector3::from_element(7.0));
     }

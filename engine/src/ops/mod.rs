@@ -1,75 +1,218 @@
-//! The numerical operations the model is made of, on nalgebra matrices and views.
+//! The numerical operations the model is made of, on column-major matrices.
 //!
 //! # Orientation
 //! nalgebra is column-major, AWGIM.md writes examples as rows (`x W`). The engine keeps both
 //! readable by storing every example (support row, query, activation) as a **column**:
 //! `M` rows of width `W` are a `W x M` matrix whose columns are the rows. A dense layer `W`
 //! stored `[in][out]` row-major in the model file is, seen column-major, the `out x in` matrix
-//! `Wᵀ` whose columns are the rows of `W`, borrowed in place as a [`Weight`] view; AWGIM.md's
+//! `Wᵀ` whose columns are the rows of `W`, borrowed in place as a [`Weight`]; AWGIM.md's
 //! `y = x W` is then `y = Wᵀ x`, computed as `sum_k x[k] Wᵀ[:, k]`: every inner loop runs down
 //! contiguous columns.
 //!
+//! # Sizes: one implementation for static and run-time sizes
+//! Every size is a nalgebra dimension type ([`Dim`]): `Const<N>` where the sizes are compiled
+//! in (the device, the engine's aliases), `Dyn` where they come from the model file at run
+//! time (`trainer infer`). The matrices are [`Mat`] and [`MatMut`]: a contiguous column-major
+//! slice with its two dimensions. nalgebra views are made from them where nalgebra computes
+//! ([`Mat::view`]); the kernels read the slices. (A nalgebra view with `Dyn` rows cannot give
+//! its slice back without `unsafe`, hence the slice is what is kept.) With `Const` sizes every
+//! `value()` is a constant after monomorphisation, so the device's code is what it was with
+//! const generics.
+//!
 //! # Modules
 //! - [`linear`]: matrix products. The large ones (weights times a batch of columns) use
-//!   register-tiled kernels over nalgebra views; the module documents why and by how much.
+//!   register-tiled kernels; the module documents why and by how much.
 //! - [`layer_norm`]: per-column layer normalisation.
 //! - [`softmax`]: the softmax of each column, with a vectorisable `exp`.
 //! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
 //!
-//! Everything else is nalgebra's own: element-wise maps (`apply`, `zip_zip_apply`, scaling),
-//! class means (`column_mean`), the small per-head products (`gemm`), transposes, `imax`,
-//! and the analysis-only `W`. Where a reduction is hand-written ([`relu_sum_dot`] here, the
-//! statistics of layer norm and softmax) it is because nalgebra's is one sequential chain of
-//! additions or builds temporaries, and the difference shows in `examples/measure.rs`; the
-//! comparisons are in `examples/kernels.rs`.
+//! Everything else is nalgebra's own, on views: element-wise maps (`zip_zip_apply`,
+//! scaling), the small per-head products (`gemm`), transposes, `imax`, and the analysis-only
+//! `W`. Where a reduction is hand-written ([`relu_sum_dot`] here, the statistics of layer norm
+//! and softmax) it is because nalgebra's is one sequential chain of additions or builds
+//! temporaries, and the difference shows in `examples/measure.rs`; the comparisons are in
+//! `examples/kernels.rs`.
 
 pub mod attention;
 pub mod layer_norm;
 pub mod linear;
 pub mod softmax;
 
-use nalgebra::storage::{Storage, StorageMut};
-use nalgebra::{Const, Dim, Matrix, MatrixView, U1};
+use nalgebra::{Const, Dim, Dyn, MatrixView, MatrixViewMut, SMatrix};
 
 /// A weight borrowed in place from the model file: `R x C`, column-major, contiguous. The
 /// file's `[C][R]` row-major dense layer `W` is this view of `Wᵀ`.
-pub type Weight<'a, const R: usize, const C: usize> = MatrixView<'a, f32, Const<R>, Const<C>>;
+pub type Weight<'a, R, C> = Mat<'a, R, C>;
 
-/// Storage of a column-major matrix of `R` rows whose columns are contiguous and adjacent:
-/// an `SMatrix`, a [`Weight`], or a view of whole columns of either. (nalgebra's own
-/// `IsContiguous` does not cover views with a static column count, such as the weights.)
-pub trait Packed<const R: usize, C: Dim>:
-    Storage<f32, Const<R>, C, RStride = U1, CStride = Const<R>>
+/// An `R x C` column-major matrix over a contiguous slice of exactly `R C` values.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a, R: Dim, C: Dim> {
+    data: &'a [f32],
+    nrows: R,
+    ncols: C,
+}
+
+/// A mutable [`Mat`].
+#[derive(Debug)]
+pub struct MatMut<'a, R: Dim, C: Dim> {
+    data: &'a mut [f32],
+    nrows: R,
+    ncols: C,
+}
+
+impl<'a, R: Dim, C: Dim> Mat<'a, R, C> {
+    /// `data` as an `nrows x ncols` matrix; `None` unless it holds exactly `nrows ncols` values.
+    pub fn from_slice(data: &'a [f32], nrows: R, ncols: C) -> Option<Self> {
+        (Some(data.len()) == nrows.value().checked_mul(ncols.value())).then_some(Self {
+            data,
+            nrows,
+            ncols,
+        })
+    }
+
+    /// The entries, column after column.
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// The row dimension.
+    pub fn nrows(&self) -> R {
+        self.nrows
+    }
+
+    /// The column dimension.
+    pub fn ncols(&self) -> C {
+        self.ncols
+    }
+
+    /// Columns `start..start + n`, cut to the columns there are.
+    pub fn columns(&self, start: usize, n: usize) -> Mat<'a, R, Dyn> {
+        let (data, n) = column_range(self.data, self.nrows.value(), start, n);
+        Mat {
+            data,
+            nrows: self.nrows,
+            ncols: Dyn(n),
+        }
+    }
+
+    /// Column `j` (empty past the last).
+    pub fn column(&self, j: usize) -> &'a [f32] {
+        self.columns(j, 1).data
+    }
+
+    /// The nalgebra view of this matrix.
+    pub fn view(&self) -> MatrixView<'a, f32, R, C> {
+        MatrixView::from_slice_generic(self.data, self.nrows, self.ncols)
+    }
+}
+
+impl<'a, R: Dim, C: Dim> MatMut<'a, R, C> {
+    /// `data` as an `nrows x ncols` matrix; `None` unless it holds exactly `nrows ncols` values.
+    pub fn from_slice(data: &'a mut [f32], nrows: R, ncols: C) -> Option<Self> {
+        (Some(data.len()) == nrows.value().checked_mul(ncols.value())).then_some(Self {
+            data,
+            nrows,
+            ncols,
+        })
+    }
+
+    /// The entries, column after column.
+    pub fn as_slice(&self) -> &[f32] {
+        self.data
+    }
+
+    /// The entries, column after column.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        self.data
+    }
+
+    /// The row dimension.
+    pub fn nrows(&self) -> R {
+        self.nrows
+    }
+
+    /// The column dimension.
+    pub fn ncols(&self) -> C {
+        self.ncols
+    }
+
+    /// A read-only reborrow.
+    pub fn rb(&self) -> Mat<'_, R, C> {
+        Mat {
+            data: self.data,
+            nrows: self.nrows,
+            ncols: self.ncols,
+        }
+    }
+
+    /// A mutable reborrow.
+    pub fn rb_mut(&mut self) -> MatMut<'_, R, C> {
+        MatMut {
+            data: self.data,
+            nrows: self.nrows,
+            ncols: self.ncols,
+        }
+    }
+
+    /// Columns `start..start + n`, cut to the columns there are.
+    pub fn columns_mut(&mut self, start: usize, n: usize) -> MatMut<'_, R, Dyn> {
+        let rows = self.nrows.value();
+        let first = start.saturating_mul(rows).min(self.data.len());
+        let n = n.min(self.data.len().saturating_sub(first) / rows.max(1));
+        let data = &mut self.data[first..];
+        let (data, _) = data.split_at_mut((n * rows).min(data.len()));
+        MatMut {
+            data,
+            nrows: self.nrows,
+            ncols: Dyn(n),
+        }
+    }
+
+    /// The columns, each a mutable slice of `R` values.
+    pub fn column_slices_mut(&mut self) -> core::slice::ChunksExactMut<'_, f32> {
+        self.data.chunks_exact_mut(self.nrows.value().max(1))
+    }
+
+    /// The nalgebra view of this matrix.
+    pub fn view(&self) -> MatrixView<'_, f32, R, C> {
+        MatrixView::from_slice_generic(self.data, self.nrows, self.ncols)
+    }
+
+    /// The mutable nalgebra view of this matrix.
+    pub fn view_mut(&mut self) -> MatrixViewMut<'_, f32, R, C> {
+        MatrixViewMut::from_slice_generic(self.data, self.nrows, self.ncols)
+    }
+}
+
+impl<'a, const R: usize, const C: usize> From<&'a SMatrix<f32, R, C>> for Mat<'a, Const<R>, Const<C>> {
+    fn from(m: &'a SMatrix<f32, R, C>) -> Self {
+        Self {
+            data: m.as_slice(),
+            nrows: Const,
+            ncols: Const,
+        }
+    }
+}
+
+impl<'a, const R: usize, const C: usize> From<&'a mut SMatrix<f32, R, C>>
+    for MatMut<'a, Const<R>, Const<C>>
 {
+    fn from(m: &'a mut SMatrix<f32, R, C>) -> Self {
+        Self {
+            data: m.as_mut_slice(),
+            nrows: Const,
+            ncols: Const,
+        }
+    }
 }
 
-impl<const R: usize, C: Dim, S> Packed<R, C> for S where
-    S: Storage<f32, Const<R>, C, RStride = U1, CStride = Const<R>>
-{
-}
-
-/// Mutable [`Packed`] storage.
-pub trait PackedMut<const R: usize, C: Dim>: Packed<R, C> + StorageMut<f32, Const<R>, C> {}
-
-impl<const R: usize, C: Dim, S> PackedMut<R, C> for S where
-    S: Packed<R, C> + StorageMut<f32, Const<R>, C>
-{
-}
-
-/// The entries of a [`Packed`] matrix, column after column.
-pub fn contiguous<const R: usize, C: Dim, S: Packed<R, C>>(
-    m: &Matrix<f32, Const<R>, C, S>,
-) -> &[f32] {
-    // A view with a run-time column count is `IsContiguous` for nalgebra.
-    m.columns(0, m.ncols()).data.into_slice()
-}
-
-/// The entries of a [`PackedMut`] matrix, column after column.
-pub fn contiguous_mut<const R: usize, C: Dim, S: PackedMut<R, C>>(
-    m: &mut Matrix<f32, Const<R>, C, S>,
-) -> &mut [f32] {
-    let ncols = m.ncols();
-    m.columns_mut(0, ncols).data.into_slice_mut()
+/// Columns `start..start + n` of a column-major slice with `rows` rows, cut to those there
+/// are, and their number.
+fn column_range(data: &[f32], rows: usize, start: usize, n: usize) -> (&[f32], usize) {
+    let first = start.saturating_mul(rows).min(data.len());
+    let rest = &data[first..];
+    let n = n.min(rest.len() / rows.max(1));
+    (&rest[..(n * rows).min(rest.len())], n)
 }
 
 /// f32 lanes of the target's vector registers, as far as the compiler is told about them

@@ -1,8 +1,8 @@
 //! Softmax over each column, with an `exp` that vectorises.
 
-use nalgebra::{Const, Dim, Matrix};
+use nalgebra::Dim;
 
-use super::{contiguous_mut, max_by, sum_by, PackedMut};
+use super::{max_by, sum_by, MatMut};
 
 /// Softmax in place over each column of `x`, whose entries must be finite: the column's
 /// maximum is subtracted first, so every exponential is in (0, 1] and the sum is at least 1
@@ -14,21 +14,17 @@ use super::{contiguous_mut, max_by, sum_by, PackedMut};
 /// `libm::expf` made the 5-shot paper task about 4% slower (`examples/measure.rs`: a
 /// 75-query task 1001 -> 953 us, `prepare` 296 -> 287 us, best of 300) and are the oracle of
 /// the tests.
-pub fn softmax_columns<const R: usize, C: Dim, S: PackedMut<R, C>>(
-    x: &mut Matrix<f32, Const<R>, C, S>,
-) {
-    for mut column in x.column_iter_mut() {
-        let column = contiguous_mut(&mut column);
+pub fn softmax_columns<R: Dim, C: Dim>(x: &mut MatMut<'_, R, C>) {
+    for column in x.column_slices_mut() {
         let max = max_by(column, f32::NEG_INFINITY, |v| v);
         for v in column.iter_mut() {
             *v -= max;
         }
     }
-    for v in contiguous_mut(x) {
+    for v in x.as_mut_slice() {
         *v = exp_nonpositive(*v);
     }
-    for mut column in x.column_iter_mut() {
-        let column = contiguous_mut(&mut column);
+    for column in x.column_slices_mut() {
         let inv = 1.0 / sum_by(column, |v| v);
         for v in column.iter_mut() {
             *v *= inv;
@@ -78,12 +74,12 @@ mod tests {
     #[test]
     fn softmax_is_a_distribution_for_extreme_scores() {
         let mut x = Vector4::new(3e38, -3e38, 0.0, 3e38);
-        softmax_columns(&mut x);
+        softmax_columns(&mut MatMut::from(&mut x));
         assert_eq!(x[0], 0.5);
         assert_eq!(x[3], 0.5);
         assert!(x[1] < 1e-37 && x[2] < 1e-37);
         let mut y = Vector3::from_element(-1e30);
-        softmax_columns(&mut y);
+        softmax_columns(&mut MatMut::from(&mut y));
         assert!(y.iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6));
     }
 
@@ -92,7 +88,7 @@ mod tests {
     fn softmax_matches_nalgebra_and_libm() {
         let mut x = SMatrix::<f32, 37, 3>::from_fn(|r, c| (r as f32 - 20.0) * (c as f32 + 0.5));
         let mut want = x;
-        softmax_columns(&mut x);
+        softmax_columns(&mut MatMut::from(&mut x));
         for mut column in want.column_iter_mut() {
             let max = column.max();
             column.apply(|v| *v = libm::expf(*v - max));
