@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs the criterion benchmarks of the engine (`engine/benches/inference`) and the trainer
 # (`trainer/benches/train_step`) in release mode with the host flags of .cargo/config.toml
-# (-C target-cpu=native), then prints, on stdout, the machine and ONE markdown table read
+# (-C target-cpu=native; the portable build's setting is honoured, see below), then prints, on stdout, the machine and ONE markdown table read
 # from criterion's own JSON output (target/criterion/**/new/{benchmark,estimates}.json):
 # benchmark, configuration, median time with criterion's 95% confidence interval, the FLOPs
-# each benchmark records as its throughput, and the achieved GFLOP/s (FLOPs / median).
-# Cargo's and criterion's progress goes to stderr.
+# each benchmark records as its throughput, the achieved GFLOP/s (FLOPs / median) and that
+# rate as a fraction of the machine's f32 FMA peak, which it measures first with
+# scripts/fma-peak.rs (independent FMA chains with the widest vectors, on one core for the
+# single-threaded engine, on the training step's sgemm threads for the training rows)
+# (scripts/bench-table.py). Cargo's and criterion's progress goes to stderr.
 #
-#   scripts/bench.sh              # everything (about 10 minutes on 2 cores)
+#   scripts/bench.sh              # everything (about 4 minutes on 2 cores)
 #   scripts/bench.sh engine       # the engine's benchmarks only
 #   scripts/bench.sh trainer      # the training step only
 #
@@ -25,8 +28,14 @@ all | engine | trainer) ;;
     ;;
 esac
 
-# RUSTFLAGS in the environment would replace the config's target-cpu=native.
+# RUSTFLAGS in the environment would replace the config's flags (target-cpu=native). The
+# portable build's one setting is kept, to measure that build (docs/benchmarks.md):
+#   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-cpu=x86-64-v3" scripts/bench.sh
+# (with CARGO_TARGET_DIR=target/x86-64-v3, so that the native build is not rebuilt after).
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+# rustc takes the last target-cpu; cargo appends that variable to the config's flags.
+build_cpu=$(echo "-C target-cpu=native ${CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS:-}" |
+    grep -oE 'target-cpu=[^ ]+' | tail -n1)
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export CRITERION_HOME="$target_dir/criterion"
@@ -38,6 +47,22 @@ cargo=(cargo bench -p engine -p trainer)
 build=()
 for bench in "${benches[@]}"; do build+=(--bench "$bench"); done
 "${cargo[@]}" --no-run "${build[@]}" 1>&2
+
+# The FMA peak, built with the benchmarks' CPU flags; on AVX-512 machines also with 512-bit
+# vectors preferred (LLVM prefers 256-bit ones; see scripts/fma-peak.rs). bench-table.py
+# keeps the faster. Measured before the benchmarks, on the training step's sgemm threads.
+mkdir -p "$target_dir/fma-peak"
+peaks="$target_dir/fma-peak/peaks.jsonl"
+: >"$peaks"
+widths=(256)
+grep -qw avx512f /proc/cpuinfo && widths+=(512)
+for width in "${widths[@]}"; do
+    flags=(-C opt-level=3 -C target-cpu=native)
+    [[ $width == 512 ]] && flags+=(-C target-feature=-prefer-256-bit) # warns: LLVM-only flag
+    rustc --edition 2021 "${flags[@]}" -o "$target_dir/fma-peak/fma-peak-$width" scripts/fma-peak.rs 1>&2
+    "$target_dir/fma-peak/fma-peak-$width" ${MATMUL_NUM_THREADS:-} |
+        sed "s/^{/{\"vector_bits\": $width, /" >>"$peaks"
+done
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 stamp=$(date +%s)
@@ -55,69 +80,7 @@ field() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'; }
 vector=$(field flags | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f' | tr '\n' ' ' | sed 's/ $//')
 echo "Machine: $(field 'model name') (family $(field 'cpu family'), model $(field 'model\s'); ${vector:-no AVX}), $(nproc) cores available of $(grep -c '^processor' /proc/cpuinfo); $(rustc --version); $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo "1-minute load average before -> after each benchmark binary: ${loads}."
+echo "Benchmarks built with -C $build_cpu."
 echo "Engine: single thread. Training step: sgemm threaded over MATMUL_NUM_THREADS=${MATMUL_NUM_THREADS:-all cores}, the rest on one thread."
 echo
-python3 - "$CRITERION_HOME" "$stamp" <<'PY'
-import json
-import os
-import sys
-
-root, since = sys.argv[1], float(sys.argv[2])
-
-
-def duration(ns):
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            return ns / scale, unit
-    return ns, "ns"
-
-
-def time_cell(median):
-    value, unit = duration(median["point_estimate"])
-    scale = median["point_estimate"] / value
-    ci = median["confidence_interval"]
-    low, high = ci["lower_bound"] / scale, ci["upper_bound"] / scale
-    return f"{value:.4g} {unit} [{low:.4g}, {high:.4g}]"
-
-
-def count_cell(flops):
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if flops >= scale:
-            return f"{flops / scale:.4g} {unit}"
-    return f"{flops:.0f}"
-
-
-rows = []
-for directory, _, files in os.walk(root):
-    if os.path.basename(directory) != "new" or "estimates.json" not in files:
-        continue
-    estimates = os.path.join(directory, "estimates.json")
-    written = os.path.getmtime(estimates)
-    if written < since:
-        continue
-    with open(os.path.join(directory, "benchmark.json")) as f:
-        bench = json.load(f)
-    with open(estimates) as f:
-        median = json.load(f)["median"]
-    throughput = bench.get("throughput") or {}
-    flops = throughput.get("Elements")
-    config = bench["function_id"] or ""
-    if bench.get("value_str"):
-        config += f" ({bench['value_str']})"
-    seconds = median["point_estimate"] / 1e9
-    rows.append((
-        written,
-        bench["group_id"],
-        config,
-        time_cell(median),
-        count_cell(flops) if flops else "—",
-        f"{flops / seconds / 1e9:.2f}" if flops else "—",
-    ))
-
-if not rows:
-    sys.exit(f"no criterion results newer than this run under {root}")
-print("| Benchmark | Configuration | Median [95% CI] | FLOPs | GFLOP/s |")
-print("|---|---|---|---:|---:|")
-for _, *cells in sorted(rows):
-    print("| " + " | ".join(cells) + " |")
-PY
+python3 scripts/bench-table.py "$CRITERION_HOME" "$stamp" "$peaks"
