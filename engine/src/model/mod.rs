@@ -150,6 +150,7 @@ impl Outputs for LogitRows<'_> {
 
 /// Fails on the first non-finite entry of `rows` (rows of `width` values), numbering rows
 /// from `row0`.
+#[inline]
 fn check_finite(
     rows: &[f32],
     width: usize,

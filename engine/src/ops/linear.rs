@@ -132,8 +132,8 @@ fn product<M: Dim, K: Dim, const ADD: bool>(m: M, k: K, a: &[f32], b: &[f32], c:
     if TILE_COLS > 2 {
         j = column_tiles::<M, K, 2, ADD>(m, k, a, b, c, j, n);
     }
-    let b_cols = b.chunks_exact(depth).take(n).skip(j);
-    for (b, c) in b_cols.zip(c.chunks_exact_mut(rows).skip(j)) {
+    let (b_rest, c_rest) = (&b[j * depth..n * depth], &mut c[j * rows..n * rows]);
+    for (b, c) in b_rest.chunks_exact(depth).zip(c_rest.chunks_exact_mut(rows)) {
         let mut i = 0;
         while i + SINGLE_ROWS <= rows {
             lone::<M, K, SINGLE_ROWS, ADD>(m, k, a, b, c, i);
