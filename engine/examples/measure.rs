@@ -17,51 +17,18 @@
 #[allow(dead_code)]
 #[path = "../benches/inference/flops.rs"]
 mod flops;
+#[path = "../benches/inference/model_file.rs"]
+mod model_file;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use engine::{Model, Prediction, Workspace};
-use formats::{expected_tensors, AlignedBuf, FileBuilder, FileKind, ModelConfig, Provenance};
+use engine::DynModel;
+use formats::{expected_tensors, AlignedBuf, FileKind, ModelConfig};
+use model_file::model_file;
 
 const QUERIES: usize = 75;
-
-/// A model file with Glorot-uniform-sized random weights from a fixed LCG.
-fn model_file(config: ModelConfig) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
-    let tensors: Vec<_> = expected_tensors(&config, FileKind::Inference)
-        .map(|spec| {
-            let limit = match spec.shape.as_slice() {
-                [i, o] => (6.0 / (*i + *o) as f32).sqrt(),
-                _ => 0.1,
-            };
-            let values: Vec<f32> = (0..spec.elements())
-                .map(|_| uniform() * limit + if spec.shape.len() == 1 { 1.0 } else { 0.0 })
-                .collect();
-            (spec.name, values)
-        })
-        .collect();
-    let provenance = Provenance {
-        dataset: "random".try_into().unwrap(),
-        shots: config.shots,
-        steps: 0,
-        seed: 0,
-        validation: None,
-        tool: "engine/measure".try_into().unwrap(),
-        tool_version: env!("CARGO_PKG_VERSION").try_into().unwrap(),
-    };
-    let mut builder = FileBuilder::new(FileKind::Inference, config, provenance).unwrap();
-    for (name, values) in &tensors {
-        builder.tensor(name, values).unwrap();
-    }
-    builder.build().unwrap()
-}
 
 /// "median (min)" of the samples, in microseconds. The minimum shows the cost without
 /// interference from other processes on a shared machine.
@@ -97,7 +64,7 @@ fn measure<
     if only.is_some_and(|only| only != label) {
         return;
     }
-    let bytes = AlignedBuf::from_bytes(&model_file(config));
+    let bytes = AlignedBuf::from_bytes(&model_file(&config));
     let weight_bytes: u64 = expected_tensors(&config, FileKind::Inference)
         .map(|s| s.elements() * 4)
         .sum();
@@ -165,6 +132,38 @@ fn measure<
     println!("  classify_batch, per query        {}", us(batch));
     println!("  task: prepare + {QUERIES} queries batched {}", us(task));
     println!("  task: prepare + {N} queries batched  {}", us(small_task));
+
+    // The same model through the run-time-sized engine (`DynModel`, what `trainer infer`
+    // runs): the same code with `Dyn` dimensions, so the same logits, bit for bit.
+    let dyn_model = DynModel::load(&bytes).unwrap();
+    let mut dyn_workspace = vec![0.0f32; dyn_model.workspace_len(B)];
+    let flat_queries = queries.as_flattened();
+    let mut logits = vec![0.0f32; QUERIES * N];
+    let (mut dyn_single, mut dyn_batch) = (vec![], vec![]);
+    for _ in 0..reps {
+        let mut prepared = dyn_model
+            .prepare(&mut dyn_workspace, B, support.as_flattened())
+            .unwrap();
+        let t = Instant::now();
+        for (q, l) in flat_queries.chunks_exact(D).zip(logits.chunks_exact_mut(N)) {
+            prepared.classify_batch(black_box(q), l).unwrap();
+        }
+        dyn_single.push(t.elapsed() / QUERIES as u32);
+        let t = Instant::now();
+        prepared
+            .classify_batch(black_box(flat_queries), &mut logits)
+            .unwrap();
+        dyn_batch.push(t.elapsed() / QUERIES as u32);
+        black_box(&logits);
+    }
+    let same = out
+        .iter()
+        .flat_map(|p| p.logits)
+        .zip(&logits)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "{label}: Dyn and Const logits differ");
+    println!("  Dyn: classify, per query         {}", us(dyn_single));
+    println!("  Dyn: classify_batch, per query   {}", us(dyn_batch));
     let sizes = config.sizes();
     let per_query = flops::query_multiply_adds(&sizes);
     let prepare_macs = flops::prepare_multiply_adds(&sizes);

@@ -1,6 +1,9 @@
-//! Fixed-size `no_std` AWGIM inference: no heap, no `unsafe`, weights borrowed in place from a
-//! model file (see `formats`) as statically sized nalgebra views, workspace buffers as
-//! statically sized nalgebra matrices, `libm` for the scalar maths.
+//! `no_std` AWGIM inference: no heap, no `unsafe`, weights borrowed in place from a model
+//! file (see `formats`), `libm` for the scalar maths. One implementation serves two kinds of
+//! sizes ([`Dims`]): compiled in ([`Model`] and its aliases, a statically sized
+//! [`Workspace`] that can live in a `static`: what firmware runs) or read from the file
+//! ([`DynModel`], a caller's `&mut [f32]` of [`workspace_len`] values: any configuration the
+//! trainer writes, what `trainer infer` runs). Both give the same logits, bit for bit.
 //!
 //! ```no_run
 //! # fn run(bytes: &[u8], support: &[[f32; 640]; 25], queries: &[[f32; 640]]) -> Result<(), engine::EngineError> {
@@ -11,12 +14,19 @@
 //! println!("class {} logits {:?}", prediction.class, prediction.logits);
 //! let mut all = vec![engine::Prediction::zeroed(); queries.len()];
 //! task.classify_batch(queries, &mut all)?;
+//!
+//! // Any sizes, from the file: support and queries as rows of D values, logits M x N.
+//! let model = engine::DynModel::load(bytes)?;
+//! let mut workspace = vec![0.0f32; model.workspace_len(8)];
+//! let mut task = model.prepare(&mut workspace, 8, support.as_flattened())?;
+//! let mut logits = vec![0.0f32; queries.len() * model.sizes().N];
+//! task.classify_batch(queries.as_flattened(), &mut logits)?;
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`ops`] (matrix products, layer norm, softmax, attention; the orientation and
-//! the hand-written kernels are explained there) and `model` (the AWGIM evaluation path,
-//! read against AWGIM.md).
+//! Modules: [`ops`] (matrix products, layer norm, softmax, attention; the orientation, the
+//! sizes as nalgebra dimensions and the hand-written kernels are explained there) and `model`
+//! (the AWGIM evaluation path, read against AWGIM.md).
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

@@ -15,55 +15,20 @@
 #![allow(non_upper_case_globals)]
 
 mod flops;
+mod model_file;
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use engine::{Model, Prediction, Workspace};
-use formats::{expected_tensors, AlignedBuf, FileBuilder, FileKind, ModelConfig, Provenance};
+use formats::{AlignedBuf, ModelConfig};
+use model_file::model_file;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Queries of a 5-way task with AWGIM's 15 queries per class.
 const QUERIES: usize = 75;
-
-/// An inference model file for `config` with seeded random weights: every matrix
-/// Glorot-uniform, layer-norm gains 1 and biases 0.
-fn model_file(config: &ModelConfig) -> Vec<u8> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(u64::from(config.shots));
-    let tensors: Vec<(&str, Vec<f32>)> = expected_tensors(config, FileKind::Inference)
-        .map(|spec| {
-            let n = spec.elements() as usize;
-            let values = match spec.shape.as_slice() {
-                [fan_in, fan_out] => {
-                    let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
-                    (0..n).map(|_| rng.gen_range(-limit..limit)).collect()
-                }
-                _ if spec.name.ends_with(".gain") => vec![1.0; n],
-                _ => vec![0.0; n],
-            };
-            (spec.name, values)
-        })
-        .collect();
-    let provenance = Provenance {
-        dataset: "random".try_into().expect("short name"),
-        shots: config.shots,
-        steps: 0,
-        seed: u64::from(config.shots),
-        validation: None,
-        tool: "engine/benches/inference".try_into().expect("short name"),
-        tool_version: env!("CARGO_PKG_VERSION").try_into().expect("short version"),
-    };
-    let mut builder =
-        FileBuilder::new(FileKind::Inference, *config, provenance).expect("valid configuration");
-    for (name, values) in &tensors {
-        builder
-            .tensor(name, values)
-            .expect("tensor of the configuration");
-    }
-    builder.build().expect("complete model file")
-}
 
 /// `n` feature rows of width `D`, uniform in [0, 1).
 fn features<const D: usize>(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<[f32; D]> {
