@@ -23,8 +23,8 @@ mod model_file;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use engine::{Model, Prediction, Workspace};
 use engine::DynModel;
+use engine::{Model, Prediction, Workspace};
 use formats::{expected_tensors, AlignedBuf, FileKind, ModelConfig};
 use model_file::model_file;
 

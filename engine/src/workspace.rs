@@ -272,9 +272,7 @@ impl<
     }
 
     /// The buffers (`None` cannot happen: the arrays have [`lengths`]' sizes).
-    pub(crate) fn parts(
-        &mut self,
-    ) -> Option<Parts<'_, Fixed<D, d, h, N, K, G, NK, d2>, Const<B>>> {
+    pub(crate) fn parts(&mut self) -> Option<Parts<'_, Fixed<D, d, h, N, K, G, NK, d2>, Const<B>>> {
         let slices = [
             self.keys_t.as_flattened_mut(),
             self.class_values.as_flattened_mut().as_flattened_mut(),

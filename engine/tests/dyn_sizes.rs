@@ -38,14 +38,21 @@ fn same_logits<
 
     let model = Model::<D, d, h, N, K, G, NK, d2>::load(&bytes).unwrap();
     let mut workspace = Box::new(Workspace::<D, d, h, N, K, G, NK, d2, B>::new());
-    let support_rows: &[[f32; D]; NK] = support.as_chunks().0.try_into().unwrap();
-    let mut task = model.prepare(&mut workspace, support_rows).unwrap();
+    let rows =
+        |x: &[f32]| -> Vec<[f32; D]> { x.chunks_exact(D).map(|r| r.try_into().unwrap()).collect() };
+    let support_rows = rows(support);
+    let mut task = model
+        .prepare(&mut workspace, support_rows.as_slice().try_into().unwrap())
+        .unwrap();
     let mut fixed = vec![Prediction::<N>::zeroed(); QUERIES];
-    task.classify_batch(queries.as_chunks().0, &mut fixed).unwrap();
+    task.classify_batch(&rows(queries), &mut fixed).unwrap();
 
     let dyn_model = DynModel::load(&bytes).unwrap();
     assert_eq!(dyn_model.sizes(), config.sizes());
-    assert_eq!(dyn_model.workspace_len(B) * 4, Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES);
+    assert_eq!(
+        dyn_model.workspace_len(B) * 4,
+        Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES
+    );
     let mut arena = vec![0.0f32; dyn_model.workspace_len(B)];
     let mut dyn_task = dyn_model.prepare(&mut arena, B, support).unwrap();
     let mut logits = vec![0.0f32; QUERIES * N];
@@ -86,7 +93,11 @@ fn dyn_refuses_short_buffers() {
     let mut arena = vec![0.0f32; needed];
     assert!(matches!(
         model.prepare(&mut arena, 2, &[0.0; 5 * 48]).err(),
-        Some(EngineError::InputLength { expected: 288, found: 240, .. })
+        Some(EngineError::InputLength {
+            expected: 288,
+            found: 240,
+            ..
+        })
     ));
     let mut task = model.prepare(&mut arena, 2, &[0.5; 6 * 48]).unwrap();
     assert!(matches!(

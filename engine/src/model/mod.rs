@@ -151,12 +151,7 @@ impl Outputs for LogitRows<'_> {
 /// Fails on the first non-finite entry of `rows` (rows of `width` values), numbering rows
 /// from `row0`.
 #[inline]
-fn check_finite(
-    rows: &[f32],
-    width: usize,
-    input: Input,
-    row0: usize,
-) -> Result<(), EngineError> {
+fn check_finite(rows: &[f32], width: usize, input: Input, row0: usize) -> Result<(), EngineError> {
     if all_finite(rows) {
         return Ok(());
     }
@@ -182,7 +177,12 @@ fn class_means<R: Dim, NK: Dim, N: Dim>(
     let denom = 1.0 / k as f32;
     for (i, mean) in means.column_slices_mut().enumerate() {
         mean.fill(0.0);
-        for column in columns.as_slice().chunks_exact(mean.len().max(1)).skip(i * k).take(k) {
+        for column in columns
+            .as_slice()
+            .chunks_exact(mean.len().max(1))
+            .skip(i * k)
+            .take(k)
+        {
             for (m, &c) in mean.iter_mut().zip(column) {
                 *m += denom * c;
             }
@@ -539,13 +539,12 @@ impl<'a, S: Dims> Awgim<'a, S> {
         let n = (rows.len() / D.value().max(1))
             .min(out.count().saturating_sub(row0))
             .min(scratch.q.ncols().value());
-        let x = Mat::from_slice(&rows[..n * D.value()], D, Dyn(n)).ok_or(
-            EngineError::InputLength {
+        let x =
+            Mat::from_slice(&rows[..n * D.value()], D, Dyn(n)).ok_or(EngineError::InputLength {
                 input: Input::Query,
                 expected: n * D.value(),
                 found: rows.len(),
-            },
-        )?;
+            })?;
         self.attentive_half(prepared, scratch, &x)?;
         tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
         let g = self.dims.G().value().max(1);
@@ -567,8 +566,8 @@ impl<'a, S: Dims> Awgim<'a, S> {
                     stage: Stage::Logits,
                 });
             }
-            let class = Mat::from_slice(logits, self.dims.N(), Const::<1>)
-                .map_or(0, |l| l.view().imax());
+            let class =
+                Mat::from_slice(logits, self.dims.N(), Const::<1>).map_or(0, |l| l.view().imax());
             out.set_class(m, class);
         }
         Ok(())
@@ -614,7 +613,10 @@ impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
         rows: &[f32],
         out: &mut O,
     ) -> Result<(), EngineError> {
-        let (width, batch) = (self.model.dims.D().value().max(1), self.batch.value().max(1));
+        let (width, batch) = (
+            self.model.dims.D().value().max(1),
+            self.batch.value().max(1),
+        );
         for (c, chunk) in rows.chunks(width * batch).enumerate() {
             self.model
                 .classify_rows(&self.prepared, &mut self.queries, chunk, out, c * batch)?;
@@ -678,11 +680,7 @@ impl<
             .attentive_half(&self.prepared, &mut self.queries, &x)?;
         let ga = self.queries.ga.as_slice();
         let context = self.prepared.context.as_slice();
-        for (h_i, context) in self
-            .hidden
-            .column_slices_mut()
-            .zip(context.chunks_exact(G))
-        {
+        for (h_i, context) in self.hidden.column_slices_mut().zip(context.chunks_exact(G)) {
             for ((hidden, &c), &a) in h_i.iter_mut().zip(context).zip(ga) {
                 *hidden = (c + a).max(0.0);
             }
@@ -703,7 +701,11 @@ impl<
 impl DynTask<'_, '_, '_> {
     /// The logits of the queries `queries` (`M` rows of `D` values, one after the other) into
     /// `logits` (`M` rows of `N`), `B` queries at a time, as [`FixedTask::classify_batch`].
-    pub fn classify_batch(&mut self, queries: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+    pub fn classify_batch(
+        &mut self,
+        queries: &[f32],
+        logits: &mut [f32],
+    ) -> Result<(), EngineError> {
         let Sizes { D, N, .. } = self.model.dims.sizes();
         if queries.len() % D != 0 || queries.len() / D * N != logits.len() {
             return Err(EngineError::BatchLength {
@@ -711,6 +713,12 @@ impl DynTask<'_, '_, '_> {
                 outputs: logits.len() / N,
             });
         }
-        self.classify_all(queries, &mut LogitRows { data: logits, ways: N })
+        self.classify_all(
+            queries,
+            &mut LogitRows {
+                data: logits,
+                ways: N,
+            },
+        )
     }
 }

@@ -84,7 +84,13 @@ pub fn mul_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
     b: &Mat<'_, K, CB>,
     c: &mut MatMut<'_, M, CC>,
 ) {
-    product::<M, K, false>(a.nrows(), a.ncols(), a.as_slice(), b.as_slice(), c.as_mut_slice());
+    product::<M, K, false>(
+        a.nrows(),
+        a.ncols(),
+        a.as_slice(),
+        b.as_slice(),
+        c.as_mut_slice(),
+    );
 }
 
 /// `C += A B` (`A`: `M x K`; `B`, `C`: as many columns as the shorter of the two).
@@ -93,7 +99,13 @@ pub fn mul_add_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
     b: &Mat<'_, K, CB>,
     c: &mut MatMut<'_, M, CC>,
 ) {
-    product::<M, K, true>(a.nrows(), a.ncols(), a.as_slice(), b.as_slice(), c.as_mut_slice());
+    product::<M, K, true>(
+        a.nrows(),
+        a.ncols(),
+        a.as_slice(),
+        b.as_slice(),
+        c.as_mut_slice(),
+    );
 }
 
 /// `C = Aᵀ B` (`A`: `K x M`; `B`, `C`: as many columns as the shorter of the two): `M x n` dot
@@ -103,7 +115,13 @@ pub fn tr_mul_to<K: Dim, M: Dim, CB: Dim, CC: Dim>(
     b: &Mat<'_, K, CB>,
     c: &mut MatMut<'_, M, CC>,
 ) {
-    tr_product::<K, M>(a.nrows(), a.ncols(), a.as_slice(), b.as_slice(), c.as_mut_slice());
+    tr_product::<K, M>(
+        a.nrows(),
+        a.ncols(),
+        a.as_slice(),
+        b.as_slice(),
+        c.as_mut_slice(),
+    );
 }
 
 /// The whole chunks of `R` values of a slice, as arrays.
@@ -133,7 +151,10 @@ fn product<M: Dim, K: Dim, const ADD: bool>(m: M, k: K, a: &[f32], b: &[f32], c:
         j = column_tiles::<M, K, 2, ADD>(m, k, a, b, c, j, n);
     }
     let (b_rest, c_rest) = (&b[j * depth..n * depth], &mut c[j * rows..n * rows]);
-    for (b, c) in b_rest.chunks_exact(depth).zip(c_rest.chunks_exact_mut(rows)) {
+    for (b, c) in b_rest
+        .chunks_exact(depth)
+        .zip(c_rest.chunks_exact_mut(rows))
+    {
         let mut i = 0;
         while i + SINGLE_ROWS <= rows {
             lone::<M, K, SINGLE_ROWS, ADD>(m, k, a, b, c, i);
@@ -448,18 +469,30 @@ mod tests {
             let (mut got, mut want) = (SMatrix::<f32, M, MAX>::from_element(f32::NAN), start);
 
             let bm = Mat::from(&bm_all).columns(0, n);
-            mul_to(&Mat::from(&a), &bm, &mut MatMut::from(&mut got).columns_mut(0, n));
+            mul_to(
+                &Mat::from(&a),
+                &bm,
+                &mut MatMut::from(&mut got).columns_mut(0, n),
+            );
             a.mul_to(&b, &mut want.columns_mut(0, n));
             close(&got, &want, n, K);
 
             got = start;
             want = start;
-            mul_add_to(&Mat::from(&a), &bm, &mut MatMut::from(&mut got).columns_mut(0, n));
+            mul_add_to(
+                &Mat::from(&a),
+                &bm,
+                &mut MatMut::from(&mut got).columns_mut(0, n),
+            );
             want.columns_mut(0, n).gemm(1.0, &a, &b, 1.0);
             close(&got, &want, n, K + 1);
 
             got.fill(f32::NAN);
-            tr_mul_to(&Mat::from(&at), &bm, &mut MatMut::from(&mut got).columns_mut(0, n));
+            tr_mul_to(
+                &Mat::from(&at),
+                &bm,
+                &mut MatMut::from(&mut got).columns_mut(0, n),
+            );
             at.tr_mul_to(&b, &mut want.columns_mut(0, n));
             close(&got, &want, n, K);
             // Columns past n are left alone.

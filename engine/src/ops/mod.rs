@@ -184,7 +184,9 @@ impl<'a, R: Dim, C: Dim> MatMut<'a, R, C> {
     }
 }
 
-impl<'a, const R: usize, const C: usize> From<&'a SMatrix<f32, R, C>> for Mat<'a, Const<R>, Const<C>> {
+impl<'a, const R: usize, const C: usize> From<&'a SMatrix<f32, R, C>>
+    for Mat<'a, Const<R>, Const<C>>
+{
     fn from(m: &'a SMatrix<f32, R, C>) -> Self {
         Self {
             data: m.as_slice(),
