@@ -59,12 +59,13 @@ print(next(os.path.dirname(p["manifest_path"]) for p in json.load(sys.stdin)["pa
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 stand_in() { # define bindings code soname
-    grep -oE 'pub fn [A-Za-z0-9_]+\(' "$cudarc/src/$2" | sed -E 's/pub fn (.*)\(/\1/' | sort -u |
-        awk -v code="$3" '{ printf "__attribute__((weak)) int %s(void) { return fake_unsupported(\"%s\", %s); }\n", $1, $1, code }' \
-            >"$build/$1.c"
-    printf 'int fake_unsupported(const char *name, int code);\n' | cat - "$build/$1.c" >"$build/$1.gen.c"
+    {
+        echo 'int fake_unsupported(const char *name, int code);'
+        grep -oE 'pub fn [A-Za-z0-9_]+\(' "$cudarc/src/$2" | sed -E 's/pub fn (.*)\(/\1/' | sort -u |
+            awk -v code="$3" '{ printf "__attribute__((weak)) int %s(void) { return fake_unsupported(\"%s\", %s); }\n", $1, $1, code }'
+    } >"$build/$1.c"
     cc -O1 -shared -fPIC -D"$1" -o "$home/lib64/stubs/$4" -Wl,-soname,"$4" \
-        autodiff/tests/nvrtc/fake_driver.c "$build/$1.gen.c"
+        autodiff/tests/nvrtc/fake_driver.c "$build/$1.c"
     ln -sfn "$4" "$home/lib64/stubs/${4%%.so*}.so"
 }
 stand_in FAKE_CUDA driver/sys.rs 801 libcuda.so.1         # CUDA_ERROR_NOT_SUPPORTED
@@ -73,8 +74,10 @@ stand_in FAKE_CUBLASLT cublaslt/sys.rs 15 libcublasLt.so.12
 stand_in FAKE_CURAND curand/sys.rs 999 libcurand.so.10     # CURAND_STATUS_INTERNAL_ERROR
 
 if [[ ! -f /usr/local/cuda/include/cuda_fp16.h ]]; then
-    if [[ ! -e /usr/local/cuda/include ]] && mkdir -p /usr/local/cuda 2>/dev/null && [[ -w /usr/local/cuda ]]; then
-        ln -s "$home/include/" /usr/local/cuda/include
+    # Absent, or a link of an earlier install that no longer resolves: (re)link it.
+    if { [[ -L /usr/local/cuda/include ]] || [[ ! -e /usr/local/cuda/include ]]; } &&
+        mkdir -p /usr/local/cuda 2>/dev/null && [[ -w /usr/local/cuda ]]; then
+        ln -sfn "$home/include/" /usr/local/cuda/include
         echo "install-cuda-nvrtc: linked /usr/local/cuda/include -> $home/include (luminal_cuda's NVRTC include path)" >&2
     else
         fail "luminal_cuda compiles kernels with -I/usr/local/cuda/include, which lacks cuda_fp16.h and cannot be linked to $home/include"
