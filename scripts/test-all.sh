@@ -28,4 +28,7 @@ cargo build -p engine --target thumbv7em-none-eabihf --release
 echo "== the CUDA path compiles (no linking: luminal_cudarc ci-check)"
 cargo check -p trainer --features cuda,ci-check
 
+echo "== CUDA kernels compile to PTX with NVRTC, no GPU (skipped if NVRTC cannot be installed)"
+scripts/cuda-kernels.sh
+
 echo "== all tests passed"
