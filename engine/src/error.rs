@@ -76,6 +76,10 @@ pub enum EngineError {
     /// The model uses the MLP encoder ablation, which this engine does not implement.
     #[error("model uses the MLP encoder ablation; the engine supports the attention encoder only")]
     MlpEncoder,
+    /// The model's classifier is not the paper's (centred features, prototype weights or
+    /// cosine logits), which this engine does not implement yet.
+    #[error("model uses the classifier {0:?}; the engine supports the paper's classifier only")]
+    Classifier(formats::Classifier),
     /// An input feature is NaN or infinite.
     #[error("{input} feature [{row}][{column}] is not finite")]
     NonFiniteInput {

@@ -82,6 +82,10 @@ impl RandomModel {
                             }
                         })
                         .collect()
+                } else if spec.shape.len() < 2 {
+                    // The classifier variants' vectors (feature centre, logit scale).
+                    let uniform = Uniform::new_inclusive(0.5f32, 1.5);
+                    (0..n).map(|_| uniform.sample(&mut rng)).collect()
                 } else {
                     let (fan_in, fan_out) = (spec.shape[0] as f32, spec.shape[1] as f32);
                     let limit = (6.0 / (fan_in + fan_out)).sqrt();

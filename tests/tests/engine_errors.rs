@@ -74,6 +74,22 @@ fn mlp_encoder_is_refused() {
     );
 }
 
+/// Beyond the paper: a model file recording another classifier (format version 2) is
+/// refused by both engines rather than run with the paper's logits.
+#[test]
+fn classifier_variant_is_refused() {
+    let mut config = ModelConfig::edge(1);
+    config.classifier = formats::Classifier {
+        features: formats::FeatureNorm::CenteredL2,
+        weights: formats::WeightsKind::Prototype,
+        logits: formats::LogitsKind::Cosine,
+    };
+    let file = AlignedBuf::from_bytes(&RandomModel::new(config, 1).build().unwrap());
+    let refused = Some(EngineError::Classifier(config.classifier));
+    assert_eq!(engine::Edge1Shot::load(&file).err(), refused);
+    assert_eq!(engine::DynModel::load(&file).err(), refused);
+}
+
 #[test]
 fn invalid_file_is_a_format_error() {
     let mut bytes = edge_file(1, 1).to_vec();

@@ -79,17 +79,6 @@ pub fn infer(
         path: model_path.to_path_buf(),
         source,
     })?;
-    // The engine implements the paper's classifier only (docs/training.md, "Beyond the
-    // paper"); it does not read the variant from the file yet.
-    if file.config().classifier != formats::Classifier::PAPER {
-        return Err(TrainerError::Engine {
-            path: model_path.to_path_buf(),
-            reason: format!(
-                "the engine runs the paper's classifier only, this model uses {:?}",
-                file.config().classifier
-            ),
-        });
-    }
     let s = file.config().sizes();
     let (support_shape, support) = read_npy(support_path)?;
     let (query_shape, queries) = read_npy(queries_path)?;

@@ -40,7 +40,7 @@
 mod load;
 
 use formats::tensors::{CA_AP, GENERATOR, SA_AP, SA_CP};
-use formats::{EncoderKind, LayerNormKind, ModelFile, Sizes};
+use formats::{Classifier, EncoderKind, LayerNormKind, ModelFile, Sizes};
 use nalgebra::{Const, Dim, Dyn, MatrixViewMut};
 
 use crate::dims::{Dims, Dynamic, Fixed};
@@ -332,6 +332,9 @@ impl<'a, S: Dims> Awgim<'a, S> {
         }
         if config.encoder == EncoderKind::Mlp {
             return Err(EngineError::MlpEncoder);
+        }
+        if config.classifier != Classifier::PAPER {
+            return Err(EngineError::Classifier(config.classifier));
         }
         Ok(())
     }
