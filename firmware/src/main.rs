@@ -1,27 +1,31 @@
 //! The AWGIM engine on a Cortex-M4F/M7.
 //!
-//! Embeds an inference model file and a task file chosen at build time (see `build.rs` and
-//! README.md), loads the model in place from flash, prepares the support set, classifies every
-//! query one at a time and prints, over semihosting:
+//! Built for the model and task that `build.rs` embeds (`AWGIM_MODEL`, `AWGIM_SUPPORT`,
+//! `AWGIM_QUERIES`; the sizes come from the model's header, see README.md): loads the model
+//! in place from flash, enrolls the support set one labelled row at a time as a sensor would
+//! deliver it, prepares when the last shot is in, classifies every query one at a time and
+//! prints, over semihosting:
 //!
 //! ```text
-//! awgim-firmware config edge5 D 64 d 32 heads 4 N 5 K 5 G 64 queries 10
+//! awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 10
 //! model_bytes 149636
-//! task_bytes 9024
-//! workspace_bytes 48000
-//! load ticks 24344 stack_bytes 40144
-//! prepare ticks 51366 stack_bytes 1024
-//! query 0 class 2 ticks 1848 stack_bytes 800 logits 4009e754 405cef40 ... decimal 2.1547441 3.4521027 ...
+//! support_bytes 6400
+//! workspace_bytes 37716
+//! load ticks 26041 stack_bytes 3792
+//! enroll ticks 100 stack_bytes 500
+//! prepare ticks 51379 stack_bytes 2144
+//! query 0 class 2 ticks 1534 stack_bytes 1920 logits 4009e746 405cef31 ... decimal 2.1547408 3.452099 ...
 //! ...
-//! stack_high_water_bytes 40144
+//! stack_high_water_bytes 3792
 //! done
 //! ```
 //!
 //! Logits are printed exactly, as the hexadecimal bit patterns of the `f32` values, then in
 //! decimal for humans. Ticks are SysTick ticks of the core clock (see [`clock`]): core cycles
-//! on hardware, 40 instructions each under `qemu-system-arm -icount shift=0`. `stack_bytes` is
-//! the stack high-water mark of the phase (see [`stack`]), and `stack_high_water_bytes` the
-//! largest of them; the statics, the workspace included, are measured from the ELF file.
+//! on hardware, a fixed number of instructions under `qemu-system-arm -icount shift=0`.
+//! `stack_bytes` is the stack high-water mark of the phase (see [`stack`]), and
+//! `stack_high_water_bytes` the largest of them; the statics, the workspace and the support
+//! buffer included, are measured from the ELF file.
 //!
 //! The exit status is 0 on success, and on failure one of [`Failure::exit_code`]'s codes;
 //! a panic exits with 101 (the `semihosting` crate's panic handler), a hard fault with 7.
@@ -32,8 +36,8 @@
 
 mod clock;
 mod config;
+mod enroll;
 mod stack;
-mod task;
 
 use core::fmt;
 
@@ -43,32 +47,38 @@ use semihosting::{eprintln, print, println, process};
 use static_cell::ConstStaticCell;
 
 use crate::clock::Clock;
-use crate::config::{Model, Workspace};
-use crate::task::TaskError;
+use crate::config::{Model, Workspace, D, K, N, NK};
+use crate::enroll::{EnrollError, Enrollment};
 
-// The task's rows are borrowed as `f32` without conversion.
+// The embedded rows are borrowed as `f32` without conversion.
 const _: () = assert!(
     cfg!(target_endian = "little"),
-    "the task file is little-endian"
+    "the embedded rows are little-endian"
 );
 
 /// The inference model file, 64-byte aligned so its tensors are borrowed in place.
 static MODEL: &[u8] = formats::include_model!(env!("AWGIM_MODEL_FILE"));
-/// The task file (see [`task`]), 64-byte aligned the same way so its rows are aligned `f32`.
-static TASK: &[u8] = formats::include_model!(env!("AWGIM_TASK_FILE"));
+/// The support rows (`AWGIM_SUPPORT`, class-major little-endian f32): what the "sensor"
+/// delivers, one row at a time.
+static SUPPORT: &[u8] = formats::include_model!(concat!(env!("OUT_DIR"), "/support.f32"));
+/// The query rows (`AWGIM_QUERIES`, little-endian f32).
+static QUERIES: &[u8] = formats::include_model!(concat!(env!("OUT_DIR"), "/queries.f32"));
 
 /// All memory `prepare` and `classify` use: zero-initialised in .bss and handed out once,
 /// never built on the stack.
 static WORKSPACE: ConstStaticCell<Workspace> = ConstStaticCell::new(Workspace::new());
+/// The support set as it is enrolled (`N K D` f32, in .bss).
+static SUPPORT_ROWS: ConstStaticCell<[[f32; D]; NK]> = ConstStaticCell::new([[0.0; D]; NK]);
 
 /// Why the run failed; each kind has its own exit status.
 #[derive(Debug)]
 enum Failure {
-    /// The core peripherals or the workspace were already taken (a programming error).
+    /// The core peripherals or a static were already taken, or the embedded rows are not
+    /// whole aligned rows (programming errors).
     Setup(&'static str),
-    /// The embedded task file is invalid for this configuration.
-    Task(TaskError),
-    /// The embedded model file is invalid or of another configuration.
+    /// A support row was refused.
+    Enroll(EnrollError),
+    /// The embedded model file is invalid (`build.rs` checked it, so: a corrupted flash).
     Load(EngineError),
     /// `prepare` failed (a non-finite support feature, or an overflow).
     Prepare(EngineError),
@@ -82,10 +92,11 @@ enum Failure {
 }
 
 impl Failure {
-    /// The exit status reported to the host: task 2, load 3, prepare 4, classify 5, setup 6.
+    /// The exit status reported to the host: enroll 2, load 3, prepare 4, classify 5,
+    /// setup 6.
     fn exit_code(&self) -> i32 {
         match self {
-            Self::Task(_) => 2,
+            Self::Enroll(_) => 2,
             Self::Load(_) => 3,
             Self::Prepare(_) => 4,
             Self::Classify { .. } => 5,
@@ -98,7 +109,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Setup(what) => write!(f, "setup: {what}"),
-            Self::Task(e) => write!(f, "task file: {e}"),
+            Self::Enroll(e) => write!(f, "enroll: {e}"),
             Self::Load(e) => write!(f, "load: {e}"),
             Self::Prepare(e) => write!(f, "prepare: {e}"),
             Self::Classify { query, error } => write!(f, "classify query {query}: {error}"),
@@ -120,28 +131,36 @@ fn main() -> ! {
     }
 }
 
-/// Loads, prepares and classifies, printing the report as it goes.
+/// Embedded little-endian f32 bytes as rows of `D` features.
+fn rows(bytes: &'static [u8]) -> Result<&'static [[f32; D]], Failure> {
+    bytemuck::try_cast_slice(bytes).map_err(|_| Failure::Setup("embedded rows misaligned"))
+}
+
+/// Loads, enrolls, prepares and classifies, printing the report as it goes.
 fn run() -> Result<(), Failure> {
     let core = cortex_m::Peripherals::take().ok_or(Failure::Setup("core peripherals taken"))?;
     let workspace = WORKSPACE
         .try_take()
         .ok_or(Failure::Setup("workspace taken"))?;
-    let task = task::parse(TASK).map_err(Failure::Task)?;
+    let support_rows = SUPPORT_ROWS
+        .try_take()
+        .ok_or(Failure::Setup("support buffer taken"))?;
+    let (sensor, queries) = (rows(SUPPORT)?, rows(QUERIES)?);
 
     let s = config::SIZES;
     println!(
-        "awgim-firmware config {} D {} d {} heads {} N {} K {} G {} queries {}",
-        config::NAME,
+        "awgim-firmware board {} D {} d {} heads {} N {} K {} G {} queries {}",
+        config::BOARD,
         s.D,
         s.d,
         s.h,
         s.N,
         s.K,
         s.G,
-        task.queries.len()
+        queries.len()
     );
     println!("model_bytes {}", MODEL.len());
-    println!("task_bytes {}", TASK.len());
+    println!("support_bytes {}", core::mem::size_of::<[[f32; D]; NK]>());
     println!("workspace_bytes {}", Workspace::BYTES);
 
     let clock = Clock::start(core.SYST);
@@ -153,17 +172,38 @@ fn run() -> Result<(), Failure> {
     let load_stack = stack::high_water_bytes();
     println!("load ticks {ticks} stack_bytes {load_stack}");
 
+    // Enrollment: the rows arrive shot by shot, each labelled with its class (the embedded
+    // support is class-major: shot `k` of class `i` is row `i K + k`).
+    stack::repaint();
+    let start = clock.ticks();
+    let mut enrollment = Enrollment::new(support_rows);
+    for k in 0..K {
+        for class in 0..N {
+            let row = sensor
+                .get(class * K + k)
+                .ok_or(Failure::Setup("embedded support too short"))?;
+            enrollment.push(class, row).map_err(Failure::Enroll)?;
+        }
+    }
+    let support = enrollment
+        .support()
+        .ok_or(Failure::Setup("support incomplete"))?;
+    let ticks = clock.ticks() - start;
+    let enroll_stack = stack::high_water_bytes();
+    println!("enroll ticks {ticks} stack_bytes {enroll_stack}");
+
+    // The last shot is in: prepare.
     stack::repaint();
     let start = clock.ticks();
     let mut prepared = model
-        .prepare(workspace, task.support)
+        .prepare(workspace, support)
         .map_err(Failure::Prepare)?;
     let ticks = clock.ticks() - start;
     let prepare_stack = stack::high_water_bytes();
     println!("prepare ticks {ticks} stack_bytes {prepare_stack}");
 
     let mut classify_stack = 0;
-    for (query, features) in task.queries.iter().enumerate() {
+    for (query, features) in queries.iter().enumerate() {
         stack::repaint();
         let start = clock.ticks();
         let prediction = prepared
@@ -186,7 +226,10 @@ fn run() -> Result<(), Failure> {
         println!();
     }
     clock.stop();
-    let high_water = load_stack.max(prepare_stack).max(classify_stack);
+    let high_water = load_stack
+        .max(enroll_stack)
+        .max(prepare_stack)
+        .max(classify_stack);
     println!("stack_high_water_bytes {high_water}");
     Ok(())
 }

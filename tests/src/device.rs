@@ -1,6 +1,7 @@
 //! The firmware (`firmware/`) on QEMU's emulated Cortex-M boards: checking the tools are
-//! installed, building the firmware for a configuration and a pair of model and task files,
-//! running it with a timeout, reading its printed report, and measuring its ELF file.
+//! installed, building the firmware for a board and a model with its task (the model file
+//! and the support and query `.npy` files `trainer infer` takes), running it with a timeout,
+//! reading its printed report, and measuring its ELF file.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -13,9 +14,6 @@ use thiserror::Error;
 
 /// The firmware's compilation target.
 pub const TARGET: &str = "thumbv7em-none-eabihf";
-/// Instructions per SysTick tick under `-icount shift=0` on the MPS2 boards: QEMU advances
-/// virtual time 1 ns per instruction and SysTick counts the 25 MHz core clock.
-pub const INSTRUCTIONS_PER_TICK: u64 = 40;
 /// How to install what the device tests need (the README's test command,
 /// `scripts/test-all.sh`, does it).
 pub const INSTALL_HINT: &str = "install with `rustup target add thumbv7em-none-eabihf` and \
@@ -29,25 +27,47 @@ pub enum Board {
     An386,
     /// ARM MPS2 with a Cortex-M7 (`mps2-an500`).
     An500,
+    /// Netduino Plus 2: an STM32F405 (Cortex-M4F, 1 MiB flash, 128 KiB SRAM).
+    Netduinoplus2,
 }
 
 impl Board {
-    /// Both boards.
-    pub const ALL: [Board; 2] = [Board::An386, Board::An500];
+    /// The two MPS2 boards, which run one binary (4 MiB of code and of RAM each).
+    pub const MPS2: [Board; 2] = [Board::An386, Board::An500];
 
     /// QEMU's machine name.
     pub fn machine(self) -> &'static str {
         match self {
             Self::An386 => "mps2-an386",
             Self::An500 => "mps2-an500",
+            Self::Netduinoplus2 => "netduinoplus2",
+        }
+    }
+
+    /// The firmware's board feature (its memory map). The MPS2 boards share one.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::An386 | Self::An500 => "mps2-an386",
+            Self::Netduinoplus2 => "netduinoplus2",
         }
     }
 
     /// The board's core.
     pub fn core(self) -> &'static str {
         match self {
-            Self::An386 => "Cortex-M4F",
+            Self::An386 | Self::Netduinoplus2 => "Cortex-M4F",
             Self::An500 => "Cortex-M7",
+        }
+    }
+
+    /// Instructions run in `ticks` SysTick ticks under `-icount shift=0`: QEMU advances
+    /// virtual time 1 ns per instruction, and SysTick counts the core clock, 25 MHz on the
+    /// MPS2 boards (40 instructions a tick, exact) and 168 MHz on the STM32F405 (1000/168
+    /// instructions a tick, rounded).
+    pub fn instructions(self, ticks: u64) -> u64 {
+        match self {
+            Self::An386 | Self::An500 => ticks * 40,
+            Self::Netduinoplus2 => (ticks * 1000 + 84) / 168,
         }
     }
 }
@@ -70,10 +90,10 @@ pub enum DeviceError {
         source: io::Error,
     },
     /// `cargo build` of the firmware failed.
-    #[error("building the firmware ({feature}) failed with {status}:\n{stderr}")]
+    #[error("building the firmware ({board}) failed with {status}:\n{stderr}")]
     Build {
-        /// The configuration feature.
-        feature: String,
+        /// The board feature.
+        board: String,
         /// Cargo's exit status.
         status: ExitStatus,
         /// Cargo's messages.
@@ -179,16 +199,27 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), DeviceError> {
     formats::write_atomic(path, bytes).map_err(io_error(path))
 }
 
-/// Builds the firmware (release) for the configuration `feature` (`edge1`, `edge5`, `paper1`
-/// or `paper5`) with the given model and task files, in `target_dir` (reused across calls, so
-/// rebuilds are incremental), and copies the ELF file to `elf`.
+/// The files a firmware embeds: the model, and the task as `trainer infer` takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct Embedded<'a> {
+    /// The model file (`AWGIM_MODEL`).
+    pub model: &'a Path,
+    /// The support set, a `.npy` of `N K x D` or `N x K x D` (`AWGIM_SUPPORT`).
+    pub support: &'a Path,
+    /// The queries, a `.npy` of `M x D` (`AWGIM_QUERIES`).
+    pub queries: &'a Path,
+}
+
+/// Builds the firmware (release) for `board` with the files `embedded`, in `target_dir`
+/// (reused across calls, so rebuilds are incremental), and copies the ELF file to `elf`. The
+/// sizes come from the model file; a model that cannot run or fit fails the build, and the
+/// error holds the build script's message.
 ///
 /// Builds sharing a target dir must not run concurrently: the ELF is copied from the target
 /// dir's fixed output path.
 pub fn build_firmware(
-    feature: &str,
-    model: &Path,
-    task: &Path,
+    board: Board,
+    embedded: Embedded<'_>,
     target_dir: &Path,
     elf: &Path,
 ) -> Result<(), DeviceError> {
@@ -200,12 +231,14 @@ pub fn build_firmware(
             "--release",
             "--no-default-features",
             "--features",
-            feature,
+            board.feature(),
         ])
         .arg("--target-dir")
         .arg(target_dir)
-        .env("AWGIM_MODEL", model)
-        .env("AWGIM_TASK", task)
+        .env("AWGIM_MODEL", embedded.model)
+        .env("AWGIM_SUPPORT", embedded.support)
+        .env("AWGIM_QUERIES", embedded.queries)
+        .env_remove("AWGIM_MEMORY")
         // The firmware's own .cargo/config.toml sets the target and its linker flags; flags
         // meant for the host must not replace them.
         .env_remove("RUSTFLAGS")
@@ -221,7 +254,7 @@ pub fn build_firmware(
         })?;
     if !output.status.success() {
         return Err(DeviceError::Build {
-            feature: feature.into(),
+            board: board.feature().into(),
             status: output.status,
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
@@ -362,19 +395,21 @@ fn phase(line: &str, name: &str) -> Result<Phase, DeviceError> {
 /// The firmware's printed report (its format is documented in `firmware/src/main.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
-    /// Configuration name (the cargo feature).
-    pub config: String,
+    /// The board feature the firmware was built for.
+    pub board: String,
     /// The sizes as printed (`D, d, heads, N, K, G`).
     pub sizes: formats::Sizes,
     /// Bytes of the embedded model file.
     pub model_bytes: u64,
-    /// Bytes of the embedded task file.
-    pub task_bytes: u64,
+    /// Bytes of the support buffer enrollment fills (a static).
+    pub support_bytes: u64,
     /// Bytes of the engine workspace (a static).
     pub workspace_bytes: u64,
     /// `Model::load` (file checks, CRC, borrowing the weights).
     pub load: Phase,
-    /// `prepare`.
+    /// Enrollment: the support rows arriving one at a time into the buffer.
+    pub enroll: Phase,
+    /// `prepare`, once the last shot is in.
     pub prepare: Phase,
     /// Every query, in order.
     pub queries: Vec<QueryResult>,
@@ -435,12 +470,12 @@ impl Report {
 
         let line = next("awgim-firmware")?;
         let mut words = line.split_whitespace();
-        if words.next() != Some("awgim-firmware") || words.next() != Some("config") {
-            return Err(output_error(line, "expected `awgim-firmware config`"));
+        if words.next() != Some("awgim-firmware") || words.next() != Some("board") {
+            return Err(output_error(line, "expected `awgim-firmware board`"));
         }
-        let config = words
+        let board = words
             .next()
-            .ok_or_else(|| output_error(line, "no configuration name"))?
+            .ok_or_else(|| output_error(line, "no board name"))?
             .to_string();
         let mut size = |key: &str| field::<usize>(line, &mut words, key);
         let sizes = formats::Sizes {
@@ -455,9 +490,10 @@ impl Report {
         let ways = sizes.N;
 
         let model_bytes = keyed(next("model_bytes")?, "model_bytes")?;
-        let task_bytes = keyed(next("task_bytes")?, "task_bytes")?;
+        let support_bytes = keyed(next("support_bytes")?, "support_bytes")?;
         let workspace_bytes = keyed(next("workspace_bytes")?, "workspace_bytes")?;
         let load = phase(next("load")?, "load")?;
+        let enroll = phase(next("enroll")?, "enroll")?;
         let prepare = phase(next("prepare")?, "prepare")?;
 
         let mut queries = Vec::with_capacity(query_count);
@@ -507,12 +543,13 @@ impl Report {
             return Err(output_error(line, "expected `done`"));
         }
         Ok(Self {
-            config,
+            board,
             sizes,
             model_bytes,
-            task_bytes,
+            support_bytes,
             workspace_bytes,
             load,
+            enroll,
             prepare,
             queries,
             stack_high_water_bytes,
@@ -574,11 +611,12 @@ mod tests {
     use super::*;
 
     const OUTPUT: &str = "\
-awgim-firmware config edge5 D 64 d 32 heads 4 N 5 K 5 G 64 queries 2
+awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 2
 model_bytes 1000
-task_bytes 200
+support_bytes 200
 workspace_bytes 48000
 load ticks 10 stack_bytes 4096
+enroll ticks 5 stack_bytes 500
 prepare ticks 20 stack_bytes 1000
 query 0 class 1 ticks 30 stack_bytes 800 logits 3f800000 40000000 bf000000 00000000 80000000 decimal 1 2 -0.5 0 -0
 query 1 class 0 ticks 31 stack_bytes 808 logits 3dcccccd 00000000 00000000 00000000 00000000 decimal 0.1 0 0 0 0
@@ -589,12 +627,12 @@ done
     #[test]
     fn parses_the_documented_report() {
         let report = Report::parse(OUTPUT).unwrap();
-        assert_eq!(report.config, "edge5");
+        assert_eq!(report.board, "mps2-an386");
         assert_eq!(report.sizes, formats::ModelConfig::edge(5).sizes());
         assert_eq!(
             (
                 report.model_bytes,
-                report.task_bytes,
+                report.support_bytes,
                 report.workspace_bytes
             ),
             (1000, 200, 48000)
@@ -607,11 +645,17 @@ done
             }
         );
         assert_eq!(
-            report.prepare,
-            Phase {
-                ticks: 20,
-                stack_bytes: 1000
-            }
+            (report.enroll, report.prepare),
+            (
+                Phase {
+                    ticks: 5,
+                    stack_bytes: 500
+                },
+                Phase {
+                    ticks: 20,
+                    stack_bytes: 1000
+                }
+            )
         );
         assert_eq!(report.queries[1].stack_bytes, 808);
         assert_eq!(report.queries.len(), 2);
