@@ -34,6 +34,8 @@ pub enum Board {
 impl Board {
     /// The two MPS2 boards, which run one binary (4 MiB of code and of RAM each).
     pub const MPS2: [Board; 2] = [Board::An386, Board::An500];
+    /// Every board.
+    pub const ALL: [Board; 3] = [Board::An386, Board::An500, Board::Netduinoplus2];
 
     /// QEMU's machine name.
     pub fn machine(self) -> &'static str {
