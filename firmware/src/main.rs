@@ -10,13 +10,13 @@
 //! awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 10
 //! model_bytes 149636
 //! support_bytes 6400
-//! workspace_bytes 37716
-//! load ticks 26041 stack_bytes 3792
-//! enroll ticks 100 stack_bytes 500
-//! prepare ticks 51379 stack_bytes 2144
-//! query 0 class 2 ticks 1534 stack_bytes 1920 logits 4009e746 405cef31 ... decimal 2.1547408 3.452099 ...
+//! workspace_bytes 38844
+//! load ticks 25991 stack_bytes 3132
+//! enroll ticks 153 stack_bytes 1228
+//! prepare ticks 52118 stack_bytes 1672
+//! query 0 class 2 ticks 1526 stack_bytes 1376 logits 4009e746 405cef31 ... decimal 2.1547408 3.452099 ...
 //! ...
-//! stack_high_water_bytes 3792
+//! stack_high_water_bytes 3132
 //! done
 //! ```
 //!

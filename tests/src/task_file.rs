@@ -1,6 +1,7 @@
-//! The task file the firmware embeds: a support set and queries as raw little-endian `f32`
-//! after a 64-byte header (the layout is documented in `firmware/src/task.rs` and
-//! `tests/golden/README.md`).
+//! The golden set's task file: a support set and queries as raw little-endian `f32` after a
+//! 64-byte header (the layout is documented in `tests/golden/README.md`). The firmware and
+//! `trainer infer` take a task as two `.npy` files instead; the device tests write those from
+//! this.
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |
