@@ -93,8 +93,6 @@ pub const PAPER_5SHOT: Sizes = ModelConfig::paper(5).sizes();
 pub const EDGE_1SHOT: Sizes = ModelConfig::edge(1).sizes();
 /// Sizes of [`Edge5Shot`]: the edge configuration, 5-way 5-shot ([`ModelConfig::edge`]).
 pub const EDGE_5SHOT: Sizes = ModelConfig::edge(5).sizes();
-/// The sizes this crate has type aliases for, the ones hosts and firmware compile.
-pub const COMPILED: [Sizes; 4] = [PAPER_1SHOT, PAPER_5SHOT, EDGE_1SHOT, EDGE_5SHOT];
 
 /// Queries per batch in the paper workspaces: AWGIM's 15 queries per class, so a 5-way task's
 /// 75 queries are 5 full batches (and 15 is a whole number of the kernels' 5-column tiles).
