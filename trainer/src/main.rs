@@ -273,10 +273,19 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         "training: {} steps, {} skipped (non-finite), {:.1} tasks/s",
         report.steps, report.skipped, report.tasks_per_second
     );
-    println!(
-        "best validation: {} at step {} ({} tasks)",
-        report.best_validation, report.best_step, report.best_validation.tasks
-    );
+    let model = if settings.train_on_val {
+        println!(
+            "model: the last step, {} (--train-on-val: no validation)",
+            report.best_step
+        );
+        "the last step"
+    } else {
+        println!(
+            "best validation: {} at step {} ({} tasks)",
+            report.best_validation, report.best_step, report.best_validation.tasks
+        );
+        "best validation"
+    };
     println!(
         "test ({} tasks, {}-way {}-shot, {EVAL_QUERIES} queries/class): {}",
         report.test.model.len(),
@@ -285,7 +294,7 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         report.test.report()
     );
     println!(
-        "wrote {} (best validation), {}, {}, {}",
+        "wrote {} ({model}), {}, {}, {}",
         report.model_path.display(),
         settings.checkpoint_path().display(),
         settings.curves_path("csv").display(),
