@@ -728,12 +728,16 @@ fn sigma_from(u: Tensor, offset: f32) -> Tensor {
 }
 
 /// How the reference initialises a parameter.
+#[derive(Debug)]
 enum Init {
     /// All ones (layer-norm gains).
     One,
-    /// All zeros (layer-norm biases; `G2mu` of prototype weights, so that the untrained
-    /// model is nearest class mean; the feature centre until the data sets it).
+    /// All zeros (layer-norm biases; the feature centre until the data sets it).
     Zero,
+    /// Drawn as the inner initialisation, then set to zero: `G2mu` of prototype weights (the
+    /// untrained model is nearest class mean, and every other parameter gets the draws it
+    /// gets in the paper's model).
+    Drawn(&'static Init),
     /// One value everywhere (the cosine logits' scale).
     Value(f32),
     /// Normal with standard deviation `d^-1/2` (attention projections).
@@ -748,10 +752,13 @@ enum Init {
 impl Init {
     /// The initialisation of the parameter `name` of a model with the classifier `classifier`.
     fn of(name: &str, classifier: Classifier) -> Init {
-        if name == FEATURE_CENTER
-            || (name == GENERATOR.g2_mu && classifier.weights == WeightsKind::Prototype)
-        {
+        if name == FEATURE_CENTER {
             return Init::Zero;
+        }
+        if name == GENERATOR.g2_mu && classifier.weights == WeightsKind::Prototype {
+            return Init::Drawn(&Init::Glorot {
+                fan_out_factor: 2.0,
+            });
         }
         if name == LOGIT_SCALE {
             return Init::Value(INITIAL_LOGIT_SCALE);
@@ -776,6 +783,39 @@ impl Init {
     }
 }
 
+impl Init {
+    /// Values of a parameter of `shape` (`d` the latent size), drawn from `rng`.
+    fn values(&self, shape: &[usize], d: f32, rng: &mut impl Rng) -> Vec<f32> {
+        let numel: usize = shape.iter().product();
+        match self {
+            Init::One => vec![1.0; numel],
+            Init::Zero => vec![0.0; numel],
+            Init::Value(v) => vec![*v; numel],
+            Init::Drawn(inner) => {
+                let mut values = inner.values(shape, d, rng);
+                values.iter_mut().for_each(|v| *v = 0.0);
+                values
+            }
+            Init::Normal => {
+                let std = d.powf(-0.5);
+                (0..numel)
+                    .map(|_| {
+                        let x: f32 = StandardNormal.sample(rng);
+                        std * x
+                    })
+                    .collect()
+            }
+            Init::Glorot { fan_out_factor } => {
+                // Dense layers are `[in, out]`.
+                let fan_in = shape.first().copied().unwrap_or(1) as f32;
+                let fan_out = shape.get(1).copied().unwrap_or(1) as f32 * fan_out_factor;
+                let limit = (6.0 / (fan_in + fan_out)).sqrt();
+                (0..numel).map(|_| rng.gen_range(-limit..limit)).collect()
+            }
+        }
+    }
+}
+
 /// Initial values of every training parameter of `config`, as in the reference:
 /// Glorot-uniform dense layers (G2 counted as one `G x 2D` layer), attention projections
 /// normal with standard deviation `d^-1/2`, layer-norm gain 1 and bias 0. Drawn in
@@ -787,28 +827,7 @@ pub fn init_params(config: &ModelConfig, rng: &mut impl Rng) -> Vec<(String, Vec
     formats::expected_tensors(config, FileKind::Training)
         .map(|spec| {
             let shape: Vec<usize> = spec.shape.iter().map(|&s| s as usize).collect();
-            let numel: usize = shape.iter().product();
-            let values: Vec<f32> = match Init::of(spec.name, config.classifier) {
-                Init::One => vec![1.0; numel],
-                Init::Zero => vec![0.0; numel],
-                Init::Value(v) => vec![v; numel],
-                Init::Normal => {
-                    let std = d.powf(-0.5);
-                    (0..numel)
-                        .map(|_| {
-                            let x: f32 = StandardNormal.sample(rng);
-                            std * x
-                        })
-                        .collect()
-                }
-                Init::Glorot { fan_out_factor } => {
-                    // Dense layers are `[in, out]`.
-                    let fan_in = shape.first().copied().unwrap_or(1) as f32;
-                    let fan_out = shape.get(1).copied().unwrap_or(1) as f32 * fan_out_factor;
-                    let limit = (6.0 / (fan_in + fan_out)).sqrt();
-                    (0..numel).map(|_| rng.gen_range(-limit..limit)).collect()
-                }
-            };
+            let values = Init::of(spec.name, config.classifier).values(&shape, d, rng);
             (spec.name.to_string(), values)
         })
         .collect()
