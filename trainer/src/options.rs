@@ -5,8 +5,11 @@
 //! 1e-3 (5-shot), x0.2 every 15,000 steps, weight decay 1e-6, clipping 0.1 / 0.1, dropout
 //! 0.3, Q = 15, loss weights 1 / 0.001 / 0.001. Two things differ by default so that a
 //! plain `trainer --shots 5` finishes in minutes on two CPU cores: the number of steps and
-//! the batch size, and the latent sizes (d = 32, the edge configuration). `--paper` selects
-//! the paper's run: 50,000 steps, batch 64 (1-shot) or 32 (5-shot), d = 128, G = 256.
+//! the batch size, and the latent sizes (d = 32, the edge configuration). Beyond the paper,
+//! the default classifier centres and normalises the features, adds the generated weights to
+//! the normalised class prototype and takes cosine logits (`--features`, `--weights`,
+//! `--logits`; docs/training.md, "Beyond the paper"). `--paper` selects the paper's run: its
+//! classifier, 50,000 steps, batch 64 (1-shot) or 32 (5-shot), d = 128, G = 256.
 
 use std::path::PathBuf;
 
@@ -128,7 +131,8 @@ pub struct TrainArgs {
     /// The model file to write (the best validation checkpoint).
     #[arg(long, default_value = "awgim.model")]
     pub out: PathBuf,
-    /// The paper's schedule and sizes (see above).
+    /// The paper's model, schedule and sizes: raw features, generated weights and dot-product
+    /// logits, 50,000 steps, batch 64 (1-shot) or 32, d = 128, G = 256.
     #[arg(long)]
     pub paper: bool,
     /// Latent dimension d [default: 32; 128 with --paper].
