@@ -84,9 +84,11 @@ pub fn mul_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
     b: &Mat<'_, K, CB>,
     c: &mut MatMut<'_, M, CC>,
 ) {
+    let n = b.ncols().value().min(c.ncols().value());
     product::<M, K, false>(
         a.nrows(),
         a.ncols(),
+        n,
         a.as_slice(),
         b.as_slice(),
         c.as_mut_slice(),
@@ -99,9 +101,11 @@ pub fn mul_add_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
     b: &Mat<'_, K, CB>,
     c: &mut MatMut<'_, M, CC>,
 ) {
+    let n = b.ncols().value().min(c.ncols().value());
     product::<M, K, true>(
         a.nrows(),
         a.ncols(),
+        n,
         a.as_slice(),
         b.as_slice(),
         c.as_mut_slice(),
@@ -115,9 +119,11 @@ pub fn tr_mul_to<K: Dim, M: Dim, CB: Dim, CC: Dim>(
     b: &Mat<'_, K, CB>,
     c: &mut MatMut<'_, M, CC>,
 ) {
+    let n = b.ncols().value().min(c.ncols().value());
     tr_product::<K, M>(
         a.nrows(),
         a.ncols(),
+        n,
         a.as_slice(),
         b.as_slice(),
         c.as_mut_slice(),
@@ -131,15 +137,22 @@ fn columns<const R: usize>(data: &[f32]) -> &[[f32; R]] {
     bytemuck::try_cast_slice(&data[..whole]).unwrap_or_default()
 }
 
-/// `c (+)= a b` over columns: `a` has `k` columns of `m`, `b` (columns of `k`) and `c`
-/// (columns of `m`) as many columns as the shorter. Column tiles of [`TILE_COLS`], then of 4,
-/// 3 and 2 (those narrower than `TILE_COLS`), then lone columns.
-fn product<M: Dim, K: Dim, const ADD: bool>(m: M, k: K, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// `c (+)= a b` over the first `n` columns: `a` has `k` columns of `m`, `b` has columns of
+/// `k` and `c` of `m`, at least `n` each (the matrices' column counts, so a constant where
+/// those are). Column tiles of [`TILE_COLS`], then of 4, 3 and 2 (those narrower than
+/// `TILE_COLS`), then lone columns.
+fn product<M: Dim, K: Dim, const ADD: bool>(
+    m: M,
+    k: K,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) {
     let (rows, depth) = (m.value(), k.value());
     if rows == 0 || depth == 0 || a.len() < rows * depth {
         return;
     }
-    let n = (b.len() / depth).min(c.len() / rows);
     let mut j = column_tiles::<M, K, TILE_COLS, ADD>(m, k, a, b, c, 0, n);
     if TILE_COLS > 4 {
         j = column_tiles::<M, K, 4, ADD>(m, k, a, b, c, j, n);
@@ -290,15 +303,14 @@ fn row<M: Dim, K: Dim, const NR: usize, const ADD: bool>(
     }
 }
 
-/// `c = aᵀ b`: `a` has `m` columns of `k`, `b` (columns of `k`) and `c` (columns of `m`) as
-/// many columns as the shorter. Tiles of [`DOT_B`] columns of `b`, then of 4 and 2 (those
+/// `c = aᵀ b` over the first `n` columns: `a` has `m` columns of `k`, `b` columns of `k` and
+/// `c` of `m`, at least `n` each. Tiles of [`DOT_B`] columns of `b`, then of 4 and 2 (those
 /// narrower than `DOT_B`), then 1.
-fn tr_product<K: Dim, M: Dim>(k: K, m: M, a: &[f32], b: &[f32], c: &mut [f32]) {
+fn tr_product<K: Dim, M: Dim>(k: K, m: M, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (depth, rows) = (k.value(), m.value());
     if rows == 0 || depth == 0 {
         return;
     }
-    let n = (b.len() / depth).min(c.len() / rows);
     let mut j = dot_tiles::<K, M, DOT_B>(k, m, a, b, c, 0, n);
     if DOT_B > 4 {
         j = dot_tiles::<K, M, 4>(k, m, a, b, c, j, n);
