@@ -8,10 +8,10 @@
 // Sizes are AWGIM.md's letters, where `D` and `d` are different sizes.
 #![allow(non_snake_case)]
 
+use autodiff::{AdamWConfig, Backend, TrainStep};
 use formats::{FileKind, ModelConfig, Sizes};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use autodiff::{AdamWConfig, Backend, TrainStep};
 use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, TrainOptions};
 use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
 use trainer::evaluate::{argmax, CompiledEval};
