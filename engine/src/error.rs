@@ -77,8 +77,9 @@ pub enum EngineError {
     #[error("model uses the MLP encoder ablation; the engine supports the attention encoder only")]
     MlpEncoder,
     /// The model's classifier is not the paper's (centred features, prototype weights or
-    /// cosine logits), which this engine does not implement yet.
-    #[error("model uses the classifier {0:?}; the engine supports the paper's classifier only")]
+    /// cosine logits) and the model has compiled sizes: their buffers are only in a
+    /// [`crate::DynModel`]'s workspace, which runs every classifier.
+    #[error("model uses the classifier {0:?}; compiled-size models run the paper's classifier only (use DynModel)")]
     Classifier(formats::Classifier),
     /// An input feature is NaN or infinite.
     #[error("{input} feature [{row}][{column}] is not finite")]

@@ -62,6 +62,47 @@ pub const fn workspace_len(sizes: Sizes, batch: usize) -> usize {
     total
 }
 
+/// The f32 values a [`crate::DynModel`] whose classifier is not the paper's needs past
+/// [`workspace_len`] ([`ClassifierScratch`]): the paper's workspace does not grow.
+pub(crate) const fn classifier_len(s: Sizes, b: usize) -> usize {
+    let Sizes { D, N, K, G, .. } = s;
+    D * N * K + D * N + D * b + D * N + G * N
+}
+
+/// Buffers of the classifier variants beyond the paper (`formats::Classifier`), present only
+/// when the model's classifier is not the paper's.
+pub(crate) struct ClassifierScratch<'w, S: Dims, B: Dim> {
+    /// The support features as the model sees them (centred and normalised, or copied).
+    pub support: MatMut<'w, S::D, S::NK>,
+    /// The normalised class prototypes `p[i] / |p[i]|` (prototype weights; set by `prepare`).
+    pub prototypes: MatMut<'w, S::D, S::N>,
+    /// The queries of a batch as the model sees them.
+    pub queries: MatMut<'w, S::D, B>,
+    /// The weights `W[i]` of one query (cosine logits).
+    pub weights: MatMut<'w, S::D, S::N>,
+    /// The generator hidden columns `h_i` of one query (cosine logits).
+    pub hidden: MatMut<'w, S::G, S::N>,
+}
+
+impl<'w, S: Dims, B: Dim> ClassifierScratch<'w, S, B> {
+    /// The buffers over `arena` (at least [`classifier_len`] values).
+    fn in_arena(arena: &'w mut [f32], s: S, b: B) -> Option<Self> {
+        let (D, n, nk) = (s.D(), s.N(), s.NK());
+        let (support, rest) = arena.split_at_mut_checked(D.value() * nk.value())?;
+        let (prototypes, rest) = rest.split_at_mut_checked(D.value() * n.value())?;
+        let (queries, rest) = rest.split_at_mut_checked(D.value() * b.value())?;
+        let (weights, rest) = rest.split_at_mut_checked(D.value() * n.value())?;
+        let (hidden, _) = rest.split_at_mut_checked(s.G().value() * n.value())?;
+        Some(Self {
+            support: MatMut::from_slice(support, D, nk)?,
+            prototypes: MatMut::from_slice(prototypes, D, n)?,
+            queries: MatMut::from_slice(queries, D, b)?,
+            weights: MatMut::from_slice(weights, D, n)?,
+            hidden: MatMut::from_slice(hidden, s.G(), n)?,
+        })
+    }
+}
+
 /// What `prepare` computes once per support set and every query reuses.
 pub(crate) struct Prepared<'w, S: Dims> {
     /// `ca_ap` keys `Wk s` of every support column (all heads stacked), transposed: one row
@@ -125,6 +166,8 @@ pub(crate) struct Parts<'w, S: Dims, B: Dim> {
     pub queries: QueryScratch<'w, S, B>,
     /// Generator hidden columns `h_i` for [`crate::Task::generated_weights`].
     pub hidden: MatMut<'w, S::G, S::N>,
+    /// The classifier variants' buffers (`None` for the paper's classifier).
+    pub classifier: Option<ClassifierScratch<'w, S, B>>,
 }
 
 impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
@@ -162,15 +205,19 @@ impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
                 y: MatMut::from_slice(y, g, b)?,
             },
             hidden: MatMut::from_slice(g_hidden, g, n)?,
+            classifier: None,
         })
     }
 
-    /// `arena` cut into the buffers for the sizes `s` and batch `b`; `None` if it is shorter
-    /// than [`workspace_len`] (values past that are unused).
-    pub fn in_arena(arena: &'w mut [f32], s: S, b: B) -> Option<Self> {
-        if arena.len() < workspace_len(s.sizes(), b.value()) {
-            return None;
-        }
+    /// `arena` cut into the buffers for the sizes `s` and batch `b`, with the
+    /// [`ClassifierScratch`] after them when `classifier` is set; `None` if it is shorter than
+    /// [`workspace_len`] (plus [`classifier_len`]; values past that are unused).
+    pub fn in_arena(arena: &'w mut [f32], s: S, b: B, classifier: bool) -> Option<Self> {
+        let (arena, extra) = arena.split_at_mut_checked(workspace_len(s.sizes(), b.value()))?;
+        let classifier = match classifier {
+            true => Some(ClassifierScratch::in_arena(extra, s, b)?),
+            false => None,
+        };
         let mut rest = arena;
         let slices = lengths(s.sizes(), b.value()).map(|n| {
             let whole = core::mem::take(&mut rest);
@@ -178,7 +225,9 @@ impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
             rest = tail;
             head
         });
-        Self::new(slices, s, b)
+        let mut parts = Self::new(slices, s, b)?;
+        parts.classifier = classifier;
+        Some(parts)
     }
 }
 

@@ -5,11 +5,17 @@
 //! trained model: 100 tasks with 15 queries per class. Bound: maximum absolute logit
 //! difference 1e-4, and the same predicted class wherever the top two logits differ by more
 //! than 1e-3. The observed maximum is printed (`-- --nocapture`).
+//!
+//! Beyond the paper, the same for the classifier variants the trainer writes, edge sizes
+//! K = 1 and 5: the default (centred L2 features, prototype weights, cosine logits), prototype
+//! weights with dot logits on raw features, and generated weights with cosine logits. Their
+//! feature centre is the training split's mean, and their random-init `G2mu` is drawn (the
+//! trainer's init zeroes it for prototype weights, which would leave the generator untested).
 // Sizes are AWGIM.md's letters, where `D` and `d` are different sizes.
 #![allow(non_snake_case)]
 
 use autodiff::{AdamWConfig, Backend, TrainStep};
-use formats::{FileKind, ModelConfig, Sizes};
+use formats::{Classifier, FeatureNorm, FileKind, LogitsKind, ModelConfig, Sizes, WeightsKind};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use trainer::awgim::{self, input, BatchShape, GeneratorRows, LossWeights, TrainOptions};
@@ -61,6 +67,14 @@ fn briefly_trained(
         Backend::Cpu,
     )
     .unwrap();
+    // The feature centre is a graph input, not a trained parameter.
+    let center = params
+        .iter()
+        .find(|(name, _)| name == input::CENTER)
+        .cloned();
+    if let Some((name, values)) = &center {
+        step.set_input(name, values).unwrap();
+    }
     let spec = EpisodeSpec {
         n_way: n,
         k_shot: k,
@@ -87,7 +101,8 @@ fn briefly_trained(
             .unwrap();
         assert!(!step.step(s).unwrap().skipped);
     }
-    let trained = step.params().unwrap();
+    let mut trained = step.params().unwrap();
+    trained.extend(center);
     assert_ne!(trained, params, "training changed nothing");
     trained
 }
@@ -159,7 +174,21 @@ fn compare(config: &ModelConfig, data: &Dataset, params: &[(String, Vec<f32>)]) 
 
 fn check(config: ModelConfig, name: &str) {
     let data = dataset(config.sizes().D);
-    let init = awgim::init_params(&config, &mut Xoshiro256PlusPlus::seed_from_u64(1));
+    let mut init = awgim::init_params(&config, &mut Xoshiro256PlusPlus::seed_from_u64(1));
+    // The classifier variants: the centre from the data, a drawn G2mu (see the module doc).
+    let paper = ModelConfig {
+        classifier: Classifier::PAPER,
+        ..config
+    };
+    let drawn = awgim::init_params(&paper, &mut Xoshiro256PlusPlus::seed_from_u64(1));
+    for (name, values) in &mut init {
+        if name == input::CENTER {
+            *values = data.split(SplitKind::Train).mean();
+        } else if name == "gen.g2_mu" {
+            let (_, g2_mu) = drawn.iter().find(|(n, _)| n == name).unwrap();
+            values.clone_from(g2_mu);
+        }
+    }
     let trained = briefly_trained(&config, &data, init.clone());
     for (label, params) in [("random-init", &init), ("trained", &trained)] {
         let o = compare(&config, &data, params);
@@ -195,4 +224,75 @@ fn parity_paper_one_shot() {
 #[test]
 fn parity_paper_five_shot() {
     check(ModelConfig::paper(5), "paper 5-shot");
+}
+
+/// The edge configuration with the classifier `features`, `weights`, `logits`.
+fn edge_with(
+    shots: u32,
+    features: FeatureNorm,
+    weights: WeightsKind,
+    logits: LogitsKind,
+) -> ModelConfig {
+    ModelConfig {
+        classifier: Classifier {
+            features,
+            weights,
+            logits,
+        },
+        ..ModelConfig::edge(shots)
+    }
+}
+
+/// The trainer's default classifier: centred L2 features, prototype weights, cosine logits.
+fn edge_default(shots: u32) -> ModelConfig {
+    edge_with(
+        shots,
+        FeatureNorm::CenteredL2,
+        WeightsKind::Prototype,
+        LogitsKind::Cosine,
+    )
+}
+
+#[test]
+fn parity_default_classifier_one_shot() {
+    check(edge_default(1), "edge 1-shot, default classifier");
+}
+
+#[test]
+fn parity_default_classifier_five_shot() {
+    check(edge_default(5), "edge 5-shot, default classifier");
+}
+
+#[test]
+fn parity_prototype_dot_one_shot() {
+    let config = edge_with(1, FeatureNorm::Raw, WeightsKind::Prototype, LogitsKind::Dot);
+    check(config, "edge 1-shot, raw + prototype + dot");
+}
+
+#[test]
+fn parity_prototype_dot_five_shot() {
+    let config = edge_with(5, FeatureNorm::Raw, WeightsKind::Prototype, LogitsKind::Dot);
+    check(config, "edge 5-shot, raw + prototype + dot");
+}
+
+#[test]
+fn parity_generated_cosine_one_shot() {
+    let config = edge_with(
+        1,
+        FeatureNorm::Raw,
+        WeightsKind::Generated,
+        LogitsKind::Cosine,
+    );
+    check(config, "edge 1-shot, raw + generated + cosine");
+}
+
+#[test]
+fn parity_generated_cosine_five_shot() {
+    let config = edge_with(
+        5,
+        FeatureNorm::Raw,
+        WeightsKind::Generated,
+        LogitsKind::Cosine,
+    );
+    check(config, "edge 5-shot, raw + generated + cosine");
 }

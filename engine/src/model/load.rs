@@ -126,7 +126,11 @@ fn weight<'a, R: Dim, C: Dim>(
 }
 
 /// A vector of `w` values borrowed in place.
-fn vector<'a>(file: &ModelFile<'a>, name: &str, w: usize) -> Result<&'a [f32], EngineError> {
+pub(crate) fn vector<'a>(
+    file: &ModelFile<'a>,
+    name: &str,
+    w: usize,
+) -> Result<&'a [f32], EngineError> {
     let data = file.tensor(name)?;
     if data.len() != w {
         return Err(shape_error(name, w, data.len()));

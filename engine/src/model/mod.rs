@@ -30,6 +30,27 @@
 //! K = 1), nearly all in the two encoders and the two self-attention blocks over the N K
 //! support examples.
 //!
+//! Beyond the paper (the file's [`Classifier`], run by [`DynModel`] only: its workspace
+//! holds their buffers past the paper's, and the compiled-size [`Model`]'s workspace stays
+//! the paper's size, so [`Model::load`] refuses them with [`EngineError::Classifier`]), as the
+//! trainer's evaluation graph computes them, with `n(v) = v / sqrt(|v|^2 + 1e-12)`:
+//! - centred features: every support row and query is replaced by `n(x - c)` before
+//!   anything else (into workspace scratch), `c` the file's `feat.center`; 3 D operations a
+//!   row (D = 640: 1,920 per query);
+//! - prototype weights: `prepare` takes `p_i = n(mean of class i's support rows)` (as the model
+//!   sees them) once; `W[i] = p_i + G2mu h_i`;
+//! - dot logits with prototype weights: `l[i] = x . p_i + h_i . (G2muᵀ x)` without forming
+//!   `W`: N D more per query (paper sizes 3,200, +0.9%);
+//! - cosine logits: `l[i] = s x . W[i] / sqrt(|W[i]|^2 + 1e-12)` with the file's
+//!   `logit_scale` `s`. The norm needs `W`, so it is formed per query (the kernel of
+//!   `generated_weights`): N G D for `G2mu [h_0 .. h_N-1]`, N D for the prototypes and 2 N D
+//!   for the two dots, in place of `G2muᵀ x` (G D, skipped) and the N G logit dot. Paper sizes:
+//!   1,031,168 multiply-adds a query for K = 5 (2.8x the paper's 367,488; with centred
+//!   features 1,920 more). Computing `|W[i]|^2` without `W`
+//!   (`h_iᵀ (G2muᵀ G2mu) h_i + 2 p_i . G2mu h_i + |p_i|^2`) needs the G x G Gram matrix,
+//!   `G^2 D` to form (42 M at paper sizes, once per model) and N G^2 a query (327,680): not
+//!   done, a second code path whose Gram matrix a model file does not hold.
+//!
 //! Not done: folding `Wq` into the `ca_ap` keys (`(Wq_j q)ᵀ (Wk_j s) = qᵀ (Wq_jᵀ Wk_j s)`)
 //! replaces `Wq q` and the scores (19,584 multiply-adds per query for K = 5) by h N K d =
 //! 12,800, but costs N K d^2 = 409,600 more in `prepare`. By these counts it is a loss below
@@ -39,8 +60,11 @@
 
 mod load;
 
-use formats::tensors::{CA_AP, GENERATOR, SA_AP, SA_CP};
-use formats::{Classifier, EncoderKind, LayerNormKind, ModelFile, Sizes};
+use core::slice::ChunksExact;
+use formats::tensors::{CA_AP, FEATURE_CENTER, GENERATOR, LOGIT_SCALE, SA_AP, SA_CP};
+use formats::{
+    Classifier, EncoderKind, FeatureNorm, LayerNormKind, LogitsKind, ModelFile, Sizes, WeightsKind,
+};
 use nalgebra::{Const, Dim, Dyn, MatrixViewMut};
 
 use crate::dims::{Dims, Dynamic, Fixed};
@@ -48,7 +72,9 @@ use crate::error::{EngineError, Input, Stage};
 use crate::ops::attention::{self, head};
 use crate::ops::linear::{mul_add_to, mul_to, tr_mul_to};
 use crate::ops::{all_finite, relu_sum_dot, Mat, MatMut};
-use crate::workspace::{Parts, Prepared, QueryScratch, SupportScratch, Workspace};
+use crate::workspace::{
+    ClassifierScratch, Parts, Prepared, QueryScratch, SupportScratch, Workspace,
+};
 use load::{Block, Encoders, Generator};
 
 /// An AWGIM model whose weights are borrowed, without a copy, from a model file in memory.
@@ -65,6 +91,41 @@ pub struct Awgim<'a, S: Dims> {
     generator: Generator<'a, S>,
     /// `1 / sqrt(d / h)`.
     scale: f32,
+    /// The file's classifier ([`Classifier::PAPER`] unless the file says otherwise).
+    classifier: Classifier,
+    /// The feature centre `c` ([`FeatureNorm::CenteredL2`]).
+    center: Option<&'a [f32]>,
+    /// The cosine logits' scale `s` ([`LogitsKind::Cosine`]).
+    logit_scale: Option<f32>,
+}
+
+/// The epsilon of every L2 normalisation, as the trainer's: `x / sqrt(|x|^2 + eps)`.
+const NORM_EPSILON: f32 = 1e-12;
+
+/// Each column of `columns` (`width` values each) divided by `sqrt(|column|^2 + eps)`.
+fn l2_normalise(columns: &mut [f32], width: usize) {
+    for column in columns.chunks_exact_mut(width.max(1)) {
+        let norm = libm::sqrtf(column.iter().map(|v| v * v).sum::<f32>() + NORM_EPSILON);
+        for v in column {
+            *v /= norm;
+        }
+    }
+}
+
+/// The generator hidden columns of one query, `h_i = relu(G1[0..d] c_bar[i] + G1[d..2d] a(x))`,
+/// into `hidden` (`g` values a column) from the class halves `contexts` and `ga` (its first
+/// `g` values).
+fn hidden_columns(hidden: &mut [f32], g: usize, contexts: ChunksExact<'_, f32>, ga: &[f32]) {
+    for (h_i, context) in hidden.chunks_exact_mut(g.max(1)).zip(contexts) {
+        for ((hidden, &c), &a) in h_i.iter_mut().zip(context).zip(ga) {
+            *hidden = (c + a).max(0.0);
+        }
+    }
+}
+
+/// `a . b`.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The model compiled for fixed sizes: `D` features, latent `d`, `h` heads, `N` ways, `K`
@@ -246,6 +307,11 @@ impl<
             ("generator_hidden", compiled.G, found.G),
         ];
         Self::check_variant(&file)?;
+        // The variants' buffers are only in a DynModel's workspace (the compiled workspaces
+        // stay the paper's size).
+        if file.config().classifier != Classifier::PAPER {
+            return Err(EngineError::Classifier(file.config().classifier));
+        }
         for (field, expected, found) in sizes {
             if expected != found {
                 let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -289,8 +355,15 @@ impl<'a> DynModel<'a> {
     }
 
     /// The f32 values of the workspace [`Self::prepare`] needs for `batch` queries at a time.
+    /// The paper's classifier needs [`crate::workspace_len`]; the variants need room for
+    /// their normalised features, prototypes and weights as well.
     pub fn workspace_len(&self, batch: usize) -> usize {
-        crate::workspace_len(self.dims.sizes(), batch.max(1))
+        let (sizes, batch) = (self.dims.sizes(), batch.max(1));
+        let extra = match self.classifier == Classifier::PAPER {
+            true => 0,
+            false => crate::workspace::classifier_len(sizes, batch),
+        };
+        crate::workspace_len(sizes, batch) + extra
     }
 
     /// [`Model::prepare`] with the workspace in `workspace` (at least
@@ -304,7 +377,8 @@ impl<'a> DynModel<'a> {
     ) -> Result<DynTask<'m, 'w, 'a>, EngineError> {
         let needed = self.workspace_len(batch);
         let found = workspace.len();
-        let parts = Parts::in_arena(workspace, self.dims, Dyn(batch.max(1)))
+        let variant = self.classifier != Classifier::PAPER;
+        let parts = Parts::in_arena(workspace, self.dims, Dyn(batch.max(1)), variant)
             .ok_or(EngineError::Workspace { needed, found })?;
         let expected = self.dims.NK().value() * self.dims.D().value();
         if support.len() != expected {
@@ -333,16 +407,25 @@ impl<'a, S: Dims> Awgim<'a, S> {
         if config.encoder == EncoderKind::Mlp {
             return Err(EngineError::MlpEncoder);
         }
-        if config.classifier != Classifier::PAPER {
-            return Err(EngineError::Classifier(config.classifier));
-        }
         Ok(())
     }
 
     /// Borrows the typed parameters of `file` for the sizes `dims`.
     fn borrow(file: &ModelFile<'a>, dims: S) -> Result<Self, EngineError> {
         let epsilon = file.config().ln_epsilon;
-        let Sizes { d, h, .. } = dims.sizes();
+        let classifier = file.config().classifier;
+        let Sizes { D, d, h, .. } = dims.sizes();
+        let center = match classifier.features {
+            FeatureNorm::Raw => None,
+            FeatureNorm::CenteredL2 => Some(load::vector(file, FEATURE_CENTER, D)?),
+        };
+        let logit_scale = match classifier.logits {
+            LogitsKind::Dot => None,
+            LogitsKind::Cosine => match load::vector(file, LOGIT_SCALE, 1)? {
+                [scale] => Some(*scale),
+                _ => None,
+            },
+        };
         Ok(Self {
             dims,
             encoders: Encoders::load(file, dims)?,
@@ -351,6 +434,9 @@ impl<'a, S: Dims> Awgim<'a, S> {
             sa_cp: Block::load(file, dims, &SA_CP, epsilon)?,
             generator: Generator::load(file, dims, &GENERATOR)?,
             scale: 1.0 / libm::sqrtf((d / h) as f32),
+            classifier,
+            center,
+            logit_scale,
         })
     }
 
@@ -371,17 +457,25 @@ impl<'a, S: Dims> Awgim<'a, S> {
         let s = self.dims;
         let Sizes { h, N, K, .. } = s.sizes();
         check_finite(support, s.D().value(), Input::Support, 0)?;
-        let support = Mat::from_slice(support, s.D(), s.NK()).ok_or(EngineError::InputLength {
+        let length_error = EngineError::InputLength {
             input: Input::Support,
             expected: s.NK().value() * s.D().value(),
             found: support.len(),
-        })?;
+        };
         let Parts {
             prepared: mut p,
             support: mut sc,
             queries,
             hidden,
+            mut classifier,
         } = parts;
+        // Beyond the paper: the support as the model sees it, and the class prototypes.
+        let support = match (self.classifier == Classifier::PAPER, classifier.as_mut()) {
+            (true, _) => support,
+            (false, None) => return Err(EngineError::Classifier(self.classifier)),
+            (false, Some(c)) => self.prepare_classifier(c, support, K)?,
+        };
+        let support = Mat::from_slice(support, s.D(), s.NK()).ok_or(length_error)?;
 
         // 1. Attentive path: s = enc_ap X_s; the ca_ap keys Wk s; v = sa_ap(s, s, s) and its
         //    class means v_bar; the ca_ap class values through the output projection, per
@@ -426,8 +520,48 @@ impl<'a, S: Dims> Awgim<'a, S> {
             prepared: p,
             queries,
             hidden,
+            classifier,
             batch,
         })
+    }
+
+    /// The features `rows` (rows of `D` values) as the model sees them, into `out`: with
+    /// [`FeatureNorm::CenteredL2`] `(x - c) / sqrt(|x - c|^2 + eps)`, else copied.
+    fn features(&self, rows: &[f32], out: &mut [f32]) {
+        let D = self.dims.D().value().max(1);
+        for (out, row) in out.chunks_exact_mut(D).zip(rows.chunks_exact(D)) {
+            out.copy_from_slice(row);
+            if let Some(center) = self.center {
+                for (v, &c) in out.iter_mut().zip(center) {
+                    *v -= c;
+                }
+                l2_normalise(out, D);
+            }
+        }
+    }
+
+    /// The support features as the model sees them into `c.support`, and with
+    /// [`WeightsKind::Prototype`] the normalised class means `p[i] / |p[i]|` of those into
+    /// `c.prototypes`; returns the model's support features.
+    fn prepare_classifier<'c, B: Dim>(
+        &self,
+        c: &'c mut ClassifierScratch<'_, S, B>,
+        support: &[f32],
+        k: usize,
+    ) -> Result<&'c [f32], EngineError> {
+        if support.len() != c.support.as_slice().len() {
+            return Err(EngineError::InputLength {
+                input: Input::Support,
+                expected: c.support.as_slice().len(),
+                found: support.len(),
+            });
+        }
+        self.features(support, c.support.as_mut_slice());
+        if self.classifier.weights == WeightsKind::Prototype {
+            class_means(&c.support.rb(), &mut c.prototypes, k);
+            l2_normalise(c.prototypes.as_mut_slice(), self.dims.D().value());
+        }
+        Ok(c.support.as_slice())
     }
 
     /// `x = block(x, x, x)` over the support columns (AWGIM.md's `block(q, k, v)` with
@@ -533,6 +667,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         &self,
         prepared: &Prepared<'_, S>,
         scratch: &mut QueryScratch<'_, S, B>,
+        classifier: Option<&mut ClassifierScratch<'_, S, B>>,
         rows: &[f32],
         out: &mut O,
         row0: usize,
@@ -542,6 +677,22 @@ impl<'a, S: Dims> Awgim<'a, S> {
         let n = (rows.len() / D.value().max(1))
             .min(out.count().saturating_sub(row0))
             .min(scratch.q.ncols().value());
+        // Beyond the paper: the queries as the model sees them.
+        let (rows, mut variant) = match classifier {
+            None => (rows, None),
+            Some(c) => {
+                let ClassifierScratch {
+                    queries,
+                    prototypes,
+                    weights,
+                    hidden,
+                    ..
+                } = c;
+                self.features(rows, queries.as_mut_slice());
+                let rows = queries.as_slice();
+                (rows, Some((prototypes.rb(), weights, hidden)))
+            }
+        };
         let x =
             Mat::from_slice(&rows[..n * D.value()], D, Dyn(n)).ok_or(EngineError::InputLength {
                 input: Input::Query,
@@ -549,20 +700,32 @@ impl<'a, S: Dims> Awgim<'a, S> {
                 found: rows.len(),
             })?;
         self.attentive_half(prepared, scratch, &x)?;
-        tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
+        // Cosine logits form `W` instead (see the module doc).
+        if self.logit_scale.is_none() {
+            tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
+        }
         let g = self.dims.G().value().max(1);
         let columns = scratch
             .ga
             .as_slice()
             .chunks_exact(g)
             .zip(scratch.y.as_slice().chunks_exact(g));
-        for (m, (ga, y)) in (row0..row0 + n).zip(columns) {
+        let queries = x.as_slice().chunks_exact(D.value().max(1));
+        for (m, ((ga, y), x)) in (row0..row0 + n).zip(columns.zip(queries)) {
             let logits = out.logits(m);
-            for (logit, context) in logits
-                .iter_mut()
-                .zip(prepared.context.as_slice().chunks_exact(g))
-            {
-                *logit = relu_sum_dot(context, ga, y);
+            match variant.as_mut() {
+                None => {
+                    for (logit, context) in logits
+                        .iter_mut()
+                        .zip(prepared.context.as_slice().chunks_exact(g))
+                    {
+                        *logit = relu_sum_dot(context, ga, y);
+                    }
+                }
+                Some((prototypes, weights, hidden)) => {
+                    let query = QueryVectors { x, ga, y };
+                    self.variant_logits(prepared, &query, prototypes, weights, hidden, logits);
+                }
             }
             if !all_finite(logits) {
                 return Err(EngineError::NonFinite {
@@ -577,6 +740,59 @@ impl<'a, S: Dims> Awgim<'a, S> {
     }
 }
 
+/// One query's vectors for [`Awgim::variant_logits`].
+struct QueryVectors<'q> {
+    /// The query as the model sees it.
+    x: &'q [f32],
+    /// `G1[d..2d] a(x)`.
+    ga: &'q [f32],
+    /// `G2muᵀ x`.
+    y: &'q [f32],
+}
+
+impl<S: Dims> Awgim<'_, S> {
+    /// The logits of one query with a classifier beyond the paper, as the trainer's
+    /// evaluation graph: `W[i] = mu + p[i] / |p[i]|` with prototype weights (`mu` alone
+    /// otherwise); dot logits `x . W[i] = h_i . (G2muᵀ x) + x . p[i] / |p[i]|` without forming
+    /// `W`; cosine logits `s x . W[i] / sqrt(|W[i]|^2 + eps)` with `W[i]` formed from the
+    /// hidden columns `h_i` (into `hidden`) as `G2mu [h_0 .. h_N-1]` (into `weights`).
+    fn variant_logits(
+        &self,
+        prepared: &Prepared<'_, S>,
+        query: &QueryVectors<'_>,
+        prototypes: &Mat<'_, S::D, S::N>,
+        weights: &mut MatMut<'_, S::D, S::N>,
+        hidden: &mut MatMut<'_, S::G, S::N>,
+        logits: &mut [f32],
+    ) {
+        let QueryVectors { x, ga, y } = *query;
+        let (D, g) = (self.dims.D().value().max(1), self.dims.G().value().max(1));
+        let prototype = self.classifier.weights == WeightsKind::Prototype;
+        let context = prepared.context.as_slice().chunks_exact(g);
+        let Some(scale) = self.logit_scale else {
+            let classes = context.zip(prototypes.as_slice().chunks_exact(D));
+            for (logit, (context, p)) in logits.iter_mut().zip(classes) {
+                *logit = relu_sum_dot(context, ga, y);
+                if prototype {
+                    *logit += dot(x, p);
+                }
+            }
+            return;
+        };
+        hidden_columns(hidden.as_mut_slice(), g, context, ga);
+        mul_to(&self.generator.g2_mu, &hidden.rb(), weights);
+        if prototype {
+            for (w, &p) in weights.as_mut_slice().iter_mut().zip(prototypes.as_slice()) {
+                *w += p;
+            }
+        }
+        for (logit, w) in logits.iter_mut().zip(weights.as_slice().chunks_exact(D)) {
+            let norm = libm::sqrtf(dot(w, w) + NORM_EPSILON);
+            *logit = scale * dot(x, w) / norm;
+        }
+    }
+}
+
 /// A prepared support set: classifies queries against it. Holds the model and the workspace
 /// buffers that `prepare` filled.
 pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
@@ -585,6 +801,8 @@ pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
     queries: QueryScratch<'w, S, B>,
     /// Generator hidden columns `h_i` for [`Task::generated_weights`].
     hidden: MatMut<'w, S::G, S::N>,
+    /// The classifier variants' buffers (`None` for the paper's classifier).
+    classifier: Option<ClassifierScratch<'w, S, B>>,
     /// Queries classified together.
     batch: B,
 }
@@ -621,8 +839,14 @@ impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
             self.batch.value().max(1),
         );
         for (c, chunk) in rows.chunks(width * batch).enumerate() {
-            self.model
-                .classify_rows(&self.prepared, &mut self.queries, chunk, out, c * batch)?;
+            self.model.classify_rows(
+                &self.prepared,
+                &mut self.queries,
+                self.classifier.as_mut(),
+                chunk,
+                out,
+                c * batch,
+            )?;
         }
         Ok(())
     }
@@ -643,8 +867,14 @@ impl<
     /// The logits of one query and its predicted class.
     pub fn classify(&mut self, query: &[f32; D]) -> Result<Prediction<N>, EngineError> {
         let mut out = [Prediction::zeroed()];
-        self.model
-            .classify_rows(&self.prepared, &mut self.queries, query, &mut out[..], 0)?;
+        self.model.classify_rows(
+            &self.prepared,
+            &mut self.queries,
+            self.classifier.as_mut(),
+            query,
+            &mut out[..],
+            0,
+        )?;
         Ok(out[0])
     }
 
@@ -683,11 +913,7 @@ impl<
             .attentive_half(&self.prepared, &mut self.queries, &x)?;
         let ga = self.queries.ga.as_slice();
         let context = self.prepared.context.as_slice();
-        for (h_i, context) in self.hidden.column_slices_mut().zip(context.chunks_exact(G)) {
-            for ((hidden, &c), &a) in h_i.iter_mut().zip(context).zip(ga) {
-                *hidden = (c + a).max(0.0);
-            }
-        }
+        hidden_columns(self.hidden.as_mut_slice(), G, context.chunks_exact(G), ga);
         self.model.generator.g2_mu.view().mul_to(
             &self.hidden.view(),
             &mut MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(weights.as_flattened_mut()),
