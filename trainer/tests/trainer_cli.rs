@@ -77,20 +77,8 @@ fn percent(s: &str) -> f32 {
 fn short_run_learns_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.model");
-    // The paper's classifier: `infer` below runs the engine, which implements only that one.
-    let paper_classifier = [
-        "--features",
-        "raw",
-        "--weights",
-        "generated",
-        "--logits",
-        "dot",
-    ];
-    let text = run_ok(
-        small_run(&model, &["--steps", "150", "--val-every", "50"])
-            .args(["--lr", "2e-3"])
-            .args(paper_classifier),
-    );
+    let text =
+        run_ok(small_run(&model, &["--steps", "150", "--val-every", "50"]).args(["--lr", "2e-3"]));
     // Above chance (20% for 5-way) with its interval, on 40 test tasks.
     let line = text
         .lines()
@@ -115,7 +103,16 @@ fn short_run_learns_and_exports() {
     // The model file: a training file with provenance and validation.
     let params = ModelParams::read(&model).unwrap();
     assert_eq!(params.kind, formats::FileKind::Training);
-    assert_eq!(params.config, formats::ModelConfig::edge(5));
+    // The default classifier (which `infer` below runs in the engine).
+    let default = formats::ModelConfig {
+        classifier: formats::Classifier {
+            features: formats::FeatureNorm::CenteredL2,
+            weights: formats::WeightsKind::Prototype,
+            logits: formats::LogitsKind::Cosine,
+        },
+        ..formats::ModelConfig::edge(5)
+    };
+    assert_eq!(params.config, default);
     assert!(params.provenance.validation.is_some());
     assert!(params.provenance.dataset.starts_with("synthetic"));
 
