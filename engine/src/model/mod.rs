@@ -291,8 +291,9 @@ impl<
     ///
     /// The buffer must be 4-byte aligned on a little-endian target (a file in
     /// [`formats::Aligned`], [`formats::include_model!`] or `formats::read_aligned`); the file's
-    /// configuration must match the compiled sizes, use per-row layer norm and the attention
-    /// encoder. Inference and training files are both accepted.
+    /// configuration must match the compiled sizes, use per-row layer norm, the attention
+    /// encoder and the paper's classifier (the variants run in a [`DynModel`]). Inference and
+    /// training files are both accepted.
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
         const { Self::CHECK_SIZES };
         let file = formats::parse(bytes)?;
@@ -345,7 +346,8 @@ impl<
 impl<'a> DynModel<'a> {
     /// Checks a model file (through [`formats::parse`]) and borrows its weights in place,
     /// with the sizes the file gives: any configuration of per-row layer norm and the
-    /// attention encoder. The buffer must be 4-byte aligned (see [`Model::load`]).
+    /// attention encoder, with any classifier. The buffer must be 4-byte aligned (see
+    /// [`Model::load`]).
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
         let file = formats::parse(bytes)?;
         Self::check_variant(&file)?;
