@@ -24,6 +24,10 @@ pub trait Dims: Copy {
     type NK: Dim;
     /// Feed-forward width, `2 d`.
     type d2: Dim;
+    /// Whether models of these dims run the classifiers beyond the paper ([`Dynamic`]: its
+    /// workspace has their buffers). `false` compiles their code out of a [`Fixed`] model, so
+    /// the device's paper model runs exactly the paper's code.
+    const CLASSIFIERS: bool;
     /// All six sizes.
     fn sizes(self) -> Sizes;
     /// `D` as a dimension.
@@ -85,6 +89,7 @@ impl<
     type G = Const<G>;
     type NK = Const<NK>;
     type d2 = Const<d2>;
+    const CLASSIFIERS: bool = false;
     fn sizes(self) -> Sizes {
         Sizes { D, d, h, N, K, G }
     }
@@ -115,6 +120,7 @@ impl Dynamic {
 }
 
 impl Dims for Dynamic {
+    const CLASSIFIERS: bool = true;
     type D = Dyn;
     type d = Dyn;
     type N = Dyn;

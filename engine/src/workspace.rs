@@ -85,8 +85,10 @@ pub(crate) struct ClassifierScratch<'w, S: Dims, B: Dim> {
 }
 
 impl<'w, S: Dims, B: Dim> ClassifierScratch<'w, S, B> {
-    /// The buffers over `arena` (at least [`classifier_len`] values).
-    fn in_arena(arena: &'w mut [f32], s: S, b: B) -> Option<Self> {
+    /// The buffers over `arena` (at least [`classifier_len`] values; [`Parts`] keeps the
+    /// arena as one slice, so that a compiled-size task, which never has it, carries only an
+    /// empty `Option` of a slice).
+    pub fn cut(arena: &'w mut [f32], s: S, b: B) -> Option<Self> {
         let (D, n, nk) = (s.D(), s.N(), s.NK());
         let (support, rest) = arena.split_at_mut_checked(D.value() * nk.value())?;
         let (prototypes, rest) = rest.split_at_mut_checked(D.value() * n.value())?;
@@ -166,8 +168,9 @@ pub(crate) struct Parts<'w, S: Dims, B: Dim> {
     pub queries: QueryScratch<'w, S, B>,
     /// Generator hidden columns `h_i` for [`crate::Task::generated_weights`].
     pub hidden: MatMut<'w, S::G, S::N>,
-    /// The classifier variants' buffers (`None` for the paper's classifier).
-    pub classifier: Option<ClassifierScratch<'w, S, B>>,
+    /// The arena of the classifier variants' buffers ([`ClassifierScratch::cut`]; `None` for
+    /// the paper's classifier).
+    pub classifier: Option<&'w mut [f32]>,
 }
 
 impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
@@ -215,7 +218,8 @@ impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
     pub fn in_arena(arena: &'w mut [f32], s: S, b: B, classifier: bool) -> Option<Self> {
         let (arena, extra) = arena.split_at_mut_checked(workspace_len(s.sizes(), b.value()))?;
         let classifier = match classifier {
-            true => Some(ClassifierScratch::in_arena(extra, s, b)?),
+            true if extra.len() >= classifier_len(s.sizes(), b.value()) => Some(extra),
+            true => return None,
             false => None,
         };
         let mut rest = arena;

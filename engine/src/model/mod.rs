@@ -472,7 +472,11 @@ impl<'a, S: Dims> Awgim<'a, S> {
             mut classifier,
         } = parts;
         // Beyond the paper: the support as the model sees it, and the class prototypes.
-        let support = match (self.classifier == Classifier::PAPER, classifier.as_mut()) {
+        let paper = !S::CLASSIFIERS || self.classifier == Classifier::PAPER;
+        let cut = classifier
+            .as_deref_mut()
+            .and_then(|c| ClassifierScratch::cut(c, s, batch));
+        let support = match (paper, cut) {
             (true, _) => support,
             (false, None) => return Err(EngineError::Classifier(self.classifier)),
             (false, Some(c)) => self.prepare_classifier(c, support, K)?,
@@ -547,7 +551,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
     /// `c.prototypes`; returns the model's support features.
     fn prepare_classifier<'c, B: Dim>(
         &self,
-        c: &'c mut ClassifierScratch<'_, S, B>,
+        mut c: ClassifierScratch<'c, S, B>,
         support: &[f32],
         k: usize,
     ) -> Result<&'c [f32], EngineError> {
@@ -563,7 +567,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
             class_means(&c.support.rb(), &mut c.prototypes, k);
             l2_normalise(c.prototypes.as_mut_slice(), self.dims.D().value());
         }
-        Ok(c.support.as_slice())
+        Ok(c.support.into_slice())
     }
 
     /// `x = block(x, x, x)` over the support columns (AWGIM.md's `block(q, k, v)` with
@@ -669,7 +673,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         &self,
         prepared: &Prepared<'_, S>,
         scratch: &mut QueryScratch<'_, S, B>,
-        classifier: Option<&mut ClassifierScratch<'_, S, B>>,
+        classifier: Option<&mut [f32]>,
         rows: &[f32],
         out: &mut O,
         row0: usize,
@@ -680,6 +684,10 @@ impl<'a, S: Dims> Awgim<'a, S> {
             .min(out.count().saturating_sub(row0))
             .min(scratch.q.ncols().value());
         // Beyond the paper: the queries as the model sees them.
+        let classifier = match classifier {
+            Some(c) if S::CLASSIFIERS => ClassifierScratch::cut(c, self.dims, scratch.q.ncols()),
+            _ => None,
+        };
         let (rows, mut variant) = match classifier {
             None => (rows, None),
             Some(c) => {
@@ -690,9 +698,9 @@ impl<'a, S: Dims> Awgim<'a, S> {
                     hidden,
                     ..
                 } = c;
+                let mut queries = queries;
                 self.features(rows, queries.as_mut_slice());
-                let rows = queries.as_slice();
-                (rows, Some((prototypes.rb(), weights, hidden)))
+                (queries.into_slice(), Some((prototypes, weights, hidden)))
             }
         };
         let x =
@@ -703,7 +711,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
             })?;
         self.attentive_half(prepared, scratch, &x)?;
         // Cosine logits form `W` instead (see the module doc).
-        if self.logit_scale.is_none() {
+        if !S::CLASSIFIERS || self.logit_scale.is_none() {
             tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
         }
         let g = self.dims.G().value().max(1);
@@ -712,8 +720,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
             .as_slice()
             .chunks_exact(g)
             .zip(scratch.y.as_slice().chunks_exact(g));
-        let queries = x.as_slice().chunks_exact(D.value().max(1));
-        for (m, ((ga, y), x)) in (row0..row0 + n).zip(columns.zip(queries)) {
+        for (m, (ga, y)) in (row0..row0 + n).zip(columns) {
             let logits = out.logits(m);
             match variant.as_mut() {
                 None => {
@@ -725,8 +732,10 @@ impl<'a, S: Dims> Awgim<'a, S> {
                     }
                 }
                 Some((prototypes, weights, hidden)) => {
+                    let x = x.column(m - row0);
                     let query = QueryVectors { x, ga, y };
-                    self.variant_logits(prepared, &query, prototypes, weights, hidden, logits);
+                    let prototypes = prototypes.rb();
+                    self.variant_logits(prepared, &query, &prototypes, weights, hidden, logits);
                 }
             }
             if !all_finite(logits) {
@@ -804,7 +813,7 @@ pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
     /// Generator hidden columns `h_i` for [`Task::generated_weights`].
     hidden: MatMut<'w, S::G, S::N>,
     /// The classifier variants' buffers (`None` for the paper's classifier).
-    classifier: Option<ClassifierScratch<'w, S, B>>,
+    classifier: Option<&'w mut [f32]>,
     /// Queries classified together.
     batch: B,
 }
@@ -844,7 +853,7 @@ impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
             self.model.classify_rows(
                 &self.prepared,
                 &mut self.queries,
-                self.classifier.as_mut(),
+                self.classifier.as_deref_mut(),
                 chunk,
                 out,
                 c * batch,
@@ -872,7 +881,7 @@ impl<
         self.model.classify_rows(
             &self.prepared,
             &mut self.queries,
-            self.classifier.as_mut(),
+            self.classifier.as_deref_mut(),
             query,
             &mut out[..],
             0,

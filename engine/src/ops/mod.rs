@@ -121,6 +121,11 @@ impl<'a, R: Dim, C: Dim> MatMut<'a, R, C> {
         self.data
     }
 
+    /// The values, for as long as the matrix borrowed them.
+    pub fn into_slice(self) -> &'a [f32] {
+        self.data
+    }
+
     /// The entries, column after column.
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         self.data
