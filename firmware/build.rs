@@ -62,6 +62,20 @@ fn main() -> Result<(), BuildError> {
     let sizes = engine::DynModel::load(model.as_bytes())
         .map(|m| m.sizes())
         .map_err(|e| format!("AWGIM_MODEL {}: {e}", model_path.display()))?;
+    // The host engine runs every classifier; the firmware's compiled-size engine only the
+    // paper's (its static workspace has no room for the variants' buffers).
+    let classifier = formats::parse(model.as_bytes())
+        .map_err(|e| format!("AWGIM_MODEL {}: {e}", model_path.display()))?
+        .config()
+        .classifier;
+    if classifier != formats::Classifier::PAPER {
+        return Err(format!(
+            "AWGIM_MODEL {}: the firmware runs the paper's classifier only, this file's is \
+             {classifier:?}; train it with `--features raw --weights generated --logits dot`",
+            model_path.display()
+        )
+        .into());
+    }
 
     let support_path = input("AWGIM_SUPPORT", "the support set (.npy, N x K x D)")?;
     let queries_path = input("AWGIM_QUERIES", "the queries (.npy, M x D)")?;

@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use engine::Workspace;
-use formats::{AlignedBuf, ModelConfig};
+use formats::{AlignedBuf, Classifier, FeatureNorm, LogitsKind, ModelConfig, WeightsKind};
 use tests::device::{
     self, build_firmware, run_qemu, write_if_changed, Board, DeviceError, ElfSizes, Embedded,
     QemuRun, Report,
@@ -531,6 +531,34 @@ fn a_model_too_big_for_the_board_fails_the_build() {
     ];
     for part in parts {
         assert!(message.contains(&part), "`{part}` not in:\n{message}");
+    }
+}
+
+/// A model whose classifier the firmware's compiled-size engine does not run (the default's
+/// centred features, prototype weights and cosine logits) is a build error naming the file
+/// and the flags that train one it runs, not a load error on the device.
+#[test]
+fn a_classifier_the_device_does_not_run_fails_the_build() {
+    let config = ModelConfig {
+        classifier: Classifier {
+            features: FeatureNorm::CenteredL2,
+            weights: WeightsKind::Prototype,
+            logits: LogitsKind::Cosine,
+        },
+        ..ModelConfig::edge(1)
+    };
+    let (model, task) = model_and_task(config, 11, 1).unwrap();
+    let files = write_files("variant", &model, &task);
+    let message = try_build(Board::An386, "variant", &files)
+        .unwrap_err()
+        .to_string();
+    let parts = [
+        "variant",
+        "the firmware runs the paper's classifier only",
+        "--features raw --weights generated --logits dot",
+    ];
+    for part in parts {
+        assert!(message.contains(part), "`{part}` not in:\n{message}");
     }
 }
 
