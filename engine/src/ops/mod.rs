@@ -25,6 +25,8 @@
 //! - [`layer_norm`]: per-column layer normalisation.
 //! - [`softmax`]: the softmax of each column, with a vectorisable `exp`.
 //! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
+//! - [`int8`]: products of int8 weights with f32 columns, accumulated in i32 (the int8
+//!   models' big products); the module states the error against the dequantised product.
 //!
 //! Everything else is nalgebra's own, on views: element-wise maps (`zip_zip_apply`,
 //! scaling), the small per-head products (`gemm`), transposes, `imax`, and the analysis-only
@@ -34,6 +36,7 @@
 //! `examples/kernels.rs`.
 
 pub mod attention;
+pub mod int8;
 pub mod layer_norm;
 pub mod linear;
 pub mod softmax;

@@ -1,0 +1,528 @@
+//! Products of an int8 weight matrix with f32 columns: [`mul_to`] (`C = A_q B`) and
+//! [`mul_add_to`] (`C += A_q B`), with integer accumulation.
+//!
+//! # What is computed
+//! `A_q` ([`QuantMat`]) has `rows` rows of `depth` int8 values, each row zero-padded to
+//! `stride` (= `depth` rounded up to a multiple of 4) bytes, and one f32 scale per row:
+//! `A[r][k] = a[r][k] scale_r`. Each column `x` of `B` (`depth` values) is quantised to i16
+//! with a scale of its own ([`quantize_column`]): `s = max_k |x_k| / Q`, `q_k = round(x_k / s)`
+//! (half away from zero, clamped to `[-Q, Q]`), where the bound
+//! `Q = min(32767, floor((2^31 - 1) / (127 depth)))` ([`activation_bound`]) makes every
+//! partial sum of `sum_k a[r][k] q_k` fit an i32: `127 Q depth <= 2^31 - 1`. The sum is
+//! accumulated in i32, exactly, in any order; then `C[r][j] = (sum as f32 * scale_r) * s_j`.
+//! The integer sums, and so the results, are the same on every target: the device's and the
+//! host's logits differ only in the f32 code around these products.
+//!
+//! # Error against the dequantised f32 product
+//! The weights are what they are (the file's int8 values and scales); the only approximation
+//! here is the rounding of the activations. With `x_k = s q_k + e_k`,
+//! `A x - C = scale_r sum_k a[r][k] e_k + (rounding of the f32 tail)`, and
+//! `|e_k| <= s (1/2 + 4 Q eps)`: half a step of rounding, plus the f32 rounding of
+//! `x_k Q / max` and of `s` (each a relative `eps = 2^-24` of values up to `Q` steps; 4 covers
+//! them). Hence, per entry, with `eps = f32::EPSILON / 2`,
+//!
+//! `|C[r][j] - sum_k A[r][k] x_kj| <= scale_r s_j (1/2 + 4 Q eps) sum_k |a[r][k]| + 3 eps |C[r][j]|`
+//!
+//! (the last term: the conversion of the sum to f32 and the two products). The test
+//! `matches_the_dequantised_product_within_the_bound` checks it on random and adversarial
+//! columns; for the paper's depths (128 to 640) the relative error of a product is about
+//! `1 / (2 Q)`, i.e. 2e-5.
+//!
+//! # Layout of the quantised activations
+//! Each group of 4 activations `x0 x1 x2 x3` is stored as `x0 x2 x1 x3`: the halfword pairs
+//! `(x0, x2)` and `(x1, x3)` are what the Arm DSP extension's `SXTB16` makes of a word of 4
+//! weights (bytes 0 and 2, then, rotated by 8, bytes 1 and 3), so on Cortex-M4/M7 the inner
+//! loop is one `SMLAD` per pair. The host uses the same layout (one quantisation for both;
+//! its sums pair the weights the same way).
+
+use nalgebra::Dim;
+
+use super::{all_finite, max_by, Mat, MatMut};
+
+/// Columns of `B` quantised at once: the scratch holds this many quantised columns (5
+/// divides the 25 support examples of the 5-shot models, a 15-query batch and a 5-query call).
+pub const QUANT_COLS: usize = 5;
+
+/// The i16 scratch [`mul_to`] and [`mul_add_to`] need for `n` columns of `B` against a
+/// matrix of row stride `stride`: `stride` values for each of up to [`QUANT_COLS`] columns.
+pub const fn scratch_len(stride: usize, n: usize) -> usize {
+    stride * if n < QUANT_COLS { n } else { QUANT_COLS }
+}
+
+/// `depth` rounded up to a multiple of 4: the row stride of an int8 matrix of that depth.
+pub const fn stride_of(depth: usize) -> usize {
+    depth.div_ceil(4) * 4
+}
+
+/// The largest magnitude of a quantised activation for sums of `depth` products:
+/// `min(32767, floor((2^31 - 1) / (127 depth)))`, at least 1 (sums stay exact up to
+/// `depth` = 16,909,320, far beyond any model here).
+pub const fn activation_bound(depth: usize) -> i32 {
+    let d = if depth == 0 { 1 } else { depth as u64 };
+    let q = (i32::MAX as u64) / (127 * d);
+    if q > 32767 {
+        32767
+    } else if q == 0 {
+        1
+    } else {
+        q as i32
+    }
+}
+
+/// An int8 weight matrix borrowed from a model file: `rows` rows of `depth` values, each row
+/// contiguous and zero-padded to `stride` bytes, one f32 scale per row.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantMat<'a> {
+    rows: usize,
+    depth: usize,
+    values: &'a [i8],
+    scales: &'a [f32],
+}
+
+impl<'a> QuantMat<'a> {
+    /// The matrix with `rows` rows of `depth` values (row `r` at `values[r * stride..]`,
+    /// `stride` = [`stride_of`]`(depth)`) and their scales; `None` unless `values` holds
+    /// exactly `rows * stride` values and `scales` exactly `rows`.
+    pub fn from_parts(
+        rows: usize,
+        depth: usize,
+        values: &'a [i8],
+        scales: &'a [f32],
+    ) -> Option<Self> {
+        let len = rows.checked_mul(stride_of(depth))?;
+        (values.len() == len && scales.len() == rows).then_some(Self {
+            rows,
+            depth,
+            values,
+            scales,
+        })
+    }
+
+    /// Rows (the outputs of a product).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row (the inputs of a product).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Bytes per row: `depth` rounded up to a multiple of 4.
+    pub fn stride(&self) -> usize {
+        stride_of(self.depth)
+    }
+
+    /// The scale of row `r` (0 past the last row).
+    pub fn scale(&self, r: usize) -> f32 {
+        self.scales.get(r).copied().unwrap_or(0.0)
+    }
+
+    /// The int8 values, row after row, each `stride` long.
+    pub fn values(&self) -> &'a [i8] {
+        self.values
+    }
+}
+
+/// `C = A_q B`: `B` is `depth x n`, `C` is `rows x n` (see the module documentation), with
+/// `scratch` of at least [`scratch_len`]`(a.stride(), n)` values. Where `B` does not have
+/// `depth` rows, `C` not `rows` rows, or `scratch` cannot hold one quantised column, `C` is
+/// left unchanged.
+pub fn mul_to<R: Dim, C: Dim, B: Dim>(
+    a: &QuantMat<'_>,
+    b: Mat<'_, R, B>,
+    scratch: &mut [i16],
+    c: MatMut<'_, C, B>,
+) {
+    product::<R, C, B, false>(a, b, scratch, c);
+}
+
+/// `C += A_q B`, as [`mul_to`].
+pub fn mul_add_to<R: Dim, C: Dim, B: Dim>(
+    a: &QuantMat<'_>,
+    b: Mat<'_, R, B>,
+    scratch: &mut [i16],
+    c: MatMut<'_, C, B>,
+) {
+    product::<R, C, B, true>(a, b, scratch, c);
+}
+
+/// Quantises the column `x` (its first `stride_of(x.len())` values are written to `q`, padded
+/// with zeros, in the pair layout of the module documentation) with the bound
+/// [`activation_bound`]`(x.len())`, and returns its scale: `max |x| / Q`, 0 for a zero column,
+/// NaN if `x` holds a non-finite value (then `q` is all zeros and the products are NaN).
+/// Writes nothing if `q` is shorter than `stride_of(x.len())`.
+pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
+    let Some(q) = q.get_mut(..stride_of(x.len())) else {
+        return f32::NAN;
+    };
+    q.fill(0);
+    if !all_finite(x) {
+        return f32::NAN;
+    }
+    let max = max_by(x, 0.0, f32::abs);
+    if max == 0.0 {
+        return 0.0;
+    }
+    let bound = activation_bound(x.len());
+    let inv = bound as f32 / max;
+    let round = |v: f32| -> i16 {
+        let t = v * inv;
+        // Half away from zero; `t.abs() + 0.5` is exact below 2^23, and `as` truncates
+        // (saturating, NaN to 0).
+        let m = ((t.abs() + 0.5) as i32).min(bound);
+        (if t < 0.0 { -m } else { m }) as i16
+    };
+    let mut groups = x.chunks_exact(4);
+    for (x4, q4) in (&mut groups).zip(q.chunks_exact_mut(4)) {
+        q4[0] = round(x4[0]);
+        q4[1] = round(x4[2]);
+        q4[2] = round(x4[1]);
+        q4[3] = round(x4[3]);
+    }
+    let tail = groups.remainder();
+    if let Some(q4) = q.chunks_exact_mut(4).last().filter(|_| !tail.is_empty()) {
+        let at = |k: usize| tail.get(k).copied().unwrap_or(0.0);
+        q4[0] = round(at(0));
+        q4[1] = round(at(2));
+        q4[2] = round(at(1));
+        q4[3] = round(at(3));
+    }
+    max / bound as f32
+}
+
+/// `sum_k a_k x_k` of one int8 row (a multiple of 4 long) and one quantised column in the
+/// pair layout, in i32 (exact: see [`activation_bound`]).
+#[inline]
+pub fn dot(a: &[i8], q: &[i16]) -> i32 {
+    let mut acc = 0i32;
+    for (a4, q4) in a.chunks_exact(4).zip(q.chunks_exact(4)) {
+        let p = |w: i8, x: i16| i32::from(w) * i32::from(x);
+        // At most 4 * 127 * 32767 in magnitude: no overflow within the group.
+        let group = p(a4[0], q4[0]) + p(a4[2], q4[1]) + p(a4[1], q4[2]) + p(a4[3], q4[3]);
+        acc = acc.wrapping_add(group);
+    }
+    acc
+}
+
+/// The common body of [`mul_to`] and [`mul_add_to`].
+fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
+    a: &QuantMat<'_>,
+    b: Mat<'_, R, B>,
+    scratch: &mut [i16],
+    mut c: MatMut<'_, C, B>,
+) {
+    let (depth, rows) = (b.nrows().value(), c.nrows().value());
+    let stride = stride_of(depth);
+    let n = b.ncols().value().min(c.ncols().value());
+    let group = (scratch.len() / stride.max(1)).min(QUANT_COLS);
+    if depth != a.depth || rows != a.rows || group == 0 || depth == 0 {
+        return;
+    }
+    let Some(values) = a.values.get(..rows * stride) else {
+        return;
+    };
+    let c = c.as_mut_slice();
+    let mut j = 0;
+    while j < n {
+        let cols = group.min(n - j);
+        let mut col_scale = [0.0f32; QUANT_COLS];
+        for (t, s) in col_scale.iter_mut().enumerate().take(cols) {
+            *s = quantize_column(b.column(j + t), &mut scratch[t * stride..]);
+        }
+        let q = &scratch[..cols * stride];
+        let c_cols = &mut c[j * rows..(j + cols) * rows];
+        for (t, (q, c)) in q
+            .chunks_exact(stride)
+            .zip(c_cols.chunks_exact_mut(rows))
+            .enumerate()
+        {
+            let s = col_scale[t];
+            for ((row, c), &scale) in values.chunks_exact(stride).zip(c).zip(a.scales) {
+                let v = dot(row, q) as f32 * scale * s;
+                *c = if ADD { *c + v } else { v };
+            }
+        }
+        j += cols;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use nalgebra::Dyn;
+    use std::{vec, vec::Vec};
+
+    /// Uniform values in [-0.5, 0.5) from a fixed LCG.
+    fn random(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// A matrix of `rows x depth` from f32 rows, quantised per row as formats does
+    /// (scale = max|row| / 127, zero row: scale 1).
+    fn quantised(rows: usize, depth: usize, w: &[f32]) -> (Vec<i8>, Vec<f32>) {
+        let stride = stride_of(depth);
+        let mut values = vec![0i8; rows * stride];
+        let mut scales = vec![1.0f32; rows];
+        for r in 0..rows {
+            let row = &w[r * depth..(r + 1) * depth];
+            let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if m > 0.0 {
+                scales[r] = m / 127.0;
+            }
+            for (k, &v) in row.iter().enumerate() {
+                values[r * stride + k] = (v / scales[r]).round().clamp(-127.0, 127.0) as i8;
+            }
+        }
+        (values, scales)
+    }
+
+    /// Runs `mul_to` and `mul_add_to` (onto `start`) for B `depth x n`; returns both.
+    fn run(a: &QuantMat<'_>, b: &[f32], n: usize, start: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (depth, rows) = (a.depth(), a.rows());
+        let mut scratch = vec![0x5555i16; scratch_len(a.stride(), n)];
+        let bm = Mat::from_slice(b, Dyn(depth), Dyn(n)).unwrap();
+        let mut c = vec![f32::NAN; rows * n];
+        mul_to(
+            a,
+            bm,
+            &mut scratch,
+            MatMut::from_slice(&mut c, Dyn(rows), Dyn(n)).unwrap(),
+        );
+        let mut c_add = start.to_vec();
+        mul_add_to(
+            a,
+            bm,
+            &mut scratch,
+            MatMut::from_slice(&mut c_add, Dyn(rows), Dyn(n)).unwrap(),
+        );
+        (c, c_add)
+    }
+
+    /// The bound of the module documentation for entry (r, j), and the f64 dequantised
+    /// product.
+    fn oracle(a: &QuantMat<'_>, b: &[f32], r: usize, j: usize) -> (f64, f64) {
+        let (depth, stride) = (a.depth(), a.stride());
+        let x = &b[j * depth..(j + 1) * depth];
+        let row = &a.values()[r * stride..r * stride + depth];
+        let exact: f64 = row
+            .iter()
+            .zip(x)
+            .map(|(&w, &v)| f64::from(w) * f64::from(a.scale(r)) * f64::from(v))
+            .sum();
+        let q = f64::from(activation_bound(depth));
+        let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let s = f64::from(max) / q;
+        let eps = f64::from(f32::EPSILON) / 2.0;
+        let abs_a: f64 = row.iter().map(|&w| f64::from(w).abs()).sum();
+        let bound =
+            f64::from(a.scale(r)) * s * (0.5 + 4.0 * q * eps) * abs_a + 3.0 * eps * exact.abs();
+        (exact, bound)
+    }
+
+    #[test]
+    fn matches_the_dequantised_product_within_the_bound() {
+        // Depths: multiples of 4 and not (padding), the paper's, tiny ones; B columns 1..=7
+        // and more than one scratch group.
+        for (rows, depth, seed) in [
+            (5, 1, 1),
+            (3, 2, 2),
+            (7, 3, 3),
+            (9, 4, 4),
+            (17, 7, 5),
+            (33, 13, 6),
+            (128, 640, 7),
+            (256, 128, 8),
+            (6, 255, 9),
+        ] {
+            let w = random(rows * depth, seed);
+            let (values, scales) = quantised(rows, depth, &w);
+            let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
+            for n in (1..=7).chain([11]) {
+                let mut b = random(depth * n, seed + 100 + n as u32);
+                // An outlier per column: the scale follows it.
+                for j in 0..n {
+                    b[j * depth + (j * 7) % depth] *= 40.0;
+                }
+                let start = random(rows * n, seed + 200);
+                let (c, c_add) = run(&a, &b, n, &start);
+                let mut worst = 0.0f64;
+                for j in 0..n {
+                    for r in 0..rows {
+                        let (exact, bound) = oracle(&a, &b, r, j);
+                        let got = f64::from(c[j * rows + r]);
+                        assert!(
+                            (got - exact).abs() <= bound,
+                            "{rows}x{depth} n {n} ({r}, {j}): {got} vs {exact}, bound {bound}"
+                        );
+                        worst = worst.max((got - exact).abs() / bound.max(1e-30));
+                        let added = start[j * rows + r] + c[j * rows + r];
+                        assert_eq!(c_add[j * rows + r], added);
+                    }
+                }
+                // The bound is not loose by orders of magnitude on the larger products.
+                if depth >= 128 {
+                    assert!(worst > 1e-3, "{rows}x{depth}: worst {worst} of the bound");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integer_sums_are_exact_at_the_overflow_limit() {
+        // Every weight +-127 and every activation at the bound: the largest sums there can be,
+        // exact (scale 1 on both sides: max |x| = Q gives s = 1 and q = x).
+        for depth in [1, 4, 5, 128, 256, 640, 1000, 70_000] {
+            let q = activation_bound(depth);
+            assert!(127 * i64::from(q) * depth as i64 <= i64::from(i32::MAX));
+            let stride = stride_of(depth);
+            for sign in [1i8, -1] {
+                let mut values = vec![0i8; 2 * stride];
+                let mut b = vec![0.0f32; depth];
+                for k in 0..depth {
+                    values[k] = 127 * sign;
+                    values[stride + k] = if k % 3 == 0 { -127 } else { 127 };
+                    b[k] = q as f32;
+                }
+                let scales = [1.0f32, 1.0];
+                let a = QuantMat::from_parts(2, depth, &values, &scales).unwrap();
+                let (c, _) = run(&a, &b, 1, &[0.0; 2]);
+                let want0 = i64::from(sign) * 127 * i64::from(q) * depth as i64;
+                let thirds = depth.div_ceil(3) as i64;
+                let want1 = 127 * i64::from(q) * (depth as i64 - 2 * thirds);
+                assert_eq!(c[0], want0 as i32 as f32, "depth {depth}");
+                assert_eq!(c[1], want1 as i32 as f32, "depth {depth}");
+                let mut scratch = vec![0i16; stride];
+                quantize_column(&b, &mut scratch);
+                assert_eq!(i64::from(dot(&values[..stride], &scratch)), want0);
+            }
+        }
+    }
+
+    #[test]
+    fn integer_sums_match_a_plain_sum_in_any_layout() {
+        // Integer activations with max |x| = Q quantise to themselves; the pair layout then
+        // gives the plain sum of products.
+        for depth in [1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 64] {
+            let q = activation_bound(depth);
+            let stride = stride_of(depth);
+            let rows = 3;
+            let mut values = vec![0i8; rows * stride];
+            for r in 0..rows {
+                for k in 0..depth {
+                    values[r * stride + k] = (((r * 37 + k * 11) % 255) as i32 - 127) as i8;
+                }
+            }
+            let mut b: Vec<f32> = (0..depth)
+                .map(|k| (k as f32 * 977.0) % 2001.0 - 1000.0)
+                .collect();
+            b[depth / 2] = -(q as f32);
+            let scales = [1.0f32; 3];
+            let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
+            let (c, _) = run(&a, &b, 1, &[0.0; 3]);
+            for r in 0..rows {
+                let want: i64 = (0..depth)
+                    .map(|k| i64::from(values[r * stride + k]) * b[k] as i64)
+                    .sum();
+                assert_eq!(c[r], want as f32, "depth {depth} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_and_non_finite_columns() {
+        let (rows, depth) = (4, 6);
+        let w = random(rows * depth, 3);
+        let (values, scales) = quantised(rows, depth, &w);
+        let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
+        let mut b = random(depth * 3, 4);
+        b[..depth].fill(0.0);
+        b[2 * depth + 1] = f32::NAN;
+        let (c, c_add) = run(&a, &b, 3, &[1.5; 12]);
+        assert!(c[..rows].iter().all(|&v| v == 0.0));
+        assert!(c_add[..rows].iter().all(|&v| v == 1.5));
+        assert!(c[rows..2 * rows].iter().all(|v| v.is_finite() && *v != 0.0));
+        assert!(c[2 * rows..].iter().all(|v| v.is_nan()));
+        let mut q = [7i16; 8];
+        assert_eq!(quantize_column(&[0.0; 6], &mut q), 0.0);
+        assert_eq!(q, [0; 8]);
+        b[2 * depth + 1] = f32::INFINITY;
+        assert!(quantize_column(&b[2 * depth..], &mut q).is_nan());
+    }
+
+    #[test]
+    fn quantisation_layout_and_rounding() {
+        let bound = activation_bound(6);
+        assert_eq!(bound, 32767);
+        let mut q = [0x1234i16; 8];
+        // max = 4: one step is 4 / 32767.
+        let step = 4.0f32 / 32767.0;
+        let x = [4.0, -4.0, 1.5 * step, -2.5 * step, 0.49 * step, 0.0];
+        let s = quantize_column(&x, &mut q);
+        assert_eq!(s, 4.0 / 32767.0);
+        // x0 x2 x1 x3 | x4 (x6=0) x5 (x7=0)
+        assert_eq!(q, [32767, 2, -32767, -3, 0, 0, 0, 0]);
+        assert_eq!(activation_bound(640), 26_420);
+        assert_eq!(activation_bound(256), 32767);
+        assert_eq!(activation_bound(0), 32767);
+        assert_eq!(activation_bound(usize::MAX / 256), 1);
+        // Too short a scratch: nothing is written.
+        let mut short = [9i16; 7];
+        assert!(quantize_column(&x[..5], &mut short).is_nan());
+        assert_eq!(short, [9; 7]);
+    }
+
+    #[test]
+    fn mismatched_sizes_leave_c_unchanged() {
+        let values = [1i8; 8];
+        let scales = [1.0f32; 2];
+        assert!(QuantMat::from_parts(2, 4, &values, &scales[..1]).is_none());
+        assert!(QuantMat::from_parts(2, 5, &values, &scales).is_none());
+        assert!(QuantMat::from_parts(usize::MAX, 4, &values, &scales).is_none());
+        let a = QuantMat::from_parts(2, 4, &values, &scales).unwrap();
+        assert_eq!(
+            (a.rows(), a.depth(), a.stride(), a.scale(1), a.scale(2)),
+            (2, 4, 4, 1.0, 0.0)
+        );
+        let b = [1.0f32; 10];
+        let mut c = [3.0f32; 4];
+        let mut scratch = [0i16; 8];
+        // B with 5 rows against depth 4; C with 1 row; scratch too short for a column.
+        let bm = Mat::from_slice(&b, Dyn(5), Dyn(2)).unwrap();
+        mul_to(
+            &a,
+            bm,
+            &mut scratch,
+            MatMut::from_slice(&mut c, Dyn(2), Dyn(2)).unwrap(),
+        );
+        let bm = Mat::from_slice(&b[..8], Dyn(4), Dyn(2)).unwrap();
+        mul_to(
+            &a,
+            bm,
+            &mut scratch,
+            MatMut::from_slice(&mut c[..2], Dyn(1), Dyn(2)).unwrap(),
+        );
+        mul_to(
+            &a,
+            bm,
+            &mut scratch[..3],
+            MatMut::from_slice(&mut c, Dyn(2), Dyn(2)).unwrap(),
+        );
+        assert_eq!(c, [3.0; 4]);
+        // A scratch of one column does the columns one at a time.
+        mul_to(
+            &a,
+            bm,
+            &mut scratch[..4],
+            MatMut::from_slice(&mut c, Dyn(2), Dyn(2)).unwrap(),
+        );
+        assert_eq!(c, [(4.0f32 * 32767.0) * (1.0 / 32767.0); 4]);
+    }
+}
