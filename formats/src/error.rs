@@ -3,6 +3,7 @@
 use crate::header::{
     ConfigError, Shape, TensorName, MAX_NAME_LEN, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
+use crate::quant::{Dtype, QuantAxis};
 
 /// A model file could not be read, checked, accessed or written.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -194,6 +195,105 @@ pub enum FormatError {
     /// The header could not be encoded.
     #[error("cannot encode header: {0}")]
     HeaderEncoding(postcard::Error),
+    /// A tensor is not of the element type the accessor reads ([`crate::ModelFile::tensor`]
+    /// on an int8 tensor, [`crate::ModelFile::tensor_i8`] on an f32 one).
+    #[error("tensor `{name}` is {found:?}, the accessor reads {expected:?}")]
+    WrongDtype {
+        /// Tensor name.
+        name: TensorName,
+        /// The element type the accessor reads.
+        expected: Dtype,
+        /// The tensor's element type in the file.
+        found: Dtype,
+    },
+    /// A version-3 table entry has a dtype code this reader does not know (0 = f32, 1 = i8).
+    #[error("tensor `{name}` has unknown dtype code {code}")]
+    UnknownDtype {
+        /// Tensor name.
+        name: TensorName,
+        /// The code found.
+        code: u8,
+    },
+    /// A version-3 table entry has an axis code that is unknown or wrong for its dtype (an
+    /// f32 tensor has 0, an int8 tensor 1 = [`QuantAxis::Out`] or 2 = [`QuantAxis::In`]).
+    #[error("tensor `{name}` has axis code {code}, not valid for its dtype")]
+    UnknownQuantAxis {
+        /// Tensor name.
+        name: TensorName,
+        /// The code found.
+        code: u8,
+    },
+    /// An int8 tensor that [`crate::tensors::quant_axis`] does not quantise along this axis
+    /// (layer norms, scales and the tensors only training needs stay f32).
+    #[error("tensor `{name}` cannot be int8 along {axis:?} (see formats::tensors::quant_axis)")]
+    QuantNotAllowed {
+        /// Tensor name.
+        name: TensorName,
+        /// The axis the file or caller gave.
+        axis: QuantAxis,
+    },
+    /// An int8 matrix's row stride is not its depth rounded up to a multiple of 4.
+    #[error("int8 tensor `{name}` has row stride {found}, expected {expected}")]
+    QuantStride {
+        /// Tensor name.
+        name: TensorName,
+        /// `depth` rounded up to a multiple of 4.
+        expected: u64,
+        /// Stride given.
+        found: u64,
+    },
+    /// An int8 matrix has a number of values other than `rows * stride`.
+    #[error("int8 tensor `{name}` has {found} values, expected rows * stride = {expected}")]
+    QuantValuesLength {
+        /// Tensor name.
+        name: TensorName,
+        /// `rows * stride`.
+        expected: u64,
+        /// Values given.
+        found: u64,
+    },
+    /// An int8 matrix has a number of scales other than its row count.
+    #[error("int8 tensor `{name}` has {found} scales for {expected} rows")]
+    ScaleCount {
+        /// Tensor name.
+        name: TensorName,
+        /// Its rows.
+        expected: u64,
+        /// Scales given.
+        found: u64,
+    },
+    /// An int8 row's scale is not finite, or not positive (zero included).
+    #[error("int8 tensor `{name}` row {row} has scale {value}, not finite and positive")]
+    InvalidScale {
+        /// Tensor name.
+        name: TensorName,
+        /// The row.
+        row: u64,
+        /// Its scale.
+        value: f32,
+    },
+    /// An int8 value is -128 (values lie in `[-127, 127]`, a bound the kernels rely on).
+    #[error("int8 tensor `{name}` has -128 at value {index} (values lie in [-127, 127])")]
+    QuantValueOutOfRange {
+        /// Tensor name.
+        name: TensorName,
+        /// Index into its values.
+        index: u64,
+    },
+    /// The padding of an int8 row (past `depth`, up to `stride`) is not zero.
+    #[error("int8 tensor `{name}` row {row} has nonzero padding")]
+    NonzeroQuantPadding {
+        /// Tensor name.
+        name: TensorName,
+        /// The row.
+        row: u64,
+    },
+    /// A weight given to [`crate::quant::quantize`] is NaN or infinite.
+    #[error("weight {index} is not finite; it cannot be quantised")]
+    NonFiniteWeight {
+        /// Its index in the row-major matrix.
+        index: u64,
+    },
 }
 
 /// A tensor name for an error message, cut to [`MAX_NAME_LEN`] bytes at a character boundary.

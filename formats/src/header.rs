@@ -5,6 +5,9 @@
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
+use crate::error::FormatError;
+use crate::quant::{stride, Dtype, QuantAxis};
+
 /// Most tensors one file may hold: 39 parameters of a training file, plus an Adam first and
 /// second moment for each (117), rounded up.
 pub const MAX_TENSORS: usize = 128;
@@ -326,12 +329,105 @@ pub struct TensorEntry {
     pub shape: Shape,
     /// Byte offset from the payload start (a multiple of 64).
     pub offset: u32,
+    /// `None` for an f32 tensor; for an int8 one (version 3), the axis its rows run along.
+    /// Not part of this struct's own encoding: a version-3 table entry adds a dtype and an
+    /// axis code after the offset ([`EntryRecord`]).
+    #[serde(skip)]
+    pub quant: Option<QuantAxis>,
 }
 
 impl TensorEntry {
-    /// Number of `f32` elements, `None` if it overflows `u64`.
+    /// Number of elements of the f32 shape, `None` if it overflows `u64`.
     pub fn elements(&self) -> Option<u64> {
         shape_elements(&self.shape)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        match self.quant {
+            None => Dtype::F32,
+            Some(_) => Dtype::I8,
+        }
+    }
+
+    /// `(rows, depth)` of an int8 tensor: from its `[in, out]` shape and axis; `None` for an
+    /// f32 tensor or a shape that is not 2-D.
+    pub fn quant_rows_depth(&self) -> Option<(usize, usize)> {
+        let axis = self.quant?;
+        match self.shape[..] {
+            [inputs, outputs] => Some(axis.rows_depth(inputs as usize, outputs as usize)),
+            _ => None,
+        }
+    }
+
+    /// Bytes the tensor takes in the payload: 4 per element for f32; for int8, `rows * stride`
+    /// values then `rows` f32 scales. `None` on overflow or an int8 shape that is not 2-D.
+    pub fn byte_len(&self) -> Option<u64> {
+        match self.quant {
+            None => self.elements()?.checked_mul(4),
+            Some(_) => {
+                let (rows, depth) = self.quant_rows_depth()?;
+                (rows as u64).checked_mul(stride(depth) as u64 + 4)
+            }
+        }
+    }
+}
+
+/// A version-3 table entry as encoded: the fields of [`TensorEntry`], then the dtype code
+/// (0 = f32, 1 = i8) and the axis code (0 for f32; 1 = [`QuantAxis::Out`], 2 =
+/// [`QuantAxis::In`] for i8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntryRecord {
+    pub(crate) name: TensorName,
+    pub(crate) shape: Shape,
+    pub(crate) offset: u32,
+    pub(crate) dtype: u8,
+    pub(crate) axis: u8,
+}
+
+impl EntryRecord {
+    /// The encoding of `entry`.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn new(entry: &TensorEntry) -> Self {
+        let (dtype, axis) = match entry.quant {
+            None => (0, 0),
+            Some(QuantAxis::Out) => (1, 1),
+            Some(QuantAxis::In) => (1, 2),
+        };
+        Self {
+            name: entry.name.clone(),
+            shape: entry.shape.clone(),
+            offset: entry.offset,
+            dtype,
+            axis,
+        }
+    }
+
+    /// The entry, or the typed error for an unknown dtype or axis code.
+    pub(crate) fn entry(self) -> Result<TensorEntry, FormatError> {
+        let quant = match (self.dtype, self.axis) {
+            (0, 0) => None,
+            (1, 1) => Some(QuantAxis::Out),
+            (1, 2) => Some(QuantAxis::In),
+            (0 | 1, code) => {
+                return Err(FormatError::UnknownQuantAxis {
+                    name: self.name,
+                    code,
+                })
+            }
+            (code, _) => {
+                return Err(FormatError::UnknownDtype {
+                    name: self.name,
+                    code,
+                })
+            }
+        };
+        Ok(TensorEntry {
+            name: self.name,
+            shape: self.shape,
+            offset: self.offset,
+            quant,
+        })
     }
 }
 
@@ -344,7 +440,8 @@ pub fn shape_elements(shape: &[u32]) -> Option<u64> {
 
 /// The header of a model file. Its serde encoding is the version-1 header; a version-2 header
 /// (a model whose [`ModelConfig::classifier`] is not the paper's) also encodes that classifier
-/// between `training` and `tensors` (FORMAT.md).
+/// between `training` and `tensors`, and a version-3 header (a file with int8 tensors) encodes
+/// the classifier and, in every table entry, a dtype and an axis code (FORMAT.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     /// Inference or training file.

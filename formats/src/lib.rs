@@ -1,9 +1,9 @@
 //! The AWGIM model file: the only contract between the trainer and the `no_std` engine.
 //!
 //! See `FORMAT.md` for the byte layout. [`parse`] checks a whole file held in memory and never
-//! panics; tensors are then borrowed in place ([`ModelFile::tensor`]) or copied. With the
-//! `alloc` feature `FileBuilder` writes files; with `std`, `write_atomic` and
-//! `read_aligned` move them to and from disk.
+//! panics; tensors are then borrowed in place ([`ModelFile::tensor`], [`ModelFile::tensor_i8`]
+//! for int8 ones, [`quant`]) or copied. With the `alloc` feature `FileBuilder` writes files;
+//! with `std`, `write_atomic` and `read_aligned` move them to and from disk.
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -18,6 +18,7 @@ mod error;
 mod header;
 #[cfg(feature = "std")]
 mod io;
+pub mod quant;
 mod read;
 pub mod tensors;
 #[cfg(feature = "alloc")]
@@ -33,23 +34,31 @@ pub use header::{
 };
 #[cfg(feature = "std")]
 pub use io::{read_aligned, write_atomic, AlignedBuf};
+pub use quant::{Dtype, QuantAxis, QuantTensor};
 pub use read::{parse, Entries, ModelFile};
 pub use tensors::{
-    allowed_tensor, expected_tensors, optional_shape, required_tensor, TensorSpec, ADAM_M_PREFIX,
-    ADAM_V_PREFIX,
+    allowed_tensor, expected_tensors, optional_shape, quant_axis, required_tensor, TensorSpec,
+    ADAM_M_PREFIX, ADAM_V_PREFIX,
 };
 #[cfg(feature = "alloc")]
 pub use write::FileBuilder;
 
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AWGIM\0MF";
-/// The newest format version this crate reads and writes: 2, whose header records the
-/// classifier variant ([`ModelConfig::classifier`]). A model with the paper's classifier is
-/// written as version 1, byte for byte what the files before version 2 were, and every
-/// version-1 file reads as the paper's classifier.
-pub const VERSION: u16 = 2;
+/// The newest format version this crate reads and writes: 3, whose table records each
+/// tensor's dtype and int8 axis ([`QUANT_VERSION`]). A file is written with the lowest
+/// version that holds it: version 1 for f32 tensors and the paper's classifier (byte for byte
+/// the files before version 2), version 2 for f32 tensors and another classifier, version 3
+/// when any tensor is int8. Every version reads.
+pub const VERSION: u16 = QUANT_VERSION;
 /// The version of files with the paper's classifier (no classifier field in the header).
 pub const PAPER_VERSION: u16 = 1;
+/// The version whose header records the classifier variant ([`ModelConfig::classifier`]),
+/// every tensor f32.
+pub const CLASSIFIER_VERSION: u16 = 2;
+/// The version of files with int8 tensors: the header records the classifier, and every
+/// table entry a dtype and an axis code after its offset (FORMAT.md).
+pub const QUANT_VERSION: u16 = 3;
 /// Bytes before the header: magic, version, reserved, header length, payload length.
 pub const PREFIX_LEN: usize = 20;
 /// Bytes of the CRC-32 trailer.

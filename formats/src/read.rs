@@ -11,11 +11,15 @@ use serde::Deserialize;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState, Validation,
-    MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+    EntryRecord, FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState,
+    Validation, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
-use crate::tensors::{allowed_tensor, expected_tensors};
-use crate::{payload_start, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, TRAILER_LEN, VERSION};
+use crate::quant::{check_parts, stride, Dtype, QuantTensor};
+use crate::tensors::{allowed_tensor, expected_tensors, quant_axis};
+use crate::{
+    payload_start, CLASSIFIER_VERSION, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, QUANT_VERSION,
+    TRAILER_LEN, VERSION,
+};
 
 /// The training state as encoded in the header, its trainer options borrowed from the file.
 /// Same wire format as [`TrainingState`] (postcard writes a `heapless::Vec<u8, _>` and a
@@ -96,6 +100,8 @@ pub struct ModelFile<'a> {
     table: &'a [u8],
     /// Number of entries in `table`.
     tensor_count: usize,
+    /// Whether the table's entries are version-3 [`EntryRecord`]s (with dtype and axis).
+    typed_entries: bool,
     payload: &'a [u8],
 }
 
@@ -174,8 +180,8 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
     let header = &bytes[PREFIX_LEN..header_end];
     let (mut summary, rest) =
         postcard::take_from_bytes::<Summary<'_>>(header).map_err(FormatError::MalformedHeader)?;
-    // Version 2 records the classifier; version 1 is the paper's (the `Default`).
-    let rest = if version >= 2 {
+    // Versions 2 and 3 record the classifier; version 1 is the paper's (the `Default`).
+    let rest = if version >= CLASSIFIER_VERSION {
         let (classifier, rest) =
             postcard::take_from_bytes(rest).map_err(FormatError::MalformedHeader)?;
         summary.config.classifier = classifier;
@@ -198,7 +204,8 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
     }
     // At most MAX_TENSORS: fits a usize.
     let tensor_count = count as usize;
-    let table = table_bytes(entries, tensor_count, header_len)?;
+    let typed_entries = version >= QUANT_VERSION;
+    let table = table_bytes(entries, tensor_count, header_len, typed_entries)?;
     let file = ModelFile {
         kind: summary.kind,
         config: summary.config,
@@ -206,6 +213,7 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
         training: summary.training,
         table,
         tensor_count,
+        typed_entries,
         payload: &bytes[start..crc_at],
     };
     file.check(start as u64)?;
@@ -213,13 +221,26 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
 }
 
 /// The bytes of `count` encoded entries at the start of `entries`, which must be exactly
-/// those: every entry is decoded once (and dropped) to check its encoding and find its end.
-fn table_bytes(entries: &[u8], count: usize, header_len: u32) -> Result<&[u8], FormatError> {
+/// those: every entry is decoded once (and dropped) to check its encoding (and, for version-3
+/// entries, its dtype and axis codes) and find its end.
+fn table_bytes(
+    entries: &[u8],
+    count: usize,
+    header_len: u32,
+    typed_entries: bool,
+) -> Result<&[u8], FormatError> {
     let mut rest = entries;
     for _ in 0..count {
-        let (_, after) =
-            postcard::take_from_bytes::<TensorEntry>(rest).map_err(FormatError::MalformedHeader)?;
-        rest = after;
+        rest = if typed_entries {
+            let (record, after) = postcard::take_from_bytes::<EntryRecord>(rest)
+                .map_err(FormatError::MalformedHeader)?;
+            record.entry()?;
+            after
+        } else {
+            postcard::take_from_bytes::<TensorEntry>(rest)
+                .map_err(FormatError::MalformedHeader)?
+                .1
+        };
     }
     if !rest.is_empty() {
         return Err(FormatError::HeaderLengthMismatch {
@@ -320,13 +341,33 @@ impl<'a> ModelFile<'a> {
         for entry in self.entries() {
             let start = u64::from(entry.offset);
             check_zero(self.payload, covered, start, payload_at)?;
-            covered = start + entry.elements().unwrap_or(0) * 4;
+            covered = start + entry.byte_len().unwrap_or(0);
         }
-        check_zero(self.payload, covered, payload_len, payload_at)
+        check_zero(self.payload, covered, payload_len, payload_at)?;
+        // Last, the contents of the int8 tensors: scales, value range, row padding.
+        for entry in self.entries() {
+            if let Some((rows, depth)) = entry.quant_rows_depth() {
+                let bytes = self.tensor_bytes(&entry.name)?;
+                let (values, scales) = bytes.split_at(rows * stride(depth));
+                check_parts(
+                    &entry.name,
+                    rows,
+                    depth,
+                    stride(depth),
+                    bytemuck::cast_slice(values),
+                    scales
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    scales.len() / 4,
+                )?;
+            }
+        }
+        Ok(())
     }
 
-    /// Checks one entry on its own: aligned, in bounds, expected for the configuration and
-    /// kind, with its shape. Returns its canonical rank and its payload byte range.
+    /// Checks one entry on its own: aligned, int8 only as [`quant_axis`] allows, in bounds,
+    /// expected for the configuration and kind, with its shape. Returns its canonical rank and
+    /// its payload byte range.
     fn check_entry(&self, entry: &TensorEntry) -> Result<(usize, u64, u64), FormatError> {
         if entry.offset % 64 != 0 {
             return Err(FormatError::MisalignedTensor {
@@ -334,11 +375,35 @@ impl<'a> ModelFile<'a> {
                 offset: entry.offset,
             });
         }
+        if let Some(axis) = entry.quant {
+            if quant_axis(&entry.name) != Some(axis) {
+                return Err(FormatError::QuantNotAllowed {
+                    name: entry.name.clone(),
+                    axis,
+                });
+            }
+            // The int8 length needs the tensor's own 2-D shape: name and shape are checked
+            // before the bounds.
+            match allowed_tensor(&self.config, self.kind, &entry.name) {
+                None => {
+                    return Err(FormatError::UnexpectedTensor {
+                        name: entry.name.clone(),
+                    })
+                }
+                Some((_, shape)) if shape != entry.shape => {
+                    return Err(FormatError::ShapeMismatch {
+                        name: entry.name.clone(),
+                        expected: shape,
+                        found: entry.shape.clone(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
         let payload_len = self.payload.len() as u64;
         let start = u64::from(entry.offset);
         let end = entry
-            .elements()
-            .and_then(|n| n.checked_mul(4))
+            .byte_len()
             .and_then(|n| n.checked_add(start))
             .unwrap_or(u64::MAX);
         if end > payload_len {
@@ -419,6 +484,7 @@ impl<'a> ModelFile<'a> {
         Entries {
             rest: self.table,
             remaining: self.tensor_count,
+            typed: self.typed_entries,
         }
     }
 
@@ -455,12 +521,18 @@ impl<'a> ModelFile<'a> {
         self.entries().any(|e| e.name == name)
     }
 
-    /// The raw little-endian bytes of a tensor.
+    /// The element type of a tensor.
+    pub fn dtype(&self, name: &str) -> Result<Dtype, FormatError> {
+        Ok(self.entry(name)?.dtype())
+    }
+
+    /// The raw bytes of a tensor as stored: little-endian f32 values, or for an int8 tensor
+    /// its `rows * stride` values followed by its `rows` little-endian f32 scales.
     pub fn tensor_bytes(&self, name: &str) -> Result<&'a [u8], FormatError> {
         let entry = self.entry(name)?;
         // Checked by `parse`: in bounds, so these casts and the slice are exact.
         let start = entry.offset as usize;
-        let len = entry.elements().unwrap_or(0) as usize * 4;
+        let len = entry.byte_len().unwrap_or(0) as usize;
         self.payload
             .get(start..start + len)
             .ok_or_else(|| FormatError::TensorOutOfBounds {
@@ -470,10 +542,25 @@ impl<'a> ModelFile<'a> {
             })
     }
 
-    /// A tensor borrowed in place, without a copy. Fails with [`FormatError::NotZeroCopy`] when
-    /// the buffer is not 4-byte aligned or the target is big-endian (use [`Self::copy_tensor`]).
+    /// The bytes of an f32 tensor; [`FormatError::WrongDtype`] for an int8 one.
+    fn f32_bytes(&self, name: &str) -> Result<&'a [u8], FormatError> {
+        let found = self.dtype(name)?;
+        if found != Dtype::F32 {
+            return Err(FormatError::WrongDtype {
+                name: error_name(name),
+                expected: Dtype::F32,
+                found,
+            });
+        }
+        self.tensor_bytes(name)
+    }
+
+    /// An f32 tensor borrowed in place, without a copy. Fails with [`FormatError::NotZeroCopy`]
+    /// when the buffer is not 4-byte aligned or the target is big-endian (use
+    /// [`Self::copy_tensor`]), and with [`FormatError::WrongDtype`] for an int8 tensor (use
+    /// [`Self::tensor_i8`]).
     pub fn tensor(&self, name: &str) -> Result<&'a [f32], FormatError> {
-        let bytes = self.tensor_bytes(name)?;
+        let bytes = self.f32_bytes(name)?;
         if cfg!(target_endian = "big") {
             return Err(FormatError::NotZeroCopy {
                 name: error_name(name),
@@ -484,10 +571,43 @@ impl<'a> ModelFile<'a> {
         })
     }
 
-    /// Copies a tensor into `out`, which must have exactly its number of elements. Works for
-    /// any buffer alignment and target endianness.
-    pub fn copy_tensor(&self, name: &str, out: &mut [f32]) -> Result<(), FormatError> {
+    /// An int8 tensor borrowed in place (values and scales), valid ([`QuantTensor::check`]
+    /// passed in [`parse`]). Fails with [`FormatError::WrongDtype`] for an f32 tensor, and
+    /// with [`FormatError::NotZeroCopy`] when the scales cannot be borrowed (buffer not 4-byte
+    /// aligned, or a big-endian target).
+    pub fn tensor_i8(&self, name: &str) -> Result<QuantTensor<'a>, FormatError> {
+        let entry = self.entry(name)?;
+        let (Some(axis), Some((rows, depth))) = (entry.quant, entry.quant_rows_depth()) else {
+            return Err(FormatError::WrongDtype {
+                name: error_name(name),
+                expected: Dtype::I8,
+                found: entry.dtype(),
+            });
+        };
         let bytes = self.tensor_bytes(name)?;
+        let stride = stride(depth);
+        let (values, scales) = bytes.split_at(rows * stride);
+        let not_zero_copy = || FormatError::NotZeroCopy {
+            name: error_name(name),
+        };
+        if cfg!(target_endian = "big") {
+            return Err(not_zero_copy());
+        }
+        Ok(QuantTensor {
+            axis,
+            rows,
+            depth,
+            stride,
+            values: bytemuck::cast_slice(values),
+            scales: bytemuck::try_cast_slice(scales).map_err(|_| not_zero_copy())?,
+        })
+    }
+
+    /// Copies an f32 tensor into `out`, which must have exactly its number of elements. Works
+    /// for any buffer alignment and target endianness. [`FormatError::WrongDtype`] for an int8
+    /// tensor (see [`crate::quant::dequantize`]).
+    pub fn copy_tensor(&self, name: &str, out: &mut [f32]) -> Result<(), FormatError> {
+        let bytes = self.f32_bytes(name)?;
         if bytes.len() != out.len() * 4 {
             return Err(FormatError::LengthMismatch {
                 name: error_name(name),
@@ -501,10 +621,10 @@ impl<'a> ModelFile<'a> {
         Ok(())
     }
 
-    /// A tensor copied into a new vector.
+    /// An f32 tensor copied into a new vector ([`FormatError::WrongDtype`] for an int8 one).
     #[cfg(feature = "alloc")]
     pub fn to_vec(&self, name: &str) -> Result<alloc::vec::Vec<f32>, FormatError> {
-        let len = self.tensor_bytes(name)?.len() / 4;
+        let len = self.f32_bytes(name)?.len() / 4;
         let mut out = alloc::vec![0.0; len];
         self.copy_tensor(name, &mut out)?;
         Ok(out)
@@ -517,6 +637,8 @@ impl<'a> ModelFile<'a> {
 pub struct Entries<'a> {
     rest: &'a [u8],
     remaining: usize,
+    /// Version-3 entries ([`EntryRecord`]).
+    typed: bool,
 }
 
 impl Iterator for Entries<'_> {
@@ -527,7 +649,12 @@ impl Iterator for Entries<'_> {
             return None;
         }
         // `parse` decoded every entry once, so this succeeds for all `remaining` of them.
-        let (entry, rest) = postcard::take_from_bytes::<TensorEntry>(self.rest).ok()?;
+        let (entry, rest) = if self.typed {
+            let (record, rest) = postcard::take_from_bytes::<EntryRecord>(self.rest).ok()?;
+            (record.entry().ok()?, rest)
+        } else {
+            postcard::take_from_bytes::<TensorEntry>(self.rest).ok()?
+        };
         self.rest = rest;
         self.remaining -= 1;
         Some(entry)

@@ -6,6 +6,7 @@
 //! and roles is built from the same constants.
 
 use crate::header::{EncoderKind, FeatureNorm, FileKind, LogitsKind, ModelConfig, Shape};
+use crate::quant::QuantAxis;
 
 /// A size of the configuration that a tensor dimension stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,4 +310,46 @@ pub fn allowed_tensor(config: &ModelConfig, kind: FileKind, name: &str) -> Optio
     required_tensor(config, kind, name)
         .map(|(rank, spec)| (rank, spec.shape))
         .or_else(|| optional_shape(config, kind, name))
+}
+
+/// The int8 tensors of a block: its attention projections and feed-forward layers, a scale
+/// per output.
+const fn block_quant(b: BlockNames) -> [(&'static str, QuantAxis); 6] {
+    [
+        (b.wq, QuantAxis::Out),
+        (b.wk, QuantAxis::Out),
+        (b.wv, QuantAxis::Out),
+        (b.wo, QuantAxis::Out),
+        (b.f1, QuantAxis::Out),
+        (b.f2, QuantAxis::Out),
+    ]
+}
+
+/// Every tensor an int8 export quantises, with its axis: the big products of an inference
+/// file. The encoders, the blocks' projections and feed-forward layers and G1 have a scale
+/// per output ([`QuantAxis::Out`]); `gen.g2_mu`, which the engine reduces over its outputs
+/// `D` (the query product), a scale per input ([`QuantAxis::In`]).
+const QUANT: [&[(&str, QuantAxis)]; 5] = [
+    &[(ENC_AP, QuantAxis::Out), (ENC_CP, QuantAxis::Out)],
+    &block_quant(SA_AP),
+    &block_quant(CA_AP),
+    &block_quant(SA_CP),
+    &[
+        (GENERATOR.g1, QuantAxis::Out),
+        (GENERATOR.g2_mu, QuantAxis::In),
+    ],
+];
+
+/// Whether an int8 export quantises the tensor `name`, and along which axis (the one table of
+/// it): `Some` for the encoders `enc_ap`, `enc_cp`, each block's `wq`, `wk`, `wv`, `wo`, `f1`,
+/// `f2` and `gen.g1` ([`QuantAxis::Out`]) and `gen.g2_mu` ([`QuantAxis::In`]); `None` for
+/// everything that stays f32: layer norms, `feat.center`, `logit_scale`, and the tensors only
+/// a training file holds (`gen.g2_sigma`, the decoders, optimizer state). A file may store a
+/// tensor as int8 only along the axis this gives.
+pub fn quant_axis(name: &str) -> Option<QuantAxis> {
+    QUANT
+        .into_iter()
+        .flatten()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, axis)| axis)
 }

@@ -4,10 +4,21 @@ use alloc::vec::Vec;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    Classifier, FileKind, ModelConfig, Provenance, TensorEntry, TrainingState, MAX_TENSORS,
+    Classifier, EntryRecord, FileKind, ModelConfig, Provenance, TensorEntry, TrainingState,
+    MAX_TENSORS,
 };
-use crate::tensors::{allowed_tensor, expected_tensors};
-use crate::{payload_start, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, VERSION};
+use crate::quant::{stride, QuantAxis, QuantTensor};
+use crate::tensors::{allowed_tensor, expected_tensors, quant_axis};
+use crate::{
+    payload_start, CLASSIFIER_VERSION, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, QUANT_VERSION,
+};
+
+/// A tensor's data as given to the builder.
+#[derive(Clone, Copy, Debug)]
+enum Data<'t> {
+    F32(&'t [f32]),
+    I8 { values: &'t [i8], scales: &'t [f32] },
+}
 
 /// Assembles a model file from its header fields and named tensors, checking them against
 /// the expected tensor set of the configuration and kind.
@@ -38,7 +49,7 @@ pub struct FileBuilder<'t> {
     provenance: Provenance,
     training: Option<TrainingState>,
     /// (canonical rank, entry without offset, data).
-    tensors: Vec<(usize, TensorEntry, &'t [f32])>,
+    tensors: Vec<(usize, TensorEntry, Data<'t>)>,
 }
 
 impl<'t> FileBuilder<'t> {
@@ -67,6 +78,61 @@ impl<'t> FileBuilder<'t> {
     /// Adds a tensor. Its name must be a required or optional tensor of the configuration and
     /// kind, not already added, and `data` must have exactly its number of elements (row-major).
     pub fn tensor(&mut self, name: &str, data: &'t [f32]) -> Result<&mut Self, FormatError> {
+        let (rank, entry) = self.new_entry(name, None)?;
+        let expected = entry.elements().unwrap_or(u64::MAX);
+        if expected != data.len() as u64 {
+            return Err(FormatError::LengthMismatch {
+                name: entry.name,
+                expected,
+                found: data.len() as u64,
+            });
+        }
+        self.tensors.push((rank, entry, Data::F32(data)));
+        Ok(self)
+    }
+
+    /// Adds an int8 tensor (which makes the file version 3): `values` are its `rows * stride`
+    /// values, every row zero-padded to `stride`, and `scales` its `rows` scales, as
+    /// [`crate::quant::quantize`] returns them for the tensor's `[in, out]` shape and `axis`.
+    /// The name must be a tensor of the configuration and kind that
+    /// [`crate::tensors::quant_axis`] quantises along `axis`, not already added, and the
+    /// matrix must be valid ([`QuantTensor::check`]).
+    pub fn tensor_i8(
+        &mut self,
+        name: &str,
+        axis: QuantAxis,
+        values: &'t [i8],
+        scales: &'t [f32],
+    ) -> Result<&mut Self, FormatError> {
+        if quant_axis(name) != Some(axis) {
+            return Err(FormatError::QuantNotAllowed {
+                name: error_name(name),
+                axis,
+            });
+        }
+        let (rank, entry) = self.new_entry(name, Some(axis))?;
+        // quant_axis names only 2-D tensors.
+        let (rows, depth) = entry.quant_rows_depth().unwrap_or((0, 0));
+        QuantTensor {
+            axis,
+            rows,
+            depth,
+            stride: stride(depth),
+            values,
+            scales,
+        }
+        .check(name)?;
+        self.tensors
+            .push((rank, entry, Data::I8 { values, scales }));
+        Ok(self)
+    }
+
+    /// The entry (offset 0) and canonical rank of a tensor `name` not yet added.
+    fn new_entry(
+        &self,
+        name: &str,
+        quant: Option<QuantAxis>,
+    ) -> Result<(usize, TensorEntry), FormatError> {
         let (rank, shape) = allowed_tensor(&self.config, self.kind, name).ok_or_else(|| {
             FormatError::UnexpectedTensor {
                 name: error_name(name),
@@ -81,17 +147,9 @@ impl<'t> FileBuilder<'t> {
             name: error_name(name),
             shape,
             offset: 0,
+            quant,
         };
-        let expected = entry.elements().unwrap_or(u64::MAX);
-        if expected != data.len() as u64 {
-            return Err(FormatError::LengthMismatch {
-                name: entry.name,
-                expected,
-                found: data.len() as u64,
-            });
-        }
-        self.tensors.push((rank, entry, data));
-        Ok(self)
+        Ok((rank, entry))
     }
 
     /// Lays out and encodes the file: prefix, header, aligned payload in canonical tensor
@@ -110,33 +168,43 @@ impl<'t> FileBuilder<'t> {
         if self.tensors.len() > MAX_TENSORS {
             return Err(FormatError::TooLarge);
         }
-        let mut order: Vec<&(usize, TensorEntry, &[f32])> = self.tensors.iter().collect();
+        let mut order: Vec<&(usize, TensorEntry, Data<'_>)> = self.tensors.iter().collect();
         order.sort_by_key(|(rank, _, _)| *rank);
 
         let mut table = heapless::Vec::<TensorEntry, MAX_TENSORS>::new();
         let mut offset = 0u64;
-        for (_, entry, data) in &order {
+        for (_, entry, _) in &order {
             let mut entry = entry.clone();
             entry.offset = u32::try_from(offset).map_err(|_| FormatError::TooLarge)?;
+            let len = entry.byte_len().ok_or(FormatError::TooLarge)?;
             table.push(entry).map_err(|_| FormatError::TooLarge)?;
-            offset = align64(offset + data.len() as u64 * 4);
+            offset = align64(offset + len);
         }
         let payload_len = u32::try_from(offset).map_err(|_| FormatError::TooLarge)?;
         // The header's fields in order (as `Header` encodes them), with the classifier
-        // between the training state and the table in a version-2 file.
+        // between the training state and the table in a version-2 or -3 file, and a dtype
+        // and axis code in every entry of a version-3 table.
         let classifier = self.config.classifier;
-        let version = if classifier == Classifier::PAPER {
-            PAPER_VERSION
+        let version = if table.iter().any(|e| e.quant.is_some()) {
+            QUANT_VERSION
+        } else if classifier != Classifier::PAPER {
+            CLASSIFIER_VERSION
         } else {
-            VERSION
+            PAPER_VERSION
         };
         let summary = (self.kind, self.config, &self.provenance, &self.training);
         let mut encoded = postcard::to_allocvec(&summary).map_err(FormatError::HeaderEncoding)?;
-        if version == VERSION {
+        if version >= CLASSIFIER_VERSION {
             encoded =
                 postcard::to_extend(&classifier, encoded).map_err(FormatError::HeaderEncoding)?;
         }
-        let encoded = postcard::to_extend(&table, encoded).map_err(FormatError::HeaderEncoding)?;
+        let encoded = if version >= QUANT_VERSION {
+            let records: Vec<EntryRecord> = table.iter().map(EntryRecord::new).collect();
+            postcard::to_extend(&records, encoded)
+        } else {
+            postcard::to_extend(&table, encoded)
+        }
+        .map_err(FormatError::HeaderEncoding)?;
         let header_len = u32::try_from(encoded.len()).map_err(|_| FormatError::TooLarge)?;
         let start = payload_start(u64::from(header_len));
         let total = start + u64::from(payload_len) + 4;
@@ -154,8 +222,18 @@ impl<'t> FileBuilder<'t> {
         out.resize(payload_at, 0);
         for (entry, (_, _, data)) in table.iter().zip(&order) {
             out.resize(payload_at + entry.offset as usize, 0);
-            for value in data.iter() {
-                out.extend_from_slice(&value.to_le_bytes());
+            match data {
+                Data::F32(data) => {
+                    for value in data.iter() {
+                        out.extend_from_slice(&value.to_le_bytes());
+                    }
+                }
+                Data::I8 { values, scales } => {
+                    out.extend_from_slice(bytemuck::cast_slice(values));
+                    for scale in scales.iter() {
+                        out.extend_from_slice(&scale.to_le_bytes());
+                    }
+                }
             }
         }
         out.resize(payload_at + payload_len as usize, 0);

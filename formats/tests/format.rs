@@ -335,12 +335,12 @@ fn error_bad_magic() {
 #[test]
 fn error_newer_version() {
     let mut file = valid_tiny();
-    file[8] = 3;
+    file[8] = 4;
     assert_eq!(
         parse(&file).unwrap_err(),
         FormatError::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         }
     );
 }
@@ -968,7 +968,7 @@ fn classifier_variants_are_version_2_and_paper_files_stay_version_1() {
 
     for kind in [FileKind::Inference, FileKind::Training] {
         let (bytes, data) = build(variant(), kind, None, false);
-        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), VERSION);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), CLASSIFIER_VERSION);
         let file = parse(&bytes).unwrap();
         assert_eq!(file.config(), variant());
         for (name, values) in &data {

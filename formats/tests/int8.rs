@@ -1,0 +1,573 @@
+//! int8 tensors (file version 3): the quantisation, the table of quantised tensors, round
+//! trips through the writer and reader, and one test per new error.
+
+use formats::quant::{dequantize, quantize};
+use formats::tensors::{BlockNames, CA_AP, GENERATOR, SA_AP, SA_CP};
+use formats::*;
+use proptest::prelude::*;
+
+fn provenance() -> Provenance {
+    Provenance {
+        dataset: "random".try_into().unwrap(),
+        shots: 1,
+        steps: 0,
+        seed: 1,
+        validation: None,
+        tool: "formats-tests".try_into().unwrap(),
+        tool_version: "0.1.0".try_into().unwrap(),
+    }
+}
+
+/// A small configuration whose `D` = 6 is not a multiple of 4, so `enc_ap` and `enc_cp`
+/// (`[6][4]`, one row per output of depth 6, stride 8) have row padding.
+fn tiny() -> ModelConfig {
+    ModelConfig::new(6, 4, 2, 2, 1, 6)
+}
+
+/// Recognisable weights for every tensor of an inference file.
+fn weights(config: &ModelConfig) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
+    expected_tensors(config, FileKind::Inference)
+        .enumerate()
+        .map(|(t, spec)| {
+            let n = spec.elements() as usize;
+            let values = (0..n)
+                .map(|i| ((t * 31 + i * 7) % 23) as f32 * 0.13 - 1.4)
+                .collect();
+            let shape = spec.shape.iter().map(|&s| s as usize).collect();
+            (spec.name, shape, values)
+        })
+        .collect()
+}
+
+type Quantised = Vec<(&'static str, QuantAxis, Vec<i8>, Vec<f32>)>;
+
+/// The int8 tensors of `weights` (every one `quant_axis` names).
+fn quantised(weights: &[(&'static str, Vec<usize>, Vec<f32>)]) -> Quantised {
+    weights
+        .iter()
+        .filter_map(|(name, shape, values)| {
+            let axis = quant_axis(name)?;
+            let (v, s) = quantize(values, shape[0], shape[1], axis).unwrap();
+            Some((*name, axis, v, s))
+        })
+        .collect()
+}
+
+/// An inference file of `config` with every `quant_axis` tensor int8.
+fn int8_file(config: ModelConfig) -> Vec<u8> {
+    let w = weights(&config);
+    let q = quantised(&w);
+    let mut builder = FileBuilder::new(FileKind::Inference, config, provenance()).unwrap();
+    for (name, _, values) in &w {
+        if quant_axis(name).is_none() {
+            builder.tensor(name, values).unwrap();
+        }
+    }
+    for (name, axis, values, scales) in &q {
+        builder.tensor_i8(name, *axis, values, scales).unwrap();
+    }
+    builder.build().unwrap()
+}
+
+fn name(s: &str) -> TensorName {
+    s.try_into().unwrap()
+}
+
+fn fix_crc(file: &mut [u8]) {
+    let n = file.len() - 4;
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&file[..n]);
+    file[n..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// File offset of the first payload byte.
+fn payload_at(file: &[u8]) -> usize {
+    let parsed = parse(file).unwrap();
+    parsed.payload().as_ptr() as usize - file.as_ptr() as usize
+}
+
+#[test]
+fn quant_axis_lists_the_big_products() {
+    let block = |b: BlockNames| [b.wq, b.wk, b.wv, b.wo, b.f1, b.f2];
+    let mut out_axis = vec!["enc_ap", "enc_cp", GENERATOR.g1];
+    for b in [SA_AP, CA_AP, SA_CP] {
+        out_axis.extend(block(b));
+    }
+    for name in &out_axis {
+        assert_eq!(quant_axis(name), Some(QuantAxis::Out), "{name}");
+    }
+    assert_eq!(quant_axis(GENERATOR.g2_mu), Some(QuantAxis::In));
+    // Everything else of a training file (which holds every parameter) stays f32.
+    let mut config = ModelConfig::paper(1);
+    config.classifier = Classifier {
+        features: FeatureNorm::CenteredL2,
+        weights: WeightsKind::Prototype,
+        logits: LogitsKind::Cosine,
+    };
+    let mut quantised = 0;
+    for spec in expected_tensors(&config, FileKind::Training) {
+        match quant_axis(spec.name) {
+            Some(_) => {
+                quantised += 1;
+                assert_eq!(spec.shape.len(), 2, "{}", spec.name);
+                assert!(expected_tensors(&config, FileKind::Inference).any(|s| s.name == spec.name));
+            }
+            None => assert!(
+                spec.shape.len() == 1
+                    || matches!(
+                        spec.name,
+                        "gen.g2_sigma" | "dec_q.r1" | "dec_q.r2" | "dec_s.r1" | "dec_s.r2"
+                    ),
+                "{} stays f32",
+                spec.name
+            ),
+        }
+    }
+    assert_eq!(quantised, out_axis.len() + 1);
+    assert_eq!(quant_axis("adam.m.enc_ap"), None);
+    assert_eq!(quant_axis("sa_ap.ln1.gain"), None);
+}
+
+#[test]
+fn quantize_is_per_row_symmetric() {
+    // [in = 3][out = 2]: columns (outputs) [1, -2, 0.5] and [0, 0, 0].
+    let w = [1.0, 0.0, -2.0, 0.0, 0.5, 0.0];
+    let (values, scales) = quantize(&w, 3, 2, QuantAxis::Out).unwrap();
+    // Two rows (outputs) of depth 3, stride 4; the zero row has scale 1 and zeros.
+    assert_eq!(scales, vec![2.0 / 127.0, 1.0]);
+    assert_eq!(values, vec![64, -127, 32, 0, 0, 0, 0, 0]);
+    // Along In: three rows (inputs) of depth 2, stride 4.
+    let (values, scales) = quantize(&w, 3, 2, QuantAxis::In).unwrap();
+    assert_eq!(scales, vec![1.0 / 127.0, 2.0 / 127.0, 0.5 / 127.0]);
+    assert_eq!(values, vec![127, 0, 0, 0, -127, 0, 0, 0, 127, 0, 0, 0]);
+}
+
+#[test]
+fn dequantize_writes_the_in_out_layout() {
+    let w = [1.0, 0.25, -2.0, 0.0, 0.5, -0.125];
+    for axis in [QuantAxis::Out, QuantAxis::In] {
+        let (values, scales) = quantize(&w, 3, 2, axis).unwrap();
+        let (rows, depth) = axis.rows_depth(3, 2);
+        let q = QuantTensor {
+            axis,
+            rows,
+            depth,
+            stride: 4,
+            values: &values,
+            scales: &scales,
+        };
+        let mut out = [0.0; 6];
+        dequantize(&q, &mut out).unwrap();
+        for (i, (a, b)) in w.iter().zip(&out).enumerate() {
+            assert!(
+                (a - b).abs() <= 2.0 / 127.0 / 2.0,
+                "{axis:?} {i}: {a} vs {b}"
+            );
+        }
+        let mut short = [0.0; 5];
+        assert!(matches!(
+            dequantize(&q, &mut short),
+            Err(FormatError::LengthMismatch { .. })
+        ));
+    }
+}
+
+#[test]
+fn quantize_errors() {
+    assert!(matches!(
+        quantize(&[1.0; 5], 3, 2, QuantAxis::Out),
+        Err(FormatError::LengthMismatch {
+            expected: 6,
+            found: 5,
+            ..
+        })
+    ));
+    let mut w = [1.0; 6];
+    w[4] = f32::NAN;
+    assert_eq!(
+        quantize(&w, 3, 2, QuantAxis::Out),
+        Err(FormatError::NonFiniteWeight { index: 4 })
+    );
+    w[4] = f32::NEG_INFINITY;
+    assert_eq!(
+        quantize(&w, 3, 2, QuantAxis::In),
+        Err(FormatError::NonFiniteWeight { index: 4 })
+    );
+    // A row so small its scale would be zero is a zero row.
+    let (values, scales) = quantize(&[1e-44, 0.0], 1, 2, QuantAxis::In).unwrap();
+    assert_eq!((values, scales), (vec![0; 4], vec![1.0]));
+}
+
+#[test]
+fn int8_file_round_trips_as_version_3() {
+    let config = tiny();
+    let file = int8_file(config);
+    assert_eq!(u16::from_le_bytes([file[8], file[9]]), QUANT_VERSION);
+    let aligned = AlignedBuf::from_bytes(&file);
+    let parsed = parse(&aligned).unwrap();
+    let w = weights(&config);
+    let q = quantised(&w);
+    for (name, shape, values) in &w {
+        match quant_axis(name) {
+            None => {
+                assert_eq!(parsed.dtype(name).unwrap(), Dtype::F32);
+                assert_eq!(parsed.tensor(name).unwrap(), &values[..]);
+                assert_eq!(
+                    parsed.tensor_i8(name).unwrap_err(),
+                    FormatError::WrongDtype {
+                        name: (*name).try_into().unwrap(),
+                        expected: Dtype::I8,
+                        found: Dtype::F32
+                    }
+                );
+            }
+            Some(axis) => {
+                assert_eq!(parsed.dtype(name).unwrap(), Dtype::I8);
+                let t = parsed.tensor_i8(name).unwrap();
+                let (_, _, qv, qs) = q.iter().find(|(n, ..)| n == name).unwrap();
+                let (rows, depth) = axis.rows_depth(shape[0], shape[1]);
+                assert_eq!((t.axis, t.rows, t.depth), (axis, rows, depth));
+                assert_eq!(t.stride, depth.div_ceil(4) * 4);
+                assert_eq!((t.values, t.scales), (&qv[..], &qs[..]));
+                let wrong = FormatError::WrongDtype {
+                    name: (*name).try_into().unwrap(),
+                    expected: Dtype::F32,
+                    found: Dtype::I8,
+                };
+                assert_eq!(parsed.tensor(name).unwrap_err(), wrong);
+                assert_eq!(parsed.to_vec(name).unwrap_err(), wrong);
+                let mut out = vec![0.0; values.len()];
+                assert_eq!(parsed.copy_tensor(name, &mut out).unwrap_err(), wrong);
+                dequantize(&t, &mut out).unwrap();
+                let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (a, b) in values.iter().zip(&out) {
+                    assert!((a - b).abs() <= max / 127.0 * 0.5 + 1e-6);
+                }
+                let entry = parsed.entry(name).unwrap();
+                assert_eq!(entry.quant, Some(axis));
+                let bytes = parsed.tensor_bytes(name).unwrap();
+                assert_eq!(bytes.len(), rows * t.stride + rows * 4);
+            }
+        }
+    }
+    // The header copy carries the axes; an unaligned copy cannot borrow the scales.
+    let header = parsed.to_header();
+    assert!(header
+        .tensors
+        .iter()
+        .any(|e| e.quant == Some(QuantAxis::In)));
+    let mut unaligned = vec![0u8; file.len() + 1];
+    unaligned[1..].copy_from_slice(&file);
+    let parsed = parse(&unaligned[1..]).unwrap();
+    assert!(matches!(
+        parsed.tensor_i8("enc_ap"),
+        Err(FormatError::NotZeroCopy { .. })
+    ));
+    // Writing the same contents again gives the same bytes.
+    assert_eq!(int8_file(config), file);
+}
+
+#[test]
+fn f32_files_keep_their_versions() {
+    let config = tiny();
+    let w = weights(&config);
+    let mut builder = FileBuilder::new(FileKind::Inference, config, provenance()).unwrap();
+    for (name, _, values) in &w {
+        builder.tensor(name, values).unwrap();
+    }
+    let file = builder.build().unwrap();
+    assert_eq!(u16::from_le_bytes([file[8], file[9]]), PAPER_VERSION);
+    let parsed = parse(&file).unwrap();
+    assert!(parsed.entries().all(|e| e.quant.is_none()));
+    assert_eq!(parsed.dtype("enc_ap").unwrap(), Dtype::F32);
+}
+
+#[test]
+fn paper_int8_file_is_under_a_third_of_f32() {
+    let config = ModelConfig::paper(5);
+    let w = weights(&config);
+    let mut builder = FileBuilder::new(FileKind::Inference, config, provenance()).unwrap();
+    for (name, _, values) in &w {
+        builder.tensor(name, values).unwrap();
+    }
+    let f32_len = builder.build().unwrap().len();
+    let int8_len = int8_file(config).len();
+    assert!(int8_len * 3 <= f32_len, "{int8_len} vs {f32_len}");
+}
+
+/// Builder errors for an int8 tensor: `(name, axis, values, scales)` -> error.
+fn add_i8(name: &str, axis: QuantAxis, values: &[i8], scales: &[f32]) -> FormatError {
+    let mut builder = FileBuilder::new(FileKind::Inference, tiny(), provenance()).unwrap();
+    match builder.tensor_i8(name, axis, values, scales) {
+        Ok(_) => panic!("{name} accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn builder_rejects_bad_int8_tensors() {
+    // enc_ap: [6][4] along Out: 4 rows of depth 6, stride 8.
+    let good = [1i8; 32];
+    let mut padded = good;
+    for row in 0..4 {
+        padded[row * 8 + 6] = 0;
+        padded[row * 8 + 7] = 0;
+    }
+    let scales = [0.5f32; 4];
+    let mut builder = FileBuilder::new(FileKind::Inference, tiny(), provenance()).unwrap();
+    builder
+        .tensor_i8("enc_ap", QuantAxis::Out, &padded, &scales)
+        .unwrap();
+    assert_eq!(
+        builder
+            .tensor_i8("enc_ap", QuantAxis::Out, &padded, &scales)
+            .unwrap_err(),
+        FormatError::DuplicateTensor {
+            name: name("enc_ap")
+        }
+    );
+    assert_eq!(
+        add_i8("enc_ap", QuantAxis::Out, &padded, &scales[..3]),
+        FormatError::ScaleCount {
+            name: name("enc_ap"),
+            expected: 4,
+            found: 3
+        }
+    );
+    assert_eq!(
+        add_i8("enc_ap", QuantAxis::Out, &padded[..31], &scales),
+        FormatError::QuantValuesLength {
+            name: name("enc_ap"),
+            expected: 32,
+            found: 31
+        }
+    );
+    assert_eq!(
+        add_i8("enc_ap", QuantAxis::Out, &good, &scales),
+        FormatError::NonzeroQuantPadding {
+            name: name("enc_ap"),
+            row: 0
+        }
+    );
+    let mut min = padded;
+    min[9] = i8::MIN;
+    assert_eq!(
+        add_i8("enc_ap", QuantAxis::Out, &min, &scales),
+        FormatError::QuantValueOutOfRange {
+            name: name("enc_ap"),
+            index: 9
+        }
+    );
+    for bad in [0.0, -0.5, f32::NAN, f32::INFINITY] {
+        let mut s = scales;
+        s[2] = bad;
+        match add_i8("enc_ap", QuantAxis::Out, &padded, &s) {
+            FormatError::InvalidScale { row: 2, .. } => {}
+            e => panic!("{bad}: {e:?}"),
+        }
+    }
+    for (tensor, axis) in [
+        ("enc_ap", QuantAxis::In),
+        ("gen.g2_mu", QuantAxis::Out),
+        ("sa_ap.ln1.gain", QuantAxis::Out),
+    ] {
+        assert_eq!(
+            add_i8(tensor, axis, &padded, &scales),
+            FormatError::QuantNotAllowed {
+                name: name(tensor),
+                axis
+            }
+        );
+    }
+    let q = QuantTensor {
+        axis: QuantAxis::Out,
+        rows: 4,
+        depth: 6,
+        stride: 6,
+        values: &padded[..24],
+        scales: &scales,
+    };
+    assert_eq!(
+        q.check("x"),
+        Err(FormatError::QuantStride {
+            name: name("x"),
+            expected: 8,
+            found: 6
+        })
+    );
+}
+
+/// File offset of the dtype code of `tensor`'s table entry in a version-3 file of [`tiny`]:
+/// its name, then its shape (a count and one-byte dimensions in this small file) and its
+/// offset (a varint).
+fn dtype_code_at(file: &[u8], tensor: &str) -> usize {
+    let mut needle = vec![tensor.len() as u8];
+    needle.extend_from_slice(tensor.as_bytes());
+    let at = file
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let shape_at = at + needle.len();
+    let mut offset_at = shape_at + 1 + file[shape_at] as usize;
+    while file[offset_at] & 0x80 != 0 {
+        offset_at += 1;
+    }
+    offset_at + 1
+}
+
+fn edited(edit: impl FnOnce(&mut Vec<u8>, usize)) -> FormatError {
+    let mut file = int8_file(tiny());
+    let payload = payload_at(&file);
+    edit(&mut file, payload);
+    fix_crc(&mut file);
+    parse(&file).unwrap_err()
+}
+
+#[test]
+fn reader_rejects_unknown_codes() {
+    for (dtype, axis, expected) in [
+        (2, 1, "dtype"),
+        (255, 0, "dtype"),
+        (1, 0, "axis"),
+        (1, 3, "axis"),
+        (0, 1, "axis"),
+    ] {
+        let error = edited(|file, _| {
+            let at = dtype_code_at(file, "gen.g1");
+            assert_eq!((file[at], file[at + 1]), (1, 1));
+            file[at] = dtype;
+            file[at + 1] = axis;
+        });
+        let want = match expected {
+            "dtype" => FormatError::UnknownDtype {
+                name: name("gen.g1"),
+                code: dtype,
+            },
+            _ => FormatError::UnknownQuantAxis {
+                name: name("gen.g1"),
+                code: axis,
+            },
+        };
+        assert_eq!(error, want, "dtype {dtype} axis {axis}");
+    }
+    // A known axis the table does not give this tensor, and an int8 layer norm.
+    let error = edited(|file, _| {
+        let at = dtype_code_at(file, "gen.g1");
+        file[at + 1] = 2;
+    });
+    assert_eq!(
+        error,
+        FormatError::QuantNotAllowed {
+            name: name("gen.g1"),
+            axis: QuantAxis::In
+        }
+    );
+    let error = edited(|file, _| {
+        let at = dtype_code_at(file, "sa_ap.ln2.bias");
+        assert_eq!((file[at], file[at + 1]), (0, 0));
+        file[at] = 1;
+        file[at + 1] = 1;
+    });
+    assert_eq!(
+        error,
+        FormatError::QuantNotAllowed {
+            name: name("sa_ap.ln2.bias"),
+            axis: QuantAxis::Out
+        }
+    );
+}
+
+/// Payload offset of `tensor` in the int8 file of [`tiny`].
+fn tensor_offset(tensor: &str) -> usize {
+    let file = int8_file(tiny());
+    let parsed = parse(&file).unwrap();
+    let offset = parsed.entry(tensor).unwrap().offset;
+    offset as usize
+}
+
+#[test]
+fn reader_rejects_bad_int8_contents() {
+    // enc_ap: 4 rows of depth 6, stride 8, then 4 scales.
+    let enc = tensor_offset("enc_ap");
+    let error = edited(|file, payload| file[payload + enc + 6] = 1);
+    assert_eq!(
+        error,
+        FormatError::NonzeroQuantPadding {
+            name: name("enc_ap"),
+            row: 0
+        }
+    );
+    let error = edited(|file, payload| file[payload + enc + 17] = 0x80);
+    assert_eq!(
+        error,
+        FormatError::QuantValueOutOfRange {
+            name: name("enc_ap"),
+            index: 17
+        }
+    );
+    for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let error = edited(|file, payload| {
+            let at = payload + enc + 32 + 3 * 4;
+            file[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        });
+        assert!(
+            matches!(error, FormatError::InvalidScale { row: 3, ref name, .. } if name == "enc_ap"),
+            "{bad}: {error:?}"
+        );
+    }
+    // The padding after an int8 tensor (before the next one) is checked like any other.
+    let error = edited(|file, payload| file[payload + enc + 48] = 1);
+    assert!(
+        matches!(error, FormatError::NonzeroPadding { .. }),
+        "{error:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// quantize -> tensor_i8 -> parse -> dequantize is within half a step of every weight,
+    /// for any shape (padded or not), axis and weights (zero rows included).
+    #[test]
+    fn int8_tensors_round_trip(
+        shape in (1usize..12, 1usize..12),
+        axis in prop_oneof![Just(QuantAxis::Out), Just(QuantAxis::In)],
+        scale in prop_oneof![Just(0.0f32), 1e-30f32..1e-20, 1e-3f32..1e3],
+        seed in any::<u64>(),
+    ) {
+        let (inputs, outputs) = shape;
+        let mut state = seed | 1;
+        let w: Vec<f32> = (0..inputs * outputs)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            })
+            .collect();
+        let (values, scales) = quantize(&w, inputs, outputs, axis).unwrap();
+        let (rows, depth) = axis.rows_depth(inputs, outputs);
+        let q = QuantTensor {
+            axis,
+            rows,
+            depth,
+            stride: depth.div_ceil(4) * 4,
+            values: &values,
+            scales: &scales,
+        };
+        prop_assert_eq!(q.check("w"), Ok(()));
+        let mut back = vec![0.0; w.len()];
+        dequantize(&q, &mut back).unwrap();
+        for (r, &step) in scales.iter().enumerate() {
+            for k in 0..depth {
+                let (i, o) = match axis {
+                    QuantAxis::Out => (k, r),
+                    QuantAxis::In => (r, k),
+                };
+                let a = w[i * outputs + o];
+                let b = back[i * outputs + o];
+                prop_assert_eq!(Some(b), q.get(r, k));
+                prop_assert!((a - b).abs() <= step * 0.5 * (1.0 + 1e-5), "{} vs {}", a, b);
+            }
+        }
+    }
+}
