@@ -89,7 +89,7 @@ fn main() -> Result<(), BuildError> {
     write_f32(&out.join("support.f32"), &support)?;
     write_f32(&out.join("queries.f32"), &queries)?;
 
-    let workspace = 4 * engine::workspace_len(sizes, BATCH) as u64;
+    let workspace = 4 * engine::workspace_len(sizes, classifier, BATCH) as u64;
     let support_bytes = 4 * support.len() as u64;
     let flash = [
         ("model", model.as_bytes().len() as u64),

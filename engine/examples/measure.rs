@@ -53,11 +53,12 @@ fn measure<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const LEN: usize,
     const B: usize,
 >(
     label: &str,
     config: ModelConfig,
-    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
+    mut workspace: Box<Workspace<LEN, B>>,
     reps: usize,
 ) {
     let only = std::env::args().nth(2);
@@ -123,7 +124,7 @@ fn measure<
     println!("{label}  (D={D} d={d} h={h} N={N} K={K} G={G}, batch B={B})");
     println!(
         "  workspace {:>9} bytes   weights {:>9} bytes   file {:>9} bytes",
-        Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES,
+        Workspace::<LEN, B>::BYTES,
         weight_bytes,
         bytes.len()
     );
@@ -183,11 +184,21 @@ fn main() {
         Edge1ShotWorkspace, Edge5ShotWorkspace, Paper1ShotWorkspace, Paper5ShotWorkspace,
     };
     let paper1 = Box::new(Paper1ShotWorkspace::new());
-    measure("Paper1Shot", ModelConfig::paper(1), paper1, reps);
+    measure::<640, 128, 4, 5, 1, 256, 5, 256, _, _>(
+        "Paper1Shot",
+        ModelConfig::paper(1),
+        paper1,
+        reps,
+    );
     let paper5 = Box::new(Paper5ShotWorkspace::new());
-    measure("Paper5Shot", ModelConfig::paper(5), paper5, reps);
+    measure::<640, 128, 4, 5, 5, 256, 25, 256, _, _>(
+        "Paper5Shot",
+        ModelConfig::paper(5),
+        paper5,
+        reps,
+    );
     let edge1 = Box::new(Edge1ShotWorkspace::new());
-    measure("Edge1Shot", ModelConfig::edge(1), edge1, reps);
+    measure::<64, 32, 4, 5, 1, 64, 5, 64, _, _>("Edge1Shot", ModelConfig::edge(1), edge1, reps);
     let edge5 = Box::new(Edge5ShotWorkspace::new());
-    measure("Edge5Shot", ModelConfig::edge(5), edge5, reps);
+    measure::<64, 32, 4, 5, 5, 64, 25, 64, _, _>("Edge5Shot", ModelConfig::edge(5), edge5, reps);
 }

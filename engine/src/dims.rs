@@ -24,9 +24,9 @@ pub trait Dims: Copy {
     type NK: Dim;
     /// Feed-forward width, `2 d`.
     type d2: Dim;
-    /// Whether models of these dims run the classifiers beyond the paper ([`Dynamic`]: its
-    /// workspace has their buffers). `false` compiles their code out of a [`Fixed`] model, so
-    /// the device's paper model runs exactly the paper's code.
+    /// Whether models of these dims run the classifiers beyond the paper ([`Dynamic`] and a
+    /// [`Fixed`] whose `V` is `true`). `false` compiles their code out of a [`Fixed`] model,
+    /// so the device's paper model runs exactly the paper's code.
     const CLASSIFIERS: bool;
     /// All six sizes.
     fn sizes(self) -> Sizes;
@@ -59,7 +59,9 @@ pub trait Dims: Copy {
 
 /// Sizes compiled in: every dimension is a `Const`, every size a constant in the machine code.
 /// `NK` and `d2` are parameters of their own because stable Rust cannot compute a type-level
-/// `N * K`; [`crate::Model::CHECK_SIZES`] checks them at compile time.
+/// `N * K`; [`crate::Model::CHECK_SIZES`] checks them at compile time. `V` says whether
+/// the classifier variants' code is compiled in ([`crate::Model`]: `false`, the paper's
+/// classifier only; [`crate::VariantModel`]: `true`, every classifier the trainer writes).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fixed<
     const D: usize,
@@ -70,6 +72,7 @@ pub struct Fixed<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const V: bool,
 >;
 
 impl<
@@ -81,7 +84,8 @@ impl<
         const G: usize,
         const NK: usize,
         const d2: usize,
-    > Dims for Fixed<D, d, h, N, K, G, NK, d2>
+        const V: bool,
+    > Dims for Fixed<D, d, h, N, K, G, NK, d2, V>
 {
     type D = Const<D>;
     type d = Const<d>;
@@ -89,7 +93,7 @@ impl<
     type G = Const<G>;
     type NK = Const<NK>;
     type d2 = Const<d2>;
-    const CLASSIFIERS: bool = false;
+    const CLASSIFIERS: bool = V;
     fn sizes(self) -> Sizes {
         Sizes { D, d, h, N, K, G }
     }

@@ -77,9 +77,9 @@ pub enum EngineError {
     #[error("model uses the MLP encoder ablation; the engine supports the attention encoder only")]
     MlpEncoder,
     /// The model's classifier is not the paper's (centred features, prototype weights or
-    /// cosine logits) and the model has compiled sizes: their buffers are only in a
-    /// [`crate::DynModel`]'s workspace, which runs every classifier.
-    #[error("model uses the classifier {0:?}; compiled-size models run the paper's classifier only (use DynModel)")]
+    /// cosine logits) and the model is a [`crate::Model`], whose type has their code compiled
+    /// out: a [`crate::VariantModel`] or a [`crate::DynModel`] runs every classifier.
+    #[error("model uses the classifier {0:?}; engine::Model runs the paper's classifier only (use VariantModel or DynModel)")]
     Classifier(formats::Classifier),
     /// An input feature is NaN or infinite.
     #[error("{input} feature [{row}][{column}] is not finite")]

@@ -1,9 +1,12 @@
 //! `no_std` AWGIM inference: no heap, no `unsafe`, weights borrowed in place from a model
 //! file (see `formats`), `libm` for the scalar maths. One implementation serves two kinds of
-//! sizes ([`Dims`]): compiled in ([`Model`] and its aliases, a statically sized
-//! [`Workspace`] that can live in a `static`: what firmware runs) or read from the file
-//! ([`DynModel`], a caller's `&mut [f32]` of [`workspace_len`] values: any configuration the
-//! trainer writes, what `trainer infer` runs). Both give the same logits, bit for bit.
+//! sizes ([`Dims`]): compiled in ([`Model`] and its aliases for the paper's classifier,
+//! [`VariantModel`] for the others, in a statically sized [`Workspace`] of
+//! [`workspace_len`] values that can live in a `static`: what firmware runs) or read from the
+//! file ([`DynModel`], a caller's `&mut [f32]` of [`workspace_len`] values: any configuration
+//! the trainer writes, what `trainer infer` runs). Both give the same logits, bit for bit.
+//! A build script that reads a model file's header writes the compiled types with
+//! [`awgim_model!`]`('a; SIZES, CLASSIFIER)` and [`awgim_workspace!`]`(SIZES, CLASSIFIER; B)`.
 //!
 //! ```no_run
 //! # fn run(bytes: &[u8], support: &[[f32; 640]; 25], queries: &[[f32; 640]]) -> Result<(), engine::EngineError> {
@@ -29,7 +32,7 @@
 //! (the AWGIM evaluation path, read against AWGIM.md).
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 // The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
 
@@ -41,48 +44,64 @@ mod workspace;
 
 pub use dims::{Dims, Dynamic, Fixed};
 pub use error::{EngineError, Input, Stage};
-use formats::{ModelConfig, Sizes};
-pub use model::{Awgim, DynModel, DynTask, FixedTask, Model, Prediction, Task};
+#[doc(hidden)]
+pub use formats;
+use formats::{Classifier, FeatureNorm, LogitsKind, ModelConfig, Sizes, WeightsKind};
+pub use model::{Awgim, DynModel, DynTask, FixedTask, Model, Prediction, Task, VariantModel};
 pub use workspace::{workspace_len, Workspace};
 
-/// The [`Model`] type for the [`Sizes`] `S` (a constant), with the derived sizes filled in:
-/// `engine::awgim_model!('a; engine::PAPER_5SHOT)` is [`Paper5Shot<'a>`].
+/// The model type for the [`Sizes`] `S` (a constant), with the derived sizes filled in:
+/// `engine::awgim_model!('a; engine::PAPER_5SHOT)` is [`Paper5Shot<'a>`], a [`Model`] (the
+/// paper's classifier). With a [`Classifier`] `C` (a constant) as well,
+/// `engine::awgim_model!('a; S, C)` is the [`Model`] for the paper's classifier and the
+/// [`VariantModel`] for any other: what a build script writes from a model file's header.
 #[macro_export]
 macro_rules! awgim_model {
     ($lt:lifetime; $s:expr) => {
-        $crate::__sized!(Model [$lt,] $s; [])
+        $crate::awgim_model!($lt; $s, $crate::formats::Classifier::PAPER)
+    };
+    ($lt:lifetime; $s:expr, $c:expr) => {
+        $crate::Awgim<
+            $lt,
+            $crate::Fixed<
+                { $s.D },
+                { $s.d },
+                { $s.h },
+                { $s.N },
+                { $s.K },
+                { $s.G },
+                { $s.N * $s.K },
+                { 2 * $s.d },
+                { !$crate::is_paper($c) },
+            >,
+        >
     };
 }
 
-/// The [`Workspace`] type for the [`Sizes`] `S` (a constant) and batch `B`:
-/// `engine::awgim_workspace!(engine::PAPER_5SHOT; 15)` is [`Paper5ShotWorkspace`].
+/// The [`Workspace`] type for the [`Sizes`] `S` (a constant), the paper's classifier and
+/// batch `B`: `engine::awgim_workspace!(engine::PAPER_5SHOT; 15)` is [`Paper5ShotWorkspace`].
+/// `engine::awgim_workspace!(S, C; B)` sizes it for the [`Classifier`] `C`.
 #[macro_export]
 macro_rules! awgim_workspace {
     ($s:expr; $b:expr) => {
-        $crate::__sized!(Workspace [] $s; [, { $b }])
+        $crate::awgim_workspace!($s, $crate::formats::Classifier::PAPER; $b)
+    };
+    ($s:expr, $c:expr; $b:expr) => {
+        $crate::Workspace<{ $crate::workspace_len($s, $c, $b) }, { $b }>
     };
 }
 
-/// The engine type `$ty` with the size parameters of the [`Sizes`] `$s`, after the
-/// parameters `$before` and before `$after` (the one list behind [`awgim_model!`] and
-/// [`awgim_workspace!`]).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __sized {
-    ($ty:ident [$($before:tt)*] $s:expr; [$($after:tt)*]) => {
-        $crate::$ty<
-            $($before)*
-            { $s.D },
-            { $s.d },
-            { $s.h },
-            { $s.N },
-            { $s.K },
-            { $s.G },
-            { $s.N * $s.K },
-            { 2 * $s.d }
-            $($after)*
-        >
-    };
+/// Whether `classifier` is the paper's ([`Classifier::PAPER`]), in a `const` context (the
+/// type of a compiled-size model depends on it: [`awgim_model!`]).
+pub const fn is_paper(classifier: Classifier) -> bool {
+    matches!(
+        classifier,
+        Classifier {
+            features: FeatureNorm::Raw,
+            weights: WeightsKind::Generated,
+            logits: LogitsKind::Dot,
+        }
+    )
 }
 
 /// Sizes of [`Paper1Shot`]: the paper's, 5-way 1-shot ([`ModelConfig::paper`]).

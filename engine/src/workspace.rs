@@ -5,10 +5,10 @@
 //! columns are examples (see [`crate::ops`] for the orientation); the model code sees only
 //! those.
 
-use formats::Sizes;
-use nalgebra::{Const, Dim, Dyn};
+use formats::{Classifier, Sizes};
+use nalgebra::{Dim, Dyn};
 
-use crate::dims::{Dims, Fixed};
+use crate::dims::Dims;
 use crate::ops::MatMut;
 
 /// Number of buffers in a workspace.
@@ -48,10 +48,21 @@ const fn lengths(s: Sizes, b: usize) -> [usize; BUFFERS] {
     ]
 }
 
-/// The number of f32 values a workspace for the sizes `sizes` and `batch` queries at a time
-/// holds: the length of the slice [`crate::DynModel::prepare`] takes (a [`Workspace`] of the
-/// same sizes is this many values).
-pub const fn workspace_len(sizes: Sizes, batch: usize) -> usize {
+/// The number of f32 values a workspace for the sizes `sizes`, the classifier `classifier` and
+/// `batch` queries at a time holds: the `LEN` of a [`Workspace`], and the length of the slice
+/// [`crate::DynModel::prepare`] takes ([`crate::DynModel::workspace_len`]). The classifiers
+/// beyond the paper's need [`classifier_len`] more.
+pub const fn workspace_len(sizes: Sizes, classifier: Classifier, batch: usize) -> usize {
+    let batch = if batch == 0 { 1 } else { batch };
+    let extra = match crate::is_paper(classifier) {
+        true => 0,
+        false => classifier_len(sizes, batch),
+    };
+    paper_len(sizes, batch) + extra
+}
+
+/// [`workspace_len`] for the paper's classifier.
+const fn paper_len(sizes: Sizes, batch: usize) -> usize {
     let lengths = lengths(sizes, batch);
     let mut total = 0;
     let mut i = 0;
@@ -62,9 +73,9 @@ pub const fn workspace_len(sizes: Sizes, batch: usize) -> usize {
     total
 }
 
-/// The f32 values a [`crate::DynModel`] whose classifier is not the paper's needs past
-/// [`workspace_len`] ([`ClassifierScratch`]): the paper's workspace does not grow.
-pub(crate) const fn classifier_len(s: Sizes, b: usize) -> usize {
+/// The f32 values a model whose classifier is not the paper's needs past the paper's
+/// ([`ClassifierScratch`]): the paper's workspace does not grow.
+const fn classifier_len(s: Sizes, b: usize) -> usize {
     let Sizes { D, N, K, G, .. } = s;
     D * N * K + D * N + D * b + D * N + G * N
 }
@@ -214,9 +225,9 @@ impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
 
     /// `arena` cut into the buffers for the sizes `s` and batch `b`, with the
     /// [`ClassifierScratch`] after them when `classifier` is set; `None` if it is shorter than
-    /// [`workspace_len`] (plus [`classifier_len`]; values past that are unused).
+    /// [`paper_len`] (plus [`classifier_len`]; values past that are unused).
     pub fn in_arena(arena: &'w mut [f32], s: S, b: B, classifier: bool) -> Option<Self> {
-        let (arena, extra) = arena.split_at_mut_checked(workspace_len(s.sizes(), b.value()))?;
+        let (arena, extra) = arena.split_at_mut_checked(paper_len(s.sizes(), b.value()))?;
         let classifier = match classifier {
             true if extra.len() >= classifier_len(s.sizes(), b.value()) => Some(extra),
             true => return None,
@@ -236,9 +247,12 @@ impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
 }
 
 /// All memory `prepare`, `classify` and `classify_batch` use for compiled sizes, owned by the
-/// caller. Its type carries the model sizes (so it only fits a model of the same
-/// configuration) and `B`, the number of queries [`crate::Task::classify_batch`] processes
-/// together. The fields are [`Parts`]' buffers in order, as arrays of columns.
+/// caller: `LEN` f32 values ([`workspace_len`] of the model's sizes, classifier and batch,
+/// computed where the sizes are constants: the configuration aliases, [`crate::awgim_workspace!`],
+/// the firmware's generated types) and `B`, the number of queries
+/// [`crate::Task::classify_batch`] processes together. A workspace shorter than its model
+/// needs does not compile for the paper's classifier, and is refused by `prepare`
+/// ([`crate::EngineError::Workspace`]) for the variants.
 ///
 /// ```
 /// // Firmware keeps it in a static (behind whatever lock it uses):
@@ -246,125 +260,27 @@ impl<'w, S: Dims, B: Dim> Parts<'w, S, B> {
 ///     std::sync::Mutex::new(engine::Edge1ShotWorkspace::new());
 /// let workspace = WORKSPACE.lock().unwrap();
 /// ```
-pub struct Workspace<
-    const D: usize,
-    const d: usize,
-    const h: usize,
-    const N: usize,
-    const K: usize,
-    const G: usize,
-    const NK: usize,
-    const d2: usize,
-    const B: usize,
-> {
-    keys_t: [[f32; NK]; d],
-    class_values: [[[f32; d]; N]; h],
-    context: [[f32; G]; N],
-    x: [[f32; d]; NK],
-    q: [[f32; d]; NK],
-    keys: [[f32; d]; NK],
-    s_keys_t: [[f32; NK]; d],
-    values: [[f32; d]; NK],
-    p: [[f32; NK]; NK],
-    att: [[f32; d]; NK],
-    hidden: [[f32; d2]; NK],
-    means: [[f32; d]; N],
-    s_class_values: [[f32; d]; N],
-    b_q: [[f32; d]; B],
-    q_proj: [[f32; d]; B],
-    b_p: [[f32; NK]; B],
-    pooled: [[f32; N]; B],
-    b_hidden: [[f32; d2]; B],
-    ga: [[f32; G]; B],
-    y: [[f32; G]; B],
-    g_hidden: [[f32; G]; N],
+pub struct Workspace<const LEN: usize, const B: usize> {
+    data: [f32; LEN],
 }
 
-impl<
-        const D: usize,
-        const d: usize,
-        const h: usize,
-        const N: usize,
-        const K: usize,
-        const G: usize,
-        const NK: usize,
-        const d2: usize,
-        const B: usize,
-    > Workspace<D, d, h, N, K, G, NK, d2, B>
-{
+impl<const LEN: usize, const B: usize> Workspace<LEN, B> {
     /// Size of the workspace in bytes (see the configuration aliases for the shipped values).
     pub const BYTES: usize = core::mem::size_of::<Self>();
 
     /// A zeroed workspace; usable in a `static` initialiser.
     pub const fn new() -> Self {
-        const { crate::Model::<D, d, h, N, K, G, NK, d2>::CHECK_SIZES };
         const { assert!(B > 0, "the batch size B must be positive") };
-        Self {
-            keys_t: [[0.0; NK]; d],
-            class_values: [[[0.0; d]; N]; h],
-            context: [[0.0; G]; N],
-            x: [[0.0; d]; NK],
-            q: [[0.0; d]; NK],
-            keys: [[0.0; d]; NK],
-            s_keys_t: [[0.0; NK]; d],
-            values: [[0.0; d]; NK],
-            p: [[0.0; NK]; NK],
-            att: [[0.0; d]; NK],
-            hidden: [[0.0; d2]; NK],
-            means: [[0.0; d]; N],
-            s_class_values: [[0.0; d]; N],
-            b_q: [[0.0; d]; B],
-            q_proj: [[0.0; d]; B],
-            b_p: [[0.0; NK]; B],
-            pooled: [[0.0; N]; B],
-            b_hidden: [[0.0; d2]; B],
-            ga: [[0.0; G]; B],
-            y: [[0.0; G]; B],
-            g_hidden: [[0.0; G]; N],
-        }
+        Self { data: [0.0; LEN] }
     }
 
-    /// The buffers (`None` cannot happen: the arrays have [`lengths`]' sizes).
-    pub(crate) fn parts(&mut self) -> Option<Parts<'_, Fixed<D, d, h, N, K, G, NK, d2>, Const<B>>> {
-        let slices = [
-            self.keys_t.as_flattened_mut(),
-            self.class_values.as_flattened_mut().as_flattened_mut(),
-            self.context.as_flattened_mut(),
-            self.x.as_flattened_mut(),
-            self.q.as_flattened_mut(),
-            self.keys.as_flattened_mut(),
-            self.s_keys_t.as_flattened_mut(),
-            self.values.as_flattened_mut(),
-            self.p.as_flattened_mut(),
-            self.att.as_flattened_mut(),
-            self.hidden.as_flattened_mut(),
-            self.means.as_flattened_mut(),
-            self.s_class_values.as_flattened_mut(),
-            self.b_q.as_flattened_mut(),
-            self.q_proj.as_flattened_mut(),
-            self.b_p.as_flattened_mut(),
-            self.pooled.as_flattened_mut(),
-            self.b_hidden.as_flattened_mut(),
-            self.ga.as_flattened_mut(),
-            self.y.as_flattened_mut(),
-            self.g_hidden.as_flattened_mut(),
-        ];
-        Parts::new(slices, Fixed, Const)
+    /// The values.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data
     }
 }
 
-impl<
-        const D: usize,
-        const d: usize,
-        const h: usize,
-        const N: usize,
-        const K: usize,
-        const G: usize,
-        const NK: usize,
-        const d2: usize,
-        const B: usize,
-    > Default for Workspace<D, d, h, N, K, G, NK, d2, B>
-{
+impl<const LEN: usize, const B: usize> Default for Workspace<LEN, B> {
     fn default() -> Self {
         Self::new()
     }

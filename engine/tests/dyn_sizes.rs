@@ -1,15 +1,17 @@
 //! The run-time-sized engine (`DynModel`, `Dyn` dimensions) and the compiled one (`Model`,
 //! `Const` dimensions) are one implementation: on the same model file and task they give the
 //! same logits, bit for bit, for the four shipped configurations and an odd one (3-way
-//! 2-shot, D = 48, d = 16, 2 heads, G = 24: no size a multiple of the kernels' tiles).
+//! 2-shot, D = 48, d = 16, 2 heads, G = 24: no size a multiple of the kernels' tiles), with
+//! the paper's classifier (`Model`) and with the classifiers beyond it (`VariantModel`, in a
+//! workspace sized for the file's classifier).
 // The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
 #![allow(non_upper_case_globals)]
 
 #[path = "../benches/inference/model_file.rs"]
 mod model_file;
 
-use engine::{DynModel, EngineError, Model, Prediction, Workspace};
-use formats::{AlignedBuf, ModelConfig};
+use engine::{Awgim, DynModel, EngineError, Fixed, Prediction, Workspace};
+use formats::{AlignedBuf, Classifier, FeatureNorm, LogitsKind, ModelConfig, WeightsKind};
 use model_file::model_file;
 
 /// Queries per task: not a multiple of the batch, so the last batch is partial.
@@ -17,7 +19,8 @@ const QUERIES: usize = 11;
 /// Queries per batch.
 const B: usize = 4;
 
-/// Compares `Model` of the given sizes with `DynModel` on `config`'s random model.
+/// Compares the compiled model of the given sizes (`V`: the variants compiled in) in
+/// `workspace` with `DynModel` on `config`'s random model.
 fn same_logits<
     const D: usize,
     const d: usize,
@@ -27,8 +30,11 @@ fn same_logits<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const V: bool,
+    const LEN: usize,
 >(
     config: ModelConfig,
+    mut workspace: Box<Workspace<LEN, B>>,
 ) {
     let bytes = AlignedBuf::from_bytes(&model_file(&config));
     let features: Vec<f32> = (0..(NK + QUERIES) * D)
@@ -36,8 +42,7 @@ fn same_logits<
         .collect();
     let (support, queries) = features.split_at(NK * D);
 
-    let model = Model::<D, d, h, N, K, G, NK, d2>::load(&bytes).unwrap();
-    let mut workspace = Box::new(Workspace::<D, d, h, N, K, G, NK, d2, B>::new());
+    let model = Awgim::<Fixed<D, d, h, N, K, G, NK, d2, V>>::load(&bytes).unwrap();
     let rows =
         |x: &[f32]| -> Vec<[f32; D]> { x.chunks_exact(D).map(|r| r.try_into().unwrap()).collect() };
     let support_rows = rows(support);
@@ -49,10 +54,7 @@ fn same_logits<
 
     let dyn_model = DynModel::load(&bytes).unwrap();
     assert_eq!(dyn_model.sizes(), config.sizes());
-    assert_eq!(
-        dyn_model.workspace_len(B) * 4,
-        Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES
-    );
+    assert_eq!(dyn_model.workspace_len(B) * 4, Workspace::<LEN, B>::BYTES);
     let mut arena = vec![0.0f32; dyn_model.workspace_len(B)];
     let mut dyn_task = dyn_model.prepare(&mut arena, B, support).unwrap();
     let mut logits = vec![0.0f32; QUERIES * N];
@@ -61,25 +63,119 @@ fn same_logits<
     for (q, (p, l)) in fixed.iter().zip(logits.chunks_exact(N)).enumerate() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&p.logits), bits(l), "{config:?} query {q}");
+        assert!(
+            p.logits.iter().all(|l| l.is_finite() && *l != 0.0),
+            "{config:?}"
+        );
     }
 }
 
+/// [`same_logits`] for the configuration `$config` (a constant expression), with the model
+/// and workspace types a build script would write for it (`awgim_model!`,
+/// `awgim_workspace!` of its sizes and classifier).
+macro_rules! check {
+    ($config:expr) => {{
+        const CONFIG: ModelConfig = $config;
+        const S: formats::Sizes = CONFIG.sizes();
+    type W = engine::awgim_workspace!(S, CONFIG.classifier; B);
+        same_logits::<
+            { S.D },
+            { S.d },
+            { S.h },
+            { S.N },
+            { S.K },
+            { S.G },
+            { S.N * S.K },
+            { 2 * S.d },
+            { !engine::is_paper(CONFIG.classifier) },
+            _,
+        >(CONFIG, Box::new(W::new()))
+    }};
+}
+
+/// `config` with the classifier `features`, `weights`, `logits`.
+const fn with(
+    mut config: ModelConfig,
+    features: FeatureNorm,
+    weights: WeightsKind,
+    logits: LogitsKind,
+) -> ModelConfig {
+    config.classifier = Classifier {
+        features,
+        weights,
+        logits,
+    };
+    config
+}
+
+/// The odd configuration of issue 10.
+const ODD: ModelConfig = ModelConfig::new(48, 16, 2, 3, 2, 24);
+
 #[test]
 fn dyn_equals_const_on_every_shipped_configuration() {
-    same_logits::<64, 32, 4, 5, 1, 64, 5, 64>(ModelConfig::edge(1));
-    same_logits::<64, 32, 4, 5, 5, 64, 25, 64>(ModelConfig::edge(5));
-    same_logits::<640, 128, 4, 5, 1, 256, 5, 256>(ModelConfig::paper(1));
-    same_logits::<640, 128, 4, 5, 5, 256, 25, 256>(ModelConfig::paper(5));
+    check!(ModelConfig::edge(1));
+    check!(ModelConfig::edge(5));
+    check!(ModelConfig::paper(1));
+    check!(ModelConfig::paper(5));
 }
 
 #[test]
 fn dyn_equals_const_on_an_odd_configuration() {
-    same_logits::<48, 16, 2, 3, 2, 24, 6, 32>(ModelConfig::new(48, 16, 2, 3, 2, 24));
+    check!(ODD);
+}
+
+/// The trainer's default classifier (centred features, prototype weights, cosine logits) and
+/// the two others that change the per-query path, on the compiled path.
+#[test]
+fn dyn_equals_const_with_the_classifier_variants() {
+    use FeatureNorm::{CenteredL2, Raw};
+    use LogitsKind::{Cosine, Dot};
+    use WeightsKind::{Generated, Prototype};
+    check!(with(ODD, CenteredL2, Prototype, Cosine));
+    check!(with(ODD, Raw, Prototype, Dot));
+    check!(with(ODD, Raw, Generated, Cosine));
+    check!(with(ModelConfig::edge(1), CenteredL2, Prototype, Cosine));
+    check!(with(ModelConfig::edge(5), CenteredL2, Prototype, Cosine));
+    check!(with(ModelConfig::paper(5), CenteredL2, Prototype, Cosine));
+}
+
+#[test]
+fn variant_workspace_sizes() {
+    const C: ModelConfig = with(
+        ODD,
+        FeatureNorm::CenteredL2,
+        WeightsKind::Prototype,
+        LogitsKind::Cosine,
+    );
+    let (paper, variant) = (
+        engine::workspace_len(C.sizes(), Classifier::PAPER, B),
+        engine::workspace_len(C.sizes(), C.classifier, B),
+    );
+    assert!(variant > paper);
+    // A paper-sized workspace is too short for a variant file: a typed error, not a panic.
+    let bytes = AlignedBuf::from_bytes(&model_file(&C));
+    let model = engine::VariantModel::<48, 16, 2, 3, 2, 24, 6, 32>::load(&bytes).unwrap();
+    let mut short = Box::new(Workspace::<
+        { engine::workspace_len(ODD.sizes(), Classifier::PAPER, B) },
+        B,
+    >::new());
+    assert_eq!(
+        model.prepare(&mut short, &[[0.5; 48]; 6]).err(),
+        Some(EngineError::Workspace {
+            needed: variant,
+            found: paper
+        })
+    );
+    // A `Model` has the variants compiled out and refuses the file.
+    assert_eq!(
+        engine::Model::<48, 16, 2, 3, 2, 24, 6, 32>::load(&bytes).err(),
+        Some(EngineError::Classifier(C.classifier))
+    );
 }
 
 #[test]
 fn dyn_refuses_short_buffers() {
-    let bytes = AlignedBuf::from_bytes(&model_file(&ModelConfig::new(48, 16, 2, 3, 2, 24)));
+    let bytes = AlignedBuf::from_bytes(&model_file(&ODD));
     let model = DynModel::load(&bytes).unwrap();
     let needed = model.workspace_len(2);
     let mut arena = vec![0.0f32; needed - 1];

@@ -462,10 +462,10 @@ pub fn engine_edge(data: &[u8]) -> String {
     let model = AlignedBuf::from_bytes(&model);
     if case.five_shot {
         let workspace = Box::new(engine::Edge5ShotWorkspace::new());
-        run_engine(&model, &support, &queries, workspace)
+        run_engine::<64, 32, 4, 5, 5, 64, 25, 64, _, _>(&model, &support, &queries, workspace)
     } else {
         let workspace = Box::new(engine::Edge1ShotWorkspace::new());
-        run_engine(&model, &support, &queries, workspace)
+        run_engine::<64, 32, 4, 5, 1, 64, 5, 64, _, _>(&model, &support, &queries, workspace)
     }
 }
 
@@ -512,12 +512,13 @@ fn run_engine<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const LEN: usize,
     const B: usize,
 >(
     bytes: &[u8],
     support: &[u8],
     queries: &[u8],
-    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
+    mut workspace: Box<Workspace<LEN, B>>,
 ) -> String {
     let (support_rows, query_rows) = (rows::<D>(support), rows::<D>(queries));
     let (support, queries) = (support_rows.as_slice(), query_rows.as_slice());

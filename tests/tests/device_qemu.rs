@@ -129,10 +129,11 @@ fn host_logits<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const LEN: usize,
 >(
     model: &[u8],
     task: &TaskFile,
-    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, 1>>,
+    mut workspace: Box<Workspace<LEN, 1>>,
 ) -> Vec<Vec<f32>> {
     let file = AlignedBuf::from_bytes(model);
     let model = engine::Model::<D, d, h, N, K, G, NK, d2>::load(&file).unwrap();
@@ -210,7 +211,7 @@ fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -
     );
     assert_eq!(
         report.workspace_bytes,
-        4 * engine::workspace_len(sizes, 1) as u64
+        4 * engine::workspace_len(sizes, case.config.classifier, 1) as u64
     );
     assert_eq!(report.queries.len(), case.task.queries.len());
 
@@ -358,21 +359,29 @@ macro_rules! host_workspace {
 #[test]
 fn edge_1shot_on_qemu() {
     let case = generated("edge1", ModelConfig::edge(1), 101);
-    let host = host_logits(&case.model, &case.task, host_workspace!(engine::EDGE_1SHOT));
+    let host = host_logits::<64, 32, 4, 5, 1, 64, 5, 64, _>(
+        &case.model,
+        &case.task,
+        host_workspace!(engine::EDGE_1SHOT),
+    );
     check_on_boards(&case, &host, &Board::ALL);
 }
 
 #[test]
 fn edge_5shot_golden_on_qemu() {
     let case = golden_case();
-    let host = host_logits(&case.model, &case.task, host_workspace!(engine::EDGE_5SHOT));
+    let host = host_logits::<64, 32, 4, 5, 5, 64, 25, 64, _>(
+        &case.model,
+        &case.task,
+        host_workspace!(engine::EDGE_5SHOT),
+    );
     check_on_boards(&case, &host, &Board::ALL);
 }
 
 #[test]
 fn paper_1shot_on_qemu() {
     let case = generated("paper1", ModelConfig::paper(1), 103);
-    let host = host_logits(
+    let host = host_logits::<640, 128, 4, 5, 1, 256, 5, 256, _>(
         &case.model,
         &case.task,
         host_workspace!(engine::PAPER_1SHOT),
@@ -383,7 +392,7 @@ fn paper_1shot_on_qemu() {
 #[test]
 fn paper_5shot_on_qemu() {
     let case = generated("paper5", ModelConfig::paper(5), 105);
-    let host = host_logits(
+    let host = host_logits::<640, 128, 4, 5, 5, 256, 25, 256, _>(
         &case.model,
         &case.task,
         host_workspace!(engine::PAPER_5SHOT),

@@ -75,10 +75,10 @@ fn mlp_encoder_is_refused() {
 }
 
 /// Beyond the paper: a model file recording another classifier (format version 2) runs in a
-/// DynModel (whose workspace then holds the variants' buffers) and is refused by a
-/// compiled-size model, whose workspace holds the paper's buffers only.
+/// DynModel and a VariantModel (whose workspaces then hold the variants' buffers) and is
+/// refused by a `Model`, which has the variants' code compiled out.
 #[test]
-fn classifier_variant_runs_in_dyn_model_only() {
+fn classifier_variant_runs_in_dyn_and_variant_models() {
     let mut config = ModelConfig::edge(1);
     config.classifier = formats::Classifier {
         features: formats::FeatureNorm::CenteredL2,
@@ -91,7 +91,7 @@ fn classifier_variant_runs_in_dyn_model_only() {
         Some(EngineError::Classifier(config.classifier))
     );
     let model = engine::DynModel::load(&file).unwrap();
-    let paper_len = engine::workspace_len(config.sizes(), 4);
+    let paper_len = engine::workspace_len(config.sizes(), formats::Classifier::PAPER, 4);
     assert!(model.workspace_len(4) > paper_len);
     // The paper's length is too short for the variants' buffers: a typed error.
     let Sizes { D, N, K, .. } = config.sizes();
@@ -107,6 +107,32 @@ fn classifier_variant_runs_in_dyn_model_only() {
     let mut logits = vec![0.0f32; 3 * N];
     task.classify_batch(&queries, &mut logits).unwrap();
     assert!(logits.iter().all(|l| l.is_finite()));
+
+    // The compiled-size engine with the variants compiled in, in a workspace sized for the
+    // file's classifier, gives the same logits.
+    const S: Sizes = engine::EDGE_1SHOT;
+    const C: formats::Classifier = formats::Classifier {
+        features: formats::FeatureNorm::CenteredL2,
+        weights: formats::WeightsKind::Prototype,
+        logits: formats::LogitsKind::Cosine,
+    };
+    let compiled = <engine::awgim_model!('_; S, C)>::load(&file).unwrap();
+    let mut workspace = Box::new(<engine::awgim_workspace!(S, C; 4)>::new());
+    let rows: Vec<[f32; 64]> = support
+        .chunks_exact(D)
+        .map(|r| r.try_into().unwrap())
+        .collect();
+    let mut task = compiled
+        .prepare(&mut workspace, rows.as_slice().try_into().unwrap())
+        .unwrap();
+    let query_rows: Vec<[f32; 64]> = queries
+        .chunks_exact(D)
+        .map(|r| r.try_into().unwrap())
+        .collect();
+    let mut predictions = [Prediction::zeroed(); 3];
+    task.classify_batch(&query_rows, &mut predictions).unwrap();
+    let compiled_logits: Vec<f32> = predictions.iter().flat_map(|p| p.logits).collect();
+    assert_eq!(compiled_logits, logits);
 }
 
 #[test]

@@ -28,10 +28,11 @@ fn agree<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const LEN: usize,
     const B: usize,
 >(
     config: ModelConfig,
-    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
+    mut workspace: Box<Workspace<LEN, B>>,
     seeds: &[u64],
     queries_per_class: usize,
 ) -> f64 {
@@ -140,25 +141,35 @@ macro_rules! workspace {
 #[test]
 fn paper_1shot_matches_reference() {
     let workspace = workspace!(ModelConfig::paper(1), 8);
-    agree(ModelConfig::paper(1), workspace, &[1, 2, 3], 3);
+    agree::<640, 128, 4, 5, 1, 256, 5, 256, _, _>(ModelConfig::paper(1), workspace, &[1, 2, 3], 3);
 }
 
 #[test]
 fn paper_5shot_matches_reference() {
     let workspace = workspace!(ModelConfig::paper(5), 8);
-    agree(ModelConfig::paper(5), workspace, &[4, 5, 6], 3);
+    agree::<640, 128, 4, 5, 5, 256, 25, 256, _, _>(ModelConfig::paper(5), workspace, &[4, 5, 6], 3);
 }
 
 #[test]
 fn edge_1shot_matches_reference() {
     let workspace = workspace!(ModelConfig::edge(1), 4);
-    agree(ModelConfig::edge(1), workspace, &[7, 8, 9, 10, 11], 5);
+    agree::<64, 32, 4, 5, 1, 64, 5, 64, _, _>(
+        ModelConfig::edge(1),
+        workspace,
+        &[7, 8, 9, 10, 11],
+        5,
+    );
 }
 
 #[test]
 fn edge_5shot_matches_reference() {
     let workspace = workspace!(ModelConfig::edge(5), 4);
-    agree(ModelConfig::edge(5), workspace, &[12, 13, 14, 15, 16], 5);
+    agree::<64, 32, 4, 5, 5, 64, 25, 64, _, _>(
+        ModelConfig::edge(5),
+        workspace,
+        &[12, 13, 14, 15, 16],
+        5,
+    );
 }
 
 /// Odd sizes exercise every remainder path of the kernels (rows not a multiple of the tile,
@@ -167,7 +178,7 @@ fn edge_5shot_matches_reference() {
 #[test]
 fn odd_sizes_match_reference() {
     const ODD: ModelConfig = ModelConfig::new(37, 18, 3, 3, 2, 21);
-    agree(ODD, workspace!(ODD, 3), &[17, 18, 19], 4);
+    agree::<37, 18, 3, 3, 2, 21, 6, 36, _, _>(ODD, workspace!(ODD, 3), &[17, 18, 19], 4);
 }
 
 /// With AWGIM.md's initialisation (gain 1, bias 0) as well as the perturbed one.

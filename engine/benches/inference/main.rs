@@ -48,12 +48,13 @@ fn bench_config<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const LEN: usize,
     const B: usize,
 >(
     c: &mut Criterion,
     label: &str,
     config: ModelConfig,
-    mut workspace: Box<Workspace<D, d, h, N, K, G, NK, d2, B>>,
+    mut workspace: Box<Workspace<LEN, B>>,
 ) {
     let sizes = config.sizes();
     let shape = format!("D={D} d={d} h={h} N={N} G={G}");
@@ -107,13 +108,23 @@ fn benches(c: &mut Criterion) {
         Edge1ShotWorkspace, Edge5ShotWorkspace, Paper1ShotWorkspace, Paper5ShotWorkspace,
     };
     let paper1 = Box::new(Paper1ShotWorkspace::new());
-    bench_config(c, "paper K=1", ModelConfig::paper(1), paper1);
+    bench_config::<640, 128, 4, 5, 1, 256, 5, 256, _, _>(
+        c,
+        "paper K=1",
+        ModelConfig::paper(1),
+        paper1,
+    );
     let paper5 = Box::new(Paper5ShotWorkspace::new());
-    bench_config(c, "paper K=5", ModelConfig::paper(5), paper5);
+    bench_config::<640, 128, 4, 5, 5, 256, 25, 256, _, _>(
+        c,
+        "paper K=5",
+        ModelConfig::paper(5),
+        paper5,
+    );
     let edge1 = Box::new(Edge1ShotWorkspace::new());
-    bench_config(c, "edge K=1", ModelConfig::edge(1), edge1);
+    bench_config::<64, 32, 4, 5, 1, 64, 5, 64, _, _>(c, "edge K=1", ModelConfig::edge(1), edge1);
     let edge5 = Box::new(Edge5ShotWorkspace::new());
-    bench_config(c, "edge K=5", ModelConfig::edge(5), edge5);
+    bench_config::<64, 32, 4, 5, 5, 64, 25, 64, _, _>(c, "edge K=5", ModelConfig::edge(5), edge5);
 }
 
 fn main() {

@@ -6,7 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// An inference model file for `config` with seeded random weights: every matrix
-/// Glorot-uniform, layer-norm gains 1 and biases 0.
+/// Glorot-uniform, layer-norm gains 1 and biases 0; with a classifier beyond the paper's, a
+/// feature centre uniform in [-0.1, 0.1) and a logit scale of 10.
 pub fn model_file(config: &ModelConfig) -> Vec<u8> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(u64::from(config.shots));
     let tensors: Vec<(&str, Vec<f32>)> = expected_tensors(config, FileKind::Inference)
@@ -18,6 +19,10 @@ pub fn model_file(config: &ModelConfig) -> Vec<u8> {
                     (0..n).map(|_| rng.gen_range(-limit..limit)).collect()
                 }
                 _ if spec.name.ends_with(".gain") => vec![1.0; n],
+                _ if spec.name == formats::tensors::FEATURE_CENTER => {
+                    (0..n).map(|_| rng.gen_range(-0.1..0.1)).collect()
+                }
+                _ if spec.name == formats::tensors::LOGIT_SCALE => vec![10.0; n],
                 _ => vec![0.0; n],
             };
             (spec.name, values)

@@ -30,10 +30,11 @@
 //! K = 1), nearly all in the two encoders and the two self-attention blocks over the N K
 //! support examples.
 //!
-//! Beyond the paper (the file's [`Classifier`], run by [`DynModel`] only: its workspace
-//! holds their buffers past the paper's, and the compiled-size [`Model`]'s workspace stays
-//! the paper's size, so [`Model::load`] refuses them with [`EngineError::Classifier`]), as the
-//! trainer's evaluation graph computes them, with `n(v) = v / sqrt(|v|^2 + 1e-12)`:
+//! Beyond the paper (the file's [`Classifier`], run by [`DynModel`] and [`VariantModel`],
+//! whose workspaces hold their buffers past the paper's; a compiled-size [`Model`] has their
+//! code compiled out, so its paper classifier runs exactly the paper's code, and
+//! [`Model::load`] refuses them with [`EngineError::Classifier`]), as the trainer's
+//! evaluation graph computes them, with `n(v) = v / sqrt(|v|^2 + 1e-12)`:
 //! - centred features: every support row and query is replaced by `n(x - c)` before
 //!   anything else (into workspace scratch), `c` the file's `feat.center`; 3 D operations a
 //!   row (D = 640: 1,920 per query);
@@ -130,7 +131,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// The model compiled for fixed sizes: `D` features, latent `d`, `h` heads, `N` ways, `K`
 /// shots, generator hidden width `G`, and the derived `NK = N * K` and `d2 = 2 * d` (checked
-/// at compile time). Use the aliases ([`crate::Paper5Shot`], ...) or [`crate::awgim_model!`].
+/// at compile time), with the paper's classifier (the variants' code compiled out). Use the
+/// aliases ([`crate::Paper5Shot`], ...) or [`crate::awgim_model!`].
 pub type Model<
     'a,
     const D: usize,
@@ -141,7 +143,23 @@ pub type Model<
     const G: usize,
     const NK: usize,
     const d2: usize,
-> = Awgim<'a, Fixed<D, d, h, N, K, G, NK, d2>>;
+> = Awgim<'a, Fixed<D, d, h, N, K, G, NK, d2, false>>;
+
+/// [`Model`] with the classifier variants compiled in: runs every classifier the trainer
+/// writes (centred features, prototype weights, cosine logits; see the module doc), in a
+/// [`Workspace`] sized for the file's classifier ([`crate::awgim_workspace!`]`(S, C; B)`).
+/// [`crate::awgim_model!`]`('a; S, C)` picks it for a classifier `C` other than the paper's.
+pub type VariantModel<
+    'a,
+    const D: usize,
+    const d: usize,
+    const h: usize,
+    const N: usize,
+    const K: usize,
+    const G: usize,
+    const NK: usize,
+    const d2: usize,
+> = Awgim<'a, Fixed<D, d, h, N, K, G, NK, d2, true>>;
 
 /// The model for sizes read from the file: any configuration the trainer writes.
 pub type DynModel<'a> = Awgim<'a, Dynamic>;
@@ -261,10 +279,11 @@ impl<
         const G: usize,
         const NK: usize,
         const d2: usize,
-    > Model<'a, D, d, h, N, K, G, NK, d2>
+        const V: bool,
+    > Awgim<'a, Fixed<D, d, h, N, K, G, NK, d2, V>>
 {
     /// Compile-time check of the size parameters, evaluated by [`Model::load`] and
-    /// [`Workspace::new`], so an inconsistent set of sizes does not compile:
+    /// [`Model::prepare`], so an inconsistent set of sizes does not compile:
     ///
     /// ```compile_fail
     /// // NK must be N * K = 25.
@@ -272,7 +291,7 @@ impl<
     /// ```
     /// ```compile_fail
     /// // 3 heads do not divide d = 32.
-    /// let _ = engine::Workspace::<64, 32, 3, 5, 1, 64, 5, 64, 4>::new();
+    /// let _ = engine::Model::<64, 32, 3, 5, 1, 64, 5, 64>::load(&[]);
     /// ```
     pub(crate) const CHECK_SIZES: () = {
         assert!(
@@ -291,9 +310,9 @@ impl<
     ///
     /// The buffer must be 4-byte aligned on a little-endian target (a file in
     /// [`formats::Aligned`], [`formats::include_model!`] or `formats::read_aligned`); the file's
-    /// configuration must match the compiled sizes, use per-row layer norm, the attention
-    /// encoder and the paper's classifier (the variants run in a [`DynModel`]). Inference and
-    /// training files are both accepted.
+    /// configuration must match the compiled sizes, use per-row layer norm and the attention
+    /// encoder; a [`Model`] takes the paper's classifier only ([`EngineError::Classifier`]
+    /// otherwise), a [`VariantModel`] any. Inference and training files are both accepted.
     pub fn load(bytes: &'a [u8]) -> Result<Self, EngineError> {
         const { Self::CHECK_SIZES };
         let file = formats::parse(bytes)?;
@@ -308,9 +327,8 @@ impl<
             ("generator_hidden", compiled.G, found.G),
         ];
         Self::check_variant(&file)?;
-        // The variants' buffers are only in a DynModel's workspace (the compiled workspaces
-        // stay the paper's size).
-        if file.config().classifier != Classifier::PAPER {
+        // A `Model` has the variants' code compiled out.
+        if !V && file.config().classifier != Classifier::PAPER {
             return Err(EngineError::Classifier(file.config().classifier));
         }
         for (field, expected, found) in sizes {
@@ -329,16 +347,29 @@ impl<
     /// Does all support-side work once and returns a handle that classifies queries.
     ///
     /// `support` holds the `N x K` support features class-major: rows `i*K..(i+1)*K` are class
-    /// `i`. Fails on a non-finite feature, or if a computed value overflows.
-    pub fn prepare<'m, 'w, const B: usize>(
+    /// `i`. `workspace` must hold [`crate::workspace_len`] of these sizes, the file's
+    /// classifier and `B` values (a shorter one does not compile for the paper's classifier,
+    /// and is [`EngineError::Workspace`] for the variants). Fails on a non-finite feature, or
+    /// if a computed value overflows.
+    pub fn prepare<'m, 'w, const LEN: usize, const B: usize>(
         &'m self,
-        workspace: &'w mut Workspace<D, d, h, N, K, G, NK, d2, B>,
+        workspace: &'w mut Workspace<LEN, B>,
         support: &[[f32; D]; NK],
-    ) -> Result<FixedTask<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, B>, EngineError> {
-        let parts = workspace.parts().ok_or(EngineError::Workspace {
-            needed: Workspace::<D, d, h, N, K, G, NK, d2, B>::BYTES / 4,
-            found: 0,
-        })?;
+    ) -> Result<FixedTask<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, V, B>, EngineError> {
+        const {
+            let () = Self::CHECK_SIZES;
+            assert!(
+                LEN >= crate::workspace_len(Self::SIZES, Classifier::PAPER, B),
+                "the workspace is shorter than workspace_len(sizes, Classifier::PAPER, B)"
+            );
+        };
+        let variant = V && self.classifier != Classifier::PAPER;
+        let parts = Parts::in_arena(workspace.as_mut_slice(), Fixed, Const, variant).ok_or(
+            EngineError::Workspace {
+                needed: crate::workspace_len(Self::SIZES, self.classifier, B),
+                found: LEN,
+            },
+        )?;
         self.prepare_parts(parts, Const, support.as_flattened())
     }
 }
@@ -357,15 +388,10 @@ impl<'a> DynModel<'a> {
     }
 
     /// The f32 values of the workspace [`Self::prepare`] needs for `batch` queries at a time.
-    /// The paper's classifier needs [`crate::workspace_len`]; the variants need room for
-    /// their normalised features, prototypes and weights as well.
+    /// ([`crate::workspace_len`] of its sizes and classifier: the variants need room for
+    /// their normalised features, prototypes and weights as well).
     pub fn workspace_len(&self, batch: usize) -> usize {
-        let (sizes, batch) = (self.dims.sizes(), batch.max(1));
-        let extra = match self.classifier == Classifier::PAPER {
-            true => 0,
-            false => crate::workspace::classifier_len(sizes, batch),
-        };
-        crate::workspace_len(sizes, batch) + extra
+        crate::workspace_len(self.dims.sizes(), self.classifier, batch)
     }
 
     /// [`Model::prepare`] with the workspace in `workspace` (at least
@@ -818,7 +844,8 @@ pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
     batch: B,
 }
 
-/// The [`Task`] of a [`Model`] (compiled sizes, `B` queries per batch).
+/// The [`Task`] of a [`Model`] (`V = false`) or a [`VariantModel`] (`V = true`): compiled
+/// sizes, `B` queries per batch.
 pub type FixedTask<
     'm,
     'w,
@@ -831,8 +858,9 @@ pub type FixedTask<
     const G: usize,
     const NK: usize,
     const d2: usize,
+    const V: bool,
     const B: usize,
-> = Task<'m, 'w, 'a, Fixed<D, d, h, N, K, G, NK, d2>, Const<B>>;
+> = Task<'m, 'w, 'a, Fixed<D, d, h, N, K, G, NK, d2, V>, Const<B>>;
 
 /// The [`Task`] of a [`DynModel`].
 pub type DynTask<'m, 'w, 'a> = Task<'m, 'w, 'a, Dynamic, Dyn>;
@@ -872,8 +900,9 @@ impl<
         const G: usize,
         const NK: usize,
         const d2: usize,
+        const V: bool,
         const B: usize,
-    > FixedTask<'_, '_, '_, D, d, h, N, K, G, NK, d2, B>
+    > FixedTask<'_, '_, '_, D, d, h, N, K, G, NK, d2, V, B>
 {
     /// The logits of one query and its predicted class.
     pub fn classify(&mut self, query: &[f32; D]) -> Result<Prediction<N>, EngineError> {
