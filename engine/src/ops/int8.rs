@@ -44,9 +44,11 @@ use super::{all_finite, max_by, Mat, MatMut};
 pub const QUANT_COLS: usize = 5;
 
 /// The i16 scratch [`mul_to`] and [`mul_add_to`] need for `n` columns of `B` against a
-/// matrix of row stride `stride`: `stride` values for each of up to [`QUANT_COLS`] columns.
+/// matrix of row stride `stride`: `stride` values for each of up to [`QUANT_COLS`] columns,
+/// and one more, so that the columns can start 4-byte aligned (the Arm kernels load them a
+/// word at a time).
 pub const fn scratch_len(stride: usize, n: usize) -> usize {
-    stride * if n < QUANT_COLS { n } else { QUANT_COLS }
+    stride * if n < QUANT_COLS { n } else { QUANT_COLS } + 1
 }
 
 /// `depth` rounded up to a multiple of 4: the row stride of an int8 matrix of that depth.
@@ -215,6 +217,9 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     let (depth, rows) = (b.nrows().value(), c.nrows().value());
     let stride = stride_of(depth);
     let n = b.ncols().value().min(c.ncols().value());
+    // From the first 4-byte aligned value on (the address is only looked at, not used).
+    let skip = (scratch.as_ptr() as usize / 2) % 2;
+    let scratch = scratch.get_mut(skip..).unwrap_or_default();
     let group = (scratch.len() / stride.max(1)).min(QUANT_COLS);
     if depth != a.depth || rows != a.rows || group == 0 || depth == 0 {
         return;
@@ -222,6 +227,7 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     let Some(values) = a.values.get(..rows * stride) else {
         return;
     };
+    let scales = &a.scales[..rows];
     let c = c.as_mut_slice();
     let mut j = 0;
     while j < n {
@@ -238,12 +244,121 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
             .enumerate()
         {
             let s = col_scale[t];
-            for ((row, c), &scale) in values.chunks_exact(stride).zip(c).zip(a.scales) {
-                let v = dot(row, q) as f32 * scale * s;
-                *c = if ADD { *c + v } else { v };
-            }
+            column_sums(b.nrows(), values, q, |r, sum| {
+                if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
+                    let v = sum as f32 * scale * s;
+                    *c = if ADD { *c + v } else { v };
+                }
+            });
         }
         j += cols;
+    }
+}
+
+/// The sums `dot(row r, q)` of every row of `values` (rows of `stride_of(depth)` values)
+/// with the quantised column `q`, handed to `emit(r, sum)`. On Arm with the DSP extension,
+/// where `values` and `q` are 4-byte aligned (a file's tensors are; the scratch is where the
+/// caller's buffer is), the `SMLAD` kernel of [`arm`]; else [`dot`]. Both give the same sums.
+#[inline(always)]
+fn column_sums<R: Dim>(depth: R, values: &[i8], q: &[i16], mut emit: impl FnMut(usize, i32)) {
+    let stride = stride_of(depth.value());
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if let (Ok(w), Ok(x)) = (
+        bytemuck::try_cast_slice::<i8, u32>(values),
+        bytemuck::try_cast_slice::<i16, u32>(q),
+    ) {
+        if arm::column_sums(depth, w, x, &mut emit) {
+            return;
+        }
+    }
+    for (r, row) in values.chunks_exact(stride).enumerate() {
+        emit(r, dot(row, q));
+    }
+}
+
+/// The int8 inner loops on the Arm DSP extension (Cortex-M4/M7, `thumbv7em-none-eabihf`):
+/// per word of 4 weights, `SXTB16` and `SXTB16 ROR 8` sign-extend bytes (0, 2) and (1, 3)
+/// to halfword pairs and two `SMLAD`s multiply-accumulate them with the activation pairs
+/// `(x0, x2)`, `(x1, x3)` the quantisation stored in that order. Two rows share each load of
+/// the activations (8 per step), and the second row is addressed from the first's pointer.
+/// Used where the rows and the scratch are 4-byte aligned (a file's tensors are 64-byte
+/// aligned; [`product`] aligns the scratch); else [`dot`]. `docs/arm-kernels.md` has the
+/// disassembly and the instructions per multiply-add.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm {
+    use nalgebra::Dim;
+
+    use super::super::dsp::{smlad, sxtb16, sxtb16_ror8};
+    use super::stride_of;
+
+    /// [`super::column_sums`] on the DSP extension: `w` holds the rows (`stride_of(depth) / 4`
+    /// words of 4 int8 values per row), `x` the quantised column (words of 2 i16). Returns
+    /// false (and emits nothing) if `x` is short.
+    #[inline(always)]
+    pub(super) fn column_sums<R: Dim>(
+        depth: R,
+        w: &[u32],
+        x: &[u32],
+        mut emit: impl FnMut(usize, i32),
+    ) -> bool {
+        let words = stride_of(depth.value()) / 4;
+        if words == 0 || x.len() < 2 * words {
+            return false;
+        }
+        let rows = w.len() / words;
+        let mut r = 0;
+        while r + 2 <= rows {
+            let [s0, s1] = two_rows(depth, &w[r * words..(r + 2) * words], x);
+            emit(r, s0);
+            emit(r + 1, s1);
+            r += 2;
+        }
+        if r < rows {
+            emit(r, one_row(depth, &w[r * words..(r + 1) * words], x));
+        }
+        true
+    }
+
+    /// `acc + (the products of the weight words w, 4 values each, and the activation words
+    /// x, 2 per weight word)`.
+    #[inline(always)]
+    fn words(acc: i32, w: &[u32], x: &[u32]) -> i32 {
+        let mut acc = acc;
+        for (&w, x) in w.iter().zip(x.as_chunks::<2>().0) {
+            acc = smlad(sxtb16(w), x[0], acc);
+            acc = smlad(sxtb16_ror8(w), x[1], acc);
+        }
+        acc
+    }
+
+    /// The sums of the two rows in `w` (one after the other) with `x`, both in registers over
+    /// the whole depth: each step of 8 values loads the 4 activation words once for both rows.
+    /// The rows are one slice split in two, so that LLVM addresses the second from the
+    /// first's pointer (an immediate offset of one stride) instead of keeping a pointer for
+    /// each. (Steps of 16 values need 8 registers for the activations and spill; so do 4 rows
+    /// per tile.)
+    #[inline(never)]
+    fn two_rows<R: Dim>(depth: R, w: &[u32], x: &[u32]) -> [i32; 2] {
+        let n = stride_of(depth.value()) / 4;
+        let (xs, xt) = x[..2 * n].as_chunks::<4>();
+        let (w0, w1) = w[..2 * n].split_at(n);
+        let ((p0, t0), (p1, t1)) = (w0.as_chunks::<2>(), w1.as_chunks::<2>());
+        let (mut s0, mut s1) = (0i32, 0i32);
+        for ((xv, a), b) in xs.iter().zip(p0).zip(p1) {
+            s0 = words(s0, a, xv);
+            s1 = words(s1, b, xv);
+        }
+        [words(s0, t0, xt), words(s1, t1, xt)]
+    }
+
+    /// The sum of the row `w` with `x` (the last row of an odd count).
+    #[inline(never)]
+    fn one_row<R: Dim>(depth: R, w: &[u32], x: &[u32]) -> i32 {
+        let n = stride_of(depth.value()) / 4;
+        let (xs, xt) = x[..2 * n].as_chunks::<4>();
+        let (p, t) = w[..n].as_chunks::<2>();
+        let s = xs.iter().zip(p).fold(0i32, |s, (xv, a)| words(s, a, xv));
+        words(s, t, xt)
     }
 }
 
@@ -287,20 +402,22 @@ mod tests {
     /// Runs `mul_to` and `mul_add_to` (onto `start`) for B `depth x n`; returns both.
     fn run(a: &QuantMat<'_>, b: &[f32], n: usize, start: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (depth, rows) = (a.depth(), a.rows());
-        let mut scratch = vec![0x5555i16; scratch_len(a.stride(), n)];
+        // One value more than needed, used from the second: the kernel aligns it.
+        let mut scratch = vec![0x5555i16; scratch_len(a.stride(), n) + 1];
+        let scratch = &mut scratch[n % 2..];
         let bm = Mat::from_slice(b, Dyn(depth), Dyn(n)).unwrap();
         let mut c = vec![f32::NAN; rows * n];
         mul_to(
             a,
             bm,
-            &mut scratch,
+            scratch,
             MatMut::from_slice(&mut c, Dyn(rows), Dyn(n)).unwrap(),
         );
         let mut c_add = start.to_vec();
         mul_add_to(
             a,
             bm,
-            &mut scratch,
+            scratch,
             MatMut::from_slice(&mut c_add, Dyn(rows), Dyn(n)).unwrap(),
         );
         (c, c_add)
@@ -516,11 +633,12 @@ mod tests {
             MatMut::from_slice(&mut c, Dyn(2), Dyn(2)).unwrap(),
         );
         assert_eq!(c, [3.0; 4]);
-        // A scratch of one column does the columns one at a time.
+        // A scratch of one column (and the value for aligning it) does the columns one at a
+        // time.
         mul_to(
             &a,
             bm,
-            &mut scratch[..4],
+            &mut scratch[..5],
             MatMut::from_slice(&mut c, Dyn(2), Dyn(2)).unwrap(),
         );
         assert_eq!(c, [(4.0f32 * 32767.0) * (1.0 / 32767.0); 4]);

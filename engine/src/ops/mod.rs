@@ -36,6 +36,9 @@
 //! `examples/kernels.rs`.
 
 pub mod attention;
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+#[allow(unsafe_code)]
+mod dsp;
 pub mod int8;
 pub mod layer_norm;
 pub mod linear;

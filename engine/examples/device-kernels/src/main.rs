@@ -1,0 +1,195 @@
+//! The engine's big products at the paper's sizes (D = 640, d = 128, G = 256) on the device,
+//! one query column at a time as the firmware classifies: checks the int8 kernels (on Arm,
+//! the `SMLAD` inner loops of `engine::ops::int8`) against the portable sums bit for bit,
+//! and prints the instructions each product takes. Run with `cargo run --release` here (see
+//! Cargo.toml); exits 0 when every check passes, 1 otherwise.
+//!
+//! Instructions are counted with SysTick under `qemu-system-arm -icount shift=0`, where one
+//! tick of the MPS2 boards' 25 MHz clock is exactly 40 instructions; each product runs
+//! [`REPEAT`] times between two readings, so the resolution is 40 / [`REPEAT`] instructions.
+#![no_std]
+#![no_main]
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
+use cortex_m_rt::entry;
+use engine::ops::int8::{self, QuantMat};
+use engine::ops::{linear, Mat, MatMut};
+use nalgebra::{Const, Dyn};
+use semihosting::{println, process};
+use static_cell::ConstStaticCell;
+
+/// Instructions per SysTick tick under `-icount shift=0` with the MPS2 boards' 25 MHz clock.
+const INSTRUCTIONS_PER_TICK: u64 = 40;
+/// Runs of each product per measurement.
+const REPEAT: u64 = 4;
+/// The largest products: 256 rows of 640.
+const MAX: usize = 256 * 640;
+
+/// Memory aligned as a model file's tensors are (to 8 bytes here; files align to 64).
+#[repr(C, align(8))]
+struct Aligned<T>(T);
+
+static WEIGHTS_I8: ConstStaticCell<Aligned<[i8; MAX]>> = ConstStaticCell::new(Aligned([0; MAX]));
+static WEIGHTS_F32: ConstStaticCell<[f32; MAX]> = ConstStaticCell::new([0.0; MAX]);
+
+/// A fixed linear congruential generator.
+struct Lcg(u32);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        self.0 >> 8
+    }
+
+    /// Uniform in [-0.5, 0.5).
+    fn f32(&mut self) -> f32 {
+        self.next() as f32 / (1u32 << 24) as f32 - 0.5
+    }
+
+    /// Uniform in [-127, 127].
+    fn i8(&mut self) -> i8 {
+        ((self.next() % 255) as i32 - 127) as i8
+    }
+}
+
+/// Instructions `f` takes (the mean of [`REPEAT`] runs).
+fn instructions(mut f: impl FnMut()) -> u64 {
+    let start = SYST::get_current();
+    for _ in 0..REPEAT {
+        f();
+    }
+    let end = SYST::get_current();
+    u64::from(start.wrapping_sub(end) & 0x00FF_FFFF) * INSTRUCTIONS_PER_TICK / REPEAT
+}
+
+/// Prints one measurement: instructions and instructions per multiply-add (to 0.001).
+fn report(what: &str, rows: usize, depth: usize, n: usize, count: u64) {
+    let macs = (rows * depth * n) as u64;
+    let milli = count * 1000 / macs;
+    println!(
+        "{what} {rows}x{depth} n {n}: {count} instructions, {}.{:03} per multiply-add",
+        milli / 1000,
+        milli % 1000
+    );
+}
+
+/// int8 `C = A_q x` for `R` rows of depth `K`, one column: the kernel's results against the
+/// portable sums (bit for bit), then its instructions. Returns whether they matched.
+fn int8_product<const R: usize, const K: usize>(what: &str, weights: &[i8], rng: &mut Lcg) -> bool {
+    let stride = int8::stride_of(K);
+    let scales: [f32; R] = core::array::from_fn(|r| 0.01 + r as f32 * 1e-4);
+    let Some(a) = QuantMat::from_parts(R, K, &weights[..R * stride], &scales) else {
+        println!("{what}: bad sizes");
+        return false;
+    };
+    let x: [f32; K] = core::array::from_fn(|_| rng.f32());
+    let mut scratch = [0i16; 641 + 8];
+    let mut c = [0.0f32; R];
+    let run = |scratch: &mut [i16], c: &mut [f32; R]| {
+        if let (Some(b), Some(c)) = (
+            Mat::from_slice(&x, Const::<K>, Dyn(1)),
+            MatMut::from_slice(c, Const::<R>, Dyn(1)),
+        ) {
+            int8::mul_to(&a, b, scratch, c);
+        }
+    };
+    run(&mut scratch, &mut c);
+    // The portable definition: one quantisation, `int8::dot` per row.
+    let mut q = [0i16; 640];
+    let s = int8::quantize_column(&x, &mut q);
+    let mut same = true;
+    for (r, (row, &got)) in weights.chunks_exact(stride).zip(&c).enumerate() {
+        let want = int8::dot(row, &q[..stride]) as f32 * scales[r] * s;
+        same &= got.to_bits() == want.to_bits();
+    }
+    // An odd scratch offset gives the same results (the kernel aligns the scratch itself).
+    let mut c_odd = [0.0f32; R];
+    run(&mut scratch[1..], &mut c_odd);
+    same &= c_odd
+        .iter()
+        .zip(&c)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    let count = instructions(|| run(&mut scratch, &mut c));
+    report(what, R, K, 1, count);
+    if !same {
+        println!("{what}: MISMATCH against the portable sums");
+    }
+    same
+}
+
+/// f32 `C = A x` (`A`: `R x K`), `n` columns: its instructions.
+fn f32_product<const R: usize, const K: usize>(what: &str, weights: &[f32], n: usize) {
+    let b = [0.25f32; 640 * 5];
+    let mut c = [0.0f32; 256 * 5];
+    let count = instructions(|| {
+        if let (Some(a), Some(b), Some(mut c)) = (
+            Mat::from_slice(&weights[..R * K], Const::<R>, Const::<K>),
+            Mat::from_slice(&b[..K * n], Const::<K>, Dyn(n)),
+            MatMut::from_slice(&mut c[..R * n], Const::<R>, Dyn(n)),
+        ) {
+            linear::mul_to(&a, &b, &mut c);
+        }
+    });
+    report(what, R, K, n, count);
+}
+
+/// f32 `C = Aᵀ x` (`A`: `K x R`), `n` columns: its instructions.
+fn f32_tr_product<const K: usize, const R: usize>(what: &str, weights: &[f32], n: usize) {
+    let b = [0.25f32; 640 * 5];
+    let mut c = [0.0f32; 256 * 5];
+    let count = instructions(|| {
+        if let (Some(a), Some(b), Some(mut c)) = (
+            Mat::from_slice(&weights[..R * K], Const::<K>, Const::<R>),
+            Mat::from_slice(&b[..K * n], Const::<K>, Dyn(n)),
+            MatMut::from_slice(&mut c[..R * n], Const::<R>, Dyn(n)),
+        ) {
+            linear::tr_mul_to(&a, &b, &mut c);
+        }
+    });
+    report(what, R, K, n, count);
+}
+
+#[entry]
+fn main() -> ! {
+    let Some(peripherals) = cortex_m::Peripherals::take() else {
+        process::exit(1)
+    };
+    let mut syst = peripherals.SYST;
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(0x00FF_FFFF);
+    syst.clear_current();
+    syst.enable_counter();
+
+    let mut rng = Lcg(1);
+    let weights_i8 = &mut WEIGHTS_I8.take().0;
+    for w in weights_i8.iter_mut() {
+        *w = rng.i8();
+    }
+    let weights_f32 = WEIGHTS_F32.take();
+    for w in weights_f32.iter_mut() {
+        *w = rng.f32();
+    }
+
+    let mut ok = true;
+    // The per-query products of the paper's model (int8 rows x depth).
+    ok &= int8_product::<128, 640>("int8 enc x", weights_i8, &mut rng);
+    ok &= int8_product::<256, 640>("int8 G2mu x", weights_i8, &mut rng);
+    ok &= int8_product::<256, 128>("int8 G1 half, F1", weights_i8, &mut rng);
+    ok &= int8_product::<128, 256>("int8 F2", weights_i8, &mut rng);
+    ok &= int8_product::<128, 128>("int8 Wq", weights_i8, &mut rng);
+    // Odd shapes: a tail word per row, an odd row count, a depth not a multiple of 4.
+    ok &= int8_product::<7, 20>("int8 odd", weights_i8, &mut rng);
+    ok &= int8_product::<5, 13>("int8 odd", weights_i8, &mut rng);
+    ok &= int8_product::<3, 1>("int8 odd", weights_i8, &mut rng);
+
+    f32_product::<128, 640>("f32 enc x", weights_f32, 1);
+    f32_tr_product::<640, 256>("f32 G2mu^T x", weights_f32, 1);
+    f32_product::<256, 128>("f32 G1 half, F1", weights_f32, 1);
+    f32_product::<128, 256>("f32 F2", weights_f32, 1);
+    f32_product::<128, 128>("f32 Wq", weights_f32, 1);
+    f32_product::<128, 640>("f32 enc x", weights_f32, 5);
+
+    println!("{}", if ok { "ok" } else { "FAILED" });
+    process::exit(if ok { 0 } else { 1 })
+}
