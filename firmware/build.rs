@@ -62,20 +62,12 @@ fn main() -> Result<(), BuildError> {
     let sizes = engine::DynModel::load(model.as_bytes())
         .map(|m| m.sizes())
         .map_err(|e| format!("AWGIM_MODEL {}: {e}", model_path.display()))?;
-    // The host engine runs every classifier; the firmware's compiled-size engine only the
-    // paper's (its static workspace has no room for the variants' buffers).
+    // The classifier picks the compiled model type (the paper's, or one with the variants'
+    // code and buffers) and the workspace's size.
     let classifier = formats::parse(model.as_bytes())
         .map_err(|e| format!("AWGIM_MODEL {}: {e}", model_path.display()))?
         .config()
         .classifier;
-    if classifier != formats::Classifier::PAPER {
-        return Err(format!(
-            "AWGIM_MODEL {}: the firmware runs the paper's classifier only, this file's is \
-             {classifier:?}; train it with `--features raw --weights generated --logits dot`",
-            model_path.display()
-        )
-        .into());
-    }
 
     let support_path = input("AWGIM_SUPPORT", "the support set (.npy, N x K x D)")?;
     let queries_path = input("AWGIM_QUERIES", "the queries (.npy, M x D)")?;
@@ -111,11 +103,18 @@ fn main() -> Result<(), BuildError> {
         format!(
             "/// The sizes of `{model}` (its header).\n\
              pub const SIZES: formats::Sizes = formats::Sizes {{ D: {D}, d: {d}, h: {h}, N: {N}, K: {K}, G: {G} }};\n\
+             /// The classifier of `{model}` (its header).\n\
+             pub const CLASSIFIER: formats::Classifier = formats::Classifier {{ \
+             features: formats::FeatureNorm::{features:?}, weights: formats::WeightsKind::{weights:?}, \
+             logits: formats::LogitsKind::{logits:?} }};\n\
              /// Queries the workspace classifies together.\n\
              pub const BATCH: usize = {BATCH};\n\
              /// The board feature.\n\
              pub const BOARD: &str = \"{board}\";\n",
             model = model_path.display(),
+            features = classifier.features,
+            weights = classifier.weights,
+            logits = classifier.logits,
         ),
     )?;
     println!("cargo:rustc-env=AWGIM_MODEL_FILE={}", model_path.display());
