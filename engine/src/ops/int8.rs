@@ -37,7 +37,7 @@
 
 use nalgebra::Dim;
 
-use super::{all_finite, max_by, Mat, MatMut};
+use super::{Mat, MatMut};
 
 /// Columns of `B` quantised at once: the scratch holds this many quantised columns (5
 /// divides the 25 support examples of the 5-shot models, a 15-query batch and a 5-query call).
@@ -158,22 +158,22 @@ pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
     let Some(q) = q.get_mut(..stride_of(x.len())) else {
         return f32::NAN;
     };
-    q.fill(0);
-    if !all_finite(x) {
-        return f32::NAN;
-    }
-    let max = max_by(x, 0.0, f32::abs);
-    if max == 0.0 {
-        return 0.0;
+    // max |x| in one integer pass: the bits of |v| order as |v| does, and infinities and NaNs
+    // come above every finite value.
+    const EXPONENT: u32 = 0x7f80_0000;
+    let bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    let max = f32::from_bits(bits);
+    if bits >= EXPONENT || max == 0.0 {
+        q.fill(0);
+        return if max == 0.0 { 0.0 } else { f32::NAN };
     }
     let bound = activation_bound(x.len());
     let inv = bound as f32 / max;
     let round = |v: f32| -> i16 {
         let t = v * inv;
-        // Half away from zero; `t.abs() + 0.5` is exact below 2^23, and `as` truncates
-        // (saturating, NaN to 0).
-        let m = ((t.abs() + 0.5) as i32).min(bound);
-        (if t < 0.0 { -m } else { m }) as i16
+        // Half away from zero: `t +- 0.5` is exact below 2^23, and `as` truncates toward
+        // zero, saturating (an infinite `t`, where `max` is subnormal, to the bound; NaN to 0).
+        ((t + 0.5f32.copysign(t)) as i32).clamp(-bound, bound) as i16
     };
     let mut groups = x.chunks_exact(4);
     for (x4, q4) in (&mut groups).zip(q.chunks_exact_mut(4)) {
@@ -572,6 +572,11 @@ mod tests {
         assert_eq!(q, [0; 8]);
         b[2 * depth + 1] = f32::INFINITY;
         assert!(quantize_column(&b[2 * depth..], &mut q).is_nan());
+        // A subnormal maximum: `Q / max` is infinite, the values saturate to the bound.
+        let tiny = [1e-40f32, -1e-40, 0.0, 5e-41, -0.0, 1e-45];
+        let s = quantize_column(&tiny, &mut q);
+        assert!(s.is_finite() && s >= 0.0);
+        assert_eq!(q, [32767, 0, -32767, 32767, 0, 0, 32767, 0]);
     }
 
     #[test]
