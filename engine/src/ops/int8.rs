@@ -35,6 +35,7 @@
 //! loop is one `SMLAD` per pair. The host uses the same layout (one quantisation for both;
 //! its sums pair the weights the same way).
 
+use formats::QuantTensor;
 use nalgebra::Dim;
 
 use super::{Mat, MatMut};
@@ -72,7 +73,8 @@ pub const fn activation_bound(depth: usize) -> i32 {
 }
 
 /// An int8 weight matrix borrowed from a model file: `rows` rows of `depth` values, each row
-/// contiguous and zero-padded to `stride` bytes, one f32 scale per row.
+/// contiguous and zero-padded to `stride` bytes, one f32 scale per row. The values are in
+/// `[-127, 127]` (formats refuses -128; with it the sums could wrap, never panic).
 #[derive(Clone, Copy, Debug)]
 pub struct QuantMat<'a> {
     rows: usize,
@@ -82,6 +84,20 @@ pub struct QuantMat<'a> {
 }
 
 impl<'a> QuantMat<'a> {
+    /// The matrix of a model file's int8 tensor (`ModelFile::tensor_i8`): its rows, depth,
+    /// values and scales as stored (for `QuantAxis::Out` a dense layer's outputs by its
+    /// inputs, for `QuantAxis::In` its inputs by its outputs; the products read either the
+    /// same way). A tensor whose parts disagree (formats never returns one) becomes a matrix
+    /// of no rows, which every product refuses (it leaves `C` unchanged).
+    pub fn new(q: QuantTensor<'a>) -> Self {
+        Self::from_parts(q.rows, q.depth, q.values, q.scales).unwrap_or(Self {
+            rows: 0,
+            depth: q.depth,
+            values: &[],
+            scales: &[],
+        })
+    }
+
     /// The matrix with `rows` rows of `depth` values (row `r` at `values[r * stride..]`,
     /// `stride` = [`stride_of`]`(depth)`) and their scales; `None` unless `values` holds
     /// exactly `rows * stride` values and `scales` exactly `rows`.
@@ -380,23 +396,10 @@ mod tests {
             .collect()
     }
 
-    /// A matrix of `rows x depth` from f32 rows, quantised per row as formats does
-    /// (scale = max|row| / 127, zero row: scale 1).
+    /// A matrix of `rows x depth` from f32 rows (row-major), quantised per row by the one
+    /// definition (`formats::quant::quantize`; the rows are the f32 layout's inputs).
     fn quantised(rows: usize, depth: usize, w: &[f32]) -> (Vec<i8>, Vec<f32>) {
-        let stride = stride_of(depth);
-        let mut values = vec![0i8; rows * stride];
-        let mut scales = vec![1.0f32; rows];
-        for r in 0..rows {
-            let row = &w[r * depth..(r + 1) * depth];
-            let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            if m > 0.0 {
-                scales[r] = m / 127.0;
-            }
-            for (k, &v) in row.iter().enumerate() {
-                values[r * stride + k] = (v / scales[r]).round().clamp(-127.0, 127.0) as i8;
-            }
-        }
-        (values, scales)
+        formats::quant::quantize(w, rows, depth, formats::QuantAxis::In).unwrap()
     }
 
     /// Runs `mul_to` and `mul_add_to` (onto `start`) for B `depth x n`; returns both.
@@ -609,6 +612,18 @@ mod tests {
         assert!(QuantMat::from_parts(2, 5, &values, &scales).is_none());
         assert!(QuantMat::from_parts(usize::MAX, 4, &values, &scales).is_none());
         let a = QuantMat::from_parts(2, 4, &values, &scales).unwrap();
+        let tensor = QuantTensor {
+            axis: formats::QuantAxis::Out,
+            rows: 2,
+            depth: 4,
+            stride: 4,
+            values: &values,
+            scales: &scales,
+        };
+        let from_file = QuantMat::new(tensor);
+        assert_eq!((from_file.rows(), from_file.values().len()), (2, 8));
+        let bad = QuantMat::new(QuantTensor { rows: 3, ..tensor });
+        assert_eq!((bad.rows(), bad.values().len()), (0, 0));
         assert_eq!(
             (a.rows(), a.depth(), a.stride(), a.scale(1), a.scale(2)),
             (2, 4, 4, 1.0, 0.0)
