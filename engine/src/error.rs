@@ -119,6 +119,32 @@ pub enum EngineError {
         /// Values given.
         found: usize,
     },
+    /// A support row was enrolled with a class label past the last class.
+    #[error("class {class} enrolled, the model has {ways} classes")]
+    Class {
+        /// The label given.
+        class: usize,
+        /// The model's classes, `N`.
+        ways: usize,
+    },
+    /// A support row was enrolled for a class that already has its `K` shots.
+    #[error("class {class} already has its {shots} shots")]
+    ClassFull {
+        /// The class.
+        class: usize,
+        /// The model's shots, `K`.
+        shots: usize,
+    },
+    /// `prepare` was called on an enrollment in which a class lacks shots.
+    #[error("class {class} has {shots} of its {needed} shots")]
+    Incomplete {
+        /// The first class that lacks shots.
+        class: usize,
+        /// Its shots.
+        shots: usize,
+        /// The model's shots, `K`.
+        needed: usize,
+    },
     /// `classify_batch` was given a different number of queries and outputs.
     #[error("{queries} queries but {outputs} output slots")]
     BatchLength {

@@ -47,7 +47,10 @@ pub use error::{EngineError, Input, Stage};
 #[doc(hidden)]
 pub use formats;
 use formats::{Classifier, FeatureNorm, LogitsKind, ModelConfig, Sizes, WeightsKind};
-pub use model::{Awgim, DynModel, DynTask, FixedTask, Model, Prediction, Task, VariantModel};
+pub use model::{
+    Awgim, DynEnrollment, DynModel, DynTask, Enrollment, FixedEnrollment, FixedTask, Model,
+    Prediction, Task, VariantModel,
+};
 pub use workspace::{workspace_len, Workspace};
 
 /// The model type for the [`Sizes`] `S` (a constant), with the derived sizes filled in:
@@ -128,11 +131,11 @@ pub type Edge1Shot<'a> = awgim_model!('a; EDGE_1SHOT);
 /// The edge 5-way 5-shot model (D = 64, d = 32, 4 heads, G = 64).
 pub type Edge5Shot<'a> = awgim_model!('a; EDGE_5SHOT);
 
-/// Workspace of [`Paper1Shot`]: 110,780 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper1Shot`]: 91,504 bytes ([`Workspace::BYTES`]).
 pub type Paper1ShotWorkspace = awgim_workspace!(PAPER_1SHOT; PAPER_BATCH);
-/// Workspace of [`Paper5Shot`]: 206,540 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Paper5Shot`]: 113,884 bytes ([`Workspace::BYTES`]).
 pub type Paper5ShotWorkspace = awgim_workspace!(PAPER_5SHOT; PAPER_BATCH);
-/// Workspace of [`Edge1Shot`]: 16,516 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge1Shot`]: 10,680 bytes ([`Workspace::BYTES`]).
 pub type Edge1ShotWorkspace = awgim_workspace!(EDGE_1SHOT; EDGE_BATCH);
-/// Workspace of [`Edge5Shot`]: 42,276 bytes ([`Workspace::BYTES`]).
+/// Workspace of [`Edge5Shot`]: 29,404 bytes ([`Workspace::BYTES`]).
 pub type Edge5ShotWorkspace = awgim_workspace!(EDGE_5SHOT; EDGE_BATCH);

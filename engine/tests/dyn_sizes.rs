@@ -201,3 +201,112 @@ fn dyn_refuses_short_buffers() {
         Some(EngineError::BatchLength { .. })
     ));
 }
+
+/// Enrollment takes the support rows one at a time, labelled, in any order (here shot by
+/// shot, as a sensor delivers them): the logits equal `prepare` on the class-major rows, bit
+/// for bit, for the compiled and the run-time-sized engine; wrong labels, a full class and an
+/// incomplete set are typed errors.
+#[test]
+fn streamed_enrollment_equals_prepare() {
+    const C: ModelConfig = with(
+        ODD,
+        FeatureNorm::CenteredL2,
+        WeightsKind::Prototype,
+        LogitsKind::Cosine,
+    );
+    const S: formats::Sizes = C.sizes();
+    let bytes = AlignedBuf::from_bytes(&model_file(&C));
+    let rows: Vec<[f32; 48]> = (0..6 + 3)
+        .map(|r| core::array::from_fn(|i| ((r * 48 + i) as f32 * 0.377).sin()))
+        .collect();
+    let (support, queries) = rows.split_at(6);
+    let model = <engine::awgim_model!('_; S, C.classifier)>::load(&bytes).unwrap();
+    let mut workspace = Box::new(<engine::awgim_workspace!(S, C.classifier; 1)>::new());
+    let mut task = model
+        .prepare(&mut workspace, support.try_into().unwrap())
+        .unwrap();
+    let want: Vec<[f32; 3]> = queries
+        .iter()
+        .map(|q| task.classify(q).unwrap().logits)
+        .collect();
+
+    let mut enrollment = model.enroll(&mut workspace).unwrap();
+    assert_eq!(
+        enrollment.push(3, &support[0]).err(),
+        Some(EngineError::Class { class: 3, ways: 3 })
+    );
+    for k in 0..2 {
+        for class in [2, 0, 1] {
+            assert!(!enrollment.is_complete());
+            let complete = enrollment.push(class, &support[class * 2 + k]).unwrap();
+            assert_eq!(complete, k == 1 && class == 1);
+        }
+    }
+    assert_eq!(
+        enrollment.push(0, &support[0]).err(),
+        Some(EngineError::ClassFull { class: 0, shots: 2 })
+    );
+    let mut task = enrollment.prepare().unwrap();
+    for (q, want) in queries.iter().zip(&want) {
+        assert_eq!(
+            task.classify(q).unwrap().logits.map(f32::to_bits),
+            want.map(f32::to_bits)
+        );
+    }
+
+    let model = DynModel::load(&bytes).unwrap();
+    let mut arena = vec![0.0f32; model.workspace_len(1)];
+    let mut enrollment = model.enroll(&mut arena, 1).unwrap();
+    enrollment.push(1, &support[2]).unwrap();
+    assert_eq!(
+        enrollment.push(1, &support[3][..47]).err(),
+        Some(EngineError::InputLength {
+            input: engine::Input::Support,
+            expected: 48,
+            found: 47
+        })
+    );
+    let mut bad = support[0];
+    bad[5] = f32::NAN;
+    assert_eq!(
+        enrollment.push(0, &bad).err(),
+        Some(EngineError::NonFiniteInput {
+            input: engine::Input::Support,
+            row: 0,
+            column: 5
+        })
+    );
+    assert_eq!(
+        model.enroll(&mut arena, 1).unwrap().prepare().err(),
+        Some(EngineError::Incomplete {
+            class: 0,
+            shots: 0,
+            needed: 2
+        })
+    );
+    // Classes in reverse order; each class's shots in order (the prototypes' running means
+    // add the shots in arrival order, so another shot order rounds differently).
+    let mut enrollment = model.enroll(&mut arena, 1).unwrap();
+    for class in (0..3).rev() {
+        for row in &support[class * 2..class * 2 + 2] {
+            enrollment.push(class, row).unwrap();
+        }
+    }
+    let mut task = enrollment.prepare().unwrap();
+    for (q, want) in queries.iter().zip(&want) {
+        let mut logits = [0.0f32; 3];
+        task.classify_batch(q, &mut logits).unwrap();
+        assert_eq!(logits.map(f32::to_bits), want.map(f32::to_bits));
+    }
+}
+
+/// The RAM the engine needs (issue 11): paper 5-shot, one query at a time, in the 128 KiB of
+/// an STM32F405 with room for the stack; the shipped workspaces' sizes.
+#[test]
+fn workspace_bytes() {
+    let bytes = |s, b| 4 * engine::workspace_len(s, Classifier::PAPER, b);
+    assert_eq!(bytes(engine::PAPER_5SHOT, 1), 110_044);
+    assert!(bytes(engine::PAPER_5SHOT, 1) + 8 * 1024 < 128 * 1024);
+    let others = [engine::PAPER_1SHOT, engine::EDGE_5SHOT, engine::EDGE_1SHOT].map(|s| bytes(s, 1));
+    assert_eq!(others, [35_964, 29_404, 9_084]);
+}

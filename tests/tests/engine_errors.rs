@@ -367,5 +367,5 @@ fn workspace_sizes_are_as_documented() {
         engine::Edge1ShotWorkspace::BYTES,
         engine::Edge5ShotWorkspace::BYTES,
     ];
-    assert_eq!(sizes, [110_780, 206_540, 16_516, 42_276]);
+    assert_eq!(sizes, [91_504, 113_884, 10_680, 29_404]);
 }

@@ -59,6 +59,7 @@
 //! it saves 14,464 per query for 81,920 in `prepare`, about 2% of a 75-query task: not worth
 //! a second code path.
 
+mod enroll;
 mod load;
 
 use core::slice::ChunksExact;
@@ -74,8 +75,9 @@ use crate::ops::attention::{self, head};
 use crate::ops::linear::{mul_add_to, mul_to, tr_mul_to};
 use crate::ops::{all_finite, relu_sum_dot, Mat, MatMut};
 use crate::workspace::{
-    ClassifierScratch, Parts, Prepared, QueryScratch, SupportScratch, Workspace,
+    Arena, Encoded, Prepared, QueryScratch, SupportScratch, Variants, Workspace,
 };
+pub use enroll::{DynEnrollment, Enrollment, FixedEnrollment};
 use load::{Block, Encoders, Generator};
 
 /// An AWGIM model whose weights are borrowed, without a copy, from a model file in memory.
@@ -344,18 +346,15 @@ impl<
         Self::borrow(&file, Fixed)
     }
 
-    /// Does all support-side work once and returns a handle that classifies queries.
-    ///
-    /// `support` holds the `N x K` support features class-major: rows `i*K..(i+1)*K` are class
-    /// `i`. `workspace` must hold [`crate::workspace_len`] of these sizes, the file's
-    /// classifier and `B` values (a shorter one does not compile for the paper's classifier,
-    /// and is [`EngineError::Workspace`] for the variants). Fails on a non-finite feature, or
-    /// if a computed value overflows.
-    pub fn prepare<'m, 'w, const LEN: usize, const B: usize>(
+    /// Starts enrolling a support set in `workspace` ([`Enrollment::push`] one labelled row
+    /// at a time, in any order; [`Enrollment::prepare`] when the last shot is in).
+    /// `workspace` must hold [`crate::workspace_len`] of these sizes, the file's classifier
+    /// and `B` values (a shorter one does not compile for the paper's classifier, and is
+    /// [`EngineError::Workspace`] for the variants).
+    pub fn enroll<'m, 'w, const LEN: usize, const B: usize>(
         &'m self,
         workspace: &'w mut Workspace<LEN, B>,
-        support: &[[f32; D]; NK],
-    ) -> Result<FixedTask<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, V, B>, EngineError> {
+    ) -> Result<FixedEnrollment<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, V, B>, EngineError> {
         const {
             let () = Self::CHECK_SIZES;
             assert!(
@@ -363,14 +362,24 @@ impl<
                 "the workspace is shorter than workspace_len(sizes, Classifier::PAPER, B)"
             );
         };
-        let variant = V && self.classifier != Classifier::PAPER;
-        let parts = Parts::in_arena(workspace.as_mut_slice(), Fixed, Const, variant).ok_or(
-            EngineError::Workspace {
-                needed: crate::workspace_len(Self::SIZES, self.classifier, B),
-                found: LEN,
-            },
-        )?;
-        self.prepare_parts(parts, Const, support.as_flattened())
+        self.enroll_in(workspace.as_mut_slice(), Const)
+    }
+
+    /// Does all support-side work once and returns a handle that classifies queries: the
+    /// rows of `support` enrolled in order ([`Self::enroll`]), then prepared.
+    ///
+    /// `support` holds the `N x K` support features class-major: rows `i*K..(i+1)*K` are class
+    /// `i`. Fails on a non-finite feature, or if a computed value overflows.
+    pub fn prepare<'m, 'w, const LEN: usize, const B: usize>(
+        &'m self,
+        workspace: &'w mut Workspace<LEN, B>,
+        support: &[[f32; D]; NK],
+    ) -> Result<FixedTask<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, V, B>, EngineError> {
+        let mut enrollment = self.enroll(workspace)?;
+        for (r, row) in support.iter().enumerate() {
+            enrollment.push(r / K, row)?;
+        }
+        enrollment.prepare()
     }
 }
 
@@ -394,6 +403,16 @@ impl<'a> DynModel<'a> {
         crate::workspace_len(self.dims.sizes(), self.classifier, batch)
     }
 
+    /// [`Model::enroll`] with the workspace in `workspace` (at least
+    /// [`Self::workspace_len`]`(batch)` values, from wherever the caller keeps memory).
+    pub fn enroll<'m, 'w>(
+        &'m self,
+        workspace: &'w mut [f32],
+        batch: usize,
+    ) -> Result<DynEnrollment<'m, 'w, 'a>, EngineError> {
+        self.enroll_in(workspace, Dyn(batch.max(1)))
+    }
+
     /// [`Model::prepare`] with the workspace in `workspace` (at least
     /// [`Self::workspace_len`]`(batch)` values, from wherever the caller keeps memory) and the
     /// support as `N K` rows of `D` values, class-major, one after the other.
@@ -403,12 +422,9 @@ impl<'a> DynModel<'a> {
         batch: usize,
         support: &[f32],
     ) -> Result<DynTask<'m, 'w, 'a>, EngineError> {
-        let needed = self.workspace_len(batch);
-        let found = workspace.len();
-        let variant = self.classifier != Classifier::PAPER;
-        let parts = Parts::in_arena(workspace, self.dims, Dyn(batch.max(1)), variant)
-            .ok_or(EngineError::Workspace { needed, found })?;
-        let expected = self.dims.NK().value() * self.dims.D().value();
+        let mut enrollment = self.enroll(workspace, batch)?;
+        let Sizes { D, K, .. } = self.dims.sizes();
+        let expected = self.dims.NK().value() * D;
         if support.len() != expected {
             return Err(EngineError::InputLength {
                 input: Input::Support,
@@ -416,7 +432,10 @@ impl<'a> DynModel<'a> {
                 found: support.len(),
             });
         }
-        self.prepare_parts(parts, Dyn(batch.max(1)), support)
+        for (r, row) in support.chunks_exact(D).enumerate() {
+            enrollment.push(r / K, row)?;
+        }
+        enrollment.prepare()
     }
 }
 
@@ -474,50 +493,53 @@ impl<'a, S: Dims> Awgim<'a, S> {
         head(d, h, j)
     }
 
-    /// `prepare` on a workspace cut into its buffers; `support` is `N K` rows of `D` values
-    /// (checked by the callers).
-    fn prepare_parts<'m, 'w, B: Dim>(
+    /// Whether this model runs a classifier beyond the paper's (never for a [`Model`]).
+    fn variants(&self) -> bool {
+        S::CLASSIFIERS && self.classifier != Classifier::PAPER
+    }
+
+    /// The error for a workspace too short for `batch` queries (`found` values).
+    fn short_workspace(&self, batch: usize, found: usize) -> EngineError {
+        EngineError::Workspace {
+            needed: crate::workspace_len(self.dims.sizes(), self.classifier, batch),
+            found,
+        }
+    }
+
+    /// An empty enrollment over `arena`.
+    fn enroll_in<'m, 'w, B: Dim>(
         &'m self,
-        parts: Parts<'w, S, B>,
+        arena: &'w mut [f32],
         batch: B,
-        support: &[f32],
-    ) -> Result<Task<'m, 'w, 'a, S, B>, EngineError> {
+    ) -> Result<Enrollment<'m, 'w, 'a, S, B>, EngineError> {
+        let found = arena.len();
+        let arena = Arena::cut(arena, self.dims, batch.value(), self.variants())
+            .ok_or(self.short_workspace(batch.value(), found))?;
+        Ok(Enrollment::new(self, arena, batch))
+    }
+
+    /// `prepare` on the enrolled support: the support's encodings `encoded`, the rest of the
+    /// phase region after them `rest`, filling `p`.
+    fn prepare_support(
+        &self,
+        encoded: &mut Encoded<'_, S>,
+        rest: &mut [f32],
+        p: &mut Prepared<'_, S>,
+    ) -> Result<(), EngineError> {
         let s = self.dims;
         let Sizes { h, N, K, .. } = s.sizes();
-        check_finite(support, s.D().value(), Input::Support, 0)?;
-        let length_error = EngineError::InputLength {
-            input: Input::Support,
-            expected: s.NK().value() * s.D().value(),
-            found: support.len(),
-        };
-        let Parts {
-            prepared: mut p,
-            support: mut sc,
-            queries,
-            hidden,
-            mut classifier,
-        } = parts;
-        // Beyond the paper: the support as the model sees it, and the class prototypes.
-        let paper = !S::CLASSIFIERS || self.classifier == Classifier::PAPER;
-        let cut = classifier
-            .as_deref_mut()
-            .and_then(|c| ClassifierScratch::cut(c, s, batch));
-        let support = match (paper, cut) {
-            (true, _) => support,
-            (false, None) => return Err(EngineError::Classifier(self.classifier)),
-            (false, Some(c)) => self.prepare_classifier(c, support, K)?,
-        };
-        let support = Mat::from_slice(support, s.D(), s.NK()).ok_or(length_error)?;
+        let mut sc = SupportScratch::cut(rest, s).ok_or(self.short_workspace(1, 0))?;
 
-        // 1. Attentive path: s = enc_ap X_s; the ca_ap keys Wk s; v = sa_ap(s, s, s) and its
-        //    class means v_bar; the ca_ap class values through the output projection, per
-        //    head: U_j = Wo_j Wv_j v_bar.
-        mul_to(&self.encoders.ap, &support, &mut sc.x);
-        mul_to(&self.ca_ap.wk, &sc.x.rb(), &mut sc.keys);
-        sc.keys.view().transpose_to(&mut p.keys_t.view_mut());
-        self.self_attention(&self.sa_ap, &mut sc, Stage::SaAp)?;
-        class_means(&sc.x.rb(), &mut sc.means, K);
-        mul_to(&self.ca_ap.wv, &sc.means.rb(), &mut sc.class_values);
+        // 1. Attentive path: s = enc_ap X_s (enrolled); the ca_ap keys Wk s; v = sa_ap(s, s, s)
+        //    and its class means v_bar; the ca_ap class values through the output projection,
+        //    per head: U_j = Wo_j Wv_j v_bar.
+        mul_to(&self.ca_ap.wk, &encoded.ap.rb(), &mut sc.values);
+        sc.values.view().transpose_to(&mut p.keys_t.view_mut());
+        self.self_attention(&self.sa_ap, &mut encoded.ap, &mut sc, Stage::SaAp)?;
+        let (mut means, mut class_values) =
+            SupportScratch::classes(sc.a, s).ok_or(self.short_workspace(1, 0))?;
+        class_means(&encoded.ap.rb(), &mut means, K);
+        mul_to(&self.ca_ap.wv, &means.rb(), &mut class_values);
         for j in 0..h {
             let head = self.head(j);
             let mut u = p.class_values.columns_mut(j * N, N);
@@ -526,18 +548,18 @@ impl<'a, S: Dims> Awgim<'a, S> {
             u.gemm(
                 1.0,
                 &self.ca_ap.wo.view().columns(head.start, head.len()),
-                &sc.class_values.view().rows(head.start, head.len()),
+                &class_values.view().rows(head.start, head.len()),
                 0.0,
             );
         }
 
         // 2. Contextual path: c = sa_cp(enc_cp X_s, ..); c_bar[i] = mean of class i.
-        mul_to(&self.encoders.cp, &support, &mut sc.x);
-        self.self_attention(&self.sa_cp, &mut sc, Stage::SaCp)?;
-        class_means(&sc.x.rb(), &mut sc.means, K);
+        self.self_attention(&self.sa_cp, &mut encoded.cp, &mut sc, Stage::SaCp)?;
+        let (mut means, _) = SupportScratch::classes(sc.a, s).ok_or(self.short_workspace(1, 0))?;
+        class_means(&encoded.cp.rb(), &mut means, K);
 
         // 3. The class half of the generator's first layer: G1[0..d] c_bar[i].
-        mul_to(&self.generator.g1_context, &sc.means.rb(), &mut p.context);
+        mul_to(&self.generator.g1_context, &means.rb(), &mut p.context);
 
         let finite = all_finite(p.keys_t.as_slice())
             && all_finite(p.class_values.as_slice())
@@ -547,14 +569,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
                 stage: Stage::Support,
             });
         }
-        Ok(Task {
-            model: self,
-            prepared: p,
-            queries,
-            hidden,
-            classifier,
-            batch,
-        })
+        Ok(())
     }
 
     /// The features `rows` (rows of `D` values) as the model sees them, into `out`: with
@@ -572,53 +587,33 @@ impl<'a, S: Dims> Awgim<'a, S> {
         }
     }
 
-    /// The support features as the model sees them into `c.support`, and with
-    /// [`WeightsKind::Prototype`] the normalised class means `p[i] / |p[i]|` of those into
-    /// `c.prototypes`; returns the model's support features.
-    fn prepare_classifier<'c, B: Dim>(
-        &self,
-        mut c: ClassifierScratch<'c, S, B>,
-        support: &[f32],
-        k: usize,
-    ) -> Result<&'c [f32], EngineError> {
-        if support.len() != c.support.as_slice().len() {
-            return Err(EngineError::InputLength {
-                input: Input::Support,
-                expected: c.support.as_slice().len(),
-                found: support.len(),
-            });
-        }
-        self.features(support, c.support.as_mut_slice());
-        if self.classifier.weights == WeightsKind::Prototype {
-            class_means(&c.support.rb(), &mut c.prototypes, k);
-            l2_normalise(c.prototypes.as_mut_slice(), self.dims.D().value());
-        }
-        Ok(c.support.into_slice())
-    }
-
     /// `x = block(x, x, x)` over the support columns (AWGIM.md's `block(q, k, v)` with
     /// `q = k = v = x`): per head `a_j = (Wv_j x) softmax((Wk_j x)ᵀ (Wq_j x) / sqrt(d/h))`, then
     /// `x = x + Wo [a_1; ..; a_h]` and [`Self::feed_forward`].
     fn self_attention(
         &self,
         block: &Block<'a, S>,
+        x: &mut MatMut<'_, S::d, S::NK>,
         sc: &mut SupportScratch<'_, S>,
         stage: Stage,
     ) -> Result<(), EngineError> {
-        mul_to(&block.wq, &sc.x.rb(), &mut sc.q);
-        mul_to(&block.wk, &sc.x.rb(), &mut sc.keys);
-        sc.keys.view().transpose_to(&mut sc.keys_t.view_mut());
-        mul_to(&block.wv, &sc.x.rb(), &mut sc.values);
-        for j in 0..self.dims.sizes().h {
+        let s = self.dims;
+        let (mut q, mut keys_t) =
+            SupportScratch::attention(sc.a, s).ok_or(self.short_workspace(1, 0))?;
+        mul_to(&block.wq, &x.rb(), &mut q);
+        mul_to(&block.wk, &x.rb(), &mut sc.values);
+        sc.values.view().transpose_to(&mut keys_t.view_mut());
+        mul_to(&block.wv, &x.rb(), &mut sc.values);
+        for j in 0..s.sizes().h {
             let head = self.head(j);
-            if !attention::probabilities(&sc.q.rb(), &sc.keys_t.rb(), &head, self.scale, &mut sc.p)
-            {
+            if !attention::probabilities(&q.rb(), &keys_t.rb(), &head, self.scale, &mut sc.p) {
                 return Err(EngineError::NonFinite { stage });
             }
             attention::mix(&sc.values.rb(), &sc.p.rb(), &head, &mut sc.att);
         }
-        mul_add_to(&block.wo, &sc.att.rb(), &mut sc.x);
-        Self::feed_forward(block, &mut sc.x, &mut sc.hidden, stage)
+        mul_add_to(&block.wo, &sc.att.rb(), x);
+        let mut hidden = SupportScratch::hidden(sc.a, s).ok_or(self.short_workspace(1, 0))?;
+        Self::feed_forward(block, x, &mut hidden, stage)
     }
 
     /// The rest of a block after the attention residual `x = q + sum_j a_j Wo_j`:
@@ -699,7 +694,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         &self,
         prepared: &Prepared<'_, S>,
         scratch: &mut QueryScratch<'_, S, B>,
-        classifier: Option<&mut [f32]>,
+        variants: Option<(&mut Variants<'_, S, B>, Option<&MatMut<'_, S::D, S::N>>)>,
         rows: &[f32],
         out: &mut O,
         row0: usize,
@@ -710,23 +705,20 @@ impl<'a, S: Dims> Awgim<'a, S> {
             .min(out.count().saturating_sub(row0))
             .min(scratch.q.ncols().value());
         // Beyond the paper: the queries as the model sees them.
-        let classifier = match classifier {
-            Some(c) if S::CLASSIFIERS => ClassifierScratch::cut(c, self.dims, scratch.q.ncols()),
-            _ => None,
+        let variants = match S::CLASSIFIERS {
+            true => variants,
+            false => None,
         };
-        let (rows, mut variant) = match classifier {
+        let (rows, mut variant) = match variants {
             None => (rows, None),
-            Some(c) => {
-                let ClassifierScratch {
+            Some((v, prototypes)) => {
+                let Variants {
                     queries,
-                    prototypes,
                     weights,
                     hidden,
-                    ..
-                } = c;
-                let mut queries = queries;
+                } = v;
                 self.features(rows, queries.as_mut_slice());
-                (queries.into_slice(), Some((prototypes, weights, hidden)))
+                (queries.as_slice(), Some((prototypes, weights, hidden)))
             }
         };
         let x =
@@ -760,8 +752,8 @@ impl<'a, S: Dims> Awgim<'a, S> {
                 Some((prototypes, weights, hidden)) => {
                     let x = x.column(m - row0);
                     let query = QueryVectors { x, ga, y };
-                    let prototypes = prototypes.rb();
-                    self.variant_logits(prepared, &query, &prototypes, weights, hidden, logits);
+                    let prototypes = prototypes.map(|p| p.rb());
+                    self.variant_logits(prepared, &query, prototypes, weights, hidden, logits);
                 }
             }
             if !all_finite(logits) {
@@ -797,31 +789,32 @@ impl<S: Dims> Awgim<'_, S> {
         &self,
         prepared: &Prepared<'_, S>,
         query: &QueryVectors<'_>,
-        prototypes: &Mat<'_, S::D, S::N>,
+        prototypes: Option<Mat<'_, S::D, S::N>>,
         weights: &mut MatMut<'_, S::D, S::N>,
         hidden: &mut MatMut<'_, S::G, S::N>,
         logits: &mut [f32],
     ) {
         let QueryVectors { x, ga, y } = *query;
         let (D, g) = (self.dims.D().value().max(1), self.dims.G().value().max(1));
-        let prototype = self.classifier.weights == WeightsKind::Prototype;
+        let prototypes = match self.classifier.weights {
+            WeightsKind::Prototype => prototypes.map_or(&[][..], |p| p.as_slice()),
+            _ => &[],
+        };
+        let prototype = !prototypes.is_empty();
         let context = prepared.context.as_slice().chunks_exact(g);
         let Some(scale) = self.logit_scale else {
-            let classes = context.zip(prototypes.as_slice().chunks_exact(D));
-            for (logit, (context, p)) in logits.iter_mut().zip(classes) {
+            for (i, (logit, context)) in logits.iter_mut().zip(context).enumerate() {
                 *logit = relu_sum_dot(context, ga, y);
                 if prototype {
-                    *logit += dot(x, p);
+                    *logit += dot(x, &prototypes[i * D..(i + 1) * D]);
                 }
             }
             return;
         };
         hidden_columns(hidden.as_mut_slice(), g, context, ga);
         mul_to(&self.generator.g2_mu, &hidden.rb(), weights);
-        if prototype {
-            for (w, &p) in weights.as_mut_slice().iter_mut().zip(prototypes.as_slice()) {
-                *w += p;
-            }
+        for (w, &p) in weights.as_mut_slice().iter_mut().zip(prototypes) {
+            *w += p;
         }
         for (logit, w) in logits.iter_mut().zip(weights.as_slice().chunks_exact(D)) {
             let norm = libm::sqrtf(dot(w, w) + NORM_EPSILON);
@@ -836,10 +829,13 @@ pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
     model: &'m Awgim<'a, S>,
     prepared: Prepared<'w, S>,
     queries: QueryScratch<'w, S, B>,
-    /// Generator hidden columns `h_i` for [`Task::generated_weights`].
-    hidden: MatMut<'w, S::G, S::N>,
-    /// The classifier variants' buffers (`None` for the paper's classifier).
-    classifier: Option<&'w mut [f32]>,
+    /// The variants' normalised class prototypes (`None` for the paper's classifier).
+    prototypes: Option<MatMut<'w, S::D, S::N>>,
+    /// The variants' per-query buffers (`None` for the paper's classifier).
+    variants: Option<Variants<'w, S, B>>,
+    /// The int8 products' scratch.
+    #[allow(dead_code)]
+    scratch: &'w mut [i16],
     /// Queries classified together.
     batch: B,
 }
@@ -878,10 +874,11 @@ impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
             self.batch.value().max(1),
         );
         for (c, chunk) in rows.chunks(width * batch).enumerate() {
+            let variants = self.variants.as_mut().map(|v| (v, self.prototypes.as_ref()));
             self.model.classify_rows(
                 &self.prepared,
                 &mut self.queries,
-                self.classifier.as_deref_mut(),
+                variants,
                 chunk,
                 out,
                 c * batch,
@@ -907,10 +904,11 @@ impl<
     /// The logits of one query and its predicted class.
     pub fn classify(&mut self, query: &[f32; D]) -> Result<Prediction<N>, EngineError> {
         let mut out = [Prediction::zeroed()];
+        let variants = self.variants.as_mut().map(|v| (v, self.prototypes.as_ref()));
         self.model.classify_rows(
             &self.prepared,
             &mut self.queries,
-            self.classifier.as_deref_mut(),
+            variants,
             query,
             &mut out[..],
             0,
@@ -953,9 +951,10 @@ impl<
             .attentive_half(&self.prepared, &mut self.queries, &x)?;
         let ga = self.queries.ga.as_slice();
         let context = self.prepared.context.as_slice();
-        hidden_columns(self.hidden.as_mut_slice(), G, context.chunks_exact(G), ga);
+        let hidden = &mut self.queries.g_hidden;
+        hidden_columns(hidden.as_mut_slice(), G, context.chunks_exact(G), ga);
         self.model.generator.g2_mu.view().mul_to(
-            &self.hidden.view(),
+            &hidden.view(),
             &mut MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(weights.as_flattened_mut()),
         );
         if !all_finite(weights.as_flattened()) {
