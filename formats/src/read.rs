@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    EntryRecord, FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState,
-    Validation, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+    EntryRecord, FileKind, Header, ModelConfig, Provenance, Shape, TensorEntry, Text,
+    TrainingState, Validation, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 use crate::quant::{check_parts, stride, Dtype, QuantTensor};
 use crate::tensors::{allowed_tensor, expected_tensors, quant_axis};
@@ -344,13 +344,15 @@ impl<'a> ModelFile<'a> {
             covered = start + entry.byte_len().unwrap_or(0);
         }
         check_zero(self.payload, covered, payload_len, payload_at)?;
-        // Last, the contents of the int8 tensors: scales, value range, row padding.
-        for entry in self.entries() {
+        // Last, the contents of the int8 tensors (version 3 only): scales, value range, row
+        // padding.
+        for entry in self.entries().filter(|_| self.typed_entries) {
             if let Some((rows, depth)) = entry.quant_rows_depth() {
-                let bytes = self.tensor_bytes(&entry.name)?;
+                let name = entry.name.clone();
+                let bytes = self.bytes_of(entry)?;
                 let (values, scales) = bytes.split_at(rows * stride(depth));
                 check_parts(
-                    &entry.name,
+                    &name,
                     rows,
                     depth,
                     stride(depth),
@@ -481,11 +483,7 @@ impl<'a> ModelFile<'a> {
 
     /// The table entries in file order (canonical order), decoded one at a time.
     pub fn entries(&self) -> Entries<'a> {
-        Entries {
-            rest: self.table,
-            remaining: self.tensor_count,
-            typed: self.typed_entries,
-        }
+        self.entries_from(self.table, self.tensor_count)
     }
 
     /// An owned copy of the whole header, tensor table included. It is large (the table has
@@ -509,16 +507,43 @@ impl<'a> ModelFile<'a> {
 
     /// The table entry of a tensor.
     pub fn entry(&self, name: &str) -> Result<TensorEntry, FormatError> {
-        self.entries()
-            .find(|e| e.name == name)
-            .ok_or_else(|| FormatError::MissingTensor {
-                name: error_name(name),
-            })
+        self.find(name).ok_or_else(|| FormatError::MissingTensor {
+            name: error_name(name),
+        })
+    }
+
+    /// The entry named `name`: one walk of the encoded table that borrows each name and
+    /// decodes a whole entry only for the match (a device looks up every tensor this way).
+    fn find(&self, name: &str) -> Option<TensorEntry> {
+        let mut rest = self.table;
+        for _ in 0..self.tensor_count {
+            // `parse` decoded every entry once, so these succeed.
+            let (found, _) = postcard::take_from_bytes::<&str>(rest).ok()?;
+            if found == name {
+                return self.entries_from(rest, 1).next();
+            }
+            rest = if self.typed_entries {
+                postcard::take_from_bytes::<EntryRef<'_>>(rest).ok()?.1
+            } else {
+                postcard::take_from_bytes::<(&str, Shape, u32)>(rest)
+                    .ok()?
+                    .1
+            };
+        }
+        None
+    }
+
+    fn entries_from(&self, rest: &'a [u8], remaining: usize) -> Entries<'a> {
+        Entries {
+            rest,
+            remaining,
+            typed: self.typed_entries,
+        }
     }
 
     /// Whether the file holds a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.entries().any(|e| e.name == name)
+        self.find(name).is_some()
     }
 
     /// The element type of a tensor.
@@ -529,7 +554,11 @@ impl<'a> ModelFile<'a> {
     /// The raw bytes of a tensor as stored: little-endian f32 values, or for an int8 tensor
     /// its `rows * stride` values followed by its `rows` little-endian f32 scales.
     pub fn tensor_bytes(&self, name: &str) -> Result<&'a [u8], FormatError> {
-        let entry = self.entry(name)?;
+        self.bytes_of(self.entry(name)?)
+    }
+
+    /// The stored bytes of a table entry.
+    fn bytes_of(&self, entry: TensorEntry) -> Result<&'a [u8], FormatError> {
         // Checked by `parse`: in bounds, so these casts and the slice are exact.
         let start = entry.offset as usize;
         let len = entry.byte_len().unwrap_or(0) as usize;
@@ -544,15 +573,15 @@ impl<'a> ModelFile<'a> {
 
     /// The bytes of an f32 tensor; [`FormatError::WrongDtype`] for an int8 one.
     fn f32_bytes(&self, name: &str) -> Result<&'a [u8], FormatError> {
-        let found = self.dtype(name)?;
-        if found != Dtype::F32 {
+        let entry = self.entry(name)?;
+        if entry.quant.is_some() {
             return Err(FormatError::WrongDtype {
-                name: error_name(name),
+                name: entry.name,
                 expected: Dtype::F32,
-                found,
+                found: Dtype::I8,
             });
         }
-        self.tensor_bytes(name)
+        self.bytes_of(entry)
     }
 
     /// An f32 tensor borrowed in place, without a copy. Fails with [`FormatError::NotZeroCopy`]
@@ -584,7 +613,7 @@ impl<'a> ModelFile<'a> {
                 found: entry.dtype(),
             });
         };
-        let bytes = self.tensor_bytes(name)?;
+        let bytes = self.bytes_of(entry)?;
         let stride = stride(depth);
         let (values, scales) = bytes.split_at(rows * stride);
         let not_zero_copy = || FormatError::NotZeroCopy {
@@ -629,6 +658,16 @@ impl<'a> ModelFile<'a> {
         self.copy_tensor(name, &mut out)?;
         Ok(out)
     }
+}
+
+/// A version-3 table entry with its name borrowed: for skipping entries in a lookup.
+#[derive(Deserialize)]
+struct EntryRef<'a> {
+    _name: &'a str,
+    _shape: Shape,
+    _offset: u32,
+    _dtype: u8,
+    _axis: u8,
 }
 
 /// The entries of a [`ModelFile`]'s tensor table, decoded one at a time
