@@ -59,6 +59,24 @@ pub enum TrainerError {
         /// The engine's error.
         reason: String,
     },
+    /// `trainer export --int8` was given a file whose tensors are int8 already.
+    #[error("{}: tensor `{tensor}` is int8 already: export --int8 needs an f32 model", path.display())]
+    AlreadyInt8 {
+        /// The model file.
+        path: PathBuf,
+        /// Its first int8 tensor.
+        tensor: String,
+    },
+    /// A tensor could not be quantised (a weight that is not finite).
+    #[error("{}: cannot quantise `{tensor}`: {source}", path.display())]
+    Quantize {
+        /// The model file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        source: formats::FormatError,
+    },
     /// Options that cannot work together.
     #[error("invalid settings: {0}")]
     Settings(String),

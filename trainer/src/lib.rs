@@ -7,7 +7,8 @@
 //! - [`data`]: data sets from LEO / AWGIM pickles (through `leo`), npy and npz, the
 //!   synthetic data set, the episode sampler;
 //! - [`run`]: the training loop; [`evaluate`]: the test protocol;
-//! - [`model_file`], [`infer`], [`curves`], [`options`]: files, exports and flags.
+//! - [`model_file`], [`infer`], [`export`], [`curves`], [`options`]: files, exports (int8
+//!   included) and flags.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod curves;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod export;
 pub mod infer;
 pub mod model_file;
 pub mod options;

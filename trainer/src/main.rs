@@ -5,11 +5,12 @@
 //! trainer --resume awgim.model.ckpt     continue a run from its checkpoint
 //! trainer eval --model awgim.model      test accuracy on 600 tasks
 //! trainer export --model awgim.model --out awgim.inference
+//! trainer export --int8 --model awgim.model --out awgim.int8   (and its accuracy next to f32)
 //! trainer safetensors --model awgim.model --out awgim.safetensors
 //! trainer infer --model awgim.inference --support s.npy --queries q.npy --out logits.npy
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use autodiff::Backend;
@@ -89,14 +90,36 @@ enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
-    /// Write the inference-only file a device needs.
+    /// Write the inference-only file a device needs; with --int8 its big products as int8
+    /// (per-row symmetric weights, version-3 file), and the int8 model's test accuracy next
+    /// to the f32 one's on the same tasks, both through the host engine.
     Export {
-        /// The model file (training or inference).
+        /// The model file (training or inference, f32).
         #[arg(long)]
         model: PathBuf,
-        /// The inference file to write.
+        /// The inference file to write (only once everything succeeded).
         #[arg(long)]
         out: PathBuf,
+        /// Quantise the encoders, attention projections, feed-forward layers, G1 and G2mu to
+        /// int8 (formats::tensors::quant_axis).
+        #[arg(long)]
+        int8: bool,
+        /// With --int8: the data set of the accuracy comparison (as for training); without
+        /// it the built-in synthetic data set.
+        #[arg(long, requires = "int8")]
+        data: Option<PathBuf>,
+        /// With --int8: shape of the built-in synthetic data set (without `--data`).
+        #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
+        synthetic: SyntheticPreset,
+        /// With --int8: split of the comparison's tasks.
+        #[arg(long, value_parser = ["train", "val", "test"], default_value = "test")]
+        split: String,
+        /// With --int8: number of tasks of the comparison (0: no comparison).
+        #[arg(long, default_value_t = 600)]
+        tasks: usize,
+        /// With --int8: seed of the comparison's tasks.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Write every parameter as safetensors (names and shapes as in formats/FORMAT.md).
     Safetensors {
@@ -151,18 +174,7 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             let params = ModelParams::read(&model)?;
             let c = params.config;
             let sizes = c.sizes();
-            let source = match data {
-                Some(path) => DataSource::Path(path),
-                None => DataSource::Synthetic(synthetic.spec(Some(sizes.D))),
-            };
-            let dataset = source.load()?;
-            dataset.require_dim(sizes.D)?;
-            dataset.check_episodes(sizes.N, sizes.K, EVAL_QUERIES as usize)?;
-            let kind = match split.as_str() {
-                "train" => SplitKind::Train,
-                "val" => SplitKind::Val,
-                _ => SplitKind::Test,
-            };
+            let (dataset, kind) = load_data(data, synthetic, &split, sizes)?;
             let mut eval = CompiledEval::new(
                 &c,
                 eval_batch,
@@ -190,7 +202,17 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             );
             Ok(())
         }
-        Some(Command::Export { model, out }) => {
+        Some(Command::Export {
+            model,
+            out,
+            int8: true,
+            data,
+            synthetic,
+            split,
+            tasks,
+            seed,
+        }) => export_int8(&model, &out, data, synthetic, &split, tasks, seed),
+        Some(Command::Export { model, out, .. }) => {
             let inference = ModelParams::read(&model)?.inference();
             inference.write(&out)?;
             println!(
@@ -218,6 +240,91 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             Ok(())
         }
     }
+}
+
+/// The data set of `--data` (else the built-in one of `synthetic` with the model's `D`),
+/// checked for the model's sizes, and the split `split` names.
+fn load_data(
+    data: Option<PathBuf>,
+    synthetic: SyntheticPreset,
+    split: &str,
+    sizes: formats::Sizes,
+) -> Result<(trainer::data::Dataset, SplitKind), TrainerError> {
+    let source = match data {
+        Some(path) => DataSource::Path(path),
+        None => DataSource::Synthetic(synthetic.spec(Some(sizes.D))),
+    };
+    let dataset = source.load()?;
+    dataset.require_dim(sizes.D)?;
+    dataset.check_episodes(sizes.N, sizes.K, EVAL_QUERIES as usize)?;
+    let kind = match split {
+        "train" => SplitKind::Train,
+        "val" => SplitKind::Val,
+        _ => SplitKind::Test,
+    };
+    Ok((dataset, kind))
+}
+
+/// `trainer export --int8`: quantise, compare with the f32 model on `tasks` tasks through
+/// the host engine, then write `out` (atomically; nothing is written if anything failed).
+fn export_int8(
+    model: &Path,
+    out: &Path,
+    data: Option<PathBuf>,
+    synthetic: SyntheticPreset,
+    split: &str,
+    tasks: usize,
+    seed: u64,
+) -> Result<(), TrainerError> {
+    let bytes = std::fs::read(model).map_err(|e| TrainerError::io(model, e))?;
+    let int8 = trainer::export::int8_bytes(&bytes, model)?;
+    let reference = trainer::export::f32_inference_bytes(&bytes, model)?;
+    let sizes = formats::parse(&int8)
+        .map_err(|source| TrainerError::Format {
+            path: out.to_path_buf(),
+            source,
+        })?
+        .config()
+        .sizes();
+    println!(
+        "int8 inference file: {} bytes, f32 inference file: {} bytes ({:.3} of it)",
+        int8.len(),
+        reference.len(),
+        int8.len() as f64 / reference.len() as f64
+    );
+    if tasks > 0 {
+        let (dataset, kind) = load_data(data, synthetic, split, sizes)?;
+        // Errors name the input for the f32 model and the output for the int8 one.
+        let comparison = trainer::export::compare(
+            &[(model, &reference), (out, &int8)],
+            dataset.split(kind),
+            tasks,
+            EVAL_QUERIES as usize,
+            seed,
+        )?;
+        let diff = comparison.paired_difference(1, 0);
+        println!(
+            "host engine on {} ({split}, {tasks} tasks, seed {seed}, {}-way {}-shot, {EVAL_QUERIES} queries/class):
+             f32 {} | int8 {}
+             paired difference int8 - f32: {:+.2} points, 95% interval [{:+.2}, {:+.2}]",
+            dataset.name(),
+            sizes.N,
+            sizes.K,
+            comparison.accuracy(0),
+            comparison.accuracy(1),
+            100.0 * diff.mean,
+            100.0 * (diff.mean - diff.ci95),
+            100.0 * (diff.mean + diff.ci95)
+        );
+    }
+    formats::write_atomic(out, &int8).map_err(|e| TrainerError::io(out, e))?;
+    println!(
+        "wrote {} (int8 inference file, version {}, {} bytes)",
+        out.display(),
+        formats::QUANT_VERSION,
+        int8.len()
+    );
+    Ok(())
 }
 
 fn file_len(path: &std::path::Path) -> u64 {
