@@ -10,8 +10,6 @@ pub const D: usize = SIZES.D;
 pub const N: usize = SIZES.N;
 /// Shots, `K`.
 pub const K: usize = SIZES.K;
-/// Support rows, `N K`.
-pub const NK: usize = SIZES.N * SIZES.K;
 
 /// The engine's model type for these sizes.
 pub type Model<'a> = engine::awgim_model!('a; SIZES, CLASSIFIER);

@@ -9,7 +9,7 @@
 //! ```text
 //! awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 10
 //! model_bytes 149636
-//! support_bytes 6400
+//! support_bytes 0
 //! workspace_bytes 38844
 //! load ticks 25991 stack_bytes 3132
 //! enroll ticks 153 stack_bytes 1228
@@ -36,7 +36,6 @@
 
 mod clock;
 mod config;
-mod enroll;
 mod stack;
 
 use core::fmt;
@@ -47,8 +46,7 @@ use semihosting::{eprintln, print, println, process};
 use static_cell::ConstStaticCell;
 
 use crate::clock::Clock;
-use crate::config::{Model, Workspace, D, K, N, NK};
-use crate::enroll::{EnrollError, Enrollment};
+use crate::config::{Model, Workspace, D, K, N};
 
 // The embedded rows are borrowed as `f32` without conversion.
 const _: () = assert!(
@@ -67,8 +65,6 @@ static QUERIES: &[u8] = formats::include_model!(concat!(env!("OUT_DIR"), "/queri
 /// All memory `prepare` and `classify` use: zero-initialised in .bss and handed out once,
 /// never built on the stack.
 static WORKSPACE: ConstStaticCell<Workspace> = ConstStaticCell::new(Workspace::new());
-/// The support set as it is enrolled (`N K D` f32, in .bss).
-static SUPPORT_ROWS: ConstStaticCell<[[f32; D]; NK]> = ConstStaticCell::new([[0.0; D]; NK]);
 
 /// Why the run failed; each kind has its own exit status.
 #[derive(Debug)]
@@ -76,8 +72,9 @@ enum Failure {
     /// The core peripherals or a static were already taken, or the embedded rows are not
     /// whole aligned rows (programming errors).
     Setup(&'static str),
-    /// A support row was refused.
-    Enroll(EnrollError),
+    /// A support row was refused (a label out of range, a class given too many shots, a
+    /// non-finite feature).
+    Enroll(EngineError),
     /// The embedded model file is invalid (`build.rs` checked it, so: a corrupted flash).
     Load(EngineError),
     /// `prepare` failed (a non-finite support feature, or an overflow).
@@ -142,9 +139,6 @@ fn run() -> Result<(), Failure> {
     let workspace = WORKSPACE
         .try_take()
         .ok_or(Failure::Setup("workspace taken"))?;
-    let support_rows = SUPPORT_ROWS
-        .try_take()
-        .ok_or(Failure::Setup("support buffer taken"))?;
     let (sensor, queries) = (rows(SUPPORT)?, rows(QUERIES)?);
 
     let s = config::SIZES;
@@ -160,7 +154,8 @@ fn run() -> Result<(), Failure> {
         queries.len()
     );
     println!("model_bytes {}", MODEL.len());
-    println!("support_bytes {}", core::mem::size_of::<[[f32; D]; NK]>());
+    // No support buffer: each row is encoded into the workspace as it arrives.
+    println!("support_bytes 0");
     println!("workspace_bytes {}", Workspace::BYTES);
 
     let clock = Clock::start(core.SYST);
@@ -173,10 +168,11 @@ fn run() -> Result<(), Failure> {
     println!("load ticks {ticks} stack_bytes {load_stack}");
 
     // Enrollment: the rows arrive shot by shot, each labelled with its class (the embedded
-    // support is class-major: shot `k` of class `i` is row `i K + k`).
+    // support is class-major: shot `k` of class `i` is row `i K + k`), and each is encoded
+    // into the workspace as it arrives; the rows themselves are not kept.
     stack::repaint();
     let start = clock.ticks();
-    let mut enrollment = Enrollment::new(support_rows);
+    let mut enrollment = model.enroll(workspace).map_err(Failure::Enroll)?;
     for k in 0..K {
         for class in 0..N {
             let row = sensor
@@ -185,19 +181,14 @@ fn run() -> Result<(), Failure> {
             enrollment.push(class, row).map_err(Failure::Enroll)?;
         }
     }
-    let support = enrollment
-        .support()
-        .ok_or(Failure::Setup("support incomplete"))?;
     let ticks = clock.ticks() - start;
     let enroll_stack = stack::high_water_bytes();
     println!("enroll ticks {ticks} stack_bytes {enroll_stack}");
 
-    // The last shot is in: prepare.
+    // The last shot is in: prepare (which fails if a class lacks shots).
     stack::repaint();
     let start = clock.ticks();
-    let mut prepared = model
-        .prepare(workspace, support)
-        .map_err(Failure::Prepare)?;
+    let mut prepared = enrollment.prepare().map_err(Failure::Prepare)?;
     let ticks = clock.ticks() - start;
     let prepare_stack = stack::high_water_bytes();
     println!("prepare ticks {ticks} stack_bytes {prepare_stack}");

@@ -16,7 +16,7 @@
 //! bit-identical logits.
 //!
 //! Each test prints the measurements: flash (code + embedded files) and static RAM from the
-//! ELF section headers, the workspace and the support buffer, the stack high-water mark per
+//! ELF section headers, the workspace, the stack high-water mark per
 //! phase, and instructions (SysTick ticks under `-icount shift=0`, see
 //! `tests::device::Board::instructions`) for load, prepare and per query. Run with
 //! `cargo test -p tests --release --test device_qemu -- --nocapture` to see them.
@@ -193,10 +193,8 @@ fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -
         (board.feature(), sizes)
     );
     assert_eq!(report.model_bytes, case.model.len() as u64);
-    assert_eq!(
-        report.support_bytes,
-        4 * (sizes.N * sizes.K * sizes.D) as u64
-    );
+    // Enrollment encodes each support row as it arrives: no support buffer.
+    assert_eq!(report.support_bytes, 0);
     assert_eq!(
         report.workspace_bytes,
         4 * engine::workspace_len(sizes, case.config.classifier, 1) as u64
@@ -261,7 +259,7 @@ fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -
 
 /// The table's header (README.md's measurement table).
 const TABLE_HEADER: &str = "| model | board | flash bytes (code / model) | static RAM bytes \
-    (workspace / support buffer) | stack high-water bytes (load / enroll / prepare / classify) \
+    (workspace) | stack high-water bytes (load / enroll / prepare / classify) \
     | RAM bytes | instructions: load | enroll | prepare | classify per query |\n\
     | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
@@ -276,7 +274,7 @@ fn measurements(name: &str, board: Board, sizes: &ElfSizes, report: &Report) -> 
     let per_query =
         report.queries.iter().map(|q| q.ticks).sum::<u64>() / report.queries.len().max(1) as u64;
     format!(
-        "| {name} | {} ({}) | {} ({} / {}) | {} ({} / {}) | {} ({} / {} / {} / {}) | {} | {} | {} \
+        "| {name} | {} ({}) | {} ({} / {}) | {} ({}) | {} ({} / {} / {} / {}) | {} | {} | {} \
          | {} | {} |",
         board.machine(),
         board.core(),
@@ -285,7 +283,6 @@ fn measurements(name: &str, board: Board, sizes: &ElfSizes, report: &Report) -> 
         report.model_bytes,
         sizes.static_ram,
         report.workspace_bytes,
-        report.support_bytes,
         report.stack_high_water_bytes,
         report.load.stack_bytes,
         report.enroll.stack_bytes,
@@ -302,10 +299,10 @@ fn measurements(name: &str, board: Board, sizes: &ElfSizes, report: &Report) -> 
 /// Builds the firmware for the case and each board's feature, runs it on `boards`, checks
 /// its logits against the reference and the host's (`host`), and prints the measurements.
 /// Boards of one feature run one binary and must print bit-identical logits.
-fn check_on_boards(case: &Case, host: &[Vec<f32>], boards: &[Board]) {
+fn check_on_boards(case: &Case, host: &[Vec<f32>], boards: &[Board]) -> Vec<(ElfSizes, Report)> {
     let files = write_files(case.name, &case.model, &case.task);
     let mut rows = Vec::new();
-    let mut reports: Vec<(Board, Report)> = Vec::new();
+    let mut reports: Vec<(Board, ElfSizes, Report)> = Vec::new();
     for &board in boards {
         let elf = build(board, case.name, &files);
         let run = run(board, &elf);
@@ -322,13 +319,9 @@ fn check_on_boards(case: &Case, host: &[Vec<f32>], boards: &[Board]) {
         let report = Report::parse(&run.stdout).unwrap_or_else(|e| panic!("{e}"));
         let summary = check_report(case, host, board, &report);
         println!("{summary}; QEMU ran {:.2} s", run.elapsed.as_secs_f64());
-        rows.push(measurements(
-            case.name,
-            board,
-            &ElfSizes::read(&elf).unwrap(),
-            &report,
-        ));
-        reports.push((board, report));
+        let sizes = ElfSizes::read(&elf).unwrap();
+        rows.push(measurements(case.name, board, &sizes, &report));
+        reports.push((board, sizes, report));
     }
     let bits = |r: &Report| -> Vec<u32> {
         r.queries
@@ -336,8 +329,8 @@ fn check_on_boards(case: &Case, host: &[Vec<f32>], boards: &[Board]) {
             .flat_map(|q| q.logits.iter().map(|l| l.to_bits()))
             .collect()
     };
-    for (i, (a, first)) in reports.iter().enumerate() {
-        for (b, second) in &reports[i + 1..] {
+    for (i, (a, _, first)) in reports.iter().enumerate() {
+        for (b, _, second) in &reports[i + 1..] {
             if a.feature() == b.feature() {
                 assert_eq!(bits(first), bits(second), "{a:?} and {b:?} disagree");
             }
@@ -347,6 +340,10 @@ fn check_on_boards(case: &Case, host: &[Vec<f32>], boards: &[Board]) {
     for row in rows {
         println!("{row}");
     }
+    reports
+        .into_iter()
+        .map(|(_, sizes, report)| (sizes, report))
+        .collect()
 }
 
 #[test]
@@ -375,6 +372,56 @@ fn paper_5shot_on_qemu() {
     let case = generated("paper5", ModelConfig::paper(5), 105);
     let host = host_logits(&case.model, &case.task);
     check_on_boards(&case, &host, &Board::MPS2);
+}
+
+/// The STM32F405's memory (`memory/netduinoplus2.x`): 1 MiB of flash, 128 KiB of SRAM.
+const STM32F405_FLASH: u64 = 1024 * 1024;
+const STM32F405_RAM: u64 = 128 * 1024;
+
+/// Bound on `|device - host| / scale` for int8 models. The integer sums are the same code on
+/// both, but each product's input column is quantised from f32 values the host and the device
+/// compute in a different order (a few ulps apart), so an input can round to the neighbouring
+/// i16 step: one step is `max |column| / bound` (bound >= 26,420 for the paper's depths), a
+/// relative change of at most 3.8e-5 of the column's largest value in one term of a sum.
+const INT8_TOL: f64 = 1e-4;
+
+/// A paper-size int8 model (`trainer export --int8` of the seeded random paper model with
+/// `shots` shots) on the STM32F405 with the real part's limits: it links (flash and static RAM
+/// within the memory map), runs within 128 KiB of RAM with its stack, and its logits agree
+/// with the host engine's int8 logits (`trainer infer` on the same file).
+fn paper_int8_on_stm32f405(name: &'static str, shots: u32, seed: u64) {
+    let config = ModelConfig::paper(shots);
+    let (f32_model, task) = model_and_task(config, seed, 1).unwrap();
+    let model = trainer::export::int8_bytes(
+        AlignedBuf::from_bytes(&f32_model).as_bytes(),
+        Path::new(name),
+    )
+    .unwrap();
+    assert!(3 * model.len() <= f32_model.len(), "{} bytes", model.len());
+    let host = host_logits(&model, &task);
+    let case = Case {
+        name,
+        config,
+        model,
+        task,
+        reference: None,
+        host_tol: INT8_TOL,
+    };
+    for (sizes, report) in check_on_boards(&case, &host, &[Board::Netduinoplus2]) {
+        let ram = sizes.static_ram + report.stack_high_water_bytes;
+        assert!(sizes.flash <= STM32F405_FLASH, "{name}: flash {}", sizes.flash);
+        assert!(ram <= STM32F405_RAM, "{name}: RAM {ram}");
+    }
+}
+
+#[test]
+fn paper_1shot_int8_on_qemu() {
+    paper_int8_on_stm32f405("paper1-int8", 1, 107);
+}
+
+#[test]
+fn paper_5shot_int8_on_qemu() {
+    paper_int8_on_stm32f405("paper5-int8", 5, 109);
 }
 
 /// The `trainer` binary of this build (built here if needed: the test may run alone).
@@ -543,8 +590,8 @@ fn failures_exit_with_distinct_codes() {
         (
             "nan-support",
             nan_support,
-            4,
-            "error: prepare: support feature [3][7] is not finite",
+            2,
+            "error: enroll: support feature [3][7] is not finite",
         ),
         (
             "inf-query",
