@@ -8,6 +8,16 @@ defect), so every reader test compares against leo_py2/expected.npz.
 Needs Python 3 with numpy >= 2 (`pip install numpy`); the tests themselves
 need no Python. Run from the repository root:  python3 scripts/make-fixtures.py
 Output is deterministic: re-running it reproduces the committed files.
+
+    python3 scripts/make-fixtures.py leo-layout NPY_DIR OUT_DIR
+
+instead writes a LEO-layout data set (not a fixture): NPY_DIR's {train,val,test}.npy
+(classes x examples x D, as `trainer synthetic` writes them) as OUT_DIR's
+{train,val,test}_embeddings.pkl in the layout of DeepMind LEO's files, written as LEO's
+Python 2 did (protocol 2, keys as byte strings, numpy.core globals): a dict with
+"embeddings" (examples x D float32, class-major), "labels" (int64 class index) and "keys"
+("<row>-<class>-<class>_<example>.JPEG", with made-up ImageNet-style class ids n9SCCCCCC,
+S the split's number). Used for the int8 accuracy table of docs/training.md.
 """
 
 import collections
@@ -221,5 +231,29 @@ def main():
         print("fixtures written under", os.path.normpath(root), file=sys.stderr)
 
 
+def leo_layout(npy_dir, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for number, split in enumerate(SPLITS):
+        data = np.load(os.path.join(npy_dir, f"{split}.npy")).astype(np.float32)
+        classes, examples, dim = data.shape
+        keys, labels = [], []
+        for c in range(classes):
+            wnid = f"n9{number}{c:06d}"
+            for e in range(examples):
+                keys.append(f"{len(keys)}-{wnid}-{wnid}_{e:05d}.JPEG")
+                labels.append(c)
+        d = {
+            "keys": np.array(keys, dtype=object),
+            "labels": np.array(labels, dtype=np.int64),
+            "embeddings": np.ascontiguousarray(data.reshape(classes * examples, dim)),
+        }
+        path = os.path.join(out_dir, f"{split}_embeddings.pkl")
+        dump(with_bytes_keys(d), path, 2, Py2Pickler)
+        print(f"{path}: {classes} classes x {examples} examples x {dim}", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "leo-layout":
+        leo_layout(sys.argv[2], sys.argv[3])
+    else:
+        main()

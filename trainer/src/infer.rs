@@ -55,11 +55,16 @@ pub fn read_npy(path: &Path) -> Result<(Vec<u64>, Vec<f32>), TrainerError> {
 
 /// Writes a 2-D f32 `.npy`.
 pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<(), TrainerError> {
+    write_npy_shaped(path, &[rows as u64, cols as u64], data)
+}
+
+/// Writes an f32 `.npy` of any shape (C order; `data` has the shape's element count).
+pub fn write_npy_shaped(path: &Path, shape: &[u64], data: &[f32]) -> Result<(), TrainerError> {
     let io = |e| TrainerError::io(path, e);
     let file = std::fs::File::create(path).map_err(io)?;
     let mut writer = npyz::WriteOptions::<f32>::new()
         .default_dtype()
-        .shape(&[rows as u64, cols as u64])
+        .shape(shape)
         .writer(BufWriter::new(file))
         .begin_nd()
         .map_err(io)?;

@@ -7,6 +7,7 @@
 //! trainer export --model awgim.model --out awgim.inference
 //! trainer export --int8 --model awgim.model --out awgim.int8   (and its accuracy next to f32)
 //! trainer safetensors --model awgim.model --out awgim.safetensors
+//! trainer synthetic --synthetic many-classes --out DIR   (the built-in data as .npy files)
 //! trainer infer --model awgim.inference --support s.npy --queries q.npy --out logits.npy
 //! ```
 
@@ -130,6 +131,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the built-in synthetic data set as .npy files: DIR/{train,val,test}.npy, each
+    /// classes x examples x D float32 (the npy layout `--data` reads), to convert it to
+    /// another layout (scripts/make-fixtures.py leo-layout).
+    Synthetic {
+        /// Shape of the data set.
+        #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
+        synthetic: SyntheticPreset,
+        /// Its feature dimension D (default: the preset's).
+        #[arg(long)]
+        synthetic_dim: Option<usize>,
+        /// The directory to write (created if absent).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the engine (not the graph) on a task given as .npy arrays; write the logits.
     Infer {
         /// The model file.
@@ -226,6 +241,30 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             let bytes = ModelParams::read(&model)?.to_safetensors()?;
             formats::write_atomic(&out, &bytes).map_err(|e| TrainerError::io(&out, e))?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            Ok(())
+        }
+        Some(Command::Synthetic {
+            synthetic,
+            synthetic_dim,
+            out,
+        }) => {
+            let spec = synthetic.spec(synthetic_dim);
+            let dataset = spec.generate()?;
+            std::fs::create_dir_all(&out).map_err(|e| TrainerError::io(&out, e))?;
+            for kind in SplitKind::ALL {
+                let split = dataset.split(kind);
+                let (classes, examples) = (split.num_classes(), split.min_class_len());
+                if split.num_examples() != classes * examples {
+                    return Err(TrainerError::Settings(format!(
+                        "{}: classes of different sizes cannot be one array",
+                        kind.name()
+                    )));
+                }
+                let path = out.join(format!("{}.npy", kind.name()));
+                let shape = [classes as u64, examples as u64, split.dim() as u64];
+                trainer::infer::write_npy_shaped(&path, &shape, split.data())?;
+            }
+            println!("wrote {} ({}) as .npy", out.display(), spec.describe());
             Ok(())
         }
         Some(Command::Infer {

@@ -493,3 +493,26 @@ fn default_classifier_with_train_on_val() {
     );
     assert!(eval.contains("paired difference AWGIM - NCM"), "{eval}");
 }
+
+/// `trainer synthetic` writes the built-in data set as an npy directory that `--data` reads
+/// back to the same values.
+#[test]
+fn synthetic_data_round_trips_through_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("npy");
+    let text = run_ok(
+        Command::new(BIN)
+            .args(["synthetic", "--synthetic-dim", "12", "--out"])
+            .arg(&out),
+    );
+    assert!(text.contains("dim=12"), "{text}");
+    let read = trainer::data::load_path(&out).unwrap();
+    let spec = trainer::options::SyntheticPreset::Mini.spec(Some(12));
+    let generated = spec.generate().unwrap();
+    for kind in trainer::data::SplitKind::ALL {
+        let (a, b) = (read.split(kind), generated.split(kind));
+        assert_eq!(a.num_classes(), b.num_classes());
+        assert_eq!(a.dim(), 12);
+        assert_eq!(a.data(), b.data());
+    }
+}
