@@ -7,7 +7,8 @@
 //! which the replay test uses to check the corpus still covers many paths.
 //!
 //! - [`parse_bytes`]: any bytes through [`formats::parse`]; an accepted file must answer every
-//!   accessor consistently and be rewritable by [`FileBuilder`] into an equivalent file.
+//!   accessor consistently (f32 and int8 tensors each through their own accessors, the other
+//!   refusing them) and be rewritable by [`FileBuilder`] into an equivalent file.
 //! - [`parse_with_fixed_crc`]: the same after zero-filling the bytes up to the length the
 //!   prefix declares and recomputing the CRC trailer, so mutations of a valid file get past
 //!   the checksum and reach the header decoder and the table checks. The zero fill lets a
@@ -23,9 +24,9 @@ use std::sync::OnceLock;
 
 use engine::{EngineError, Input, Model, Prediction, Workspace};
 use formats::{
-    expected_tensors, parse, AlignedBuf, EncoderKind, FileBuilder, FileKind, FormatError,
-    LayerNormKind, ModelConfig, ModelFile, Provenance, Sizes, TrainingState, Validation,
-    MAX_TENSORS,
+    expected_tensors, parse, AlignedBuf, Dtype, EncoderKind, FileBuilder, FileKind, FormatError,
+    LayerNormKind, ModelConfig, ModelFile, Provenance, QuantAxis, Sizes, TensorEntry,
+    TrainingState, Validation, MAX_TENSORS,
 };
 
 use crate::random::{RandomModel, RandomTask};
@@ -125,16 +126,26 @@ fn check_accepted(data: &[u8], file: &ModelFile<'_>) {
 
     let mut previous_end = 0usize;
     let mut tensors = Vec::with_capacity(count);
+    let mut quantised = Vec::new();
     for entry in file.entries() {
         let bytes = file.tensor_bytes(&entry.name).unwrap();
         let start = bytes.as_ptr() as usize - payload.as_ptr() as usize;
         assert_eq!(start, entry.offset as usize);
         assert_eq!(start % 64, 0);
         assert!(start >= previous_end, "{} overlaps", entry.name);
-        assert_eq!(bytes.len() as u64, entry.elements().unwrap() * 4);
+        assert_eq!(bytes.len() as u64, entry.byte_len().unwrap());
         previous_end = start + bytes.len();
         assert!(file.contains(&entry.name));
         assert_eq!(file.entry(&entry.name).unwrap(), entry);
+        if entry.quant.is_some() {
+            quantised.push(check_int8_entry(file, &entry, bytes));
+            continue;
+        }
+        assert_eq!(file.dtype(&entry.name).unwrap(), Dtype::F32);
+        assert!(matches!(
+            file.tensor_i8(&entry.name),
+            Err(FormatError::WrongDtype { .. })
+        ));
         let values = file.to_vec(&entry.name).unwrap();
         let mut copy = vec![0.0; values.len()];
         file.copy_tensor(&entry.name, &mut copy).unwrap();
@@ -167,6 +178,9 @@ fn check_accepted(data: &[u8], file: &ModelFile<'_>) {
     for (name, values) in &tensors {
         assert!(same_bits(in_place.tensor(name).unwrap(), values));
     }
+    for q in &quantised {
+        q.check_in_place(&in_place);
+    }
 
     // The writer can write what the reader accepts: an equivalent file, at most as long (the
     // writer's layout has no spare padding).
@@ -176,6 +190,11 @@ fn check_accepted(data: &[u8], file: &ModelFile<'_>) {
     }
     for (name, values) in &tensors {
         builder.tensor(name, values).unwrap();
+    }
+    for q in &quantised {
+        builder
+            .tensor_i8(&q.name, q.axis, &q.values, &q.scales)
+            .unwrap();
     }
     let rebuilt = builder.build().unwrap();
     assert!(rebuilt.len() <= data.len());
@@ -188,10 +207,74 @@ fn check_accepted(data: &[u8], file: &ModelFile<'_>) {
         file.training().as_ref()
     ));
     assert_eq!(reread.tensor_count(), count);
-    for ((name, values), entry) in tensors.iter().zip(reread.entries()) {
-        assert_eq!(entry.name, name.as_str());
+    for (name, values) in &tensors {
         assert!(same_bits(&reread.to_vec(name).unwrap(), values));
     }
+    let names: Vec<_> = reread.entries().map(|e| e.name.to_string()).collect();
+    let original: Vec<_> = file.entries().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, original);
+    let rebuilt = AlignedBuf::from_bytes(&rebuilt);
+    let reread = parse(&rebuilt).unwrap();
+    for q in &quantised {
+        q.check_in_place(&reread);
+    }
+}
+
+/// An int8 tensor of an accepted file, copied out of its bytes.
+struct Int8Tensor {
+    name: String,
+    axis: QuantAxis,
+    values: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Int8Tensor {
+    /// The file (parsed from an aligned buffer) borrows the same values and scales in place,
+    /// valid and dequantisable.
+    fn check_in_place(&self, file: &ModelFile<'_>) {
+        let q = file.tensor_i8(&self.name).unwrap();
+        assert_eq!(q.axis, self.axis);
+        assert_eq!(q.values, &self.values[..]);
+        assert!(same_bits(q.scales, &self.scales));
+        assert_eq!(q.check(&self.name), Ok(()));
+        let mut out = vec![0.0; q.rows * q.depth];
+        formats::quant::dequantize(&q, &mut out).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+}
+
+/// Checks what an accepted int8 tensor promises (only along the axis `quant_axis` gives, the
+/// f32 accessors refuse it, borrowed in place where the buffer allows) and copies it out of
+/// its stored bytes (values, then little-endian scales).
+fn check_int8_entry(file: &ModelFile<'_>, entry: &TensorEntry, bytes: &[u8]) -> Int8Tensor {
+    let name = entry.name.as_str();
+    let axis = entry.quant.unwrap();
+    assert_eq!(formats::quant_axis(name), Some(axis));
+    assert_eq!(file.dtype(name).unwrap(), Dtype::I8);
+    let wrong = |e: FormatError| matches!(e, FormatError::WrongDtype { .. });
+    assert!(wrong(file.tensor(name).unwrap_err()));
+    assert!(wrong(file.to_vec(name).unwrap_err()));
+    let mut out = vec![0.0; entry.elements().unwrap() as usize];
+    assert!(wrong(file.copy_tensor(name, &mut out).unwrap_err()));
+    let (rows, depth) = entry.quant_rows_depth().unwrap();
+    let (values, scales) = bytes.split_at(rows * formats::quant::stride(depth));
+    let copy = Int8Tensor {
+        name: name.to_string(),
+        axis,
+        values: values.iter().map(|&b| b as i8).collect(),
+        scales: scales
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    };
+    match file.tensor_i8(name) {
+        Ok(q) => {
+            assert_eq!(q.values, &copy.values[..]);
+            assert!(same_bits(q.scales, &copy.scales));
+        }
+        Err(e) => assert!(matches!(e, FormatError::NotZeroCopy { .. }), "{e:?}"),
+    }
+    copy
 }
 
 /// Bitwise equality of two float slices (NaNs included).
@@ -737,7 +820,45 @@ pub fn parser_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "tiny-task-wide",
             seed_file(task_wide, FileKind::Inference, false, false),
         ),
+        ("tiny-int8", int8_seed_file()),
     ]
+}
+
+/// A version-3 inference file: every tensor `quant_axis` names int8 (`formats::quant`), with
+/// `D` = 6 so the encoders' rows (depth 6, stride 8) have padding.
+fn int8_seed_file() -> Vec<u8> {
+    let config = ModelConfig::new(6, 4, 2, 2, 1, 6);
+    let tensors: Vec<(&str, Vec<f32>, formats::Shape)> =
+        expected_tensors(&config, FileKind::Inference)
+            .enumerate()
+            .map(|(t, spec)| {
+                let n = spec.elements() as usize;
+                let values = (0..n).map(|i| t as f32 - i as f32 / 8.0).collect();
+                (spec.name, values, spec.shape)
+            })
+            .collect();
+    let quantised: Vec<_> = tensors
+        .iter()
+        .filter_map(|(name, w, shape)| {
+            let axis = formats::quant_axis(name)?;
+            let (inputs, outputs) = (shape[0] as usize, shape[1] as usize);
+            let (values, scales) = formats::quant::quantize(w, inputs, outputs, axis).ok()?;
+            Some((*name, axis, values, scales))
+        })
+        .collect();
+    let mut builder = FileBuilder::new(FileKind::Inference, config, provenance(config.shots))
+        .expect("valid seed config");
+    for (name, values, _) in &tensors {
+        if formats::quant_axis(name).is_none() {
+            builder.tensor(name, values).expect("seed tensor");
+        }
+    }
+    for (name, axis, values, scales) in &quantised {
+        builder
+            .tensor_i8(name, *axis, values, scales)
+            .expect("seed int8 tensor");
+    }
+    builder.build().expect("seed file")
 }
 
 /// Seed inputs for [`engine_edge`]: every case unedited, and a few edits that put NaN,

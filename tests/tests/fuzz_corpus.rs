@@ -113,6 +113,23 @@ fn parse_fixed_crc_corpus() {
         assert!(paths.contains_key(path), "{path} not reached: {paths:?}");
     }
     assert!(errors(&paths) >= 15, "{paths:?}");
+    // The int8 seed without its payload: zero scales.
+    assert!(paths.contains_key("format: InvalidScale"), "{paths:?}");
+}
+
+/// The int8 (version-3) seed is accepted by the parser harness, which checks its int8
+/// accessors and rewrites it.
+#[test]
+fn int8_seed_is_accepted() {
+    let (_, bytes) = files(&seeds("parse_bytes"))
+        .into_iter()
+        .find(|(name, _)| name == "tiny-int8")
+        .expect("fuzz/seeds/parse_bytes/tiny-int8");
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        formats::QUANT_VERSION
+    );
+    assert_eq!(parse_bytes(&bytes), "accepted");
 }
 
 #[test]
