@@ -185,12 +185,31 @@ pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
     }
     let bound = activation_bound(x.len());
     let inv = bound as f32 / max;
-    let round = |v: f32| -> i16 {
-        let t = v * inv;
-        // Half away from zero: `t +- 0.5` is exact below 2^23, and `as` truncates toward
-        // zero, saturating (an infinite `t`, where `max` is subnormal, to the bound; NaN to 0).
-        ((t + 0.5f32.copysign(t)) as i32).clamp(-bound, bound) as i16
-    };
+    let twice = 2.0 * inv;
+    if twice.is_finite() {
+        // The same rounding in integers (one float operation per value): with
+        // `u = trunc(2t)` (exact: `v * 2 inv` is `2 (v * inv)` in f32),
+        // `round(t) = (u + sign(u)) / 2` truncated, `sign(0) = 1`; and `|t| <= Q (1 + 3 eps)`
+        // keeps the result within the bound without a clamp.
+        pairs(x, q, |v: f32| {
+            let u = (v * twice) as i32;
+            ((u + ((u >> 31) | 1)) / 2) as i16
+        });
+    } else {
+        pairs(x, q, |v: f32| {
+            let t = v * inv;
+            // Half away from zero: `t +- 0.5` is exact below 2^23, and `as` truncates toward
+            // zero, saturating (an infinite `t`, where `max` is subnormal, to the bound; NaN
+            // to 0).
+            ((t + 0.5f32.copysign(t)) as i32).clamp(-bound, bound) as i16
+        });
+    }
+    max / bound as f32
+}
+
+/// `q` (`stride_of(x.len())` values) = `round` of `x` in the pair layout, zero-padded.
+#[inline(always)]
+fn pairs(x: &[f32], q: &mut [i16], round: impl Fn(f32) -> i16) {
     let mut groups = x.chunks_exact(4);
     for (x4, q4) in (&mut groups).zip(q.chunks_exact_mut(4)) {
         q4[0] = round(x4[0]);
@@ -206,7 +225,6 @@ pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
         q4[2] = round(at(1));
         q4[3] = round(at(3));
     }
-    max / bound as f32
 }
 
 /// `sum_k a_k x_k` of one int8 row (a multiple of 4 long) and one quantised column in the
@@ -602,6 +620,36 @@ mod tests {
         let mut short = [9i16; 7];
         assert!(quantize_column(&x[..5], &mut short).is_nan());
         assert_eq!(short, [9; 7]);
+    }
+
+    #[test]
+    fn quantisation_rounds_half_away_from_zero() {
+        // The integer rounding of `quantize_column` against the definition, on values at and
+        // around every half step and on random columns of every scale.
+        for (depth, seed) in [(640, 1u32), (37, 2), (256, 3), (5, 4)] {
+            // 1e-38 and 1e-41: `2 Q / max` or `Q / max` overflow, the clamping path.
+            for scale in [1e-41f32, 1e-38, 1e-30, 1e-3, 1.0, 3.7, 1e6, 1e30] {
+                let mut x: Vec<f32> = random(depth, seed).iter().map(|v| v * scale).collect();
+                let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let bound = activation_bound(depth);
+                let inv = bound as f32 / max;
+                // Half steps, exactly representable where the step is a power of two apart.
+                for (k, v) in x.iter_mut().enumerate().skip(1).step_by(3) {
+                    *v = ((k % 41) as f32 - 20.5) / inv;
+                }
+                let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let inv = bound as f32 / max;
+                let mut q = vec![0i16; stride_of(depth)];
+                quantize_column(&x, &mut q);
+                for (k, &v) in x.iter().enumerate() {
+                    let t = f64::from(v * inv);
+                    let rounded = (t.abs() + 0.5).floor().min(f64::from(bound)) * t.signum();
+                    let want = if t.is_nan() { 0.0 } else { rounded };
+                    let at = 4 * (k / 4) + [0, 2, 1, 3][k % 4];
+                    assert_eq!(f64::from(q[at]), want, "depth {depth} scale {scale} k {k}");
+                }
+            }
+        }
     }
 
     #[test]
