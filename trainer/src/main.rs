@@ -343,8 +343,8 @@ fn export_int8(
         )?;
         let diff = comparison.paired_difference(1, 0);
         println!(
-            "host engine on {} ({split}, {tasks} tasks, seed {seed}, {}-way {}-shot, {EVAL_QUERIES} queries/class):
-             f32 {} | int8 {}
+            "host engine on {} ({split}, {tasks} tasks, seed {seed}, {}-way {}-shot, {EVAL_QUERIES} queries/class):\n\
+             f32 {} | int8 {}\n\
              paired difference int8 - f32: {:+.2} points, 95% interval [{:+.2}, {:+.2}]",
             dataset.name(),
             sizes.N,
