@@ -62,7 +62,12 @@ pub const fn stride_of(depth: usize) -> usize {
 /// `depth` = 16,909,320, far beyond any model here).
 pub const fn activation_bound(depth: usize) -> i32 {
     let d = if depth == 0 { 1 } else { depth as u64 };
-    let q = (i32::MAX as u64) / (127 * d);
+    // In 32 bits where the divisor fits (one `UDIV` on the device, not a library call).
+    let q = if d <= u32::MAX as u64 / 127 {
+        (i32::MAX as u32 / (127 * d as u32)) as u64
+    } else {
+        (i32::MAX as u64) / (127 * d)
+    };
     if q > 32767 {
         32767
     } else if q == 0 {
@@ -188,12 +193,12 @@ pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
     let twice = 2.0 * inv;
     if twice.is_finite() {
         // The same rounding in integers (one float operation per value): with
-        // `u = trunc(2t)` (exact: `v * 2 inv` is `2 (v * inv)` in f32),
-        // `round(t) = (u + sign(u)) / 2` truncated, `sign(0) = 1`; and `|t| <= Q (1 + 3 eps)`
-        // keeps the result within the bound without a clamp.
+        // `u = trunc(2t)` (exact: `v * 2 inv` is `2 (v * inv)` in f32), `round(t)` is
+        // `floor((u + 1) / 2)` for `u >= 0` and `floor(u / 2)` below; and
+        // `|t| <= Q (1 + 3 eps)` keeps the result within the bound without a clamp.
         pairs(x, q, |v: f32| {
             let u = (v * twice) as i32;
-            ((u + ((u >> 31) | 1)) / 2) as i16
+            ((u + 1 + (u >> 31)) >> 1) as i16
         });
     } else {
         pairs(x, q, |v: f32| {
@@ -376,11 +381,24 @@ mod arm {
         let n = stride_of(depth.value()) / 4;
         let (xs, xt) = x[..2 * n].as_chunks::<4>();
         let (w0, w1) = w[..2 * n].split_at(n);
-        let ((p0, t0), (p1, t1)) = (w0.as_chunks::<2>(), w1.as_chunks::<2>());
+        let ((_, t0), (_, t1)) = (w0.as_chunks::<2>(), w1.as_chunks::<2>());
+        let half = n / 2;
+        let (wp, _) = w[..2 * n].as_chunks::<2>();
         let (mut s0, mut s1) = (0i32, 0i32);
-        for ((xv, a), b) in xs.iter().zip(p0).zip(p1) {
-            s0 = words(s0, a, xv);
-            s1 = words(s1, b, xv);
+        if n % 2 == 0 {
+            for (i, xv) in xs.iter().enumerate() {
+                s0 = words(s0, &wp[i], xv);
+                s1 = words(s1, &wp[i + half], xv);
+            }
+        } else {
+            let (p0, p1) = (
+                &w0.as_chunks::<2>().0[..half],
+                &w1.as_chunks::<2>().0[..half],
+            );
+            for ((xv, a), b) in xs.iter().zip(p0).zip(p1) {
+                s0 = words(s0, a, xv);
+                s1 = words(s1, b, xv);
+            }
         }
         [words(s0, t0, xt), words(s1, t1, xt)]
     }

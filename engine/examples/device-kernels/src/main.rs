@@ -183,6 +183,14 @@ fn main() -> ! {
     ok &= int8_product::<5, 13>("int8 odd", weights_i8, &mut rng);
     ok &= int8_product::<3, 1>("int8 odd", weights_i8, &mut rng);
 
+    // The quantisation of one column of 640 (part of every int8 product above).
+    let x: [f32; 640] = core::array::from_fn(|_| rng.f32());
+    let mut q = [0i16; 640];
+    let count = instructions(|| {
+        core::hint::black_box(int8::quantize_column(core::hint::black_box(&x), &mut q));
+    });
+    println!("int8 quantize_column 640: {count} instructions");
+
     f32_product::<128, 640>("f32 enc x", weights_f32, 1);
     f32_tr_product::<640, 256>("f32 G2mu^T x", weights_f32, 1);
     f32_product::<256, 128>("f32 G1 half, F1", weights_f32, 1);
