@@ -27,6 +27,10 @@
 //! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
 //! - [`int8`]: products of int8 weights with f32 columns, accumulated in i32 (the int8
 //!   models' big products); the module states the error against the dequantised product.
+//!   On Arm (`thumbv7em-none-eabihf`) its inner loops use the DSP extension's `SXTB16` and
+//!   `SMLAD` through `dsp`, one-instruction `asm!` wrappers and the engine's only `unsafe`
+//!   code. `docs/arm-kernels.md` shows the device's inner loops, int8 and f32, and what they
+//!   cost per multiply-add (measured by `examples/device-kernels` on QEMU).
 //!
 //! Everything else is nalgebra's own, on views: element-wise maps (`zip_zip_apply`,
 //! scaling), the small per-head products (`gemm`), transposes, `imax`, and the analysis-only
