@@ -9,7 +9,6 @@
 //! ```text
 //! awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 10
 //! model_bytes 149636
-//! support_bytes 0
 //! workspace_bytes 38844
 //! load ticks 25991 stack_bytes 3132
 //! enroll ticks 153 stack_bytes 1228
@@ -154,8 +153,6 @@ fn run() -> Result<(), Failure> {
         queries.len()
     );
     println!("model_bytes {}", MODEL.len());
-    // No support buffer: each row is encoded into the workspace as it arrives.
-    println!("support_bytes 0");
     println!("workspace_bytes {}", Workspace::BYTES);
 
     let clock = Clock::start(core.SYST);

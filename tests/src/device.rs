@@ -403,13 +403,11 @@ pub struct Report {
     pub sizes: formats::Sizes,
     /// Bytes of the embedded model file.
     pub model_bytes: u64,
-    /// Bytes of the support buffer enrollment fills (a static).
-    pub support_bytes: u64,
     /// Bytes of the engine workspace (a static).
     pub workspace_bytes: u64,
     /// `Model::load` (file checks, CRC, borrowing the weights).
     pub load: Phase,
-    /// Enrollment: the support rows arriving one at a time into the buffer.
+    /// Enrollment: the support rows arriving one at a time, each encoded as it arrives.
     pub enroll: Phase,
     /// `prepare`, once the last shot is in.
     pub prepare: Phase,
@@ -492,7 +490,6 @@ impl Report {
         let ways = sizes.N;
 
         let model_bytes = keyed(next("model_bytes")?, "model_bytes")?;
-        let support_bytes = keyed(next("support_bytes")?, "support_bytes")?;
         let workspace_bytes = keyed(next("workspace_bytes")?, "workspace_bytes")?;
         let load = phase(next("load")?, "load")?;
         let enroll = phase(next("enroll")?, "enroll")?;
@@ -548,7 +545,6 @@ impl Report {
             board,
             sizes,
             model_bytes,
-            support_bytes,
             workspace_bytes,
             load,
             enroll,
@@ -615,7 +611,6 @@ mod tests {
     const OUTPUT: &str = "\
 awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 2
 model_bytes 1000
-support_bytes 200
 workspace_bytes 48000
 load ticks 10 stack_bytes 4096
 enroll ticks 5 stack_bytes 500
@@ -631,14 +626,7 @@ done
         let report = Report::parse(OUTPUT).unwrap();
         assert_eq!(report.board, "mps2-an386");
         assert_eq!(report.sizes, formats::ModelConfig::edge(5).sizes());
-        assert_eq!(
-            (
-                report.model_bytes,
-                report.support_bytes,
-                report.workspace_bytes
-            ),
-            (1000, 200, 48000)
-        );
+        assert_eq!((report.model_bytes, report.workspace_bytes), (1000, 48000));
         assert_eq!(
             report.load,
             Phase {

@@ -194,8 +194,6 @@ fn check_report(case: &Case, host: &[Vec<f32>], board: Board, report: &Report) -
         (board.feature(), sizes)
     );
     assert_eq!(report.model_bytes, case.model.len() as u64);
-    // Enrollment encodes each support row as it arrives: no support buffer.
-    assert_eq!(report.support_bytes, 0);
     assert_eq!(
         report.workspace_bytes,
         4 * engine::workspace_len(sizes, case.config.classifier, 1) as u64
