@@ -63,6 +63,26 @@ impl BackendArgs {
     }
 }
 
+/// The tasks of an accuracy measurement: data set, split, count and seed.
+#[derive(Args, Clone, Debug)]
+struct TaskArgs {
+    /// Data set (as for training); without it the built-in synthetic data set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Shape of the built-in synthetic data set (without `--data`).
+    #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
+    synthetic: SyntheticPreset,
+    /// Split to draw tasks from.
+    #[arg(long, value_parser = ["train", "val", "test"], default_value = "test")]
+    split: String,
+    /// Number of tasks.
+    #[arg(long, default_value_t = 600)]
+    tasks: usize,
+    /// Seed of the tasks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Accuracy of a saved model on random tasks of a split, next to nearest class mean.
@@ -70,21 +90,8 @@ enum Command {
         /// The model file.
         #[arg(long)]
         model: PathBuf,
-        /// Data set (as for training); without it the built-in synthetic data set.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Shape of the built-in synthetic data set (without `--data`).
-        #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
-        synthetic: SyntheticPreset,
-        /// Split to draw tasks from.
-        #[arg(long, value_parser = ["train", "val", "test"], default_value = "test")]
-        split: String,
-        /// Number of tasks.
-        #[arg(long, default_value_t = 600)]
-        tasks: usize,
-        /// Seed of the tasks.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        tasks: TaskArgs,
         /// Tasks per evaluation batch.
         #[arg(long, default_value_t = 20)]
         eval_batch: usize,
@@ -93,7 +100,8 @@ enum Command {
     },
     /// Write the inference-only file a device needs; with --int8 its big products as int8
     /// (per-row symmetric weights, version-3 file), and the int8 model's test accuracy next
-    /// to the f32 one's on the same tasks, both through the host engine.
+    /// to the f32 one's on the same tasks, both through the host engine (`--tasks 0`: no
+    /// comparison; the task flags are those of `eval`).
     Export {
         /// The model file (training or inference, f32).
         #[arg(long)]
@@ -105,22 +113,8 @@ enum Command {
         /// int8 (formats::tensors::quant_axis).
         #[arg(long)]
         int8: bool,
-        /// With --int8: the data set of the accuracy comparison (as for training); without
-        /// it the built-in synthetic data set.
-        #[arg(long, requires = "int8")]
-        data: Option<PathBuf>,
-        /// With --int8: shape of the built-in synthetic data set (without `--data`).
-        #[arg(long, value_enum, default_value_t = SyntheticPreset::Mini)]
-        synthetic: SyntheticPreset,
-        /// With --int8: split of the comparison's tasks.
-        #[arg(long, value_parser = ["train", "val", "test"], default_value = "test")]
-        split: String,
-        /// With --int8: number of tasks of the comparison (0: no comparison).
-        #[arg(long, default_value_t = 600)]
-        tasks: usize,
-        /// With --int8: seed of the comparison's tasks.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        tasks: TaskArgs,
     },
     /// Write every parameter as safetensors (names and shapes as in formats/FORMAT.md).
     Safetensors {
@@ -178,18 +172,17 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
         None => train(&cli.train, cli.resume, cli.backend.backend()),
         Some(Command::Eval {
             model,
-            data,
-            synthetic,
-            split,
-            tasks,
-            seed,
+            tasks: task_args,
             eval_batch,
             backend,
         }) => {
             let params = ModelParams::read(&model)?;
             let c = params.config;
             let sizes = c.sizes();
-            let (dataset, kind) = load_data(data, synthetic, &split, sizes)?;
+            let (dataset, kind) = load_data(&task_args, sizes)?;
+            let TaskArgs {
+                split, tasks, seed, ..
+            } = task_args;
             let mut eval = CompiledEval::new(
                 &c,
                 eval_batch,
@@ -221,12 +214,8 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
             model,
             out,
             int8: true,
-            data,
-            synthetic,
-            split,
             tasks,
-            seed,
-        }) => export_int8(&model, &out, data, synthetic, &split, tasks, seed),
+        }) => export_int8(&model, &out, &tasks),
         Some(Command::Export { model, out, .. }) => {
             let inference = ModelParams::read(&model)?.inference();
             inference.write(&out)?;
@@ -284,19 +273,17 @@ fn dispatch(cli: Cli) -> Result<(), TrainerError> {
 /// The data set of `--data` (else the built-in one of `synthetic` with the model's `D`),
 /// checked for the model's sizes, and the split `split` names.
 fn load_data(
-    data: Option<PathBuf>,
-    synthetic: SyntheticPreset,
-    split: &str,
+    args: &TaskArgs,
     sizes: formats::Sizes,
 ) -> Result<(trainer::data::Dataset, SplitKind), TrainerError> {
-    let source = match data {
-        Some(path) => DataSource::Path(path),
-        None => DataSource::Synthetic(synthetic.spec(Some(sizes.D))),
+    let source = match &args.data {
+        Some(path) => DataSource::Path(path.clone()),
+        None => DataSource::Synthetic(args.synthetic.spec(Some(sizes.D))),
     };
     let dataset = source.load()?;
     dataset.require_dim(sizes.D)?;
     dataset.check_episodes(sizes.N, sizes.K, EVAL_QUERIES as usize)?;
-    let kind = match split {
+    let kind = match args.split.as_str() {
         "train" => SplitKind::Train,
         "val" => SplitKind::Val,
         _ => SplitKind::Test,
@@ -306,15 +293,11 @@ fn load_data(
 
 /// `trainer export --int8`: quantise, compare with the f32 model on `tasks` tasks through
 /// the host engine, then write `out` (atomically; nothing is written if anything failed).
-fn export_int8(
-    model: &Path,
-    out: &Path,
-    data: Option<PathBuf>,
-    synthetic: SyntheticPreset,
-    split: &str,
-    tasks: usize,
-    seed: u64,
-) -> Result<(), TrainerError> {
+fn export_int8(model: &Path, out: &Path, args: &TaskArgs) -> Result<(), TrainerError> {
+    let TaskArgs {
+        split, tasks, seed, ..
+    } = args;
+    let (tasks, seed) = (*tasks, *seed);
     let bytes = std::fs::read(model).map_err(|e| TrainerError::io(model, e))?;
     let int8 = trainer::export::int8_bytes(&bytes, model)?;
     let reference = trainer::export::f32_inference_bytes(&bytes, model)?;
@@ -332,7 +315,7 @@ fn export_int8(
         int8.len() as f64 / reference.len() as f64
     );
     if tasks > 0 {
-        let (dataset, kind) = load_data(data, synthetic, split, sizes)?;
+        let (dataset, kind) = load_data(args, sizes)?;
         // Errors name the input for the f32 model and the output for the int8 one.
         let comparison = trainer::export::compare(
             &[(model, &reference), (out, &int8)],
