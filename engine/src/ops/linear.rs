@@ -77,6 +77,12 @@ pub const DOT_A: usize = 2;
 /// Columns of `B` per tile of [`tr_mul_to`].
 #[cfg(target_arch = "arm")]
 pub const DOT_B: usize = 2;
+/// Columns of `A` (dot products) per tile of [`tr_mul_to`] when `B` is one column (a query
+/// on the device): 8 sums, one FPU register each, share each load of `B` (2.50 instructions
+/// per multiply-add on the paper's `G2muᵀ x`; 2 dot products of 4 lanes each took 2.73, 4
+/// single sums 2.61, `examples/device-kernels`).
+#[cfg(target_arch = "arm")]
+pub const LONE_DOT_A: usize = 8;
 
 /// `C = A B` (`A`: `M x K`; `B`, `C`: as many columns as the shorter of the two).
 pub fn mul_to<M: Dim, K: Dim, CB: Dim, CC: Dim>(
@@ -368,6 +374,23 @@ fn dot_rows<K: Dim, M: Dim, const TB: usize>(
     let depth = k.value();
     let rows = m.value().min(a.len() / depth);
     let mut i = 0;
+    #[cfg(target_arch = "arm")]
+    if TB == 1 {
+        let c = &mut c_cols[..m.value()];
+        while i + LONE_DOT_A <= rows {
+            let a_cols = b_columns::<LONE_DOT_A>(&a[i * depth..], depth);
+            let sums = scalar_dots::<K, LONE_DOT_A>(k, a_cols, b_cols[0]);
+            c[i..i + LONE_DOT_A].copy_from_slice(&sums);
+            i += LONE_DOT_A;
+        }
+        while i < rows {
+            let a_cols = b_columns::<1>(&a[i * depth..], depth);
+            let [sum] = scalar_dots::<K, 1>(k, a_cols, b_cols[0]);
+            c[i] = sum;
+            i += 1;
+        }
+        return;
+    }
     while i + DOT_A <= rows {
         let a_cols = b_columns::<DOT_A>(&a[i * depth..], depth);
         let partial = dots::<K, DOT_A, TB>(k, a_cols, b_cols);
@@ -403,6 +426,38 @@ fn finish<K: Dim, M: Dim, const TA: usize, const TB: usize>(
             *c = horizontal_sum(*partial) + tail;
         }
     }
+}
+
+/// The `TA` dot products `a_cols[s] . b` over the whole length `K`, one sum each in an FPU
+/// register (on the Cortex-M4 there are no vector lanes to fill): one load of `b[k]` serves
+/// `TA` multiply-adds, and each column is read in steps of 8 at immediate offsets from its
+/// pointer, so each pointer moves once per 8 values (a lone column of [`tr_mul_to`], the
+/// query's `G2muᵀ x`).
+#[cfg(target_arch = "arm")]
+#[inline(never)]
+fn scalar_dots<K: Dim, const TA: usize>(k: K, a_cols: [&[f32]; TA], b: &[f32]) -> [f32; TA] {
+    let depth = k.value();
+    let (b_steps, b_tail) = b[..depth].as_chunks::<8>();
+    // Each column's steps cut to the length of `b`'s, so `a[c]` needs no bounds check.
+    let a: [(&[[f32; 8]], &[f32]); TA] = core::array::from_fn(|s| {
+        let (steps, tail) = a_cols[s][..depth].as_chunks::<8>();
+        (&steps[..b_steps.len()], tail)
+    });
+    let mut acc = [0.0f32; TA];
+    for (c, x) in b_steps.iter().enumerate() {
+        for (acc, (a, _)) in acc.iter_mut().zip(&a) {
+            let a = &a[c];
+            for l in 0..8 {
+                *acc += a[l] * x[l];
+            }
+        }
+    }
+    for (acc, (_, a)) in acc.iter_mut().zip(&a) {
+        for (&a, &x) in a.iter().zip(b_tail) {
+            *acc += a * x;
+        }
+    }
+    acc
 }
 
 /// The sum of a vector's lanes, pairwise (log2 VECTOR dependent steps, not VECTOR).

@@ -1,7 +1,8 @@
 //! The engine's big products at the paper's sizes (D = 640, d = 128, G = 256) on the device,
 //! one query column at a time as the firmware classifies: checks the int8 kernels (on Arm,
-//! the `SMLAD` inner loops of `engine::ops::int8`) against the portable sums bit for bit,
-//! and prints the instructions each product takes. Run with `cargo run --release` here (see
+//! the `SMLAD` inner loops of `engine::ops::int8`) against the portable sums bit for bit and
+//! the f32 kernels (their Arm tiles) against f64 sums, and prints the instructions each
+//! product takes. Run with `cargo run --release` here (see
 //! Cargo.toml); exits 0 when every check passes, 1 otherwise.
 //!
 //! Instructions are counted with SysTick under `qemu-system-arm -icount shift=0`, where one
@@ -118,11 +119,30 @@ fn int8_product<const R: usize, const K: usize>(what: &str, weights: &[i8], rng:
     same
 }
 
-/// f32 `C = A x` (`A`: `R x K`), `n` columns: its instructions.
-fn f32_product<const R: usize, const K: usize>(what: &str, weights: &[f32], n: usize) {
-    let b = [0.25f32; 640 * 5];
+/// Whether `c` (`rows x n`, column-major) is `A B` within the rounding of sums of `depth`
+/// products, where entry (r, k) of `A` is `a(r, k)` and `B` is `depth x n`.
+fn close(c: &[f32], b: &[f32], rows: usize, depth: usize, a: impl Fn(usize, usize) -> f32) -> bool {
+    c.chunks_exact(rows)
+        .zip(b.chunks_exact(depth))
+        .all(|(c, b)| {
+            c.iter().enumerate().all(|(r, &got)| {
+                let (mut want, mut size) = (0.0f64, 0.0f64);
+                for (k, &x) in b.iter().enumerate() {
+                    let p = f64::from(a(r, k)) * f64::from(x);
+                    want += p;
+                    size += p.abs();
+                }
+                (f64::from(got) - want).abs() <= depth as f64 * f64::from(f32::EPSILON) * size
+            })
+        })
+}
+
+/// f32 `C = A B` (`A`: `R x K`), `n` columns: checked against an f64 sum, then its
+/// instructions. Returns whether it matched.
+fn f32_product<const R: usize, const K: usize>(what: &str, weights: &[f32], n: usize) -> bool {
+    let b: [f32; 640 * 5] = core::array::from_fn(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5);
     let mut c = [0.0f32; 256 * 5];
-    let count = instructions(|| {
+    let mut run = || {
         if let (Some(a), Some(b), Some(mut c)) = (
             Mat::from_slice(&weights[..R * K], Const::<R>, Const::<K>),
             Mat::from_slice(&b[..K * n], Const::<K>, Dyn(n)),
@@ -130,15 +150,24 @@ fn f32_product<const R: usize, const K: usize>(what: &str, weights: &[f32], n: u
         ) {
             linear::mul_to(&a, &b, &mut c);
         }
-    });
+    };
+    run();
+    let count = instructions(run);
     report(what, R, K, n, count);
+    // Column-major `R x K`: entry (r, k) at k R + r.
+    let ok = close(&c[..R * n], &b[..K * n], R, K, |r, k| weights[k * R + r]);
+    if !ok {
+        println!("{what}: WRONG against the f64 sums");
+    }
+    ok
 }
 
-/// f32 `C = Aᵀ x` (`A`: `K x R`), `n` columns: its instructions.
-fn f32_tr_product<const K: usize, const R: usize>(what: &str, weights: &[f32], n: usize) {
-    let b = [0.25f32; 640 * 5];
+/// f32 `C = Aᵀ B` (`A`: `K x R`), `n` columns: checked against an f64 sum, then its
+/// instructions. Returns whether it matched.
+fn f32_tr_product<const K: usize, const R: usize>(what: &str, weights: &[f32], n: usize) -> bool {
+    let b: [f32; 640 * 5] = core::array::from_fn(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5);
     let mut c = [0.0f32; 256 * 5];
-    let count = instructions(|| {
+    let mut run = || {
         if let (Some(a), Some(b), Some(mut c)) = (
             Mat::from_slice(&weights[..R * K], Const::<K>, Const::<R>),
             Mat::from_slice(&b[..K * n], Const::<K>, Dyn(n)),
@@ -146,8 +175,16 @@ fn f32_tr_product<const K: usize, const R: usize>(what: &str, weights: &[f32], n
         ) {
             linear::tr_mul_to(&a, &b, &mut c);
         }
-    });
+    };
+    run();
+    let count = instructions(run);
     report(what, R, K, n, count);
+    // Column-major `K x R`: entry (r, k) of `Aᵀ` at r K + k.
+    let ok = close(&c[..R * n], &b[..K * n], R, K, |r, k| weights[r * K + k]);
+    if !ok {
+        println!("{what}: WRONG against the f64 sums");
+    }
+    ok
 }
 
 #[entry]
@@ -191,12 +228,16 @@ fn main() -> ! {
     });
     println!("int8 quantize_column 640: {count} instructions");
 
-    f32_product::<128, 640>("f32 enc x", weights_f32, 1);
-    f32_tr_product::<640, 256>("f32 G2mu^T x", weights_f32, 1);
-    f32_product::<256, 128>("f32 G1 half, F1", weights_f32, 1);
-    f32_product::<128, 256>("f32 F2", weights_f32, 1);
-    f32_product::<128, 128>("f32 Wq", weights_f32, 1);
-    f32_product::<128, 640>("f32 enc x", weights_f32, 5);
+    ok &= f32_product::<128, 640>("f32 enc x", weights_f32, 1);
+    ok &= f32_tr_product::<640, 256>("f32 G2mu^T x", weights_f32, 1);
+    ok &= f32_product::<256, 128>("f32 G1 half, F1", weights_f32, 1);
+    ok &= f32_product::<128, 256>("f32 F2", weights_f32, 1);
+    ok &= f32_product::<128, 128>("f32 Wq", weights_f32, 1);
+    ok &= f32_product::<128, 640>("f32 enc x", weights_f32, 5);
+    ok &= f32_tr_product::<640, 256>("f32 G2mu^T x", weights_f32, 5);
+    // Odd shapes: every remainder of the row tiles and of the steps of 8.
+    ok &= f32_tr_product::<21, 13>("f32 odd tr", weights_f32, 1);
+    ok &= f32_product::<37, 19>("f32 odd", weights_f32, 1);
 
     println!("{}", if ok { "ok" } else { "FAILED" });
     process::exit(if ok { 0 } else { 1 })
