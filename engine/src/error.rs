@@ -57,6 +57,15 @@ pub enum EngineError {
     /// 4-byte aligned or the target is big-endian: store the file in [`formats::Aligned`]).
     #[error("model file: {0}")]
     Format(FormatError),
+    /// A tensor's element type is not one this engine was built for: an int8 tensor and the
+    /// engine built without its `int8` feature.
+    #[error("tensor `{name}` is {found:?}; this engine was built for f32 only (enable the engine's `int8` feature)")]
+    Dtype {
+        /// Tensor name.
+        name: formats::TensorName,
+        /// Its element type in the file.
+        found: formats::Dtype,
+    },
     /// The file's configuration differs from the sizes this engine type was compiled for.
     #[error("model configuration `{field}` is {found}, this engine is compiled for {expected}")]
     ConfigMismatch {

@@ -353,10 +353,10 @@ fn errors_have_messages() {
 
 #[test]
 fn weights_are_borrowed_not_copied() {
-    // The model is a set of references (a slice each: pointer and length): far smaller than
-    // its 148 KiB of edge weights.
-    assert!(core::mem::size_of::<engine::Edge5Shot>() < 1024);
-    assert!(core::mem::size_of::<engine::Paper5Shot>() < 1024);
+    // The model is a set of references (a slice each: pointer and length, and for an int8
+    // layer its scales): far smaller than its 148 KiB of edge weights.
+    assert!(core::mem::size_of::<engine::Edge5Shot>() < 2048);
+    assert!(core::mem::size_of::<engine::Paper5Shot>() < 2048);
 }
 
 #[test]

@@ -9,8 +9,42 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 /// Glorot-uniform, layer-norm gains 1 and biases 0; with a classifier beyond the paper's, a
 /// feature centre uniform in [-0.1, 0.1) and a logit scale of 10.
 pub fn model_file(config: &ModelConfig) -> Vec<u8> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(u64::from(config.shots));
+    build(config, &tensors(config), false)
+}
+
+/// [`model_file`] with every tensor `formats::tensors::quant_axis` names stored as int8
+/// (`formats::quant::quantize`, what `trainer export --int8` writes).
+#[allow(dead_code)]
+pub fn int8_model_file(config: &ModelConfig) -> Vec<u8> {
+    build(config, &tensors(config), true)
+}
+
+/// The f32 file of the int8 file `bytes` dequantised (`formats::quant::dequantize`): the
+/// weights the int8 engine multiplies by, in f32.
+#[allow(dead_code)]
+pub fn dequantized(config: &ModelConfig, bytes: &[u8]) -> Vec<u8> {
+    let file = formats::parse(bytes).expect("int8 file");
     let tensors: Vec<(&str, Vec<f32>)> = expected_tensors(config, FileKind::Inference)
+        .map(|spec| {
+            let values = match formats::tensors::quant_axis(spec.name) {
+                Some(_) => {
+                    let q = file.tensor_i8(spec.name).expect("int8 tensor");
+                    let mut out = vec![0.0; spec.elements() as usize];
+                    formats::quant::dequantize(&q, &mut out).expect("dequantised");
+                    out
+                }
+                None => file.tensor(spec.name).expect("f32 tensor").to_vec(),
+            };
+            (spec.name, values)
+        })
+        .collect();
+    build(config, &tensors, false)
+}
+
+/// The tensors of [`model_file`].
+fn tensors(config: &ModelConfig) -> Vec<(&'static str, Vec<f32>)> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(u64::from(config.shots));
+    expected_tensors(config, FileKind::Inference)
         .map(|spec| {
             let n = spec.elements() as usize;
             let values = match spec.shape.as_slice() {
@@ -27,7 +61,11 @@ pub fn model_file(config: &ModelConfig) -> Vec<u8> {
             };
             (spec.name, values)
         })
-        .collect();
+        .collect()
+}
+
+/// The inference file of `tensors`, those `quant_axis` names as int8 when `int8`.
+fn build(config: &ModelConfig, tensors: &[(&str, Vec<f32>)], int8: bool) -> Vec<u8> {
     let provenance = Provenance {
         dataset: "random".try_into().expect("short name"),
         shots: config.shots,
@@ -37,12 +75,31 @@ pub fn model_file(config: &ModelConfig) -> Vec<u8> {
         tool: "engine/benches/inference".try_into().expect("short name"),
         tool_version: env!("CARGO_PKG_VERSION").try_into().expect("short version"),
     };
+    let shapes: Vec<_> = expected_tensors(config, FileKind::Inference)
+        .map(|spec| spec.shape)
+        .collect();
+    let quantized: Vec<Option<(formats::QuantAxis, Vec<i8>, Vec<f32>)>> = tensors
+        .iter()
+        .zip(&shapes)
+        .map(|((name, values), shape)| {
+            let axis = formats::tensors::quant_axis(name).filter(|_| int8)?;
+            let [inputs, outputs] = shape.as_slice() else {
+                return None;
+            };
+            let (q, scales) =
+                formats::quant::quantize(values, *inputs as usize, *outputs as usize, axis)
+                    .expect("quantised");
+            Some((axis, q, scales))
+        })
+        .collect();
     let mut builder =
         FileBuilder::new(FileKind::Inference, *config, provenance).expect("valid configuration");
-    for (name, values) in &tensors {
-        builder
-            .tensor(name, values)
-            .expect("tensor of the configuration");
+    for ((name, values), quantized) in tensors.iter().zip(&quantized) {
+        match quantized {
+            Some((axis, q, scales)) => builder.tensor_i8(name, *axis, q, scales),
+            None => builder.tensor(name, values),
+        }
+        .expect("tensor of the configuration");
     }
     builder.build().expect("complete model file")
 }

@@ -7,7 +7,7 @@
 use formats::{Classifier, Sizes, WeightsKind};
 use nalgebra::{Const, Dim, Dyn};
 
-use super::{check_finite, l2_normalise, mul_to, Awgim, Task};
+use super::{check_finite, l2_normalise, Awgim, Task};
 use crate::dims::{Dims, Dynamic, Fixed};
 use crate::error::{EngineError, Input};
 use crate::ops::{Mat, MatMut};
@@ -131,8 +131,15 @@ impl<'m, 'w, 'a, S: Dims, B: Dim> Enrollment<'m, 'w, 'a, S, B> {
             expected: D,
             found: feature.len(),
         })?;
-        mul_to(&model.encoders.ap, &x, &mut encoded.ap.columns_mut(r, 1));
-        mul_to(&model.encoders.cp, &x, &mut encoded.cp.columns_mut(r, 1));
+        let scratch = &mut *self.scratch;
+        model
+            .encoders
+            .ap
+            .mul_to(&x, scratch, &mut encoded.ap.columns_mut(r, 1));
+        model
+            .encoders
+            .cp
+            .mul_to(&x, scratch, &mut encoded.cp.columns_mut(r, 1));
         *shots += 1;
         Ok(self.is_complete())
     }
@@ -168,7 +175,7 @@ impl<'m, 'w, 'a, S: Dims, B: Dim> Enrollment<'m, 'w, 'a, S, B> {
         let short = model.short_workspace(batch.value(), 0);
         {
             let (mut encoded, rest) = Encoded::cut(&mut *region, s).ok_or(short.clone())?;
-            model.prepare_support(&mut encoded, rest, &mut prepared)?;
+            model.prepare_support(&mut encoded, rest, scratch, &mut prepared)?;
         }
         if let (Some(p), WeightsKind::Prototype) = (prototypes.as_mut(), model.classifier.weights) {
             l2_normalise(p.as_mut_slice(), s.D().value());

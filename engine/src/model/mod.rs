@@ -72,13 +72,12 @@ use nalgebra::{Const, Dim, Dyn, MatrixViewMut};
 use crate::dims::{Dims, Dynamic, Fixed};
 use crate::error::{EngineError, Input, Stage};
 use crate::ops::attention::{self, head};
-use crate::ops::linear::{mul_add_to, mul_to, tr_mul_to};
 use crate::ops::{all_finite, relu_sum_dot, Mat, MatMut};
 use crate::workspace::{
     Arena, Encoded, Prepared, QueryScratch, SupportScratch, Variants, Workspace,
 };
 pub use enroll::{DynEnrollment, Enrollment, FixedEnrollment};
-use load::{Block, Encoders, Generator};
+use load::{Block, Dense, Encoders, G2Mu, Generator};
 
 /// An AWGIM model whose weights are borrowed, without a copy, from a model file in memory.
 ///
@@ -524,6 +523,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         &self,
         encoded: &mut Encoded<'_, S>,
         rest: &mut [f32],
+        scratch: &mut [i16],
         p: &mut Prepared<'_, S>,
     ) -> Result<(), EngineError> {
         let s = self.dims;
@@ -533,33 +533,48 @@ impl<'a, S: Dims> Awgim<'a, S> {
         // 1. Attentive path: s = enc_ap X_s (enrolled); the ca_ap keys Wk s; v = sa_ap(s, s, s)
         //    and its class means v_bar; the ca_ap class values through the output projection,
         //    per head: U_j = Wo_j Wv_j v_bar.
-        mul_to(&self.ca_ap.wk, &encoded.ap.rb(), &mut sc.values);
+        self.ca_ap.wk.mul_to(&encoded.ap.rb(), scratch, &mut sc.values);
         sc.values.view().transpose_to(&mut p.keys_t.view_mut());
-        self.self_attention(&self.sa_ap, &mut encoded.ap, &mut sc, Stage::SaAp)?;
+        self.self_attention(&self.sa_ap, &mut encoded.ap, &mut sc, scratch, Stage::SaAp)?;
         let (mut means, mut class_values) =
             SupportScratch::classes(sc.a, s).ok_or(self.short_workspace(1, 0))?;
         class_means(&encoded.ap.rb(), &mut means, K);
-        mul_to(&self.ca_ap.wv, &means.rb(), &mut class_values);
+        self.ca_ap.wv.mul_to(&means.rb(), scratch, &mut class_values);
         for j in 0..h {
             let head = self.head(j);
             let mut u = p.class_values.columns_mut(j * N, N);
-            let mut u = u.view_mut();
-            let mut u = u.columns_generic_mut(0, s.N());
-            u.gemm(
-                1.0,
-                &self.ca_ap.wo.view().columns(head.start, head.len()),
-                &class_values.view().rows(head.start, head.len()),
-                0.0,
-            );
+            match &self.ca_ap.wo {
+                Dense::F32(wo) => {
+                    let mut u = u.view_mut();
+                    let mut u = u.columns_generic_mut(0, s.N());
+                    u.gemm(
+                        1.0,
+                        &wo.view().columns(head.start, head.len()),
+                        &class_values.view().rows(head.start, head.len()),
+                        0.0,
+                    );
+                }
+                // int8: Wo_j is a depth range of every row; the product with the class values
+                // zeroed outside head j's rows is the same (each column's quantisation sees
+                // only head j's values), in `means`, which is dead.
+                #[cfg(feature = "int8")]
+                wo => {
+                    for (m, c) in means.column_slices_mut().zip(class_values.column_slices_mut()) {
+                        m.fill(0.0);
+                        m[head.clone()].copy_from_slice(&c[head.clone()]);
+                    }
+                    wo.mul_to(&means.rb(), scratch, &mut u);
+                }
+            }
         }
 
         // 2. Contextual path: c = sa_cp(enc_cp X_s, ..); c_bar[i] = mean of class i.
-        self.self_attention(&self.sa_cp, &mut encoded.cp, &mut sc, Stage::SaCp)?;
+        self.self_attention(&self.sa_cp, &mut encoded.cp, &mut sc, scratch, Stage::SaCp)?;
         let (mut means, _) = SupportScratch::classes(sc.a, s).ok_or(self.short_workspace(1, 0))?;
         class_means(&encoded.cp.rb(), &mut means, K);
 
         // 3. The class half of the generator's first layer: G1[0..d] c_bar[i].
-        mul_to(&self.generator.g1_context, &means.rb(), &mut p.context);
+        self.generator.g1_context.mul_to(&means.rb(), scratch, &mut p.context);
 
         let finite = all_finite(p.keys_t.as_slice())
             && all_finite(p.class_values.as_slice())
@@ -595,15 +610,16 @@ impl<'a, S: Dims> Awgim<'a, S> {
         block: &Block<'a, S>,
         x: &mut MatMut<'_, S::d, S::NK>,
         sc: &mut SupportScratch<'_, S>,
+        scratch: &mut [i16],
         stage: Stage,
     ) -> Result<(), EngineError> {
         let s = self.dims;
         let (mut q, mut keys_t) =
             SupportScratch::attention(sc.a, s).ok_or(self.short_workspace(1, 0))?;
-        mul_to(&block.wq, &x.rb(), &mut q);
-        mul_to(&block.wk, &x.rb(), &mut sc.values);
+        block.wq.mul_to(&x.rb(), scratch, &mut q);
+        block.wk.mul_to(&x.rb(), scratch, &mut sc.values);
         sc.values.view().transpose_to(&mut keys_t.view_mut());
-        mul_to(&block.wv, &x.rb(), &mut sc.values);
+        block.wv.mul_to(&x.rb(), scratch, &mut sc.values);
         for j in 0..s.sizes().h {
             let head = self.head(j);
             if !attention::probabilities(&q.rb(), &keys_t.rb(), &head, self.scale, &mut sc.p) {
@@ -611,9 +627,9 @@ impl<'a, S: Dims> Awgim<'a, S> {
             }
             attention::mix(&sc.values.rb(), &sc.p.rb(), &head, &mut sc.att);
         }
-        mul_add_to(&block.wo, &sc.att.rb(), x);
+        block.wo.mul_add_to(&sc.att.rb(), scratch, x);
         let mut hidden = SupportScratch::hidden(sc.a, s).ok_or(self.short_workspace(1, 0))?;
-        Self::feed_forward(block, x, &mut hidden, stage)
+        Self::feed_forward(block, x, &mut hidden, scratch, stage)
     }
 
     /// The rest of a block after the attention residual `x = q + sum_j a_j Wo_j`:
@@ -622,16 +638,17 @@ impl<'a, S: Dims> Awgim<'a, S> {
         block: &Block<'a, S>,
         x: &mut MatMut<'_, S::d, C>,
         hidden: &mut MatMut<'_, S::d2, C>,
+        scratch: &mut [i16],
         stage: Stage,
     ) -> Result<(), EngineError> {
         if !block.ln1.apply(x) {
             return Err(EngineError::NonFinite { stage });
         }
-        mul_to(&block.f1, &x.rb(), hidden);
+        block.f1.mul_to(&x.rb(), scratch, hidden);
         for v in hidden.as_mut_slice() {
             *v = v.max(0.0);
         }
-        mul_add_to(&block.f2, &hidden.rb(), x);
+        block.f2.mul_add_to(&hidden.rb(), scratch, x);
         if !block.ln2.apply(x) {
             return Err(EngineError::NonFinite { stage });
         }
@@ -645,6 +662,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         &self,
         prepared: &Prepared<'_, S>,
         scratch: &mut QueryScratch<'_, S, B>,
+        int8: &mut [i16],
         x: &Mat<'_, S::D, Dyn>,
     ) -> Result<(), EngineError> {
         let n = x.ncols().value();
@@ -654,8 +672,8 @@ impl<'a, S: Dims> Awgim<'a, S> {
         let mut q_proj = scratch.q_proj.columns_mut(0, n);
         let mut p = scratch.p.columns_mut(0, n);
         let mut pooled = scratch.pooled.columns_mut(0, n);
-        mul_to(&self.encoders.ap, x, &mut q);
-        mul_to(&self.ca_ap.wq, &q.rb(), &mut q_proj);
+        self.encoders.ap.mul_to(x, int8, &mut q);
+        self.ca_ap.wq.mul_to(&q.rb(), int8, &mut q_proj);
         let class_values = prepared.class_values.rb();
         for j in 0..self.dims.sizes().h {
             let head = self.head(j);
@@ -677,13 +695,12 @@ impl<'a, S: Dims> Awgim<'a, S> {
             &self.ca_ap,
             &mut q,
             &mut scratch.hidden.columns_mut(0, n),
+            int8,
             Stage::CaAp,
         )?;
-        mul_to(
-            &self.generator.g1_attentive,
-            &q.rb(),
-            &mut scratch.ga.columns_mut(0, n),
-        );
+        self.generator
+            .g1_attentive
+            .mul_to(&q.rb(), int8, &mut scratch.ga.columns_mut(0, n));
         Ok(())
     }
 
@@ -695,6 +712,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         prepared: &Prepared<'_, S>,
         scratch: &mut QueryScratch<'_, S, B>,
         variants: Option<(&mut Variants<'_, S, B>, Option<&MatMut<'_, S::D, S::N>>)>,
+        int8: &mut [i16],
         rows: &[f32],
         out: &mut O,
         row0: usize,
@@ -727,10 +745,11 @@ impl<'a, S: Dims> Awgim<'a, S> {
                 expected: n * D.value(),
                 found: rows.len(),
             })?;
-        self.attentive_half(prepared, scratch, &x)?;
+        self.attentive_half(prepared, scratch, int8, &x)?;
         // Cosine logits form `W` instead (see the module doc).
         if !S::CLASSIFIERS || self.logit_scale.is_none() {
-            tr_mul_to(&self.generator.g2_mu, &x, &mut scratch.y.columns_mut(0, n));
+            let mut y = scratch.y.columns_mut(0, n);
+            self.generator.g2_mu.tr_mul_to(&x, int8, &mut y);
         }
         let g = self.dims.G().value().max(1);
         let columns = scratch
@@ -812,7 +831,7 @@ impl<S: Dims> Awgim<'_, S> {
             return;
         };
         hidden_columns(hidden.as_mut_slice(), g, context, ga);
-        mul_to(&self.generator.g2_mu, &hidden.rb(), weights);
+        self.generator.g2_mu.mul_to(&hidden.rb(), weights);
         for (w, &p) in weights.as_mut_slice().iter_mut().zip(prototypes) {
             *w += p;
         }
@@ -834,7 +853,6 @@ pub struct Task<'m, 'w, 'a, S: Dims, B: Dim> {
     /// The variants' per-query buffers (`None` for the paper's classifier).
     variants: Option<Variants<'w, S, B>>,
     /// The int8 products' scratch.
-    #[allow(dead_code)]
     scratch: &'w mut [i16],
     /// Queries classified together.
     batch: B,
@@ -879,6 +897,7 @@ impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
                 &self.prepared,
                 &mut self.queries,
                 variants,
+                self.scratch,
                 chunk,
                 out,
                 c * batch,
@@ -909,6 +928,7 @@ impl<
             &self.prepared,
             &mut self.queries,
             variants,
+            self.scratch,
             query,
             &mut out[..],
             0,
@@ -948,15 +968,26 @@ impl<
             found: D,
         })?;
         self.model
-            .attentive_half(&self.prepared, &mut self.queries, &x)?;
+            .attentive_half(&self.prepared, &mut self.queries, self.scratch, &x)?;
         let ga = self.queries.ga.as_slice();
         let context = self.prepared.context.as_slice();
         let hidden = &mut self.queries.g_hidden;
         hidden_columns(hidden.as_mut_slice(), G, context.chunks_exact(G), ga);
-        self.model.generator.g2_mu.view().mul_to(
-            &hidden.view(),
-            &mut MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(weights.as_flattened_mut()),
-        );
+        match &self.model.generator.g2_mu {
+            G2Mu::F32(g2_mu) => g2_mu.view().mul_to(
+                &hidden.view(),
+                &mut MatrixViewMut::<f32, Const<D>, Const<N>>::from_slice(
+                    weights.as_flattened_mut(),
+                ),
+            ),
+            #[cfg(feature = "int8")]
+            g2_mu => {
+                let w = weights.as_flattened_mut();
+                if let Some(mut w) = MatMut::from_slice(w, Const::<D>, Const::<N>) {
+                    g2_mu.mul_to(&hidden.rb(), &mut w);
+                }
+            }
+        }
         if !all_finite(weights.as_flattened()) {
             return Err(EngineError::NonFinite {
                 stage: Stage::Logits,
