@@ -228,3 +228,48 @@ fn comparison_runs_the_tasks_of_trainer_eval() {
     assert!(same + 2 >= tasks, "{same} of {tasks} tasks agree");
     assert!((graph.accuracy().mean - engine.accuracy(0).mean).abs() < 0.005);
 }
+
+/// The int8 model, run by the engine's int8 path, classifies like the f32 one on the same
+/// tasks (the CLI prints both and their paired difference).
+#[test]
+fn int8_accuracy_follows_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ModelConfig::edge(5);
+    let source = model(config, FileKind::Training, 7);
+    let path = dir.path().join("m.awgim");
+    source.write(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let reference = f32_inference_bytes(&bytes, &path).unwrap();
+    let int8 = int8_bytes(&bytes, &path).unwrap();
+    let data = SyntheticSpec::default().generate().unwrap();
+    let comparison = compare(
+        &[(Path::new("f32"), &reference), (Path::new("int8"), &int8)],
+        data.split(SplitKind::Test),
+        100,
+        15,
+        0,
+    )
+    .unwrap();
+    let diff = comparison.paired_difference(1, 0);
+    assert!(diff.mean.abs() <= 0.01, "{diff:?}");
+
+    let out = dir.path().join("m.int8");
+    let output = Command::new(BIN)
+        .args(["export", "--int8", "--tasks", "10", "--model"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for expected in [
+        "10 tasks",
+        "\nf32 ",
+        " | int8 ",
+        "\npaired difference int8 - f32: ",
+    ] {
+        assert!(text.contains(expected), "`{expected}` not in:\n{text}");
+    }
+    assert!(out.exists());
+}
