@@ -1,4 +1,4 @@
-//! `no_std` AWGIM inference: no heap, no `unsafe`, weights borrowed in place from a model
+//! `no_std` AWGIM inference: no heap, no `unsafe` (but the Arm DSP wrappers), weights borrowed in place from a model
 //! file (see `formats`), `libm` for the scalar maths. One implementation serves two kinds of
 //! sizes ([`Dims`]): compiled in ([`Model`] and its aliases for the paper's classifier,
 //! [`VariantModel`] for the others, in a statically sized [`Workspace`] of
@@ -18,6 +18,17 @@
 //! let mut all = vec![engine::Prediction::zeroed(); queries.len()];
 //! task.classify_batch(queries, &mut all)?;
 //!
+//! // Rows as a sensor delivers them, one at a time, labelled (here shot by shot): each is
+//! // encoded as it arrives, and the support set is never stored.
+//! let mut enrollment = model.enroll(&mut workspace)?;
+//! for k in 0..5 {
+//!     for class in 0..5 {
+//!         enrollment.push(class, &support[class * 5 + k])?;
+//!     }
+//! }
+//! let mut task = enrollment.prepare()?;
+//! let prediction = task.classify(&queries[0])?;
+//!
 //! // Any sizes, from the file: support and queries as rows of D values, logits M x N.
 //! let model = engine::DynModel::load(bytes)?;
 //! let mut workspace = vec![0.0f32; model.workspace_len(8)];
@@ -27,9 +38,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`ops`] (matrix products, layer norm, softmax, attention; the orientation, the
-//! sizes as nalgebra dimensions and the hand-written kernels are explained there) and `model`
-//! (the AWGIM evaluation path, read against AWGIM.md).
+//! Modules: [`ops`] (matrix products, f32 and int8, layer norm, softmax, attention; the
+//! orientation, the sizes as nalgebra dimensions and the hand-written kernels are explained
+//! there) and `model` (the AWGIM evaluation path, read against AWGIM.md, with each algebraic
+//! rewrite, the streaming enrollment and the int8 weights and their costs).
+//!
+//! `unsafe`: denied everywhere (`#![deny(unsafe_code)]`) but in `ops::dsp`, whose wrappers of
+//! single Arm DSP instructions (`SMLAD`, `SXTB16`) allow it, each with its SAFETY comment; the
+//! rest of the crate has no `unsafe`.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

@@ -3,7 +3,9 @@
 //! (see [`crate::ops`]): AWGIM.md's `x W` is written `W x` here, `W` being the file's matrix
 //! seen column-major.
 //!
-//! Support-side work (`prepare`, once per support set):
+//! Support-side work, once per support set: enrollment ([`Enrollment::push`], one labelled
+//! row at a time as it arrives) encodes each row, `s_r = enc_ap x_r` and `enc_cp x_r`; then
+//! `prepare` ([`Enrollment::prepare`]):
 //! 1. attentive path: `s = enc_ap X_s`, `v = sa_ap(s, s, s)`, every column of `v` replaced by
 //!    its class mean `v_bar[i]`; for `ca_ap`, the keys `Wk s` and, per head `j` and class `i`,
 //!    the value already through the output projection, `U_j[i] = Wo_j Wv_j v_bar[i]`;
@@ -51,6 +53,40 @@
 //!   (`h_iᵀ (G2muᵀ G2mu) h_i + 2 p_i . G2mu h_i + |p_i|^2`) needs the G x G Gram matrix,
 //!   `G^2 D` to form (42 M at paper sizes, once per model) and N G^2 a query (327,680): not
 //!   done, a second code path whose Gram matrix a model file does not hold.
+//!
+//! Streaming enrollment and one arena (issue 11's RAM): the encoders are the only support-side
+//! products that need the support rows (`D` values each); everything after them works on the
+//! encodings (`d` each). So each row is encoded when it arrives and only its two encodings
+//! are kept (`2 d N K` values: 25,600 bytes for paper 5-shot, instead of the rows' 64,000),
+//! and the prototype variants keep per-class running means (`D N`, summed as `class_means`
+//! sums: `1/K` times each shot in arrival order, so the logits equal `prepare` on the
+//! class-major rows bit for bit when each class's shots arrive in shot order). The encoders
+//! then run as `N K` one-column products instead of one `N K`-column product: the same
+//! multiply-adds, but each weight is read once per row instead of once per tile of columns
+//! (paper 5-shot on the M4, `cargo test -p tests --release --test device_qemu paper_5shot`:
+//! enrollment + `prepare` 26,847,920 instructions against 25,859,280 before, +3.8%; on the
+//! host 401 against 398 us, docs/engine.md). The workspace is then one arena cut two ways
+//! (`crate::workspace`): the prepared state (`keys_t`, `U`, `G1[0..d] c_bar`), the shot counts
+//! and the int8 scratch live throughout; enrollment and `prepare` use one region for the
+//! encodings and the self-attention scratch, which the queries' buffers reuse once `prepare`
+//! is done. Within `prepare` the keys `Wk x` go through the values' buffer on their way to
+//! `keys_t`, and the feed-forward hidden columns (`2d N K`) take the place of the dead
+//! self-attention queries and keys: no arithmetic changes. Paper 5-shot, one query at a time:
+//! 110,044 bytes ([`crate::workspace_len`]) against 147,516 + 64,000 of support rows; per
+//! query the code is the same (975,600 instructions on the M4, 1,028,800 before: the
+//! kernels' own changes).
+//!
+//! int8 weights (issue 11): a dense layer `formats::tensors::quant_axis` names may be int8 in
+//! the file (`trainer export --int8`); each is then a `crate::ops::int8::QuantMat` borrowed
+//! in place and multiplied with integer sums (`ops::int8`: each input column rounded to i16,
+//! the only approximation; `tests/int8.rs` states and tests the bound against the f32 engine
+//! on the dequantised weights). `G2mu` is stored a scale per input (`G` rows of `D`), so
+//! `G2muᵀ x` is the same kind of product. Two products use part of a row: `G1`'s halves
+//! (`G1[0..d] c_bar[i]`, `G1[d..2d] a(x)`: depth ranges of each of its `G` rows) and the
+//! class-value fold `U_j = Wo_j (Wv_j v_bar)` (head `j`'s inputs of `Wo`, computed as `Wo`
+//! times the class values zeroed outside head `j`: `h` times `d^2 N` in `prepare`, 327,680 for
+//! paper sizes, where f32 runs `d^2 N`). Cosine logits form `W` from `G2mu`'s dequantised
+//! rows in f32 (N G D a query, as for f32).
 //!
 //! Not done: folding `Wq` into the `ca_ap` keys (`(Wq_j q)ᵀ (Wk_j s) = qᵀ (Wq_jᵀ Wk_j s)`)
 //! replaces `Wq q` and the scores (19,584 multiply-adds per query for K = 5) by h N K d =
