@@ -157,7 +157,7 @@ pub fn mul_to<R: Dim, C: Dim, B: Dim>(
     scratch: &mut [i16],
     c: MatMut<'_, C, B>,
 ) {
-    product::<R, C, B, false>(a, b, scratch, c);
+    product::<R, C, B, false>(a, 0, b, scratch, c);
 }
 
 /// `C += A_q B`, as [`mul_to`].
@@ -167,7 +167,22 @@ pub fn mul_add_to<R: Dim, C: Dim, B: Dim>(
     scratch: &mut [i16],
     c: MatMut<'_, C, B>,
 ) {
-    product::<R, C, B, true>(a, b, scratch, c);
+    product::<R, C, B, true>(a, 0, b, scratch, c);
+}
+
+/// `C = A_q[:, start..start + depth] B`: the product with the `depth` values of each row from
+/// `start` on (`B` is `depth x n`, `C` is `rows x n`; `start + depth <= a.depth()`), as
+/// [`mul_to`] (a layer applied to one part of its input, e.g. one half of the generator's
+/// first layer). Where `start` is a multiple of 4, the Arm kernels run; otherwise the portable
+/// sums, which are the same. Where the range does not fit, `C` is left unchanged.
+pub fn mul_to_range<R: Dim, C: Dim, B: Dim>(
+    a: &QuantMat<'_>,
+    start: usize,
+    b: Mat<'_, R, B>,
+    scratch: &mut [i16],
+    c: MatMut<'_, C, B>,
+) {
+    product::<R, C, B, false>(a, start, b, scratch, c);
 }
 
 /// Quantises the column `x` (its first `stride_of(x.len())` values are written to `q`, padded
@@ -246,9 +261,11 @@ pub fn dot(a: &[i8], q: &[i16]) -> i32 {
     acc
 }
 
-/// The common body of [`mul_to`] and [`mul_add_to`].
+/// The common body of [`mul_to`], [`mul_add_to`] and [`mul_to_range`]: the values of each
+/// row from `start` on, as many as `B` has rows.
 fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     a: &QuantMat<'_>,
+    start: usize,
     b: Mat<'_, R, B>,
     scratch: &mut [i16],
     mut c: MatMut<'_, C, B>,
@@ -260,10 +277,12 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     let skip = (scratch.as_ptr() as usize / 2) % 2;
     let scratch = scratch.get_mut(skip..).unwrap_or_default();
     let group = (scratch.len() / stride.max(1)).min(QUANT_COLS);
-    if depth != a.depth || rows != a.rows || group == 0 || depth == 0 {
+    let fits = start.checked_add(depth).is_some_and(|end| end <= a.depth);
+    if !fits || rows != a.rows || group == 0 || depth == 0 {
         return;
     }
-    let Some(values) = a.values.get(..rows * stride) else {
+    let whole = start == 0 && depth == a.depth;
+    let Some(values) = a.values.get(..rows * a.stride()) else {
         return;
     };
     let scales = &a.scales[..rows];
@@ -283,14 +302,62 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
             .enumerate()
         {
             let s = col_scale[t];
-            column_sums(b.nrows(), values, q, |r, sum| {
+            let emit = |r: usize, sum: i32| {
                 if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
                     let v = sum as f32 * scale * s;
                     *c = if ADD { *c + v } else { v };
                 }
-            });
+            };
+            if whole {
+                column_sums(b.nrows(), values, q, emit);
+            } else {
+                range_sums(depth, values, a.stride(), start, q, emit);
+            }
         }
         j += cols;
+    }
+}
+
+/// `sum_k a_k x_k` of a part of an int8 row (any length) and one quantised column in the
+/// pair layout: [`dot`] over the whole groups of 4, then the last part-group.
+pub fn dot_part(a: &[i8], q: &[i16]) -> i32 {
+    let whole = a.len() / 4 * 4;
+    let mut acc = dot(&a[..whole], q);
+    let tail = &a[whole..];
+    if let Some(q4) = q.get(whole..).filter(|_| !tail.is_empty()) {
+        let mut a4 = [0i8; 4];
+        a4[..tail.len()].copy_from_slice(tail);
+        acc = acc.wrapping_add(dot(&a4, q4));
+    }
+    acc
+}
+
+/// The sums of the `depth` values of every row (rows `row_stride` bytes apart) from `start`
+/// on with the quantised column `q`, handed to `emit(r, sum)`: the Arm kernels where the part
+/// starts on a word, else [`dot_part`]. Both give the same sums.
+fn range_sums(
+    depth: usize,
+    values: &[i8],
+    row_stride: usize,
+    start: usize,
+    q: &[i16],
+    mut emit: impl FnMut(usize, i32),
+) {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if start % 4 == 0 && row_stride % 4 == 0 {
+        if let (Ok(w), Ok(x)) = (
+            bytemuck::try_cast_slice::<i8, u32>(values),
+            bytemuck::try_cast_slice::<i16, u32>(q),
+        ) {
+            if arm::range_sums(depth, w, row_stride / 4, start / 4, x, &mut emit) {
+                return;
+            }
+        }
+    }
+    for (r, row) in values.chunks_exact(row_stride.max(1)).enumerate() {
+        if let Some(part) = row.get(start..start + depth) {
+            emit(r, dot_part(part, q));
+        }
     }
 }
 
@@ -325,7 +392,7 @@ fn column_sums<R: Dim>(depth: R, values: &[i8], q: &[i16], mut emit: impl FnMut(
 /// disassembly and the instructions per multiply-add.
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod arm {
-    use nalgebra::Dim;
+    use nalgebra::{Dim, Dyn};
 
     use super::super::dsp::{smlad, sxtb16, sxtb16_ror8};
     use super::stride_of;
@@ -354,6 +421,37 @@ mod arm {
         }
         if r < rows {
             emit(r, one_row(depth, &w[r * words..(r + 1) * words], x));
+        }
+        true
+    }
+
+    /// [`super::range_sums`] on the DSP extension: the `stride_of(depth) / 4` words of each
+    /// row from word `offset` on (rows `row_words` words apart in `w`) with the quantised
+    /// column `x`. Returns false (and emits nothing) if they do not fit.
+    #[inline(always)]
+    pub(super) fn range_sums(
+        depth: usize,
+        w: &[u32],
+        row_words: usize,
+        offset: usize,
+        x: &[u32],
+        mut emit: impl FnMut(usize, i32),
+    ) -> bool {
+        let n = stride_of(depth) / 4;
+        if n == 0 || x.len() < 2 * n || row_words < offset + n {
+            return false;
+        }
+        let rows = w.len() / row_words;
+        let part = |r: usize| &w[r * row_words + offset..][..n];
+        let mut r = 0;
+        while r + 2 <= rows {
+            let [s0, s1] = two_parts(Dyn(depth), part(r), part(r + 1), x);
+            emit(r, s0);
+            emit(r + 1, s1);
+            r += 2;
+        }
+        if r < rows {
+            emit(r, one_row(Dyn(depth), part(r), x));
         }
         true
     }
@@ -391,14 +489,22 @@ mod arm {
                 s1 = words(s1, &wp[i + half], xv);
             }
         } else {
-            let (p0, p1) = (
-                &w0.as_chunks::<2>().0[..half],
-                &w1.as_chunks::<2>().0[..half],
-            );
-            for ((xv, a), b) in xs.iter().zip(p0).zip(p1) {
-                s0 = words(s0, a, xv);
-                s1 = words(s1, b, xv);
-            }
+            return two_parts(depth, w0, w1, x);
+        }
+        [words(s0, t0, xt), words(s1, t1, xt)]
+    }
+
+    /// The sums of the rows `w0` and `w1` (anywhere) with `x`, both in registers over the
+    /// whole depth, each step of 8 values loading the 4 activation words once for both.
+    #[inline(never)]
+    fn two_parts<R: Dim>(depth: R, w0: &[u32], w1: &[u32], x: &[u32]) -> [i32; 2] {
+        let n = stride_of(depth.value()) / 4;
+        let (xs, xt) = x[..2 * n].as_chunks::<4>();
+        let ((p0, t0), (p1, t1)) = (w0[..n].as_chunks::<2>(), w1[..n].as_chunks::<2>());
+        let (mut s0, mut s1) = (0i32, 0i32);
+        for ((xv, a), b) in xs.iter().zip(p0).zip(p1) {
+            s0 = words(s0, a, xv);
+            s1 = words(s1, b, xv);
         }
         [words(s0, t0, xt), words(s1, t1, xt)]
     }
@@ -529,6 +635,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_range_of_each_row_is_the_product_with_those_columns() {
+        // Each part of a row against the product with a matrix of just that part: the same
+        // quantised column, so the same sums and results, bit for bit.
+        for (rows, depth, seed) in [(5, 256, 1), (6, 13, 2), (3, 40, 3), (256, 256, 4)] {
+            let w = random(rows * depth, seed);
+            let (values, scales) = quantised(rows, depth, &w);
+            let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
+            let stride = stride_of(depth);
+            for (start, len) in [
+                (0, depth / 2),
+                (depth / 2, depth - depth / 2),
+                (4, 5),
+                (1, 7),
+                (3, depth - 3),
+                (0, depth),
+            ] {
+                let part: Vec<i8> = (0..rows)
+                    .flat_map(|r| {
+                        let mut row = values[r * stride + start..r * stride + start + len].to_vec();
+                        row.resize(stride_of(len), 0);
+                        row
+                    })
+                    .collect();
+                let alone = QuantMat::from_parts(rows, len, &part, &scales).unwrap();
+                for n in [1, 2, 6] {
+                    let b = random(len * n, seed + 7 * len as u32 + n as u32);
+                    let bm = Mat::from_slice(&b, Dyn(len), Dyn(n)).unwrap();
+                    let mut scratch = vec![0i16; scratch_len(stride_of(len), n)];
+                    let mut got = vec![f32::NAN; rows * n];
+                    let cm = MatMut::from_slice(&mut got, Dyn(rows), Dyn(n)).unwrap();
+                    mul_to_range(&a, start, bm, &mut scratch, cm);
+                    let (want, _) = run(&alone, &b, n, &vec![0.0; rows * n]);
+                    assert_eq!(got, want, "{rows}x{depth} from {start}, {len} long, n {n}");
+                }
+            }
+            // Past the end: C is left alone.
+            let b = random(depth, 9);
+            let bm = Mat::from_slice(&b[..depth - 1], Dyn(depth - 1), Dyn(1)).unwrap();
+            let mut scratch = vec![0i16; scratch_len(stride, 1)];
+            let mut c = vec![7.0f32; rows];
+            let cm = MatMut::from_slice(&mut c, Dyn(rows), Dyn(1)).unwrap();
+            mul_to_range(&a, 2, bm, &mut scratch, cm);
+            assert!(c.iter().all(|&v| v == 7.0));
+        }
+        assert_eq!(
+            dot_part(&[1, 2, 3], &[10, 30, 20, 99]),
+            10 + 2 * 20 + 3 * 30
+        );
     }
 
     #[test]

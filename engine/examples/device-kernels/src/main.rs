@@ -119,6 +119,49 @@ fn int8_product<const R: usize, const K: usize>(what: &str, weights: &[i8], rng:
     same
 }
 
+/// int8 `C = A_q[:, start..start + L] x` for `R` rows of depth `K`, one column: the kernel's
+/// results against the portable sums (bit for bit), then its instructions. Returns whether
+/// they matched.
+fn int8_range<const R: usize, const K: usize, const L: usize>(
+    what: &str,
+    start: usize,
+    weights: &[i8],
+    rng: &mut Lcg,
+) -> bool {
+    let stride = int8::stride_of(K);
+    let scales: [f32; R] = core::array::from_fn(|r| 0.02 - r as f32 * 1e-5);
+    let Some(a) = QuantMat::from_parts(R, K, &weights[..R * stride], &scales) else {
+        println!("{what}: bad sizes");
+        return false;
+    };
+    let x: [f32; L] = core::array::from_fn(|_| rng.f32());
+    let mut scratch = [0i16; 641 + 8];
+    let mut c = [0.0f32; R];
+    let run = |scratch: &mut [i16], c: &mut [f32; R]| {
+        if let (Some(b), Some(c)) = (
+            Mat::from_slice(&x, Const::<L>, Dyn(1)),
+            MatMut::from_slice(c, Const::<R>, Dyn(1)),
+        ) {
+            int8::mul_to_range(&a, start, b, scratch, c);
+        }
+    };
+    run(&mut scratch, &mut c);
+    let mut q = [0i16; 640];
+    let s = int8::quantize_column(&x, &mut q);
+    let mut same = true;
+    for (r, (row, &got)) in weights.chunks_exact(stride).zip(&c).enumerate() {
+        let part = &row[start..start + L];
+        let want = int8::dot_part(part, &q[..int8::stride_of(L)]) as f32 * scales[r] * s;
+        same &= got.to_bits() == want.to_bits();
+    }
+    let count = instructions(|| run(&mut scratch, &mut c));
+    report(what, R, L, 1, count);
+    if !same {
+        println!("{what}: MISMATCH against the portable sums");
+    }
+    same
+}
+
 /// Whether `c` (`rows x n`, column-major) is `A B` within the rounding of sums of `depth`
 /// products, where entry (r, k) of `A` is `a(r, k)` and `B` is `depth x n`.
 fn close(c: &[f32], b: &[f32], rows: usize, depth: usize, a: impl Fn(usize, usize) -> f32) -> bool {
@@ -219,6 +262,13 @@ fn main() -> ! {
     ok &= int8_product::<7, 20>("int8 odd", weights_i8, &mut rng);
     ok &= int8_product::<5, 13>("int8 odd", weights_i8, &mut rng);
     ok &= int8_product::<3, 1>("int8 odd", weights_i8, &mut rng);
+
+    // Parts of rows: the generator's first layer, one half of its 2d inputs, and odd ones (a
+    // part starting on a word, and one that does not: the portable sums).
+    ok &= int8_range::<256, 256, 128>("int8 G1 attentive half (range)", 128, weights_i8, &mut rng);
+    ok &= int8_range::<7, 20, 9>("int8 odd range", 4, weights_i8, &mut rng);
+    ok &= int8_range::<5, 20, 11>("int8 odd range", 8, weights_i8, &mut rng);
+    ok &= int8_range::<5, 20, 9>("int8 odd range", 3, weights_i8, &mut rng);
 
     // The quantisation of one column of 640 (part of every int8 product above).
     let x: [f32; 640] = core::array::from_fn(|_| rng.f32());
