@@ -112,13 +112,22 @@ fn range_product<const ADD: bool, K: Dim, R: Dim>(
     };
     // Where value k of a column sits in the pair layout (groups of 4 stored 0, 2, 1, 3).
     let at = |k: usize| k / 4 * 4 + [0, 2, 1, 3][k % 4];
+    // A range on a group boundary is whole groups of the row: `int8::dot` (the padding of
+    // `x` past `depth` is zero, so the row's values there do not count).
+    let grouped = start % 4 == 0 && start + x.len() <= stride;
     for (j, out) in c.column_slices_mut().enumerate() {
         let s = int8::quantize_column(b.column(j), x);
         for (r, out) in out.iter_mut().enumerate() {
-            let row = &q.values()[r * stride + start..r * stride + start + depth];
-            let sum = row.iter().enumerate().fold(0i32, |acc, (k, &a)| {
-                acc.wrapping_add(i32::from(a) * i32::from(x[at(k)]))
-            });
+            let row = &q.values()[r * stride..(r + 1) * stride];
+            let sum = match grouped {
+                true => int8::dot(&row[start..start + x.len()], x),
+                false => row[start..start + depth]
+                    .iter()
+                    .enumerate()
+                    .fold(0i32, |acc, (k, &a)| {
+                        acc.wrapping_add(i32::from(a) * i32::from(x[at(k)]))
+                    }),
+            };
             let v = sum as f32 * q.scale(r) * s;
             *out = if ADD { *out + v } else { v };
         }
