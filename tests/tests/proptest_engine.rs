@@ -3,7 +3,8 @@
 //! random places of the support features, the queries and the weights. The harness panics
 //! unless `load` answers what the file allows, `prepare` and `classify` refuse exactly the
 //! first non-finite input (row and column), and every other call gives finite logits naming
-//! the largest class or a typed `NonFinite` error.
+//! the largest class or a typed `NonFinite` error. And enrollment: any sequence of labelled
+//! rows is accepted or refused with the typed error its label and the counts call for.
 
 use proptest::prelude::*;
 use tests::fuzzing::{engine_edge, Edit, EditTarget, EngineCase};
@@ -85,5 +86,63 @@ proptest! {
         edits in prop::collection::vec(weight_edit(), 1..4),
     ) {
         engine_edge(&input(case, &edits));
+    }
+}
+
+/// One enrollment step: a label (sometimes past the last class) and a support row.
+fn push() -> impl Strategy<Value = (usize, usize)> {
+    (0usize..7, 0usize..25)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Enrollment on the edge 5-shot model takes any sequence of labelled rows without a
+    /// panic: a label past the last class is `Class`, a class's sixth shot `ClassFull`, and
+    /// `prepare` succeeds exactly when every class has its 5 shots (else `Incomplete` naming
+    /// the first class short of them); the counts it reports are those accepted.
+    #[test]
+    fn enrollment_takes_any_sequence_of_rows(pushes in prop::collection::vec(push(), 0..40)) {
+        let config = formats::ModelConfig::edge(5);
+        let file = formats::AlignedBuf::from_bytes(
+            &tests::random::RandomModel::new(config, 3).build().unwrap(),
+        );
+        let task = tests::random::RandomTask::new(&config, 3, 1, 0.5);
+        let rows: Vec<[f32; 64]> = tests::random::to_arrays(&task.support);
+        let model = engine::Edge5Shot::load(&file).unwrap();
+        let mut workspace = Box::new(engine::Edge5ShotWorkspace::new());
+        let mut enrollment = model.enroll(&mut workspace).unwrap();
+        let mut shots = [0usize; 5];
+        for (class, row) in pushes {
+            let result = enrollment.push(class, &rows[row]);
+            match class {
+                c if c >= 5 => prop_assert_eq!(
+                    result.err(),
+                    Some(engine::EngineError::Class { class, ways: 5 })
+                ),
+                c if shots[c] == 5 => prop_assert_eq!(
+                    result.err(),
+                    Some(engine::EngineError::ClassFull { class, shots: 5 })
+                ),
+                c => {
+                    shots[c] += 1;
+                    prop_assert_eq!(result.ok(), Some(shots.iter().all(|&s| s == 5)));
+                }
+            }
+            for (c, &s) in shots.iter().enumerate() {
+                prop_assert_eq!(enrollment.shots(c), s);
+            }
+        }
+        match shots.iter().position(|&s| s != 5) {
+            Some(class) => prop_assert_eq!(
+                enrollment.prepare().err(),
+                Some(engine::EngineError::Incomplete { class, shots: shots[class], needed: 5 })
+            ),
+            None => {
+                let mut task = enrollment.prepare().unwrap();
+                let p = task.classify(&rows[0]).unwrap();
+                prop_assert!(p.logits.iter().all(|l| l.is_finite()));
+            }
+        }
     }
 }
