@@ -262,8 +262,11 @@ pub enum FormatError {
         /// Scales given.
         found: u64,
     },
-    /// An int8 row's scale is not finite, or not positive (zero included).
-    #[error("int8 tensor `{name}` row {row} has scale {value}, not finite and positive")]
+    /// An int8 row's scale is not positive (zero included) or so large (or infinite, or NaN)
+    /// that `127 * scale` is not finite.
+    #[error(
+        "int8 tensor `{name}` row {row} has scale {value}: not positive, or 127 x it is not finite"
+    )]
     InvalidScale {
         /// Tensor name.
         name: TensorName,

@@ -69,14 +69,15 @@ pub struct QuantTensor<'a> {
     pub stride: usize,
     /// `rows * stride` values, each in `[-127, 127]`, the padding of every row zero.
     pub values: &'a [i8],
-    /// `rows` scales, each finite and positive.
+    /// `rows` scales, each positive with `127 * scale` finite (so every value is finite).
     pub scales: &'a [f32],
 }
 
 impl QuantTensor<'_> {
     /// Checks everything a valid int8 matrix promises: `stride` is `depth` rounded up to a
     /// multiple of 4, there are `rows * stride` values and `rows` scales, every scale is
-    /// finite and positive, every value is in `[-127, 127]` and every row's padding is zero.
+    /// positive with `127 * scale` finite (every value the matrix stands for is finite), every
+    /// value is in `[-127, 127]` and every row's padding is zero.
     /// `name` names the tensor in the error.
     pub fn check(&self, name: &str) -> Result<(), FormatError> {
         check_parts(
@@ -137,7 +138,8 @@ pub(crate) fn check_parts(
         });
     }
     for (row, scale) in scales.enumerate() {
-        if !(scale.is_finite() && scale > 0.0) {
+        // `127 scale` finite: every value the row stands for is finite.
+        if !(scale > 0.0 && (scale * 127.0).is_finite()) {
             return Err(FormatError::InvalidScale {
                 name: error_name(name),
                 row: row as u64,

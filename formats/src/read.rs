@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use crate::error::{error_name, FormatError};
 use crate::header::{
-    EntryRecord, FileKind, Header, ModelConfig, Provenance, Shape, TensorEntry, Text,
-    TrainingState, Validation, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
+    EntryRecord, FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState,
+    Validation, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
 use crate::quant::{check_parts, stride, Dtype, QuantTensor};
 use crate::tensors::{allowed_tensor, expected_tensors, quant_axis};
@@ -512,23 +512,29 @@ impl<'a> ModelFile<'a> {
         })
     }
 
-    /// The entry named `name`: one walk of the encoded table that borrows each name and
-    /// decodes a whole entry only for the match (a device looks up every tensor this way).
+    /// The entry named `name`: one walk of the encoded table that compares each entry's name
+    /// bytes in place and skips the rest of it varint by varint (no decoding, no UTF-8 check,
+    /// no copy: `parse` checked every entry), and decodes a whole entry only for the match (a
+    /// device looks up every tensor this way).
     fn find(&self, name: &str) -> Option<TensorEntry> {
         let mut rest = self.table;
         for _ in 0..self.tensor_count {
-            // `parse` decoded every entry once, so these succeed.
-            let (found, _) = postcard::take_from_bytes::<&str>(rest).ok()?;
-            if found == name {
+            // `parse` decoded every entry once, so these succeed: a name (varint length and
+            // bytes), a shape (varint count and varint dimensions), a varint offset, and in a
+            // version-3 table two code bytes.
+            let (len, after) = varint(rest)?;
+            let found = after.get(..len)?;
+            let (dims, mut tail) = varint(after.get(len..)?)?;
+            for _ in 0..=dims {
+                tail = varint(tail)?.1;
+            }
+            if self.typed_entries {
+                tail = tail.get(2..)?;
+            }
+            if found == name.as_bytes() {
                 return self.entries_from(rest, 1).next();
             }
-            rest = if self.typed_entries {
-                postcard::take_from_bytes::<EntryRef<'_>>(rest).ok()?.1
-            } else {
-                postcard::take_from_bytes::<(&str, Shape, u32)>(rest)
-                    .ok()?
-                    .1
-            };
+            rest = tail;
         }
         None
     }
@@ -660,14 +666,17 @@ impl<'a> ModelFile<'a> {
     }
 }
 
-/// A version-3 table entry with its name borrowed: for skipping entries in a lookup.
-#[derive(Deserialize)]
-struct EntryRef<'a> {
-    _name: &'a str,
-    _shape: Shape,
-    _offset: u32,
-    _dtype: u8,
-    _axis: u8,
+/// A postcard varint (LEB128, at most 10 bytes) at the start of `bytes` and the bytes after
+/// it; `None` if it does not end or does not fit a `usize`.
+fn varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// The entries of a [`ModelFile`]'s tensor table, decoded one at a time

@@ -1020,3 +1020,23 @@ fn error_unknown_classifier_value() {
     let err = parse(&with_classifier([1, 1, 7])).unwrap_err();
     assert!(matches!(err, FormatError::MalformedHeader(_)), "{err:?}");
 }
+
+/// A lookup compares whole names: a prefix, an extension or a differently cased name of a
+/// tensor is not that tensor, in a version-1 and a version-3 table alike.
+#[test]
+fn lookups_compare_whole_names() {
+    let file = valid_tiny();
+    let parsed = parse(&file).unwrap();
+    for entry in parsed.entries() {
+        assert_eq!(parsed.entry(&entry.name).unwrap(), entry);
+    }
+    for missing in ["enc_a", "enc_ap.", "ENC_AP", "", "gen.g2_mu.x"] {
+        assert!(!parsed.contains(missing), "{missing}");
+        assert_eq!(
+            parsed.tensor(missing).unwrap_err(),
+            FormatError::MissingTensor {
+                name: name(missing)
+            }
+        );
+    }
+}

@@ -357,7 +357,7 @@ fn builder_rejects_bad_int8_tensors() {
             index: 9
         }
     );
-    for bad in [0.0, -0.5, f32::NAN, f32::INFINITY] {
+    for bad in [0.0, -0.5, f32::NAN, f32::INFINITY, f32::MAX / 100.0] {
         let mut s = scales;
         s[2] = bad;
         match add_i8("enc_ap", QuantAxis::Out, &padded, &s) {
@@ -504,7 +504,7 @@ fn reader_rejects_bad_int8_contents() {
             index: 17
         }
     );
-    for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+    for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY, 3e36] {
         let error = edited(|file, payload| {
             let at = payload + enc + 32 + 3 * 4;
             file[at..at + 4].copy_from_slice(&bad.to_le_bytes());
