@@ -15,7 +15,9 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use cortex_m_rt::entry;
 use engine::ops::int8::{self, QuantMat};
-use engine::ops::{linear, Mat, MatMut};
+use engine::ops::layer_norm::LayerNorm;
+use engine::ops::softmax::softmax_columns;
+use engine::ops::{linear, relu_sum_dot, Mat, MatMut};
 use nalgebra::{Const, Dyn};
 use semihosting::{println, process};
 use static_cell::ConstStaticCell;
@@ -269,6 +271,45 @@ fn main() -> ! {
     ok &= int8_range::<7, 20, 9>("int8 odd range", 4, weights_i8, &mut rng);
     ok &= int8_range::<5, 20, 11>("int8 odd range", 8, weights_i8, &mut rng);
     ok &= int8_range::<5, 20, 9>("int8 odd range", 3, weights_i8, &mut rng);
+
+    // The per-query f32 work around the products: the 5 logits (`relu_sum_dot` over G = 256),
+    // one layer norm of d = 128, the softmax of 4 heads' 5 scores.
+    let (ga, y): ([f32; 256], [f32; 256]) = (
+        core::array::from_fn(|_| rng.f32()),
+        core::array::from_fn(|_| rng.f32()),
+    );
+    let context: [f32; 256 * 5] = core::array::from_fn(|_| rng.f32());
+    let mut logits = [0.0f32; 5];
+    let count = instructions(|| {
+        for (l, c) in logits.iter_mut().zip(context.chunks_exact(256)) {
+            *l = core::hint::black_box(relu_sum_dot(c, core::hint::black_box(&ga), &y));
+        }
+    });
+    println!("f32 logits (relu_sum_dot) 5x256: {count} instructions");
+    let (gain, bias): ([f32; 128], [f32; 128]) = (
+        core::array::from_fn(|_| 1.0 + rng.f32()),
+        core::array::from_fn(|_| rng.f32()),
+    );
+    let norm = LayerNorm {
+        gain: &gain,
+        bias: &bias,
+        width: Const::<128>,
+        epsilon: 1e-12,
+    };
+    let mut column: [f32; 128] = core::array::from_fn(|_| rng.f32());
+    let count = instructions(|| {
+        if let Some(mut x) = MatMut::from_slice(&mut column, Const::<128>, Dyn(1)) {
+            core::hint::black_box(norm.apply(&mut x));
+        }
+    });
+    println!("f32 layer norm 128: {count} instructions");
+    let mut scores: [f32; 20] = core::array::from_fn(|_| rng.f32());
+    let count = instructions(|| {
+        if let Some(mut x) = MatMut::from_slice(&mut scores, Const::<5>, Dyn(4)) {
+            softmax_columns(&mut x);
+        }
+    });
+    println!("f32 softmax 4 x 5: {count} instructions");
 
     // The quantisation of one column of 640 (part of every int8 product above).
     let x: [f32; 640] = core::array::from_fn(|_| rng.f32());
