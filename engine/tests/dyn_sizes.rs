@@ -7,8 +7,11 @@
 // The size parameters are AWGIM.md's letters, where `D` and `d` are different sizes.
 #![allow(non_upper_case_globals)]
 
+mod common;
 #[path = "../benches/inference/model_file.rs"]
 mod model_file;
+
+use common::sized;
 
 use engine::{Awgim, DynModel, EngineError, Fixed, Prediction, Workspace};
 use formats::{AlignedBuf, Classifier, FeatureNorm, LogitsKind, ModelConfig, WeightsKind};
@@ -70,29 +73,6 @@ fn same_logits<
     }
 }
 
-/// [`same_logits`] for the configuration `$config` (a constant expression), with the model
-/// and workspace types a build script would write for it (`awgim_model!`,
-/// `awgim_workspace!` of its sizes and classifier).
-macro_rules! check {
-    ($config:expr) => {{
-        const CONFIG: ModelConfig = $config;
-        const S: formats::Sizes = CONFIG.sizes();
-    type W = engine::awgim_workspace!(S, CONFIG.classifier; B);
-        same_logits::<
-            { S.D },
-            { S.d },
-            { S.h },
-            { S.N },
-            { S.K },
-            { S.G },
-            { S.N * S.K },
-            { 2 * S.d },
-            { !engine::is_paper(CONFIG.classifier) },
-            _,
-        >(CONFIG, Box::new(W::new()))
-    }};
-}
-
 /// `config` with the classifier `features`, `weights`, `logits`.
 const fn with(
     mut config: ModelConfig,
@@ -113,15 +93,15 @@ const ODD: ModelConfig = ModelConfig::new(48, 16, 2, 3, 2, 24);
 
 #[test]
 fn dyn_equals_const_on_every_shipped_configuration() {
-    check!(ModelConfig::edge(1));
-    check!(ModelConfig::edge(5));
-    check!(ModelConfig::paper(1));
-    check!(ModelConfig::paper(5));
+    sized!(same_logits, ModelConfig::edge(1), B);
+    sized!(same_logits, ModelConfig::edge(5), B);
+    sized!(same_logits, ModelConfig::paper(1), B);
+    sized!(same_logits, ModelConfig::paper(5), B);
 }
 
 #[test]
 fn dyn_equals_const_on_an_odd_configuration() {
-    check!(ODD);
+    sized!(same_logits, ODD, B);
 }
 
 /// The trainer's default classifier (centred features, prototype weights, cosine logits) and
@@ -131,12 +111,24 @@ fn dyn_equals_const_with_the_classifier_variants() {
     use FeatureNorm::{CenteredL2, Raw};
     use LogitsKind::{Cosine, Dot};
     use WeightsKind::{Generated, Prototype};
-    check!(with(ODD, CenteredL2, Prototype, Cosine));
-    check!(with(ODD, Raw, Prototype, Dot));
-    check!(with(ODD, Raw, Generated, Cosine));
-    check!(with(ModelConfig::edge(1), CenteredL2, Prototype, Cosine));
-    check!(with(ModelConfig::edge(5), CenteredL2, Prototype, Cosine));
-    check!(with(ModelConfig::paper(5), CenteredL2, Prototype, Cosine));
+    sized!(same_logits, with(ODD, CenteredL2, Prototype, Cosine), B);
+    sized!(same_logits, with(ODD, Raw, Prototype, Dot), B);
+    sized!(same_logits, with(ODD, Raw, Generated, Cosine), B);
+    sized!(
+        same_logits,
+        with(ModelConfig::edge(1), CenteredL2, Prototype, Cosine),
+        B
+    );
+    sized!(
+        same_logits,
+        with(ModelConfig::edge(5), CenteredL2, Prototype, Cosine),
+        B
+    );
+    sized!(
+        same_logits,
+        with(ModelConfig::paper(5), CenteredL2, Prototype, Cosine),
+        B
+    );
 }
 
 #[test]

@@ -20,8 +20,11 @@
 // Without the `int8` feature only the refusal test runs.
 #![cfg_attr(not(feature = "int8"), allow(dead_code, unused_macros, unused_imports))]
 
+mod common;
 #[path = "../benches/inference/model_file.rs"]
 mod model_file;
+
+use common::sized;
 
 use engine::{Awgim, DynModel, Fixed, Prediction, Workspace};
 use formats::{AlignedBuf, Classifier, FeatureNorm, LogitsKind, ModelConfig, WeightsKind};
@@ -95,27 +98,6 @@ fn int8_against_f32<
     worst
 }
 
-/// [`int8_against_f32`] with the types a build script writes for `$config`.
-macro_rules! check {
-    ($config:expr) => {{
-        const CONFIG: ModelConfig = $config;
-        const S: formats::Sizes = CONFIG.sizes();
-    type W = engine::awgim_workspace!(S, CONFIG.classifier; B);
-        int8_against_f32::<
-            { S.D },
-            { S.d },
-            { S.h },
-            { S.N },
-            { S.K },
-            { S.G },
-            { S.N * S.K },
-            { 2 * S.d },
-            { !engine::is_paper(CONFIG.classifier) },
-            _,
-        >(CONFIG, Box::new(W::new()))
-    }};
-}
-
 const fn default_classifier(mut config: ModelConfig) -> ModelConfig {
     config.classifier = Classifier {
         features: FeatureNorm::CenteredL2,
@@ -128,10 +110,10 @@ const fn default_classifier(mut config: ModelConfig) -> ModelConfig {
 #[cfg(feature = "int8")]
 #[test]
 fn int8_paper_and_edge_within_the_bound() {
-    check!(ModelConfig::paper(1));
-    check!(ModelConfig::paper(5));
-    check!(ModelConfig::edge(1));
-    check!(ModelConfig::edge(5));
+    sized!(int8_against_f32, ModelConfig::paper(1), B);
+    sized!(int8_against_f32, ModelConfig::paper(5), B);
+    sized!(int8_against_f32, ModelConfig::edge(1), B);
+    sized!(int8_against_f32, ModelConfig::edge(5), B);
 }
 
 /// The odd model of issue 10 (no size a multiple of the kernels' tiles), with the paper's and
@@ -141,10 +123,14 @@ fn int8_paper_and_edge_within_the_bound() {
 #[test]
 fn int8_odd_sizes_and_variants_within_the_bound() {
     const ODD: ModelConfig = ModelConfig::new(48, 16, 2, 3, 2, 24);
-    check!(ODD);
-    check!(default_classifier(ODD));
-    check!(default_classifier(ModelConfig::edge(5)));
-    check!(ModelConfig::new(37, 18, 3, 3, 2, 21));
+    sized!(int8_against_f32, ODD, B);
+    sized!(int8_against_f32, default_classifier(ODD), B);
+    sized!(
+        int8_against_f32,
+        default_classifier(ModelConfig::edge(5)),
+        B
+    );
+    sized!(int8_against_f32, ModelConfig::new(37, 18, 3, 3, 2, 21), B);
 }
 
 /// The int8 file is what the engine borrows: no f32 copy of a quantised tensor.
