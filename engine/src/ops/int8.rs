@@ -394,7 +394,7 @@ fn column_sums<R: Dim>(depth: R, values: &[i8], q: &[i16], mut emit: impl FnMut(
 mod arm {
     use nalgebra::{Dim, Dyn};
 
-    use super::super::dsp::{smlad, sxtb16, sxtb16_ror8};
+    use super::super::dsp::{smlad, sxtb16, sxtb16_ror8, two_rows as two_rows_asm};
     use super::stride_of;
 
     /// [`super::column_sums`] on the DSP extension: `w` holds the rows (`stride_of(depth) / 4`
@@ -468,44 +468,35 @@ mod arm {
         acc
     }
 
-    /// The sums of the two rows in `w` (one after the other) with `x`, both in registers over
-    /// the whole depth: each step of 8 values loads the 4 activation words once for both rows.
-    /// The rows are one slice split in two, so that LLVM addresses the second from the
-    /// first's pointer (an immediate offset of one stride) instead of keeping a pointer for
-    /// each. (Steps of 16 values need 8 registers for the activations and spill; so do 4 rows
-    /// per tile.)
-    #[inline(never)]
+    /// The sums of the two rows in `w` (one after the other) with `x`: [`two_parts`].
+    #[inline(always)]
     fn two_rows<R: Dim>(depth: R, w: &[u32], x: &[u32]) -> [i32; 2] {
         let n = stride_of(depth.value()) / 4;
-        let (xs, xt) = x[..2 * n].as_chunks::<4>();
         let (w0, w1) = w[..2 * n].split_at(n);
-        let ((_, t0), (_, t1)) = (w0.as_chunks::<2>(), w1.as_chunks::<2>());
-        let half = n / 2;
-        let (wp, _) = w[..2 * n].as_chunks::<2>();
-        let (mut s0, mut s1) = (0i32, 0i32);
-        if n % 2 == 0 {
-            for (i, xv) in xs.iter().enumerate() {
-                s0 = words(s0, &wp[i], xv);
-                s1 = words(s1, &wp[i + half], xv);
-            }
-        } else {
-            return two_parts(depth, w0, w1, x);
-        }
-        [words(s0, t0, xt), words(s1, t1, xt)]
+        two_parts(depth, w0, w1, x)
     }
 
     /// The sums of the rows `w0` and `w1` (anywhere) with `x`, both in registers over the
-    /// whole depth, each step of 8 values loading the 4 activation words once for both.
+    /// whole depth, each step of 8 values loading the 4 activation words once for both:
+    /// [`dsp::two_rows`](super::super::dsp::two_rows), the inner loop in assembly, over the
+    /// whole steps, then the last word if the number of words is odd.
     #[inline(never)]
     fn two_parts<R: Dim>(depth: R, w0: &[u32], w1: &[u32], x: &[u32]) -> [i32; 2] {
         let n = stride_of(depth.value()) / 4;
-        let (xs, xt) = x[..2 * n].as_chunks::<4>();
-        let ((p0, t0), (p1, t1)) = (w0[..n].as_chunks::<2>(), w1[..n].as_chunks::<2>());
-        let (mut s0, mut s1) = (0i32, 0i32);
-        for ((xv, a), b) in xs.iter().zip(p0).zip(p1) {
-            s0 = words(s0, a, xv);
-            s1 = words(s1, b, xv);
-        }
+        let even = n / 2 * 2;
+        let (x, xt) = x[..2 * n].split_at(2 * even);
+        let ((w0, t0), (w1, t1)) = (w0[..n].split_at(even), w1[..n].split_at(even));
+        let [s0, s1] = two_rows_asm(w0, w1, x).unwrap_or_else(|| {
+            // Fewer than 2 words: the same steps from the one-instruction wrappers.
+            let (xs, _) = x.as_chunks::<4>();
+            let (p0, p1) = (w0.as_chunks::<2>().0, w1.as_chunks::<2>().0);
+            xs.iter()
+                .zip(p0)
+                .zip(p1)
+                .fold([0, 0], |[s0, s1], ((xv, a), b)| {
+                    [words(s0, a, xv), words(s1, b, xv)]
+                })
+        });
         [words(s0, t0, xt), words(s1, t1, xt)]
     }
 
