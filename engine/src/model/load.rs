@@ -8,8 +8,6 @@ use formats::tensors::{BlockNames, GeneratorNames, LayerNormNames, ENC_AP, ENC_C
 use formats::QuantAxis;
 use formats::{Dtype, FormatError, ModelFile};
 use nalgebra::Dim;
-#[cfg(feature = "int8")]
-use nalgebra::Dyn;
 
 use crate::dims::Dims;
 use crate::error::EngineError;
@@ -20,20 +18,14 @@ use crate::ops::linear;
 use crate::ops::{Mat, MatMut, Weight};
 
 /// A dense layer as the file stores it: f32 (the `R x C` view of the file's `[C][R]` matrix,
-/// see [`crate::ops`]) or int8 (a [`QuantMat`] with a scale per output row: `R` rows of `C`
-/// inputs, [`QuantAxis::Out`]; or, for `G1`'s halves, a depth range of each row).
+/// see [`crate::ops`]) or int8 (a [`QuantMat`] of `R` rows of `C` inputs with a scale per
+/// output row, [`QuantAxis::Out`]).
 pub(crate) enum Dense<'a, R: Dim, C: Dim> {
-    // (R and C are the f32 variant's; an int8 layer checks them when it is loaded.)
     /// f32 weights.
     F32(Weight<'a, R, C>),
-    /// int8 weights: the inputs `start..start + C` of each row of `q`.
+    /// int8 weights.
     #[cfg(feature = "int8")]
-    I8 {
-        /// The whole quantised tensor.
-        q: QuantMat<'a>,
-        /// The first input of this layer in each row (0 but for `G1`'s attentive half).
-        start: usize,
-    },
+    I8(QuantMat<'a>),
 }
 
 impl<R: Dim, C: Dim> Dense<'_, R, C> {
@@ -48,7 +40,10 @@ impl<R: Dim, C: Dim> Dense<'_, R, C> {
         match self {
             Self::F32(w) => linear::mul_to(w, b, c),
             #[cfg(feature = "int8")]
-            Self::I8 { q, start } => int8_product::<false, _, _, _, _>(q, *start, b, scratch, c),
+            Self::I8(q) => {
+                let n = b.ncols().value().min(c.ncols().value());
+                int8::mul_to(q, b.columns(0, n), scratch, c.columns_mut(0, n));
+            }
         }
     }
 
@@ -63,73 +58,46 @@ impl<R: Dim, C: Dim> Dense<'_, R, C> {
         match self {
             Self::F32(w) => linear::mul_add_to(w, b, c),
             #[cfg(feature = "int8")]
-            Self::I8 { q, start } => int8_product::<true, _, _, _, _>(q, *start, b, scratch, c),
+            Self::I8(q) => {
+                let n = b.ncols().value().min(c.ncols().value());
+                int8::mul_add_to(q, b.columns(0, n), scratch, c.columns_mut(0, n));
+            }
         }
     }
 }
 
-#[cfg(feature = "int8")]
-/// `C (+)= A_q[:, start..start + K] B` over the columns `B` and `C` share: the whole depth
-/// through [`int8::mul_to`], a depth range (`G1`'s halves) through [`range_product`].
-fn int8_product<const ADD: bool, K: Dim, X: Dim, R: Dim, Y: Dim>(
-    q: &QuantMat<'_>,
-    start: usize,
-    b: &Mat<'_, K, X>,
-    scratch: &mut [i16],
-    c: &mut MatMut<'_, R, Y>,
-) {
-    let n = b.ncols().value().min(c.ncols().value());
-    let b = b.columns(0, n);
-    let c = c.columns_mut(0, n);
-    if start == 0 && q.depth() == b.nrows().value() {
-        match ADD {
-            true => int8::mul_add_to(q, b, scratch, c),
-            false => int8::mul_to(q, b, scratch, c),
-        }
-    } else {
-        range_product::<ADD, K, R>(q, start, b, scratch, c);
-    }
+/// One half of `gen.g1` (its inputs `0..d`, applied to `c_bar[i]`, or `d..2d`, applied to
+/// `a(x)`): f32, the `G x d` view of its rows; int8, the inputs `start..start + d` of each of
+/// the int8 tensor's `G` rows ([`int8::mul_to_range`]).
+pub(crate) enum G1Half<'a, S: Dims> {
+    /// f32 weights.
+    F32(Weight<'a, S::G, S::d>),
+    /// int8 weights: the inputs from `start` on of each row of `q`.
+    #[cfg(feature = "int8")]
+    I8 {
+        /// The whole tensor.
+        q: QuantMat<'a>,
+        /// The first input of this half.
+        start: usize,
+    },
 }
 
-#[cfg(feature = "int8")]
-/// `C (+)= A_q[:, start..start + K] B`: each column of `B` quantised as [`int8::mul_to`] does
-/// ([`int8::quantize_column`], the pair layout), each sum exact in i32 (any order), then
-/// scaled the same way, so a range product equals the whole-depth product of `B` padded with
-/// zeros.
-fn range_product<const ADD: bool, K: Dim, R: Dim>(
-    q: &QuantMat<'_>,
-    start: usize,
-    b: Mat<'_, K, Dyn>,
-    scratch: &mut [i16],
-    mut c: MatMut<'_, R, Dyn>,
-) {
-    let (depth, rows, stride) = (b.nrows().value(), q.rows(), q.stride());
-    if start + depth > q.depth() || c.nrows().value() != rows {
-        return;
-    }
-    let Some(x) = scratch.get_mut(..int8::stride_of(depth)) else {
-        return;
-    };
-    // Where value k of a column sits in the pair layout (groups of 4 stored 0, 2, 1, 3).
-    let at = |k: usize| k / 4 * 4 + [0, 2, 1, 3][k % 4];
-    // A range on a group boundary is whole groups of the row: `int8::dot` (the padding of
-    // `x` past `depth` is zero, so the row's values there do not count).
-    let grouped = start % 4 == 0 && start + x.len() <= stride;
-    for (j, out) in c.column_slices_mut().enumerate() {
-        let s = int8::quantize_column(b.column(j), x);
-        for (r, out) in out.iter_mut().enumerate() {
-            let row = &q.values()[r * stride..(r + 1) * stride];
-            let sum = match grouped {
-                true => int8::dot(&row[start..start + x.len()], x),
-                false => row[start..start + depth]
-                    .iter()
-                    .enumerate()
-                    .fold(0i32, |acc, (k, &a)| {
-                        acc.wrapping_add(i32::from(a) * i32::from(x[at(k)]))
-                    }),
-            };
-            let v = sum as f32 * q.scale(r) * s;
-            *out = if ADD { *out + v } else { v };
+impl<S: Dims> G1Half<'_, S> {
+    /// `C = G1[:, half] B`, with `scratch` for the int8 activations.
+    #[cfg_attr(not(feature = "int8"), allow(unused_variables))]
+    pub fn mul_to<X: Dim, Y: Dim>(
+        &self,
+        b: &Mat<'_, S::d, X>,
+        scratch: &mut [i16],
+        c: &mut MatMut<'_, S::G, Y>,
+    ) {
+        match self {
+            Self::F32(w) => linear::mul_to(w, b, c),
+            #[cfg(feature = "int8")]
+            Self::I8 { q, start } => {
+                let n = b.ncols().value().min(c.ncols().value());
+                int8::mul_to_range(q, *start, b.columns(0, n), scratch, c.columns_mut(0, n));
+            }
         }
     }
 }
@@ -247,9 +215,9 @@ impl<'a, S: Dims> Encoders<'a, S> {
 /// `g2_sigma`), with `G1` split at its input `z = [c_bar[i] ; a(x)]`.
 pub(crate) struct Generator<'a, S: Dims> {
     /// Columns `0..d` of `gen.g1` seen as `G x 2d`: the context half, applied to `c_bar[i]`.
-    pub g1_context: Dense<'a, S::G, S::d>,
+    pub g1_context: G1Half<'a, S>,
     /// Columns `d..2d` of `gen.g1` seen as `G x 2d`: the attentive half, applied to `a(x)`.
-    pub g1_attentive: Dense<'a, S::G, S::d>,
+    pub g1_attentive: G1Half<'a, S>,
     /// `gen.g2_mu` (`[G][D]` in the file) seen as `D x G`: `W[i] = g2_mu h_i`.
     pub g2_mu: G2Mu<'a, S>,
 }
@@ -276,8 +244,8 @@ impl<'a, S: Dims> Generator<'a, S> {
             // One row per output, its 2d inputs: the halves are depth ranges of every row.
             let q = quant(file, names.g1, QuantAxis::Out, g.value(), 2 * d.value())?;
             return Ok(Self {
-                g1_context: Dense::I8 { q, start: 0 },
-                g1_attentive: Dense::I8 {
+                g1_context: G1Half::I8 { q, start: 0 },
+                g1_attentive: G1Half::I8 {
                     q,
                     start: d.value(),
                 },
@@ -287,8 +255,8 @@ impl<'a, S: Dims> Generator<'a, S> {
         let g1 = f32_tensor(file, names.g1)?;
         let (context, attentive) = g1.split_at(g1.len().min(g.value() * d.value()));
         Ok(Self {
-            g1_context: Dense::F32(view(context, names.g1, g, d)?),
-            g1_attentive: Dense::F32(view(attentive, names.g1, g, d)?),
+            g1_context: G1Half::F32(view(context, names.g1, g, d)?),
+            g1_attentive: G1Half::F32(view(attentive, names.g1, g, d)?),
             g2_mu,
         })
     }
@@ -367,10 +335,13 @@ fn dense<'a, R: Dim, C: Dim>(
 ) -> Result<Dense<'a, R, C>, EngineError> {
     match file.dtype(name)? {
         #[cfg(feature = "int8")]
-        Dtype::I8 => Ok(Dense::I8 {
-            q: quant(file, name, QuantAxis::Out, r.value(), c.value())?,
-            start: 0,
-        }),
+        Dtype::I8 => Ok(Dense::I8(quant(
+            file,
+            name,
+            QuantAxis::Out,
+            r.value(),
+            c.value(),
+        )?)),
         _ => Ok(Dense::F32(weight(file, name, r, c)?)),
     }
 }

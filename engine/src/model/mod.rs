@@ -108,7 +108,7 @@ use nalgebra::{Const, Dim, Dyn, MatrixViewMut};
 use crate::dims::{Dims, Dynamic, Fixed};
 use crate::error::{EngineError, Input, Stage};
 use crate::ops::attention::{self, head};
-use crate::ops::{all_finite, relu_sum_dot, Mat, MatMut};
+use crate::ops::{all_finite, relu, relu_sum_dot, Mat, MatMut};
 use crate::workspace::{
     Arena, Encoded, Prepared, QueryScratch, SupportScratch, Variants, Workspace,
 };
@@ -156,7 +156,7 @@ fn l2_normalise(columns: &mut [f32], width: usize) {
 fn hidden_columns(hidden: &mut [f32], g: usize, contexts: ChunksExact<'_, f32>, ga: &[f32]) {
     for (h_i, context) in hidden.chunks_exact_mut(g.max(1)).zip(contexts) {
         for ((hidden, &c), &a) in h_i.iter_mut().zip(context).zip(ga) {
-            *hidden = (c + a).max(0.0);
+            *hidden = relu(c + a);
         }
     }
 }
@@ -682,7 +682,7 @@ impl<'a, S: Dims> Awgim<'a, S> {
         }
         block.f1.mul_to(&x.rb(), scratch, hidden);
         for v in hidden.as_mut_slice() {
-            *v = v.max(0.0);
+            *v = relu(*v);
         }
         block.f2.mul_add_to(&hidden.rb(), scratch, x);
         if !block.ln2.apply(x) {
