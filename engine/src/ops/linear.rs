@@ -275,6 +275,17 @@ fn lone<M: Dim, K: Dim, const MR: usize, const ADD: bool>(
     c: &mut [f32],
     i: usize,
 ) {
+    // On Arm, 16 rows are one loop in assembly with `VLDM` loads (`ops::dsp::gemv16`), the
+    // same sums in the same order.
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if MR == 16 {
+        if let Some(acc) = super::dsp::gemv16(&a[i..], m.value(), &b[..k.value()]) {
+            for (c, &s) in c[i..i + MR].iter_mut().zip(&acc) {
+                *c = if ADD { *c + s } else { s };
+            }
+            return;
+        }
+    }
     let mut acc = [0.0f32; MR];
     for (a_col, &b_k) in a.chunks_exact(m.value()).zip(&b[..k.value()]) {
         // On Arm, LLVM unrolls this loop by two and addresses the second column at an offset
@@ -437,6 +448,23 @@ fn finish<K: Dim, M: Dim, const TA: usize, const TB: usize>(
 #[inline(never)]
 fn scalar_dots<K: Dim, const TA: usize>(k: K, a_cols: [&[f32]; TA], b: &[f32]) -> [f32; TA] {
     let depth = k.value();
+    // 8 dot products over the whole steps of 8 are one loop in assembly with `VLDM` loads
+    // (`ops::dsp::dots8`), the same sums in the same order; the tail below continues them.
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if TA == 8 && depth >= 8 {
+        let whole = depth / 8 * 8;
+        let rows: [&[f32]; 8] = core::array::from_fn(|s| &a_cols[s % TA][..whole]);
+        if let Some(sums) = super::dsp::dots8(rows, &b[..whole]) {
+            let mut acc = [0.0f32; TA];
+            for (s, (acc, a)) in acc.iter_mut().zip(&a_cols).enumerate() {
+                *acc = sums[s];
+                for (&a, &x) in a[whole..depth].iter().zip(&b[whole..depth]) {
+                    *acc += a * x;
+                }
+            }
+            return acc;
+        }
+    }
     let (b_steps, b_tail) = b[..depth].as_chunks::<8>();
     // Each column's steps cut to the length of `b`'s, so `a[c]` needs no bounds check.
     let a: [(&[[f32; 8]], &[f32]); TA] = core::array::from_fn(|s| {

@@ -1,7 +1,8 @@
 //! The engine's big products at the paper's sizes (D = 640, d = 128, G = 256) on the device,
 //! one query column at a time as the firmware classifies: checks the int8 kernels (on Arm,
 //! the `SMLAD` inner loops of `engine::ops::int8`) against the portable sums bit for bit and
-//! the f32 kernels (their Arm tiles) against f64 sums, and prints the instructions each
+//! the f32 kernels against f64 sums (and, for one column, where the Arm kernels run loops in
+//! assembly, against the same sums in Rust bit for bit), and prints the instructions each
 //! product takes. Run with `cargo run --release` here (see
 //! Cargo.toml); exits 0 when every check passes, 1 otherwise.
 //!
@@ -182,6 +183,24 @@ fn close(c: &[f32], b: &[f32], rows: usize, depth: usize, a: impl Fn(usize, usiz
         })
 }
 
+/// Whether the first column of `c` is, bit for bit, the sums `acc += a(r, k) b[k]` taken in
+/// the order of `k` from 0 (what the one-column kernels compute, in assembly on Arm).
+fn in_order(
+    c: &[f32],
+    b: &[f32],
+    rows: usize,
+    depth: usize,
+    a: impl Fn(usize, usize) -> f32,
+) -> bool {
+    c[..rows].iter().enumerate().all(|(r, &got)| {
+        let mut acc = 0.0f32;
+        for (k, &x) in b[..depth].iter().enumerate() {
+            acc += core::hint::black_box(a(r, k)) * x;
+        }
+        got.to_bits() == acc.to_bits()
+    })
+}
+
 /// f32 `C = A B` (`A`: `R x K`), `n` columns: checked against an f64 sum, then its
 /// instructions. Returns whether it matched.
 fn f32_product<const R: usize, const K: usize>(what: &str, weights: &[f32], n: usize) -> bool {
@@ -200,7 +219,8 @@ fn f32_product<const R: usize, const K: usize>(what: &str, weights: &[f32], n: u
     let count = instructions(run);
     report(what, R, K, n, count);
     // Column-major `R x K`: entry (r, k) at k R + r.
-    let ok = close(&c[..R * n], &b[..K * n], R, K, |r, k| weights[k * R + r]);
+    let ok = close(&c[..R * n], &b[..K * n], R, K, |r, k| weights[k * R + r])
+        && (n > 1 || in_order(&c, &b, R, K, |r, k| weights[k * R + r]));
     if !ok {
         println!("{what}: WRONG against the f64 sums");
     }
@@ -225,7 +245,8 @@ fn f32_tr_product<const K: usize, const R: usize>(what: &str, weights: &[f32], n
     let count = instructions(run);
     report(what, R, K, n, count);
     // Column-major `K x R`: entry (r, k) of `Aᵀ` at r K + k.
-    let ok = close(&c[..R * n], &b[..K * n], R, K, |r, k| weights[r * K + k]);
+    let ok = close(&c[..R * n], &b[..K * n], R, K, |r, k| weights[r * K + k])
+        && (n > 1 || in_order(&c, &b, R, K, |r, k| weights[r * K + k]));
     if !ok {
         println!("{what}: WRONG against the f64 sums");
     }
@@ -328,7 +349,9 @@ fn main() -> ! {
     ok &= f32_tr_product::<640, 256>("f32 G2mu^T x", weights_f32, 5);
     // Odd shapes: every remainder of the row tiles and of the steps of 8.
     ok &= f32_tr_product::<21, 13>("f32 odd tr", weights_f32, 1);
+    ok &= f32_tr_product::<37, 19>("f32 odd tr", weights_f32, 1);
     ok &= f32_product::<37, 19>("f32 odd", weights_f32, 1);
+    ok &= f32_product::<53, 3>("f32 odd", weights_f32, 1);
 
     println!("{}", if ok { "ok" } else { "FAILED" });
     process::exit(if ok { 0 } else { 1 })
