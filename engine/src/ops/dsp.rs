@@ -78,9 +78,10 @@ pub fn sxtb16_ror8(w: u32) -> u32 {
 /// them (`w0`, `w1`: `n` words of 4 weights each; `x`: the column's `2 n` words of two i16,
 /// in the pair layout), or `None` unless `w1` has `n` words, `x` has `2 n` and `n` is even
 /// and at least 2. One inner loop in assembly, 8 values of both rows a step: an `LDM` of the
-/// 4 activation words for both rows, then per weight word an `LDR`, `SXTB16`, `SMLAD`,
-/// `SXTB16 ROR 8`, `SMLAD`; 23 instructions per 16 multiply-adds (LLVM's schedule of the same
-/// steps from the wrappers above takes 25 to 26, `docs/arm-kernels.md`).
+/// 4 activation words for both rows, per row an `LDRD` of its 2 weight words, and per weight
+/// word `SXTB16`, `SMLAD`, `SXTB16 ROR 8`, `SMLAD`; 21 instructions per 16 multiply-adds
+/// (LLVM's schedule of the same steps from the wrappers above takes 25 to 32,
+/// `docs/arm-kernels.md`).
 #[inline(always)]
 pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
     let n = w0.len();
@@ -91,7 +92,8 @@ pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
     let (mut s0, mut s1) = (0i32, 0i32);
     // SAFETY: the loop runs `steps` >= 1 times (`subs` then `bne`: at least once, and `steps`
     // is not 0). Each step reads 4 words from `x` (an `LDM` with write-back, word-aligned:
-    // `x` is a `&[u32]`), 2 from `w0` and 2 from `w1` (post-indexed `LDR`s), all at and after
+    // `x` is a `&[u32]`), 2 from `w0` and 2 from `w1` (post-indexed `LDRD`s, which need word
+    // alignment only on the M-profile), all at and after
     // the slices' starts: `4 steps = 2 n = x.len()` and `2 steps = n = w0.len() = w1.len()`
     // words in all, so every read is inside the borrowed slices, which nothing writes
     // meanwhile. It writes no memory (`readonly`) and no stack (`nostack`); the registers it
@@ -101,26 +103,24 @@ pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
         asm!(
             "2:",
             "ldm {px}!, {{r0, r1, r2, r3}}",
-            "ldr {w}, [{pa}], #4",
+            "ldrd {w}, {v}, [{pa}], #8",
             "sxtb16 {t}, {w}",
             "smlad {s0}, {t}, r0, {s0}",
             "sxtb16 {w}, {w}, ror #8",
             "smlad {s0}, {w}, r1, {s0}",
-            "ldr {w}, [{pa}], #4",
-            "sxtb16 {t}, {w}",
+            "sxtb16 {t}, {v}",
             "smlad {s0}, {t}, r2, {s0}",
-            "sxtb16 {w}, {w}, ror #8",
-            "smlad {s0}, {w}, r3, {s0}",
-            "ldr {w}, [{pb}], #4",
+            "sxtb16 {v}, {v}, ror #8",
+            "smlad {s0}, {v}, r3, {s0}",
+            "ldrd {w}, {v}, [{pb}], #8",
             "sxtb16 {t}, {w}",
             "smlad {s1}, {t}, r0, {s1}",
             "sxtb16 {w}, {w}, ror #8",
             "smlad {s1}, {w}, r1, {s1}",
-            "ldr {w}, [{pb}], #4",
-            "sxtb16 {t}, {w}",
+            "sxtb16 {t}, {v}",
             "smlad {s1}, {t}, r2, {s1}",
-            "sxtb16 {w}, {w}, ror #8",
-            "smlad {s1}, {w}, r3, {s1}",
+            "sxtb16 {v}, {v}, ror #8",
+            "smlad {s1}, {v}, r3, {s1}",
             "subs {n}, {n}, #1",
             "bne 2b",
             px = inout(reg) x.as_ptr() => _,
@@ -130,6 +130,7 @@ pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
             s0 = inout(reg) s0,
             s1 = inout(reg) s1,
             w = out(reg) _,
+            v = out(reg) _,
             t = out(reg) _,
             out("r0") _,
             out("r1") _,
