@@ -83,9 +83,8 @@
 //! on the dequantised weights). `G2mu` is stored a scale per input (`G` rows of `D`), so
 //! `G2muᵀ x` is the same kind of product. Two products use part of a row: `G1`'s halves
 //! (`G1[0..d] c_bar[i]`, `G1[d..2d] a(x)`: depth ranges of each of its `G` rows) and the
-//! class-value fold `U_j = Wo_j (Wv_j v_bar)` (head `j`'s inputs of `Wo`, computed as `Wo`
-//! times the class values zeroed outside head `j`: `h` times `d^2 N` in `prepare`, 327,680 for
-//! paper sizes, where f32 runs `d^2 N`). Cosine logits form `W` from `G2mu`'s dequantised
+//! class-value fold `U_j = Wo_j (Wv_j v_bar)` (head `j`'s inputs of `Wo`), both through
+//! `ops::int8::mul_to_range`. Cosine logits form `W` from `G2mu`'s dequantised
 //! rows in f32 (N G D a query, as for f32).
 //!
 //! Not done: folding `Wq` into the `ca_ap` keys (`(Wq_j q)ᵀ (Wk_j s) = qᵀ (Wq_jᵀ Wk_j s)`)
@@ -569,13 +568,17 @@ impl<'a, S: Dims> Awgim<'a, S> {
         // 1. Attentive path: s = enc_ap X_s (enrolled); the ca_ap keys Wk s; v = sa_ap(s, s, s)
         //    and its class means v_bar; the ca_ap class values through the output projection,
         //    per head: U_j = Wo_j Wv_j v_bar.
-        self.ca_ap.wk.mul_to(&encoded.ap.rb(), scratch, &mut sc.values);
+        self.ca_ap
+            .wk
+            .mul_to(&encoded.ap.rb(), scratch, &mut sc.values);
         sc.values.view().transpose_to(&mut p.keys_t.view_mut());
         self.self_attention(&self.sa_ap, &mut encoded.ap, &mut sc, scratch, Stage::SaAp)?;
         let (mut means, mut class_values) =
             SupportScratch::classes(sc.a, s).ok_or(self.short_workspace(1, 0))?;
         class_means(&encoded.ap.rb(), &mut means, K);
-        self.ca_ap.wv.mul_to(&means.rb(), scratch, &mut class_values);
+        self.ca_ap
+            .wv
+            .mul_to(&means.rb(), scratch, &mut class_values);
         for j in 0..h {
             let head = self.head(j);
             let mut u = p.class_values.columns_mut(j * N, N);
@@ -590,16 +593,28 @@ impl<'a, S: Dims> Awgim<'a, S> {
                         0.0,
                     );
                 }
-                // int8: Wo_j is a depth range of every row; the product with the class values
-                // zeroed outside head j's rows is the same (each column's quantisation sees
-                // only head j's values), in `means`, which is dead.
+                // int8: Wo_j is the depth range `head` of every row, applied to head j's rows
+                // of the class values (copied together into `means`, which is dead).
                 #[cfg(feature = "int8")]
-                wo => {
-                    for (m, c) in means.column_slices_mut().zip(class_values.column_slices_mut()) {
-                        m.fill(0.0);
-                        m[head.clone()].copy_from_slice(&c[head.clone()]);
+                Dense::I8(wo) => {
+                    let rows = head.len();
+                    let packed = &mut means.as_mut_slice()[..rows * N];
+                    for (m, c) in packed
+                        .chunks_exact_mut(rows.max(1))
+                        .zip(class_values.column_slices_mut())
+                    {
+                        m.copy_from_slice(&c[head.clone()]);
                     }
-                    wo.mul_to(&means.rb(), scratch, &mut u);
+                    if let Some(b) = Mat::from_slice(packed, Dyn(rows), Dyn(N)) {
+                        let n = u.ncols().value();
+                        crate::ops::int8::mul_to_range(
+                            wo,
+                            head.start,
+                            b,
+                            scratch,
+                            u.columns_mut(0, n),
+                        );
+                    }
                 }
             }
         }
@@ -610,7 +625,9 @@ impl<'a, S: Dims> Awgim<'a, S> {
         class_means(&encoded.cp.rb(), &mut means, K);
 
         // 3. The class half of the generator's first layer: G1[0..d] c_bar[i].
-        self.generator.g1_context.mul_to(&means.rb(), scratch, &mut p.context);
+        self.generator
+            .g1_context
+            .mul_to(&means.rb(), scratch, &mut p.context);
 
         let finite = all_finite(p.keys_t.as_slice())
             && all_finite(p.class_values.as_slice())
@@ -928,7 +945,10 @@ impl<S: Dims, B: Dim> Task<'_, '_, '_, S, B> {
             self.batch.value().max(1),
         );
         for (c, chunk) in rows.chunks(width * batch).enumerate() {
-            let variants = self.variants.as_mut().map(|v| (v, self.prototypes.as_ref()));
+            let variants = self
+                .variants
+                .as_mut()
+                .map(|v| (v, self.prototypes.as_ref()));
             self.model.classify_rows(
                 &self.prepared,
                 &mut self.queries,
@@ -959,7 +979,10 @@ impl<
     /// The logits of one query and its predicted class.
     pub fn classify(&mut self, query: &[f32; D]) -> Result<Prediction<N>, EngineError> {
         let mut out = [Prediction::zeroed()];
-        let variants = self.variants.as_mut().map(|v| (v, self.prototypes.as_ref()));
+        let variants = self
+            .variants
+            .as_mut()
+            .map(|v| (v, self.prototypes.as_ref()));
         self.model.classify_rows(
             &self.prepared,
             &mut self.queries,
