@@ -40,6 +40,13 @@
 //! Cortex-M, the 32 single-precision FPU registers). Each tile is a function of its own
 //! (`#[inline(never)]`): inlined into the loops around it, the compiler sometimes left the
 //! sums in memory or vectorised across the wrong loop, at a tenth of the speed.
+//!
+//! On Arm with the hard-float ABI (the firmware), the lone-column loops, 16 rows of `A B`
+//! (`lone`) and 8 dot products of `Aᵀ B` (`scalar_dots`), are in assembly
+//! (`ops::dsp::{gemv16, dots8}`): LLVM never loads several weights with one `VLDM`, and a
+//! gemv then costs 2 instructions per multiply-add; with it, 1.2 to 1.4 on the paper's
+//! products. The sums and their order are those of the Rust loops (checked bit for bit by
+//! `examples/device-kernels` on QEMU); `docs/arm-kernels.md` shows the loops.
 
 use nalgebra::Dim;
 

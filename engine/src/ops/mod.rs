@@ -27,9 +27,10 @@
 //! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
 //! - [`int8`]: products of int8 weights with f32 columns, accumulated in i32 (the int8
 //!   models' big products); the module states the error against the dequantised product.
-//!   On Arm (`thumbv7em-none-eabihf`) its inner loops use the DSP extension's `SXTB16` and
-//!   `SMLAD` through `dsp`, one-instruction `asm!` wrappers and the engine's only `unsafe`
-//!   code. `docs/arm-kernels.md` shows the device's inner loops, int8 and f32, and what they
+//!   On Arm (`thumbv7em-none-eabihf`) its inner loop uses the DSP extension's `SXTB16` and
+//!   `SMLAD`, in assembly, as do the f32 products of one column (`VLDM` loads): module `dsp`,
+//!   the engine's only `unsafe` code, each loop behind a safe function that checks the
+//!   lengths it relies on. `docs/arm-kernels.md` shows the device's inner loops and what they
 //!   cost per multiply-add (measured by `examples/device-kernels` on QEMU).
 //!
 //! Everything else is nalgebra's own, on views: element-wise maps (`zip_zip_apply`,
@@ -256,7 +257,7 @@ pub fn all_finite(x: &[f32]) -> bool {
     non_finite == 0
 }
 
-/// `max(v, 0)`, NaN to 0: the ReLU. On Arm a compare and a select ([`relu_select`]): the
+/// `max(v, 0)`, NaN to 0: the ReLU. On Arm a compare and a select (`relu_select`): the
 /// Cortex-M4's FPU has no maximum instruction (`VMAXNM` is FPv5), so `f32::max` is a call to
 /// libm's `fmaxf`, about 16 instructions (21,000 per paper query were spent in `fmaxf`,
 /// `firmware/scripts/profile.py`). Elsewhere `f32::max`, as before (the two differ at most in
@@ -270,7 +271,7 @@ pub fn relu(v: f32) -> f32 {
 }
 
 /// `f32::max(a, b)` (a NaN gives the other value), without the `fmaxf` call on Arm
-/// ([`max_select`]; see [`relu`]).
+/// (`max_select`; see [`relu`]).
 #[inline(always)]
 pub(crate) fn max(a: f32, b: f32) -> f32 {
     #[cfg(target_arch = "arm")]
