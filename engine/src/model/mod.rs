@@ -72,9 +72,10 @@
 //! is done. Within `prepare` the keys `Wk x` go through the values' buffer on their way to
 //! `keys_t`, and the feed-forward hidden columns (`2d N K`) take the place of the dead
 //! self-attention queries and keys: no arithmetic changes. Paper 5-shot, one query at a time:
-//! 110,044 bytes ([`crate::workspace_len`]) against 147,516 + 64,000 of support rows; per
-//! query the code is the same (975,600 instructions on the M4, 1,028,800 before: the
-//! kernels' own changes).
+//! 110,044 bytes ([`crate::workspace_len`]) against 147,516 + 64,000 of support rows
+//! (115,452 bytes of RAM in all on the M4 with the firmware's statics and stack, under the
+//! STM32F405's 128 KiB); per query the code is the same (the device's instruction counts
+//! per phase are in firmware/README.md).
 //!
 //! int8 weights (issue 11): a dense layer `formats::tensors::quant_axis` names may be int8 in
 //! the file (`trainer export --int8`); each is then a `crate::ops::int8::QuantMat` borrowed
