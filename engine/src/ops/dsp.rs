@@ -76,32 +76,52 @@ pub fn sxtb16_ror8(w: u32) -> u32 {
 
 /// The sums of two rows of int8 weights with a quantised column, as [`super::int8`] defines
 /// them (`w0`, `w1`: `n` words of 4 weights each; `x`: the column's `2 n` words of two i16,
-/// in the pair layout), or `None` unless `w1` has `n` words, `x` has `2 n` and `n` is even
-/// and at least 2. One inner loop in assembly, 8 values of both rows a step: an `LDM` of the
-/// 4 activation words for both rows, per row an `LDRD` of its 2 weight words, and per weight
-/// word `SXTB16`, `SMLAD`, `SXTB16 ROR 8`, `SMLAD`; 21 instructions per 16 multiply-adds
-/// (LLVM's schedule of the same steps from the wrappers above takes 25 to 32,
-/// `docs/arm-kernels.md`).
+/// in the pair layout), or `None` unless `w1` has `n` words, `x` has `2 n` and `n` is a
+/// non-zero multiple of 4. One inner loop in assembly, two steps of 8 values of both rows an
+/// iteration; a step is an `LDM` of the 4 activation words for both rows, per row an `LDRD`
+/// of its 2 weight words, and per weight word `SXTB16`, `SMLAD`, `SXTB16 ROR 8`, `SMLAD`:
+/// 40 instructions per 32 multiply-adds (LLVM's schedule of the same steps from the
+/// wrappers above takes 25 to 32 per 16, `docs/arm-kernels.md`).
 #[inline(always)]
 pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
     let n = w0.len();
-    if w1.len() != n || x.len() != 2 * n || n % 2 != 0 || n < 2 {
+    if w1.len() != n || x.len() != 2 * n || n % 4 != 0 || n < 4 {
         return None;
     }
-    let steps = n / 2;
+    let steps = n / 4;
     let (mut s0, mut s1) = (0i32, 0i32);
     // SAFETY: the loop runs `steps` >= 1 times (`subs` then `bne`: at least once, and `steps`
-    // is not 0). Each step reads 4 words from `x` (an `LDM` with write-back, word-aligned:
-    // `x` is a `&[u32]`), 2 from `w0` and 2 from `w1` (post-indexed `LDRD`s, which need word
-    // alignment only on the M-profile), all at and after
-    // the slices' starts: `4 steps = 2 n = x.len()` and `2 steps = n = w0.len() = w1.len()`
-    // words in all, so every read is inside the borrowed slices, which nothing writes
-    // meanwhile. It writes no memory (`readonly`) and no stack (`nostack`); the registers it
-    // writes are its outputs, the four it loads the activations into (declared clobbered,
-    // `r0` to `r3`, an `LDM` list needing ascending fixed registers) and the flags (`subs`).
+    // is not 0), two steps of 8 values an iteration. Each step reads 4 words from `x` (an
+    // `LDM` with write-back, word-aligned: `x` is a `&[u32]`), 2 from `w0` and 2 from `w1`
+    // (post-indexed `LDRD`s, which need word alignment only on the M-profile), all at and
+    // after the slices' starts: `8 steps = 2 n = x.len()` and `4 steps = n = w0.len() =
+    // w1.len()` words in all, so every read is inside the borrowed slices, which nothing
+    // writes meanwhile. It writes no memory (`readonly`) and no stack (`nostack`); the
+    // registers it writes are its outputs, the four it loads the activations into (declared
+    // clobbered, `r0` to `r3`, an `LDM` list needing ascending fixed registers) and the flags
+    // (`subs`).
     unsafe {
         asm!(
             "2:",
+            "ldm {px}!, {{r0, r1, r2, r3}}",
+            "ldrd {w}, {v}, [{pa}], #8",
+            "sxtb16 {t}, {w}",
+            "smlad {s0}, {t}, r0, {s0}",
+            "sxtb16 {w}, {w}, ror #8",
+            "smlad {s0}, {w}, r1, {s0}",
+            "sxtb16 {t}, {v}",
+            "smlad {s0}, {t}, r2, {s0}",
+            "sxtb16 {v}, {v}, ror #8",
+            "smlad {s0}, {v}, r3, {s0}",
+            "ldrd {w}, {v}, [{pb}], #8",
+            "sxtb16 {t}, {w}",
+            "smlad {s1}, {t}, r0, {s1}",
+            "sxtb16 {w}, {w}, ror #8",
+            "smlad {s1}, {w}, r1, {s1}",
+            "sxtb16 {t}, {v}",
+            "smlad {s1}, {t}, r2, {s1}",
+            "sxtb16 {v}, {v}, ror #8",
+            "smlad {s1}, {v}, r3, {s1}",
             "ldm {px}!, {{r0, r1, r2, r3}}",
             "ldrd {w}, {v}, [{pa}], #8",
             "sxtb16 {t}, {w}",
@@ -144,37 +164,38 @@ pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
 
 /// `acc[r] = sum_k a[k m + r] b[k]` for the 16 rows `r < 16` of a column-major matrix `a`
 /// (column stride `m`) with a column `b`, the sums taken in the order of `k` with `VMLA.F32`
-/// (product rounded, then sum: what Rust's `acc += a * b` computes), or `None` unless `b` is
-/// not empty, `m >= 16` and `a` holds `(b.len() - 1) m + 16` values. One inner loop in
-/// assembly: per column a `VLDM` of `b[k]`, two `VLDM`s of 8 weights, 16 `VMLA`s; 22
-/// instructions per 16 multiply-adds (LLVM's loop of the same sums takes 35 to 38: it loads
-/// the weights one `VLDR` at a time, `docs/arm-kernels.md`).
+/// (product rounded, then sum: what Rust's `acc += a * b` computes), or `None` unless `b`
+/// has a non-zero even number of values, `m >= 16` and `a` holds `(b.len() - 1) m + 16`
+/// values. One inner loop in assembly, two columns an iteration: a `VLDM` of their 2 values of
+/// `b`, then per column two `VLDM`s of 8 weights and 16 `VMLA`s; 41 instructions per 32
+/// multiply-adds (LLVM's loop of the same sums takes 71 for 32: it loads the weights one
+/// `VLDR` at a time, `docs/arm-kernels.md`).
 #[inline(always)]
 pub fn gemv16(a: &[f32], m: usize, b: &[f32]) -> Option<[f32; 16]> {
     let k = b.len();
     let needed = k.checked_sub(1)?.checked_mul(m)?.checked_add(16)?;
-    if m < 16 || a.len() < needed {
+    if k % 2 != 0 || m < 16 || a.len() < needed {
         return None;
     }
     // Bytes from the second half of a column's 16 rows to the next column's first row.
     let step = (m - 8) * 4;
     let mut acc = [0.0f32; 16];
-    // SAFETY: the loop runs `k` >= 1 times (`subs` then `bne`). Iteration `j` reads `b[j]`
-    // (a `VLDM` with write-back from `b`'s start; every `f32` is word-aligned) and the 16
-    // values `a[j m..j m + 16]` (a `VLDM` of 8 with write-back, one of the next 8, then the
-    // pointer moves by `(m - 8) * 4` bytes to `a[(j + 1) m]`): the last reads are
-    // `a[(k - 1) m + 15]`, inside `a` by the check above, and `b[k - 1]`. Nothing writes
-    // those slices meanwhile. It reads and writes `acc` (16 values, through its own pointer,
-    // a local array). The FPU registers are not operands (stable Rust does not know the
-    // target has them): the block saves all 32 on the stack first and restores them last,
-    // so it leaves every register but its discarded pointer and count operands and the
-    // flags as it found them.
+    // SAFETY: the loop runs `k / 2` >= 1 times (`subs` then `bne`), two columns an iteration.
+    // Column `j` reads `b[j]` (a `VLDM` of 2 values with write-back from `b`'s start, per
+    // iteration; every `f32` is word-aligned) and the 16 values `a[j m..j m + 16]` (a `VLDM`
+    // of 8 with write-back, one of the next 8, then the pointer moves by `(m - 8) * 4` bytes
+    // to `a[(j + 1) m]`): the last reads are `a[(k - 1) m + 15]`, inside `a` by the check
+    // above, and `b[k - 1]`. Nothing writes those slices meanwhile. It reads and writes `acc`
+    // (16 values, through its own pointer, a local array). The FPU registers are not operands
+    // (stable Rust does not know the target has them): the block saves all 32 on the stack
+    // first and restores them last, so it leaves every register but its discarded pointer and
+    // count operands and the flags as it found them.
     unsafe {
         asm!(
             "vpush {{s0-s31}}",
             "vldmia {pacc}, {{s0-s15}}",
             "2:",
-            "vldmia {pb}!, {{s24}}",
+            "vldmia {pb}!, {{s24-s25}}",
             "vldmia {pa}!, {{s16-s23}}",
             "vmla.f32 s0, s16, s24",
             "vmla.f32 s1, s17, s24",
@@ -194,13 +215,32 @@ pub fn gemv16(a: &[f32], m: usize, b: &[f32]) -> Option<[f32; 16]> {
             "vmla.f32 s14, s22, s24",
             "vmla.f32 s15, s23, s24",
             "add {pa}, {pa}, {step}",
+            "vldmia {pa}!, {{s16-s23}}",
+            "vmla.f32 s0, s16, s25",
+            "vmla.f32 s1, s17, s25",
+            "vmla.f32 s2, s18, s25",
+            "vmla.f32 s3, s19, s25",
+            "vmla.f32 s4, s20, s25",
+            "vmla.f32 s5, s21, s25",
+            "vmla.f32 s6, s22, s25",
+            "vmla.f32 s7, s23, s25",
+            "vldmia {pa}, {{s16-s23}}",
+            "vmla.f32 s8, s16, s25",
+            "vmla.f32 s9, s17, s25",
+            "vmla.f32 s10, s18, s25",
+            "vmla.f32 s11, s19, s25",
+            "vmla.f32 s12, s20, s25",
+            "vmla.f32 s13, s21, s25",
+            "vmla.f32 s14, s22, s25",
+            "vmla.f32 s15, s23, s25",
+            "add {pa}, {pa}, {step}",
             "subs {n}, {n}, #1",
             "bne 2b",
             "vstmia {pacc}, {{s0-s15}}",
             "vpop {{s0-s31}}",
             pa = inout(reg) a.as_ptr() => _,
             pb = inout(reg) b.as_ptr() => _,
-            n = inout(reg) k => _,
+            n = inout(reg) k / 2 => _,
             step = in(reg) step,
             pacc = in(reg) acc.as_mut_ptr(),
         );

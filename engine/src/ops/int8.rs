@@ -480,15 +480,15 @@ mod arm {
     /// The sums of the rows `w0` and `w1` (anywhere) with `x`, both in registers over the
     /// whole depth, each step of 8 values loading the 4 activation words once for both:
     /// [`dsp::two_rows`](super::super::dsp::two_rows), the inner loop in assembly, over the
-    /// whole steps, then the last word if the number of words is odd.
+    /// words up to the last multiple of 4, then the rest (up to 3 words).
     #[inline(never)]
     fn two_parts<R: Dim>(depth: R, w0: &[u32], w1: &[u32], x: &[u32]) -> [i32; 2] {
         let n = stride_of(depth.value()) / 4;
-        let even = n / 2 * 2;
+        let even = n / 4 * 4;
         let (x, xt) = x[..2 * n].split_at(2 * even);
         let ((w0, t0), (w1, t1)) = (w0[..n].split_at(even), w1[..n].split_at(even));
         let [s0, s1] = two_rows_asm(w0, w1, x).unwrap_or_else(|| {
-            // Fewer than 2 words: the same steps from the one-instruction wrappers.
+            // Fewer than 4 words: the same steps from the one-instruction wrappers.
             let (xs, _) = x.as_chunks::<4>();
             let (p0, p1) = (w0.as_chunks::<2>().0, w1.as_chunks::<2>().0);
             xs.iter()
