@@ -311,7 +311,7 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
             if whole {
                 column_sums(b.nrows(), values, q, emit);
             } else {
-                range_sums(depth, values, a.stride(), start, q, emit);
+                range_sums(b.nrows(), values, a.stride(), start, q, emit);
             }
         }
         j += cols;
@@ -335,8 +335,8 @@ pub fn dot_part(a: &[i8], q: &[i16]) -> i32 {
 /// The sums of the `depth` values of every row (rows `row_stride` bytes apart) from `start`
 /// on with the quantised column `q`, handed to `emit(r, sum)`: the Arm kernels where the part
 /// starts on a word, else [`dot_part`]. Both give the same sums.
-fn range_sums(
-    depth: usize,
+fn range_sums<R: Dim>(
+    depth: R,
     values: &[i8],
     row_stride: usize,
     start: usize,
@@ -354,8 +354,9 @@ fn range_sums(
             }
         }
     }
+    let len = depth.value();
     for (r, row) in values.chunks_exact(row_stride.max(1)).enumerate() {
-        if let Some(part) = row.get(start..start + depth) {
+        if let Some(part) = row.get(start..start + len) {
             emit(r, dot_part(part, q));
         }
     }
@@ -393,7 +394,7 @@ fn column_sums<R: Dim>(depth: R, values: &[i8], q: &[i16], mut emit: impl FnMut(
 /// disassembly and the instructions per multiply-add.
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod arm {
-    use nalgebra::{Dim, Dyn};
+    use nalgebra::Dim;
 
     use super::super::dsp::{smlad, sxtb16, sxtb16_ror8, two_rows as two_rows_asm};
     use super::stride_of;
@@ -430,15 +431,15 @@ mod arm {
     /// row from word `offset` on (rows `row_words` words apart in `w`) with the quantised
     /// column `x`. Returns false (and emits nothing) if they do not fit.
     #[inline(always)]
-    pub(super) fn range_sums(
-        depth: usize,
+    pub(super) fn range_sums<R: Dim>(
+        depth: R,
         w: &[u32],
         row_words: usize,
         offset: usize,
         x: &[u32],
         mut emit: impl FnMut(usize, i32),
     ) -> bool {
-        let n = stride_of(depth) / 4;
+        let n = stride_of(depth.value()) / 4;
         if n == 0 || x.len() < 2 * n || row_words < offset + n {
             return false;
         }
@@ -446,13 +447,13 @@ mod arm {
         let part = |r: usize| &w[r * row_words + offset..][..n];
         let mut r = 0;
         while r + 2 <= rows {
-            let [s0, s1] = two_parts(Dyn(depth), part(r), part(r + 1), x);
+            let [s0, s1] = two_parts(depth, part(r), part(r + 1), x);
             emit(r, s0);
             emit(r + 1, s1);
             r += 2;
         }
         if r < rows {
-            emit(r, one_row(Dyn(depth), part(r), x));
+            emit(r, one_row(depth, part(r), x));
         }
         true
     }
