@@ -736,14 +736,12 @@ impl<'a, S: Dims> Awgim<'a, S> {
                 return Err(non_finite);
             }
             attention::pool(&p.rb(), &mut pooled);
+            // q += U_j pooled_j, through the products' kernel (nalgebra's gemm of these small
+            // matrices ran several instructions per multiply-add on the M4).
             let u = class_values.columns(j * N, N);
-            let u = u.view();
-            q.view_mut().gemm(
-                1.0,
-                &u.columns_generic(0, self.dims.N()),
-                &pooled.view(),
-                1.0,
-            );
+            if let Some(u) = Mat::from_slice(u.as_slice(), self.dims.d(), self.dims.N()) {
+                crate::ops::linear::mul_add_to(&u, &pooled.rb(), &mut q);
+            }
         }
         Self::feed_forward(
             &self.ca_ap,
