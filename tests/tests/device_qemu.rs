@@ -296,8 +296,17 @@ fn check_on_boards(case: &Case, host: &[Vec<f32>], boards: &[Board]) -> Vec<(Elf
     let files = write_files(case.name, &case.model, &case.task);
     let mut rows = Vec::new();
     let mut reports: Vec<(Board, ElfSizes, Report)> = Vec::new();
+    let mut elfs: Vec<(&str, PathBuf)> = Vec::new();
     for &board in boards {
-        let elf = build(board, case.name, &files);
+        // Boards of one feature run one binary, built once.
+        let elf = match elfs.iter().find(|(feature, _)| *feature == board.feature()) {
+            Some((_, elf)) => elf.clone(),
+            None => {
+                let elf = build(board, case.name, &files);
+                elfs.push((board.feature(), elf.clone()));
+                elf
+            }
+        };
         let run = run(board, &elf);
         assert_eq!(
             run.status,
