@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use engine::ops::int8::{self, QuantMat};
 use engine::ops::layer_norm::LayerNorm;
 use engine::ops::linear::{mul_add_to, mul_to, tr_mul_to};
 use engine::ops::softmax::softmax_columns;
@@ -102,6 +103,35 @@ fn product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
         mul_add_to(black_box(&a), black_box(&b), &mut c);
     });
     row(&format!("{label}, += (residual)"), macs, nalgebra, engine);
+}
+
+/// int8 `C (M x n) = A_q B` (`ops::int8`, the weights quantised per row from the same f32
+/// matrix) against the f32 kernel on that matrix: the host's portable int8 path.
+fn int8_product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
+    let a_data = random(M * K, 1);
+    let b_data = random(K * n, 2);
+    let mut c_data = random(M * n, 3);
+    let a = Weight::from_slice(&a_data, Const::<M>, Const::<K>).expect("M K values");
+    let b = Mat::from_slice(&b_data, Const::<K>, Dyn(n)).expect("K n values");
+    // The f32 `[in][out]` layout is `a_data` (column-major M x K: K rows of M outputs).
+    let (values, scales) =
+        formats::quant::quantize(&a_data, K, M, formats::QuantAxis::Out).expect("a valid matrix");
+    let q = QuantMat::from_parts(M, K, &values, &scales).expect("M rows of K");
+    let mut scratch = vec![0i16; int8::scratch_len(int8::stride_of(K), n)];
+    let f32_kernel = time(reps, || {
+        let mut c = MatMut::from_slice(&mut c_data, Const::<M>, Dyn(n)).expect("M n values");
+        mul_to(black_box(&a), black_box(&b), &mut c);
+    });
+    let int8_kernel = time(reps, || {
+        let c = MatMut::from_slice(&mut c_data, Const::<M>, Dyn(n)).expect("M n values");
+        int8::mul_to(black_box(&q), black_box(b), &mut scratch, c);
+    });
+    row(
+        &format!("int8 {label}: {M}x{K} * {K}x{n}"),
+        M * K * n,
+        f32_kernel,
+        int8_kernel,
+    );
 }
 
 /// `C (M x n) = Aᵀ B` with `A`: `K x M`, against nalgebra's `tr_mul_to`.
@@ -198,6 +228,13 @@ fn main() {
     }
     for n in [15, 5, 1] {
         tr_product::<640, 256>(&format!("G2muᵀ x, {n} queries"), n, reps);
+    }
+    // The int8 products on the host (portable code): the f32 kernel in the first column.
+    println!("| int8 rows: f32 kernel / int8 kernel (`ops::int8`, portable) | | | | |");
+    for (label, n) in [("batch", 15), ("1 query", 1)] {
+        int8_product::<128, 640>(&format!("enc, {label}"), n, reps);
+        int8_product::<256, 640>(&format!("G2mu, {label}"), n, reps);
+        int8_product::<256, 128>(&format!("F1, {label}"), n, reps);
     }
 
     // Attention scores of 4 heads of 32 features over 25 keys: dot products against the keys
