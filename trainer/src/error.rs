@@ -74,8 +74,8 @@ pub enum TrainerError {
         path: PathBuf,
         /// The tensor.
         tensor: String,
-        /// Why.
-        source: formats::FormatError,
+        /// Why (boxed: keeps every trainer result small).
+        source: Box<formats::FormatError>,
     },
     /// Options that cannot work together.
     #[error("invalid settings: {0}")]

@@ -68,7 +68,7 @@ pub fn int8_bytes(bytes: &[u8], path: &Path) -> Result<Vec<u8>, TrainerError> {
                     .map_err(|source| TrainerError::Quantize {
                         path: path.to_path_buf(),
                         tensor: name.clone(),
-                        source,
+                        source: Box::new(source),
                     }),
             )
         })

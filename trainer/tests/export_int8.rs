@@ -120,10 +120,11 @@ fn bad_models_are_typed_errors() {
     assert!(formats::quant_axis(&tensor).is_some());
     match int8_bytes(&nan.to_bytes().unwrap(), path) {
         Err(TrainerError::Quantize {
-            tensor: t,
-            source: formats::FormatError::NonFiniteWeight { index: 7 },
-            ..
-        }) => assert_eq!(t, tensor),
+            tensor: t, source, ..
+        }) => {
+            assert_eq!(t, tensor);
+            assert_eq!(*source, formats::FormatError::NonFiniteWeight { index: 7 });
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
