@@ -1,6 +1,7 @@
 //! Sizes and host timings of the shipped configurations.
 //!
-//! `cargo run -p engine --release --example measure [REPS [CONFIG]]`
+//! `cargo run -p engine --release --example measure [REPS [CONFIG [int8]]]` (`int8`: the
+//! model with its big dense layers quantised, as `trainer export --int8` writes it)
 //! (the workspace's `.cargo/config.toml` builds x86-64 hosts with `-C target-cpu=native`, so
 //! the kernels use the host's vector extensions, as a JIT does).
 //!
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use engine::DynModel;
 use engine::{Model, Prediction, Workspace};
 use formats::{expected_tensors, AlignedBuf, FileKind, ModelConfig};
-use model_file::model_file;
+use model_file::{int8_model_file, model_file};
 
 const QUERIES: usize = 75;
 
@@ -65,7 +66,11 @@ fn measure<
     if only.is_some_and(|only| only != label) {
         return;
     }
-    let bytes = AlignedBuf::from_bytes(&model_file(&config));
+    let int8 = std::env::args().nth(3).is_some_and(|a| a == "int8");
+    let bytes = match int8 {
+        true => AlignedBuf::from_bytes(&int8_model_file(&config)),
+        false => AlignedBuf::from_bytes(&model_file(&config)),
+    };
     let weight_bytes: u64 = expected_tensors(&config, FileKind::Inference)
         .map(|s| s.elements() * 4)
         .sum();
@@ -121,9 +126,10 @@ fn measure<
         small_task.push(t.elapsed());
         black_box(&out);
     }
-    println!("{label}  (D={D} d={d} h={h} N={N} K={K} G={G}, batch B={B})");
+    let dtype = if int8 { ", int8 weights" } else { "" };
+    println!("{label}  (D={D} d={d} h={h} N={N} K={K} G={G}, batch B={B}{dtype})");
     println!(
-        "  workspace {:>9} bytes   weights {:>9} bytes   file {:>9} bytes",
+        "  workspace {:>9} bytes   f32 weights {:>9} bytes   file {:>9} bytes",
         Workspace::<LEN, B>::BYTES,
         weight_bytes,
         bytes.len()
