@@ -32,8 +32,8 @@
 //! Each group of 4 activations `x0 x1 x2 x3` is stored as `x0 x2 x1 x3`: the halfword pairs
 //! `(x0, x2)` and `(x1, x3)` are what the Arm DSP extension's `SXTB16` makes of a word of 4
 //! weights (bytes 0 and 2, then, rotated by 8, bytes 1 and 3), so on Cortex-M4/M7 the inner
-//! loop is one `SMLAD` per pair. The host uses the same layout (one quantisation for both;
-//! its sums pair the weights the same way).
+//! loop is one `SMLAD` per pair. Every target quantises the same way ([`quantize_column`]);
+//! the host then swaps each group back to `x0 x1 x2 x3` for its sums (the same products).
 //!
 //! # Speed
 //! On Cortex-M4/M7 the inner loop is assembly (`SXTB16`/`SMLAD`, 1.25 instructions per
