@@ -344,9 +344,10 @@ impl<'a> ModelFile<'a> {
             covered = start + entry.byte_len().unwrap_or(0);
         }
         check_zero(self.payload, covered, payload_len, payload_at)?;
-        // Last, the contents of the int8 tensors (version 3 only): scales, value range, row
-        // padding.
-        for entry in self.entries().filter(|_| self.typed_entries) {
+        // Last, the contents of the int8 tensors (version 3 only: an earlier version's table
+        // is not walked again): scales, value range, row padding.
+        let int8_entries = if self.typed_entries { self.tensor_count } else { 0 };
+        for entry in self.entries_from(self.table, int8_entries) {
             if let Some((rows, depth)) = entry.quant_rows_depth() {
                 let name = entry.name.clone();
                 let bytes = self.bytes_of(entry)?;
