@@ -274,3 +274,29 @@ fn int8_accuracy_follows_f32() {
     }
     assert!(out.exists());
 }
+
+/// `trainer infer`'s engine call runs an int8 file: its logits follow the f32 file's.
+#[test]
+fn infer_runs_int8_files() {
+    let config = ModelConfig::edge(1);
+    let bytes = model(config, FileKind::Inference, 8).to_bytes().unwrap();
+    let int8 = int8_bytes(&bytes, Path::new("m")).unwrap();
+    let s = config.sizes();
+    let features = |n: usize, salt: usize| -> Vec<f32> {
+        (0..n * s.D)
+            .map(|i| (((i * 37 + salt) % 101) as f32 / 101.0 - 0.3).max(0.0))
+            .collect()
+    };
+    let (support, queries) = (features(s.N * s.K, 1), features(7, 2));
+    let run = |b: &[u8]| {
+        let aligned = formats::AlignedBuf::from_bytes(b);
+        trainer::infer::classify(&aligned, &support, &queries).unwrap()
+    };
+    let (f32_logits, int8_logits) = (run(&bytes), run(&int8));
+    assert_eq!(int8_logits.len(), 7 * s.N);
+    let scale = f32_logits.iter().fold(1.0f32, |m, l| m.max(l.abs()));
+    for (a, b) in f32_logits.iter().zip(&int8_logits) {
+        assert!((a - b).abs() <= 0.05 * scale, "{a} vs {b}");
+    }
+    assert_ne!(f32_logits, int8_logits);
+}
