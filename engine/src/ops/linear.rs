@@ -52,9 +52,28 @@ use nalgebra::Dim;
 
 use super::{Mat, MatMut, VECTOR};
 
+// `f32::mul_add` is `std`'s (the engine is `no_std`): on an x86-64 host built with FMA
+// (`-C target-cpu=native` on any FMA machine, or `x86-64-v3`) the kernels take it from the
+// `std` every host binary links anyway; see [`mul_add`].
+#[cfg(all(target_feature = "fma", not(target_arch = "arm"), not(target_os = "none")))]
+extern crate std;
+
+/// `c + a b`: one fused multiply-add (one rounding) on hosts with FMA, else a multiply and an
+/// add (the Arm path's arithmetic, bit for bit as before). Rust never fuses `c + a * b` by
+/// itself, and Intel cores run a separate multiply and add at half the rate of the FMA
+/// (two FMA ports; Zen 4 has separate add pipes, so it lost little): the products'
+/// kernels were bound by that (`examples/kernels`, module doc).
+#[inline(always)]
+fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(all(target_feature = "fma", not(target_arch = "arm"), not(target_os = "none")))]
+    return a.mul_add(b, c);
+    #[cfg(not(all(target_feature = "fma", not(target_arch = "arm"), not(target_os = "none"))))]
+    return c + a * b;
+}
+
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(not(target_arch = "arm"))]
-pub const TILE_VECTORS: usize = if VECTOR == 16 { 4 } else { 2 };
+pub const TILE_VECTORS: usize = 2;
 /// Columns of a register tile of [`mul_add_to`] (5 divides the 25 support examples of the
 /// 5-shot models, a 15-query batch and a 5-query call).
 #[cfg(not(target_arch = "arm"))]
@@ -64,10 +83,14 @@ pub const TILE_COLS: usize = 5;
 pub const SINGLE_ROWS: usize = 8 * VECTOR;
 /// Columns of `A` per tile of [`tr_mul_to`].
 #[cfg(not(target_arch = "arm"))]
-pub const DOT_A: usize = 4;
+pub const DOT_A: usize = 2;
 /// Columns of `B` per tile of [`tr_mul_to`].
 #[cfg(not(target_arch = "arm"))]
 pub const DOT_B: usize = 5;
+/// Columns of `A` (dot products) per tile of [`tr_mul_to`] when `B` is one column (a lone
+/// query's `G2muᵀ x`): more sums share each load of `B` than in a [`DOT_A`] x [`DOT_B`] tile.
+#[cfg(not(target_arch = "arm"))]
+pub const LONE_DOT_A: usize = 4;
 
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(target_arch = "arm")]
@@ -260,7 +283,7 @@ fn tile<M: Dim, K: Dim, const NR: usize, const MV: usize, const ADD: bool>(
             let b_kj = b_col[k];
             for (v, acc) in acc.iter_mut().enumerate() {
                 for (l, s) in acc.iter_mut().enumerate() {
-                    *s += a_tile[v * VECTOR + l] * b_kj;
+                    *s = mul_add(a_tile[v * VECTOR + l], b_kj, *s);
                 }
             }
         }
@@ -305,7 +328,7 @@ fn lone<M: Dim, K: Dim, const MR: usize, const ADD: bool>(
             core::hint::black_box(());
         }
         for (s, &a_ik) in acc.iter_mut().zip(&a_col[i..i + MR]) {
-            *s += a_ik * b_k;
+            *s = mul_add(a_ik, b_k, *s);
         }
     }
     for (c, &s) in c[i..i + MR].iter_mut().zip(&acc) {
@@ -328,7 +351,7 @@ fn row<M: Dim, K: Dim, const NR: usize, const ADD: bool>(
     let mut acc = [0.0f32; NR];
     for (a_col, k) in a.chunks_exact(rows).zip(0..depth) {
         for (s, b_col) in acc.iter_mut().zip(&b_cols) {
-            *s += a_col[i] * b_col[k];
+            *s = mul_add(a_col[i], b_col[k], *s);
         }
     }
     for (&s, c) in acc.iter().zip(c_cols.chunks_exact_mut(rows)) {
@@ -408,6 +431,15 @@ fn dot_rows<K: Dim, M: Dim, const TB: usize>(
             i += 1;
         }
         return;
+    }
+    #[cfg(not(target_arch = "arm"))]
+    if TB == 1 {
+        while i + LONE_DOT_A <= rows {
+            let a_cols = b_columns::<LONE_DOT_A>(&a[i * depth..], depth);
+            let partial = dots::<K, LONE_DOT_A, TB>(k, a_cols, b_cols);
+            finish::<K, M, LONE_DOT_A, TB>(k, m, &partial, a_cols, b_cols, c_cols, i);
+            i += LONE_DOT_A;
+        }
     }
     while i + DOT_A <= rows {
         let a_cols = b_columns::<DOT_A>(&a[i * depth..], depth);
@@ -530,7 +562,7 @@ fn dots<K: Dim, const TA: usize, const TB: usize>(
             for (acc, a) in acc.iter_mut().zip(&a_chunks) {
                 let a_chunk = &a[c];
                 for l in 0..VECTOR {
-                    acc[l] += a_chunk[l] * b_chunk[l];
+                    acc[l] = mul_add(a_chunk[l], b_chunk[l], acc[l]);
                 }
             }
         }
@@ -635,7 +667,9 @@ mod tests {
             &Mat::from(&b).columns(0, 4),
             &mut MatMut::from(&mut c).columns_mut(0, 5),
         );
-        assert_eq!(c.fixed_columns::<4>(0), a * b);
+        // Equal up to rounding: a fused multiply-add (FMA hosts) rounds once per term.
+        let error = (c.fixed_columns::<4>(0) - a * b).amax();
+        assert!(error <= 2.0 * f32::EPSILON, "{error}");
         assert_eq!(c.column(4), nalgebra::Vector3::from_element(7.0));
     }
 }
