@@ -1,7 +1,8 @@
 //! The engine's hand-written operations against the nalgebra code they replace, same build,
 //! same views, paper-configuration shapes.
 //!
-//! `cargo run -p engine --release --example kernels [REPS]`
+//! `cargo run -p engine --release --example kernels [REPS [FILTER]]` (FILTER: only the
+//! product rows whose label contains it, e.g. `G2mu`)
 //!
 //! Each row is one place where the engine does not simply call nalgebra: the matrix products
 //! (`ops::linear`), the attention scores (keys stored transposed), the layer-norm statistics,
@@ -28,6 +29,11 @@ fn random(len: usize, seed: u32) -> Vec<f32> {
             (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         })
         .collect()
+}
+
+/// Whether the product row `label` is wanted (the command line's FILTER, if any).
+fn wanted(label: &str) -> bool {
+    std::env::args().nth(2).is_none_or(|filter| label.contains(&filter))
 }
 
 /// Fastest of `reps` runs of `f` in seconds, each run repeated until it lasts about 20 us.
@@ -74,6 +80,9 @@ fn row(label: &str, macs: usize, nalgebra: f64, engine: f64) {
 
 /// `C (M x n) = A (M x K) B` against nalgebra's `mul_to`, `C += A B` against its `gemm`.
 fn product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
+    if !wanted(label) {
+        return;
+    }
     let a_data = random(M * K, 1);
     let b_data = random(K * n, 2);
     let mut c_data = random(M * n, 3);
@@ -108,6 +117,9 @@ fn product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
 /// int8 `C (M x n) = A_q B` (`ops::int8`, the weights quantised per row from the same f32
 /// matrix) against the f32 kernel on that matrix: the host's portable int8 path.
 fn int8_product<const M: usize, const K: usize>(label: &str, n: usize, reps: usize) {
+    if !wanted(label) {
+        return;
+    }
     let a_data = random(M * K, 1);
     let b_data = random(K * n, 2);
     let mut c_data = random(M * n, 3);
@@ -136,6 +148,9 @@ fn int8_product<const M: usize, const K: usize>(label: &str, n: usize, reps: usi
 
 /// `C (M x n) = Aᵀ B` with `A`: `K x M`, against nalgebra's `tr_mul_to`.
 fn tr_product<const K: usize, const M: usize>(label: &str, n: usize, reps: usize) {
+    if !wanted(label) {
+        return;
+    }
     let a_data = random(M * K, 1);
     let b_data = random(K * n, 2);
     let mut c_data = random(M * n, 3);
@@ -237,6 +252,9 @@ fn main() {
         int8_product::<256, 128>(&format!("F1, {label}"), n, reps);
     }
 
+    if std::env::args().nth(2).is_some() {
+        return;
+    }
     // Attention scores of 4 heads of 32 features over 25 keys: dot products against the keys
     // (`gemm_tr`) or sums of the transposed keys' columns (`gemm`, the engine's layout).
     for n in [25, 15] {

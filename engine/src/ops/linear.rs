@@ -83,7 +83,7 @@ pub const TILE_COLS: usize = 5;
 pub const SINGLE_ROWS: usize = 8 * VECTOR;
 /// Columns of `A` per tile of [`tr_mul_to`].
 #[cfg(not(target_arch = "arm"))]
-pub const DOT_A: usize = 2;
+pub const DOT_A: usize = if VECTOR == 16 { 4 } else { 2 };
 /// Columns of `B` per tile of [`tr_mul_to`].
 #[cfg(not(target_arch = "arm"))]
 pub const DOT_B: usize = 5;
@@ -91,6 +91,12 @@ pub const DOT_B: usize = 5;
 /// query's `G2muᵀ x`): more sums share each load of `B` than in a [`DOT_A`] x [`DOT_B`] tile.
 #[cfg(not(target_arch = "arm"))]
 pub const LONE_DOT_A: usize = 4;
+/// Partial sums per dot product of [`tr_mul_to`].
+#[cfg(not(target_arch = "arm"))]
+pub const DOT_LANES: usize = if VECTOR > 8 { 8 } else { VECTOR };
+/// Partial sums per dot product of [`tr_mul_to`] (a vector).
+#[cfg(target_arch = "arm")]
+pub const DOT_LANES: usize = VECTOR;
 
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(target_arch = "arm")]
@@ -461,14 +467,14 @@ fn dot_rows<K: Dim, M: Dim, const TB: usize>(
 fn finish<K: Dim, M: Dim, const TA: usize, const TB: usize>(
     k: K,
     m: M,
-    partial: &[[[f32; VECTOR]; TA]; TB],
+    partial: &[[[f32; DOT_LANES]; TA]; TB],
     a_cols: [&[f32]; TA],
     b_cols: [&[f32]; TB],
     c_cols: &mut [f32],
     i: usize,
 ) {
     let depth = k.value();
-    let whole = depth - depth % VECTOR;
+    let whole = depth - depth % DOT_LANES;
     let columns = c_cols.chunks_exact_mut(m.value());
     for ((c, partial), b) in columns.zip(partial).zip(&b_cols) {
         for ((c, partial), a) in c[i..i + TA].iter_mut().zip(partial).zip(&a_cols) {
@@ -529,8 +535,8 @@ fn scalar_dots<K: Dim, const TA: usize>(k: K, a_cols: [&[f32]; TA], b: &[f32]) -
 
 /// The sum of a vector's lanes, pairwise (log2 VECTOR dependent steps, not VECTOR).
 #[inline(always)]
-fn horizontal_sum(mut v: [f32; VECTOR]) -> f32 {
-    let mut width = VECTOR;
+fn horizontal_sum<const L: usize>(mut v: [f32; L]) -> f32 {
+    let mut width = L;
     while width > 1 {
         width /= 2;
         for l in 0..width {
@@ -548,20 +554,20 @@ fn dots<K: Dim, const TA: usize, const TB: usize>(
     k: K,
     a_cols: [&[f32]; TA],
     b_cols: [&[f32]; TB],
-) -> [[[f32; VECTOR]; TA]; TB] {
+) -> [[[f32; DOT_LANES]; TA]; TB] {
     // Each column cut to `K` first, so the casts fold away where `K` is a constant.
-    let (depth, chunks) = (k.value(), k.value() / VECTOR);
-    let a_chunks: [&[[f32; VECTOR]]; TA] =
+    let (depth, chunks) = (k.value(), k.value() / DOT_LANES);
+    let a_chunks: [&[[f32; DOT_LANES]]; TA] =
         core::array::from_fn(|s| &columns(&a_cols[s][..depth])[..chunks]);
-    let b_chunks: [&[[f32; VECTOR]]; TB] =
+    let b_chunks: [&[[f32; DOT_LANES]]; TB] =
         core::array::from_fn(|t| &columns(&b_cols[t][..depth])[..chunks]);
-    let mut acc = [[[0.0f32; VECTOR]; TA]; TB];
+    let mut acc = [[[0.0f32; DOT_LANES]; TA]; TB];
     for c in 0..chunks {
         for (acc, b) in acc.iter_mut().zip(&b_chunks) {
             let b_chunk = &b[c];
             for (acc, a) in acc.iter_mut().zip(&a_chunks) {
                 let a_chunk = &a[c];
-                for l in 0..VECTOR {
+                for l in 0..DOT_LANES {
                     acc[l] = mul_add(a_chunk[l], b_chunk[l], acc[l]);
                 }
             }
