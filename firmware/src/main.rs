@@ -9,13 +9,13 @@
 //! ```text
 //! awgim-firmware board mps2-an386 D 64 d 32 heads 4 N 5 K 5 G 64 queries 10
 //! model_bytes 149636
-//! workspace_bytes 38844
-//! load ticks 25991 stack_bytes 3132
-//! enroll ticks 153 stack_bytes 1228
-//! prepare ticks 52118 stack_bytes 1672
-//! query 0 class 2 ticks 1526 stack_bytes 1376 logits 4009e746 405cef31 ... decimal 2.1547408 3.452099 ...
+//! workspace_bytes 29404
+//! load ticks 34709 stack_bytes 5396
+//! enroll ticks 3744 stack_bytes 2616
+//! prepare ticks 43808 stack_bytes 3672
+//! query 0 class 2 ticks 985 stack_bytes 3088 logits 4009e749 405cef36 ... decimal 2.1547415 3.4521003 ...
 //! ...
-//! stack_high_water_bytes 3132
+//! stack_high_water_bytes 5396
 //! done
 //! ```
 //!
