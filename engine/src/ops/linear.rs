@@ -34,12 +34,41 @@
 //! [`mul_add_to`] computes `C` in register tiles of [`TILE_VECTORS`] vectors of rows by
 //! [`TILE_COLS`] columns: per `k`, a column tile of `A` is loaded once and multiplied by
 //! `TILE_COLS` broadcast entries of `B`; a lone column is a gemv with [`SINGLE_ROWS`] sums.
-//! [`tr_mul_to`] computes [`DOT_A`] x [`DOT_B`] dot products at once, each with a vector of
-//! partial sums. Sizes follow the vector width the compiler is told about (`-C target-cpu`):
-//! AVX-512 (32 registers of 16 lanes), AVX (16 of 8), and 4 lanes elsewhere (SSE2; on
-//! Cortex-M, the 32 single-precision FPU registers). Each tile is a function of its own
+//! [`tr_mul_to`] computes [`DOT_A`] x [`DOT_B`] dot products at once, each with [`DOT_LANES`]
+//! partial sums ([`LONE_DOT_A`] x 1 for a lone column). Each tile is a function of its own
 //! (`#[inline(never)]`): inlined into the loops around it, the compiler sometimes left the
 //! sums in memory or vectorised across the wrong loop, at a tenth of the speed.
+//!
+//! ## Host tile sizes (x86-64), and why
+//! The sizes count the registers LLVM really uses, which is not always what `VECTOR` says.
+//! With `-C target-cpu=native` on an Intel AVX-512 part, `VECTOR` is 16, but LLVM prefers
+//! 256-bit vectors there (`prefer-256-bit`, set for every Intel AVX-512 core): a 16-lane sum is
+//! two `ymm` registers, of 32. On AMD Zen 4 it uses `zmm` (32 of 16 lanes, executed as two
+//! 256-bit halves); with `-C target-cpu=x86-64-v3` (AVX2, the portable build) `VECTOR` is 8
+//! and there are 16 `ymm` registers. The sums of a tile must fit all three with room for the
+//! operands:
+//! - [`mul_add_to`]: [`TILE_VECTORS`] = 2 vectors x [`TILE_COLS`] = 5 columns: 20 `ymm` of 32
+//!   on Intel AVX-512 (the 4 x 5 tile used before needed 40 and spilled), 10 `zmm` on Zen 4,
+//!   10 `ymm` of 16 with AVX2. Five columns divide the 25 support examples, a 15-query batch
+//!   and a 5-query call.
+//! - [`tr_mul_to`]: dot products keep [`DOT_LANES`] = 8 partial sums (one 256-bit register) even
+//!   where `VECTOR` is 16, in tiles of [`DOT_A`] x [`DOT_B`]: 4 x 5 = 20 `ymm` where 32
+//!   registers exist (AVX-512 builds: 9 loads per 20 multiply-adds), 2 x 5 = 10 of 16 with AVX2
+//!   (3 x 5 and 4 x 5 would spill). The 4 x 5 tile of 16-lane sums used before was 40 `ymm`
+//!   on Intel: spilled, 7 to 9 GMAC/s on `G2muᵀ x`, 69% of a batched query's time.
+//! - Every multiply-add is fused (`f32::mul_add`) on FMA hosts: Rust never fuses
+//!   `c + a * b` itself, and a separate multiply and add cost Intel cores (two FMA ports, no
+//!   separate adders) half their rate; Zen 4 has separate add pipes, which is why the same code
+//!   ran near its peak there and at half of it on the Xeon.
+//!
+//! Measured with `examples/kernels 50` (best of 50, before and after binaries in one run on
+//! the shared 2-core Xeon of issue 14), GMAC/s on 15 columns, before (4 x 5 tiles of `VECTOR`
+//! lanes, unfused) -> after: native build `enc x` 24.5 -> 44.5, `d x d` 28.1 -> 44.5,
+//! `F1`/`G1` halves 24.4 -> 44.5, `F2` 24.4 -> 44.3, `G2muᵀ x` 9.3 -> 36.4; `x86-64-v3`
+//! build 29.4 -> 41.7, 32.3 -> 43.9, 29.2 -> 41.0, 29.3 -> 40.9, 22.2 -> 37.8. A lone column
+//! (15-18 GMAC/s, streaming the weights from L2) is unchanged.
+//! `docs/benchmarks.md` has the whole-model numbers and the commands. On Arm nothing here
+//! applies: the sizes below are the Cortex-M4's, and its arithmetic is unfused as before.
 //!
 //! On Arm with the hard-float ABI (the firmware), the lone-column loops, 16 rows of `A B`
 //! (`lone`) and 8 dot products of `Aᵀ B` (`scalar_dots`), are in assembly
@@ -91,7 +120,8 @@ pub const DOT_B: usize = 5;
 /// query's `G2muᵀ x`): more sums share each load of `B` than in a [`DOT_A`] x [`DOT_B`] tile.
 #[cfg(not(target_arch = "arm"))]
 pub const LONE_DOT_A: usize = 4;
-/// Partial sums per dot product of [`tr_mul_to`].
+/// Partial sums per dot product of [`tr_mul_to`]: one 256-bit register, also where
+/// [`VECTOR`] is 16 (see "Host tile sizes" in the module doc).
 #[cfg(not(target_arch = "arm"))]
 pub const DOT_LANES: usize = if VECTOR > 8 { 8 } else { VECTOR };
 /// Partial sums per dot product of [`tr_mul_to`] (a vector).
