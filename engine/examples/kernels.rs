@@ -33,7 +33,9 @@ fn random(len: usize, seed: u32) -> Vec<f32> {
 
 /// Whether the product row `label` is wanted (the command line's FILTER, if any).
 fn wanted(label: &str) -> bool {
-    std::env::args().nth(2).is_none_or(|filter| label.contains(&filter))
+    std::env::args()
+        .nth(2)
+        .is_none_or(|filter| label.contains(&filter))
 }
 
 /// Fastest of `reps` runs of `f` in seconds, each run repeated until it lasts about 20 us.

@@ -84,7 +84,11 @@ use super::{Mat, MatMut, VECTOR};
 // `f32::mul_add` is `std`'s (the engine is `no_std`): on an x86-64 host built with FMA
 // (`-C target-cpu=native` on any FMA machine, or `x86-64-v3`) the kernels take it from the
 // `std` every host binary links anyway; see [`mul_add`].
-#[cfg(all(target_feature = "fma", not(target_arch = "arm"), not(target_os = "none")))]
+#[cfg(all(
+    target_feature = "fma",
+    not(target_arch = "arm"),
+    not(target_os = "none")
+))]
 extern crate std;
 
 /// `c + a b`: one fused multiply-add (one rounding) on hosts with FMA, else a multiply and an
@@ -94,9 +98,17 @@ extern crate std;
 /// kernels were bound by that (`examples/kernels`, module doc).
 #[inline(always)]
 fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(all(target_feature = "fma", not(target_arch = "arm"), not(target_os = "none")))]
+    #[cfg(all(
+        target_feature = "fma",
+        not(target_arch = "arm"),
+        not(target_os = "none")
+    ))]
     return a.mul_add(b, c);
-    #[cfg(not(all(target_feature = "fma", not(target_arch = "arm"), not(target_os = "none"))))]
+    #[cfg(not(all(
+        target_feature = "fma",
+        not(target_arch = "arm"),
+        not(target_os = "none")
+    )))]
     return c + a * b;
 }
 
