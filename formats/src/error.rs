@@ -206,7 +206,7 @@ pub enum FormatError {
         /// The tensor's element type in the file.
         found: Dtype,
     },
-    /// A version-3 table entry has a dtype code this reader does not know (0 = f32, 1 = i8).
+    /// A version-3 or -4 table entry has a dtype code this reader does not know (0 = f32, 1 = i8).
     #[error("tensor `{name}` has unknown dtype code {code}")]
     UnknownDtype {
         /// Tensor name.
@@ -214,7 +214,7 @@ pub enum FormatError {
         /// The code found.
         code: u8,
     },
-    /// A version-3 table entry has an axis code that is unknown or wrong for its dtype (an
+    /// A version-3 or -4 table entry has an axis code that is unknown or wrong for its dtype (an
     /// f32 tensor has 0, an int8 tensor 1 = [`QuantAxis::Out`] or 2 = [`QuantAxis::In`]).
     #[error("tensor `{name}` has axis code {code}, not valid for its dtype")]
     UnknownQuantAxis {
@@ -232,22 +232,26 @@ pub enum FormatError {
         /// The axis the file or caller gave.
         axis: QuantAxis,
     },
-    /// An int8 matrix's row stride is not its depth rounded up to a multiple of 4.
-    #[error("int8 tensor `{name}` has row stride {found}, expected {expected}")]
+    /// An int8 matrix's pair stride is not its depth rounded up to even
+    /// ([`crate::quant::pair_stride`]).
+    #[error("int8 tensor `{name}` has pair stride {found}, expected {expected}")]
     QuantStride {
         /// Tensor name.
         name: TensorName,
-        /// `depth` rounded up to a multiple of 4.
+        /// `depth` rounded up to even.
         expected: u64,
         /// Stride given.
         found: u64,
     },
-    /// An int8 matrix has a number of values other than `rows * stride`.
-    #[error("int8 tensor `{name}` has {found} values, expected rows * stride = {expected}")]
+    /// An int8 matrix has a number of stored values other than `pairs(rows) * pair_stride`
+    /// ([`crate::quant::QuantTensor::values`]).
+    #[error(
+        "int8 tensor `{name}` has {found} values, expected pairs(rows) * pair_stride = {expected}"
+    )]
     QuantValuesLength {
         /// Tensor name.
         name: TensorName,
-        /// `rows * stride`.
+        /// `pairs(rows) * pair_stride`.
         expected: u64,
         /// Values given.
         found: u64,
@@ -275,21 +279,39 @@ pub enum FormatError {
         /// Its scale.
         value: f32,
     },
-    /// An int8 value is -128 (values lie in `[-127, 127]`, a bound the kernels rely on).
-    #[error("int8 tensor `{name}` has -128 at value {index} (values lie in [-127, 127])")]
+    /// A stored value of an int8 matrix does not hold two int8 values in `[-127, 127]` (its
+    /// low byte is -128, or its high part `(v - low) / 256` is outside `[-127, 127]`), or an
+    /// int8 value given to [`crate::quant::pack_pairs`] is -128. Values lie in `[-127, 127]`,
+    /// a bound the engine's kernels rely on.
+    #[error(
+        "int8 tensor `{name}` value {index} holds an int8 value outside [-127, 127] (-128 \
+        or more than a byte)"
+    )]
     QuantValueOutOfRange {
         /// Tensor name.
         name: TensorName,
-        /// Index into its values.
+        /// Index into its stored values (into the int8 rows given to `pack_pairs`).
         index: u64,
     },
-    /// The padding of an int8 row (past `depth`, up to `stride`) is not zero.
+    /// An int8 matrix's padding is not zero: the pad row of an odd row count (reported as row
+    /// `rows`), or the padding column of an odd depth (reported as the row whose half of the
+    /// value is not zero).
     #[error("int8 tensor `{name}` row {row} has nonzero padding")]
     NonzeroQuantPadding {
         /// Tensor name.
         name: TensorName,
-        /// The row.
+        /// The row (`rows` for the pad row).
         row: u64,
+    },
+    /// A version-3 file holds an int8 tensor: version 3 stored int8 tensors row by row, and
+    /// this reader reads only the row-pair layout of version 4 ([`crate::quant`]).
+    #[error(
+        "int8 tensor `{name}`: int8 tensors of version-3 files are stored row by row, which \
+        this version no longer reads; re-export the f32 model with `trainer export --int8`"
+    )]
+    Int8LayoutRetired {
+        /// The first int8 tensor of the table.
+        name: TensorName,
     },
     /// A weight given to [`crate::quant::quantize`] is NaN or infinite.
     #[error("weight {index} is not finite; it cannot be quantised")]

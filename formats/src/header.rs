@@ -6,7 +6,7 @@ use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FormatError;
-use crate::quant::{stride, Dtype, QuantAxis};
+use crate::quant::{pair_values, Dtype, QuantAxis};
 
 /// Most tensors one file may hold: 39 parameters of a training file, plus an Adam first and
 /// second moment for each (117), rounded up.
@@ -329,9 +329,9 @@ pub struct TensorEntry {
     pub shape: Shape,
     /// Byte offset from the payload start (a multiple of 64).
     pub offset: u32,
-    /// `None` for an f32 tensor; for an int8 one (version 3), the axis its rows run along.
-    /// Not part of this struct's own encoding: a version-3 table entry adds a dtype and an
-    /// axis code after the offset ([`EntryRecord`]).
+    /// `None` for an f32 tensor; for an int8 one (version 4), the axis its rows run along.
+    /// Not part of this struct's own encoding: a version-3 or -4 table entry adds a dtype and an
+    /// axis code after the offset (FORMAT.md).
     #[serde(skip)]
     pub quant: Option<QuantAxis>,
 }
@@ -360,20 +360,23 @@ impl TensorEntry {
         }
     }
 
-    /// Bytes the tensor takes in the payload: 4 per element for f32; for int8, `rows * stride`
-    /// values then `rows` f32 scales. `None` on overflow or an int8 shape that is not 2-D.
+    /// Bytes the tensor takes in the payload: 4 per element for f32; for int8 (version 4),
+    /// `pairs(rows) * pair_stride(depth)` little-endian i16 values then `rows` f32 scales
+    /// ([`crate::quant`]). `None` on overflow or an int8 shape that is not 2-D.
     pub fn byte_len(&self) -> Option<u64> {
         match self.quant {
             None => self.elements()?.checked_mul(4),
             Some(_) => {
                 let (rows, depth) = self.quant_rows_depth()?;
-                (rows as u64).checked_mul(stride(depth) as u64 + 4)
+                pair_values(rows, depth)
+                    .checked_mul(2)?
+                    .checked_add((rows as u64).checked_mul(4)?)
             }
         }
     }
 }
 
-/// A version-3 table entry as encoded: the fields of [`TensorEntry`], then the dtype code
+/// A version-3 or -4 table entry as encoded: the fields of [`TensorEntry`], then the dtype code
 /// (0 = f32, 1 = i8) and the axis code (0 for f32; 1 = [`QuantAxis::Out`], 2 =
 /// [`QuantAxis::In`] for i8).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,8 +443,9 @@ pub fn shape_elements(shape: &[u32]) -> Option<u64> {
 
 /// The header of a model file. Its serde encoding is the version-1 header; a version-2 header
 /// (a model whose [`ModelConfig::classifier`] is not the paper's) also encodes that classifier
-/// between `training` and `tensors`, and a version-3 header (a file with int8 tensors) encodes
-/// the classifier and, in every table entry, a dtype and an axis code (FORMAT.md).
+/// between `training` and `tensors`, and a version-4 header (a file with int8 tensors; version
+/// 3 is the same header) encodes the classifier and, in every table entry, a dtype and an axis
+/// code (FORMAT.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     /// Inference or training file.

@@ -45,20 +45,25 @@ pub use write::FileBuilder;
 
 /// The first 8 bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"AWGIM\0MF";
-/// The newest format version this crate reads and writes: 3, whose table records each
-/// tensor's dtype and int8 axis ([`QUANT_VERSION`]). A file is written with the lowest
-/// version that holds it: version 1 for f32 tensors and the paper's classifier (byte for byte
-/// the files before version 2), version 2 for f32 tensors and another classifier, version 3
-/// when any tensor is int8. Every version reads.
-pub const VERSION: u16 = QUANT_VERSION;
+/// The newest format version this crate reads and writes: 4, int8 tensors in row pairs
+/// ([`PAIR_VERSION`]). A file is written with the lowest version that holds it: version 1 for
+/// f32 tensors and the paper's classifier (byte for byte the files before version 2), version
+/// 2 for f32 tensors and another classifier, version 4 when any tensor is int8. Every version
+/// reads, except the int8 tensors of version 3 ([`FormatError::Int8LayoutRetired`]).
+pub const VERSION: u16 = PAIR_VERSION;
 /// The version of files with the paper's classifier (no classifier field in the header).
 pub const PAPER_VERSION: u16 = 1;
 /// The version whose header records the classifier variant ([`ModelConfig::classifier`]),
 /// every tensor f32.
 pub const CLASSIFIER_VERSION: u16 = 2;
-/// The version of files with int8 tensors: the header records the classifier, and every
-/// table entry a dtype and an axis code after its offset (FORMAT.md).
+/// The first version whose table records each tensor's dtype and int8 axis: the header
+/// records the classifier, and every table entry a dtype and an axis code after its offset
+/// (FORMAT.md). Version 3 itself stored int8 tensors row by row, a layout this crate no
+/// longer reads ([`FormatError::Int8LayoutRetired`]); its files without int8 tensors read.
 pub const QUANT_VERSION: u16 = 3;
+/// The version of files with int8 tensors: the table of [`QUANT_VERSION`], int8 tensors
+/// stored in row pairs ([`quant`]: two rows' int8 values for one position in one i16).
+pub const PAIR_VERSION: u16 = 4;
 /// Bytes before the header: magic, version, reserved, header length, payload length.
 pub const PREFIX_LEN: usize = 20;
 /// Bytes of the CRC-32 trailer.

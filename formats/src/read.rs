@@ -14,7 +14,7 @@ use crate::header::{
     EntryRecord, FileKind, Header, ModelConfig, Provenance, TensorEntry, Text, TrainingState,
     Validation, MAX_TENSORS, MAX_TEXT_LEN, MAX_TRAINER_OPTIONS,
 };
-use crate::quant::{check_parts, stride, Dtype, QuantTensor};
+use crate::quant::{check_parts, pair_stride, pair_values, Dtype, QuantTensor};
 use crate::tensors::{allowed_tensor, expected_tensors, quant_axis};
 use crate::{
     payload_start, CLASSIFIER_VERSION, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, QUANT_VERSION,
@@ -100,7 +100,7 @@ pub struct ModelFile<'a> {
     table: &'a [u8],
     /// Number of entries in `table`.
     tensor_count: usize,
-    /// Whether the table's entries are version-3 [`EntryRecord`]s (with dtype and axis).
+    /// Whether the table's entries are version-3 or -4 [`EntryRecord`]s (with dtype and axis).
     typed_entries: bool,
     payload: &'a [u8],
 }
@@ -205,7 +205,13 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
     // At most MAX_TENSORS: fits a usize.
     let tensor_count = count as usize;
     let typed_entries = version >= QUANT_VERSION;
-    let table = table_bytes(entries, tensor_count, header_len, typed_entries)?;
+    let table = table_bytes(
+        entries,
+        tensor_count,
+        header_len,
+        typed_entries,
+        version == QUANT_VERSION,
+    )?;
     let file = ModelFile {
         kind: summary.kind,
         config: summary.config,
@@ -222,19 +228,25 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
 
 /// The bytes of `count` encoded entries at the start of `entries`, which must be exactly
 /// those: every entry is decoded once (and dropped) to check its encoding (and, for version-3
-/// entries, its dtype and axis codes) and find its end.
+/// and -4 entries, its dtype and axis codes) and find its end. In a version-3 table
+/// (`retired_int8`) an int8 entry is [`FormatError::Int8LayoutRetired`]: that version stored
+/// int8 tensors row by row.
 fn table_bytes(
     entries: &[u8],
     count: usize,
     header_len: u32,
     typed_entries: bool,
+    retired_int8: bool,
 ) -> Result<&[u8], FormatError> {
     let mut rest = entries;
     for _ in 0..count {
         rest = if typed_entries {
             let (record, after) = postcard::take_from_bytes::<EntryRecord>(rest)
                 .map_err(FormatError::MalformedHeader)?;
-            record.entry()?;
+            let entry = record.entry()?;
+            if retired_int8 && entry.quant.is_some() {
+                return Err(FormatError::Int8LayoutRetired { name: entry.name });
+            }
             after
         } else {
             postcard::take_from_bytes::<TensorEntry>(rest)
@@ -344,20 +356,28 @@ impl<'a> ModelFile<'a> {
             covered = start + entry.byte_len().unwrap_or(0);
         }
         check_zero(self.payload, covered, payload_len, payload_at)?;
-        // Last, the contents of the int8 tensors (version 3 only: an earlier version's table
-        // is not walked again): scales, value range, row padding.
-        let int8_entries = if self.typed_entries { self.tensor_count } else { 0 };
+        // Last, the contents of the int8 tensors (versions 3 and 4 only: an earlier version's
+        // table is not walked again; version 3 has none): scales, value range, padding.
+        let int8_entries = if self.typed_entries {
+            self.tensor_count
+        } else {
+            0
+        };
         for entry in self.entries_from(self.table, int8_entries) {
             if let Some((rows, depth)) = entry.quant_rows_depth() {
                 let name = entry.name.clone();
                 let bytes = self.bytes_of(entry)?;
-                let (values, scales) = bytes.split_at(rows * stride(depth));
+                // In bounds: `byte_len` counted these values (2 bytes each) and the scales.
+                let (values, scales) = bytes.split_at(pair_values(rows, depth) as usize * 2);
                 check_parts(
                     &name,
                     rows,
                     depth,
-                    stride(depth),
-                    bytemuck::cast_slice(values),
+                    pair_stride(depth),
+                    values
+                        .chunks_exact(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]])),
+                    values.len() / 2,
                     scales
                         .chunks_exact(4)
                         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
@@ -522,7 +542,7 @@ impl<'a> ModelFile<'a> {
         for _ in 0..self.tensor_count {
             // `parse` decoded every entry once, so these succeed: a name (varint length and
             // bytes), a shape (varint count and varint dimensions), a varint offset, and in a
-            // version-3 table two code bytes.
+            // version-3 or -4 table two code bytes.
             let (len, after) = varint(rest)?;
             let found = after.get(..len)?;
             let (dims, mut tail) = varint(after.get(len..)?)?;
@@ -559,7 +579,8 @@ impl<'a> ModelFile<'a> {
     }
 
     /// The raw bytes of a tensor as stored: little-endian f32 values, or for an int8 tensor
-    /// its `rows * stride` values followed by its `rows` little-endian f32 scales.
+    /// its `pairs(rows) * pair_stride(depth)` little-endian i16 values (the row-pair layout of
+    /// [`crate::quant`]) followed by its `rows` little-endian f32 scales.
     pub fn tensor_bytes(&self, name: &str) -> Result<&'a [u8], FormatError> {
         self.bytes_of(self.entry(name)?)
     }
@@ -607,10 +628,10 @@ impl<'a> ModelFile<'a> {
         })
     }
 
-    /// An int8 tensor borrowed in place (values and scales), valid ([`QuantTensor::check`]
-    /// passed in [`parse`]). Fails with [`FormatError::WrongDtype`] for an f32 tensor, and
-    /// with [`FormatError::NotZeroCopy`] when the scales cannot be borrowed (buffer not 4-byte
-    /// aligned, or a big-endian target).
+    /// An int8 tensor borrowed in place (its row-pair values and its scales), valid
+    /// ([`QuantTensor::check`] passed in [`parse`]). Fails with [`FormatError::WrongDtype`]
+    /// for an f32 tensor, and with [`FormatError::NotZeroCopy`] when the values and scales
+    /// cannot be borrowed (buffer not 4-byte aligned, or a big-endian target).
     pub fn tensor_i8(&self, name: &str) -> Result<QuantTensor<'a>, FormatError> {
         let entry = self.entry(name)?;
         let (Some(axis), Some((rows, depth))) = (entry.quant, entry.quant_rows_depth()) else {
@@ -621,8 +642,8 @@ impl<'a> ModelFile<'a> {
             });
         };
         let bytes = self.bytes_of(entry)?;
-        let stride = stride(depth);
-        let (values, scales) = bytes.split_at(rows * stride);
+        // In bounds: `parse` checked the tensor's `byte_len`, which counts these values.
+        let (values, scales) = bytes.split_at(pair_values(rows, depth) as usize * 2);
         let not_zero_copy = || FormatError::NotZeroCopy {
             name: error_name(name),
         };
@@ -633,8 +654,8 @@ impl<'a> ModelFile<'a> {
             axis,
             rows,
             depth,
-            stride,
-            values: bytemuck::cast_slice(values),
+            pair_stride: pair_stride(depth),
+            values: bytemuck::try_cast_slice(values).map_err(|_| not_zero_copy())?,
             scales: bytemuck::try_cast_slice(scales).map_err(|_| not_zero_copy())?,
         })
     }
@@ -686,7 +707,7 @@ fn varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
 pub struct Entries<'a> {
     rest: &'a [u8],
     remaining: usize,
-    /// Version-3 entries ([`EntryRecord`]).
+    /// Version-3 or -4 entries ([`EntryRecord`]).
     typed: bool,
 }
 

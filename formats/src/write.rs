@@ -7,17 +7,21 @@ use crate::header::{
     Classifier, EntryRecord, FileKind, ModelConfig, Provenance, TensorEntry, TrainingState,
     MAX_TENSORS,
 };
-use crate::quant::{stride, QuantAxis, QuantTensor};
+use crate::quant::{pair_stride, QuantAxis, QuantTensor};
 use crate::tensors::{allowed_tensor, expected_tensors, quant_axis};
 use crate::{
-    payload_start, CLASSIFIER_VERSION, CRC32, MAGIC, PAPER_VERSION, PREFIX_LEN, QUANT_VERSION,
+    payload_start, CLASSIFIER_VERSION, CRC32, MAGIC, PAIR_VERSION, PAPER_VERSION, PREFIX_LEN,
+    QUANT_VERSION,
 };
 
 /// A tensor's data as given to the builder.
 #[derive(Clone, Copy, Debug)]
 enum Data<'t> {
     F32(&'t [f32]),
-    I8 { values: &'t [i8], scales: &'t [f32] },
+    I8 {
+        values: &'t [i16],
+        scales: &'t [f32],
+    },
 }
 
 /// Assembles a model file from its header fields and named tensors, checking them against
@@ -91,9 +95,11 @@ impl<'t> FileBuilder<'t> {
         Ok(self)
     }
 
-    /// Adds an int8 tensor (which makes the file version 3): `values` are its `rows * stride`
-    /// values, every row zero-padded to `stride`, and `scales` its `rows` scales, as
-    /// [`crate::quant::quantize`] returns them for the tensor's `[in, out]` shape and `axis`.
+    /// Adds an int8 tensor (which makes the file version 4): `values` are its
+    /// `pairs(rows) * pair_stride(depth)` values in the row-pair layout of
+    /// [`QuantTensor::values`], and `scales` its `rows` scales, as
+    /// [`crate::quant::quantize`] returns them for the tensor's `[in, out]` shape and `axis`
+    /// (`rows` and `depth` follow from the shape and axis, [`QuantAxis::rows_depth`]).
     /// The name must be a tensor of the configuration and kind that
     /// [`crate::tensors::quant_axis`] quantises along `axis`, not already added, and the
     /// matrix must be valid ([`QuantTensor::check`]).
@@ -101,7 +107,7 @@ impl<'t> FileBuilder<'t> {
         &mut self,
         name: &str,
         axis: QuantAxis,
-        values: &'t [i8],
+        values: &'t [i16],
         scales: &'t [f32],
     ) -> Result<&mut Self, FormatError> {
         if quant_axis(name) != Some(axis) {
@@ -117,7 +123,7 @@ impl<'t> FileBuilder<'t> {
             axis,
             rows,
             depth,
-            stride: stride(depth),
+            pair_stride: pair_stride(depth),
             values,
             scales,
         }
@@ -182,11 +188,11 @@ impl<'t> FileBuilder<'t> {
         }
         let payload_len = u32::try_from(offset).map_err(|_| FormatError::TooLarge)?;
         // The header's fields in order (as `Header` encodes them), with the classifier
-        // between the training state and the table in a version-2 or -3 file, and a dtype
-        // and axis code in every entry of a version-3 table.
+        // between the training state and the table in a version-2 or -4 file, and a dtype
+        // and axis code in every entry of a version-4 table (the table of version 3).
         let classifier = self.config.classifier;
         let version = if table.iter().any(|e| e.quant.is_some()) {
-            QUANT_VERSION
+            PAIR_VERSION
         } else if classifier != Classifier::PAPER {
             CLASSIFIER_VERSION
         } else {
@@ -229,7 +235,9 @@ impl<'t> FileBuilder<'t> {
                     }
                 }
                 Data::I8 { values, scales } => {
-                    out.extend_from_slice(bytemuck::cast_slice(values));
+                    for value in values.iter() {
+                        out.extend_from_slice(&value.to_le_bytes());
+                    }
                     for scale in scales.iter() {
                         out.extend_from_slice(&scale.to_le_bytes());
                     }

@@ -335,12 +335,12 @@ fn error_bad_magic() {
 #[test]
 fn error_newer_version() {
     let mut file = valid_tiny();
-    file[8] = 4;
+    file[8] = 5;
     assert_eq!(
         parse(&file).unwrap_err(),
         FormatError::UnsupportedVersion {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         }
     );
 }

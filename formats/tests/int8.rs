@@ -1,7 +1,8 @@
-//! int8 tensors (file version 3): the quantisation, the table of quantised tensors, round
-//! trips through the writer and reader, and one test per new error.
+//! int8 tensors (file version 4, row pairs): the quantisation, the table of quantised
+//! tensors, the row-pair layout, round trips through the writer and reader, and one test per
+//! new error.
 
-use formats::quant::{dequantize, quantize};
+use formats::quant::{dequantize, pack_pairs, pair_stride, pairs, quantize};
 use formats::tensors::{BlockNames, CA_AP, GENERATOR, SA_AP, SA_CP};
 use formats::*;
 use proptest::prelude::*;
@@ -18,10 +19,11 @@ fn provenance() -> Provenance {
     }
 }
 
-/// A small configuration whose `D` = 6 is not a multiple of 4, so `enc_ap` and `enc_cp`
-/// (`[6][4]`, one row per output of depth 6, stride 8) have row padding.
+/// A small configuration with odd `D` = 5 and `G` = 5, so the row-pair layout pads: `enc_ap`
+/// and `enc_cp` (`[5][4]`, 4 rows of depth 5) have a padding column, `gen.g1` (`[8][5]`, 5
+/// rows of depth 8) a pad row, `gen.g2_mu` (`[5][5]` along `In`) both.
 fn tiny() -> ModelConfig {
-    ModelConfig::new(6, 4, 2, 2, 1, 6)
+    ModelConfig::new(5, 4, 2, 2, 1, 5)
 }
 
 /// Recognisable weights for every tensor of an inference file.
@@ -39,7 +41,7 @@ fn weights(config: &ModelConfig) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-type Quantised = Vec<(&'static str, QuantAxis, Vec<i8>, Vec<f32>)>;
+type Quantised = Vec<(&'static str, QuantAxis, Vec<i16>, Vec<f32>)>;
 
 /// The int8 tensors of `weights` (every one `quant_axis` names).
 fn quantised(weights: &[(&'static str, Vec<usize>, Vec<f32>)]) -> Quantised {
@@ -132,13 +134,180 @@ fn quantize_is_per_row_symmetric() {
     // [in = 3][out = 2]: columns (outputs) [1, -2, 0.5] and [0, 0, 0].
     let w = [1.0, 0.0, -2.0, 0.0, 0.5, 0.0];
     let (values, scales) = quantize(&w, 3, 2, QuantAxis::Out).unwrap();
-    // Two rows (outputs) of depth 3, stride 4; the zero row has scale 1 and zeros.
+    // Two rows (outputs) of depth 3, [64, -127, 32] and the zero row (scale 1, zeros): one
+    // pair of stride 4, 256 * row 0 + row 1, the padding column zero.
     assert_eq!(scales, vec![2.0 / 127.0, 1.0]);
-    assert_eq!(values, vec![64, -127, 32, 0, 0, 0, 0, 0]);
-    // Along In: three rows (inputs) of depth 2, stride 4.
+    assert_eq!(values, vec![64 * 256, -127 * 256, 32 * 256, 0]);
+    // Along In: three rows (inputs) of depth 2, [127, 0], [-127, 0], [127, 0]: two pairs of
+    // stride 2, the second with the zero pad row.
     let (values, scales) = quantize(&w, 3, 2, QuantAxis::In).unwrap();
     assert_eq!(scales, vec![1.0 / 127.0, 2.0 / 127.0, 0.5 / 127.0]);
-    assert_eq!(values, vec![127, 0, 0, 0, -127, 0, 0, 0, 127, 0, 0, 0]);
+    assert_eq!(values, vec![127 * 256 - 127, 0, 127 * 256, 0]);
+}
+
+#[test]
+fn pair_sizes() {
+    for (n, stride, pair_count) in [(0, 0, 0), (1, 2, 1), (2, 2, 1), (5, 6, 3), (640, 640, 320)] {
+        assert_eq!((pair_stride(n), pairs(n)), (stride, pair_count), "{n}");
+    }
+    // Saturates instead of overflowing: a length no slice has.
+    assert_eq!(pair_stride(usize::MAX), usize::MAX);
+    assert_eq!(pairs(usize::MAX), usize::MAX / 2 + 1);
+}
+
+#[test]
+fn pack_pairs_layout_and_errors() {
+    // 3 rows of depth 3: pair 0 = rows 0 and 1, pair 1 = row 2 and the pad row.
+    let w: [i8; 9] = [1, -2, 127, -127, 5, -1, 7, 0, -9];
+    let mut out = [0x5555i16; 8];
+    pack_pairs(3, 3, &w, &mut out).unwrap();
+    assert_eq!(
+        out,
+        [
+            256 - 127,
+            -2 * 256 + 5,
+            127 * 256 - 1,
+            0,
+            7 * 256,
+            0,
+            -9 * 256,
+            0
+        ]
+    );
+    let q = QuantTensor {
+        axis: QuantAxis::Out,
+        rows: 3,
+        depth: 3,
+        pair_stride: 4,
+        values: &out,
+        scales: &[0.5; 3],
+    };
+    q.check("q").unwrap();
+    for r in 0..3 {
+        for k in 0..3 {
+            assert_eq!(q.weight(r, k), Some(w[r * 3 + k]), "{r} {k}");
+            assert_eq!(q.get(r, k), Some(f32::from(w[r * 3 + k]) * 0.5));
+        }
+        assert_eq!(q.weight(r, 3), None);
+    }
+    assert_eq!(q.weight(3, 0), None);
+    assert_eq!(q.get(3, 0), None);
+    let matrix = || name("int8 matrix");
+    assert_eq!(
+        pack_pairs(3, 3, &w[..8], &mut out),
+        Err(FormatError::LengthMismatch {
+            name: matrix(),
+            expected: 9,
+            found: 8
+        })
+    );
+    assert_eq!(
+        pack_pairs(3, 3, &w, &mut out[..6]),
+        Err(FormatError::QuantValuesLength {
+            name: matrix(),
+            expected: 8,
+            found: 6
+        })
+    );
+    let mut min = w;
+    min[4] = i8::MIN;
+    assert_eq!(
+        pack_pairs(3, 3, &min, &mut out),
+        Err(FormatError::QuantValueOutOfRange {
+            name: matrix(),
+            index: 4
+        })
+    );
+    // Empty matrices pack to nothing.
+    pack_pairs(0, 3, &[], &mut []).unwrap();
+    pack_pairs(3, 0, &[], &mut []).unwrap();
+}
+
+#[test]
+fn check_rejects_values_that_hold_no_int8_pair() {
+    // 2 rows of depth 2, all ones but value `at`.
+    let check = |at: usize, v: i16| {
+        let mut values = [257i16; 2];
+        values[at] = v;
+        QuantTensor {
+            axis: QuantAxis::In,
+            rows: 2,
+            depth: 2,
+            pair_stride: 2,
+            values: &values,
+            scales: &[1.0; 2],
+        }
+        .check("t")
+    };
+    let out_of_range = |index| {
+        Err(FormatError::QuantValueOutOfRange {
+            name: name("t"),
+            index,
+        })
+    };
+    // Low byte -128; high part 128 (32767 = 128 * 256 - 1) or -128; the extremes that hold a
+    // pair are fine.
+    for bad in [
+        0x0080,
+        -0x0080,
+        i16::MAX,
+        i16::MIN,
+        i16::MIN + 127,
+        127 * 256 + 128,
+    ] {
+        assert_eq!(check(1, bad), out_of_range(1), "{bad:#x}");
+    }
+    for good in [
+        127 * 256 + 127,
+        -127 * 256 - 127,
+        -127 * 256 + 127,
+        127,
+        -127,
+        0,
+    ] {
+        assert_eq!(check(0, good), Ok(()), "{good}");
+    }
+}
+
+/// Today's quantisation before the row-pair layout (file version 3), verbatim but for the
+/// stride: `rows` rows of `depth` values, row-major, and the scales. The row-pair
+/// `quantize` must store exactly these values.
+fn row_major_quantize(
+    w: &[f32],
+    inputs: usize,
+    outputs: usize,
+    axis: QuantAxis,
+) -> (Vec<i8>, Vec<f32>) {
+    fn round_half_away(v: f32) -> i32 {
+        let t = v as i32;
+        let frac = v - t as f32;
+        if frac >= 0.5 {
+            t + 1
+        } else if frac <= -0.5 {
+            t - 1
+        } else {
+            t
+        }
+    }
+    let (rows, depth) = axis.rows_depth(inputs, outputs);
+    let at = |r: usize, k: usize| match axis {
+        QuantAxis::Out => w[k * outputs + r],
+        QuantAxis::In => w[r * outputs + k],
+    };
+    let mut values = vec![0i8; rows * depth];
+    let mut scales = vec![1.0f32; rows];
+    for r in 0..rows {
+        let max = (0..depth).fold(0.0f32, |m, k| m.max(at(r, k).abs()));
+        let scale = max / 127.0;
+        if scale == 0.0 {
+            continue;
+        }
+        scales[r] = scale;
+        for k in 0..depth {
+            values[r * depth + k] = round_half_away(at(r, k) / scale).clamp(-127, 127) as i8;
+        }
+    }
+    (values, scales)
 }
 
 #[test]
@@ -151,7 +320,7 @@ fn dequantize_writes_the_in_out_layout() {
             axis,
             rows,
             depth,
-            stride: 4,
+            pair_stride: pair_stride(depth),
             values: &values,
             scales: &scales,
         };
@@ -194,14 +363,15 @@ fn quantize_errors() {
     );
     // A row so small its scale would be zero is a zero row.
     let (values, scales) = quantize(&[1e-44, 0.0], 1, 2, QuantAxis::In).unwrap();
-    assert_eq!((values, scales), (vec![0; 4], vec![1.0]));
+    assert_eq!((values, scales), (vec![0; 2], vec![1.0]));
 }
 
 #[test]
-fn int8_file_round_trips_as_version_3() {
+fn int8_file_round_trips_as_version_4() {
     let config = tiny();
     let file = int8_file(config);
-    assert_eq!(u16::from_le_bytes([file[8], file[9]]), QUANT_VERSION);
+    assert_eq!(u16::from_le_bytes([file[8], file[9]]), PAIR_VERSION);
+    assert_eq!(VERSION, PAIR_VERSION);
     let aligned = AlignedBuf::from_bytes(&file);
     let parsed = parse(&aligned).unwrap();
     let w = weights(&config);
@@ -226,7 +396,7 @@ fn int8_file_round_trips_as_version_3() {
                 let (_, _, qv, qs) = q.iter().find(|(n, ..)| n == name).unwrap();
                 let (rows, depth) = axis.rows_depth(shape[0], shape[1]);
                 assert_eq!((t.axis, t.rows, t.depth), (axis, rows, depth));
-                assert_eq!(t.stride, depth.div_ceil(4) * 4);
+                assert_eq!(t.pair_stride, depth.div_ceil(2) * 2);
                 assert_eq!((t.values, t.scales), (&qv[..], &qs[..]));
                 let wrong = FormatError::WrongDtype {
                     name: (*name).try_into().unwrap(),
@@ -245,7 +415,12 @@ fn int8_file_round_trips_as_version_3() {
                 let entry = parsed.entry(name).unwrap();
                 assert_eq!(entry.quant, Some(axis));
                 let bytes = parsed.tensor_bytes(name).unwrap();
-                assert_eq!(bytes.len(), rows * t.stride + rows * 4);
+                assert_eq!(bytes.len(), rows.div_ceil(2) * t.pair_stride * 2 + rows * 4);
+                let stored: Vec<i16> = bytes[..qv.len() * 2]
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                assert_eq!(&stored, qv, "{name}: little-endian i16 values");
             }
         }
     }
@@ -295,7 +470,7 @@ fn paper_int8_file_is_under_a_third_of_f32() {
 }
 
 /// Builder errors for an int8 tensor: `(name, axis, values, scales)` -> error.
-fn add_i8(name: &str, axis: QuantAxis, values: &[i8], scales: &[f32]) -> FormatError {
+fn add_i8(name: &str, axis: QuantAxis, values: &[i16], scales: &[f32]) -> FormatError {
     let mut builder = FileBuilder::new(FileKind::Inference, tiny(), provenance()).unwrap();
     match builder.tensor_i8(name, axis, values, scales) {
         Ok(_) => panic!("{name} accepted"),
@@ -305,12 +480,11 @@ fn add_i8(name: &str, axis: QuantAxis, values: &[i8], scales: &[f32]) -> FormatE
 
 #[test]
 fn builder_rejects_bad_int8_tensors() {
-    // enc_ap: [6][4] along Out: 4 rows of depth 6, stride 8.
-    let good = [1i8; 32];
+    // enc_ap: [5][4] along Out: 4 rows of depth 5, 2 pairs of stride 6.
+    let good = [257i16; 12];
     let mut padded = good;
-    for row in 0..4 {
-        padded[row * 8 + 6] = 0;
-        padded[row * 8 + 7] = 0;
+    for pair in 0..2 {
+        padded[pair * 6 + 5] = 0;
     }
     let scales = [0.5f32; 4];
     let mut builder = FileBuilder::new(FileKind::Inference, tiny(), provenance()).unwrap();
@@ -334,13 +508,14 @@ fn builder_rejects_bad_int8_tensors() {
         }
     );
     assert_eq!(
-        add_i8("enc_ap", QuantAxis::Out, &padded[..31], &scales),
+        add_i8("enc_ap", QuantAxis::Out, &padded[..11], &scales),
         FormatError::QuantValuesLength {
             name: name("enc_ap"),
-            expected: 32,
-            found: 31
+            expected: 12,
+            found: 11
         }
     );
+    // The padding column holds rows 0 and 1 (257 = 256 * 1 + 1): row 0 is reported first.
     assert_eq!(
         add_i8("enc_ap", QuantAxis::Out, &good, &scales),
         FormatError::NonzeroQuantPadding {
@@ -348,8 +523,17 @@ fn builder_rejects_bad_int8_tensors() {
             row: 0
         }
     );
+    let mut odd = padded;
+    odd[11] = 1;
+    assert_eq!(
+        add_i8("enc_ap", QuantAxis::Out, &odd, &scales),
+        FormatError::NonzeroQuantPadding {
+            name: name("enc_ap"),
+            row: 3
+        }
+    );
     let mut min = padded;
-    min[9] = i8::MIN;
+    min[9] = 0x80;
     assert_eq!(
         add_i8("enc_ap", QuantAxis::Out, &min, &scales),
         FormatError::QuantValueOutOfRange {
@@ -365,6 +549,23 @@ fn builder_rejects_bad_int8_tensors() {
             e => panic!("{bad}: {e:?}"),
         }
     }
+    // gen.g1: [8][5] along Out: 5 rows of depth 8, the third pair's second row the pad row.
+    let mut g1 = [257i16; 24];
+    for k in 0..8 {
+        g1[16 + k] = 256;
+    }
+    let mut builder = FileBuilder::new(FileKind::Inference, tiny(), provenance()).unwrap();
+    builder
+        .tensor_i8("gen.g1", QuantAxis::Out, &g1, &[1.0; 5])
+        .unwrap();
+    g1[20] = 256 - 3;
+    assert_eq!(
+        add_i8("gen.g1", QuantAxis::Out, &g1, &[1.0; 5]),
+        FormatError::NonzeroQuantPadding {
+            name: name("gen.g1"),
+            row: 5
+        }
+    );
     for (tensor, axis) in [
         ("enc_ap", QuantAxis::In),
         ("gen.g2_mu", QuantAxis::Out),
@@ -381,17 +582,17 @@ fn builder_rejects_bad_int8_tensors() {
     let q = QuantTensor {
         axis: QuantAxis::Out,
         rows: 4,
-        depth: 6,
-        stride: 6,
-        values: &padded[..24],
+        depth: 5,
+        pair_stride: 5,
+        values: &padded[..10],
         scales: &scales,
     };
     assert_eq!(
         q.check("x"),
         Err(FormatError::QuantStride {
             name: name("x"),
-            expected: 8,
-            found: 6
+            expected: 6,
+            found: 5
         })
     );
 }
@@ -486,27 +687,53 @@ fn tensor_offset(tensor: &str) -> usize {
 
 #[test]
 fn reader_rejects_bad_int8_contents() {
-    // enc_ap: 4 rows of depth 6, stride 8, then 4 scales.
+    // enc_ap: 4 rows of depth 5, 2 pairs of stride 6 (12 little-endian i16, 24 bytes), then 4
+    // scales; value k of pair p at byte 2 (6 p + k), its low byte (the odd row) first.
     let enc = tensor_offset("enc_ap");
-    let error = edited(|file, payload| file[payload + enc + 6] = 1);
-    assert_eq!(
-        error,
-        FormatError::NonzeroQuantPadding {
-            name: name("enc_ap"),
-            row: 0
-        }
-    );
-    let error = edited(|file, payload| file[payload + enc + 17] = 0x80);
+    for (byte, row) in [(2 * 5 + 1, 0), (2 * 5, 1), (2 * 11 + 1, 2), (2 * 11, 3)] {
+        let error = edited(|file, payload| file[payload + enc + byte] = 1);
+        assert_eq!(
+            error,
+            FormatError::NonzeroQuantPadding {
+                name: name("enc_ap"),
+                row
+            },
+            "byte {byte}"
+        );
+    }
+    let error = edited(|file, payload| file[payload + enc + 2 * 7] = 0x80);
     assert_eq!(
         error,
         FormatError::QuantValueOutOfRange {
             name: name("enc_ap"),
-            index: 17
+            index: 7
+        }
+    );
+    // 0x7fff: low byte -1, high part 128.
+    let error = edited(|file, payload| {
+        let at = payload + enc + 2 * 8;
+        file[at..at + 2].copy_from_slice(&i16::MAX.to_le_bytes());
+    });
+    assert_eq!(
+        error,
+        FormatError::QuantValueOutOfRange {
+            name: name("enc_ap"),
+            index: 8
+        }
+    );
+    // gen.g1: 5 rows of depth 8, the pad row the low bytes of pair 2 (values 16..24).
+    let g1 = tensor_offset("gen.g1");
+    let error = edited(|file, payload| file[payload + g1 + 2 * 19] = 1);
+    assert_eq!(
+        error,
+        FormatError::NonzeroQuantPadding {
+            name: name("gen.g1"),
+            row: 5
         }
     );
     for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY, 3e36] {
         let error = edited(|file, payload| {
-            let at = payload + enc + 32 + 3 * 4;
+            let at = payload + enc + 24 + 3 * 4;
             file[at..at + 4].copy_from_slice(&bad.to_le_bytes());
         });
         assert!(
@@ -514,16 +741,165 @@ fn reader_rejects_bad_int8_contents() {
             "{bad}: {error:?}"
         );
     }
-    // The padding after an int8 tensor (before the next one) is checked like any other.
-    let error = edited(|file, payload| file[payload + enc + 48] = 1);
+    // The padding after an int8 tensor (40 bytes; before the next one) is checked like any
+    // other.
+    let error = edited(|file, payload| file[payload + enc + 40] = 1);
     assert!(
         matches!(error, FormatError::NonzeroPadding { .. }),
         "{error:?}"
     );
 }
 
+/// `file` with its version field set to `version` (and its CRC fixed).
+fn with_version(file: &[u8], version: u16) -> Vec<u8> {
+    let mut file = file.to_vec();
+    file[8..10].copy_from_slice(&version.to_le_bytes());
+    fix_crc(&mut file);
+    file
+}
+
+#[test]
+fn version_3_int8_tensors_are_retired() {
+    // Yesterday's version-3 int8 file has the same header as a version-4 one: only the layout
+    // of its int8 tensors differs, which the reader refuses for the first int8 tensor.
+    let file = with_version(&int8_file(tiny()), QUANT_VERSION);
+    let error = parse(&file).unwrap_err();
+    assert_eq!(
+        error,
+        FormatError::Int8LayoutRetired {
+            name: name("enc_ap")
+        }
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("`enc_ap`")
+            && message.contains("version-3")
+            && message.contains("row by row")
+            && message.contains("trainer export --int8"),
+        "{message}"
+    );
+    // A version later than 4 is not read.
+    assert_eq!(
+        parse(&with_version(&int8_file(tiny()), PAIR_VERSION + 1)).unwrap_err(),
+        FormatError::UnsupportedVersion {
+            found: PAIR_VERSION + 1,
+            supported: PAIR_VERSION
+        }
+    );
+}
+
+/// A version-3 file without int8 tensors, as the version-3 writer wrote none but any tool
+/// could: the header of a version-2 file of `config` with a dtype (0) and axis (0) code after
+/// every entry's offset, and the same payload.
+fn version_3_f32_file(config: ModelConfig) -> Vec<u8> {
+    let w = weights(&config);
+    let mut builder = FileBuilder::new(FileKind::Inference, config, provenance()).unwrap();
+    for (name, _, values) in &w {
+        builder.tensor(name, values).unwrap();
+    }
+    let v2 = builder.build().unwrap();
+    let parsed = parse(&v2).unwrap();
+    let header = parsed.to_header();
+    let summary = (
+        header.kind,
+        header.config,
+        &header.provenance,
+        &header.training,
+    );
+    let mut encoded = postcard::to_allocvec(&summary).unwrap();
+    encoded = postcard::to_extend(&config.classifier, encoded).unwrap();
+    let records: Vec<_> = header
+        .tensors
+        .iter()
+        .map(|e| (e.name.clone(), e.shape.clone(), e.offset, 0u8, 0u8))
+        .collect();
+    encoded = postcard::to_extend(&records, encoded).unwrap();
+    let payload = parsed.payload();
+    let mut file = Vec::new();
+    file.extend_from_slice(&MAGIC);
+    file.extend_from_slice(&QUANT_VERSION.to_le_bytes());
+    file.extend_from_slice(&0u16.to_le_bytes());
+    file.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    file.extend_from_slice(&encoded);
+    file.resize(
+        (PREFIX_LEN + encoded.len()).div_ceil(ALIGNMENT) * ALIGNMENT,
+        0,
+    );
+    file.extend_from_slice(payload);
+    file.extend_from_slice(&[0; 4]);
+    fix_crc(&mut file);
+    file
+}
+
+#[test]
+fn version_3_files_without_int8_still_read() {
+    let mut config = tiny();
+    config.classifier.features = FeatureNorm::CenteredL2;
+    let file = version_3_f32_file(config);
+    assert_eq!(u16::from_le_bytes([file[8], file[9]]), QUANT_VERSION);
+    let parsed = parse(&file).unwrap();
+    assert_eq!(parsed.config(), config);
+    for (name, _, values) in weights(&config) {
+        assert_eq!(parsed.dtype(name).unwrap(), Dtype::F32);
+        assert_eq!(parsed.to_vec(name).unwrap(), values, "{name}");
+    }
+    // Its typed table is read as such: an int8 code in it is the retired layout.
+    let error = edited_file(file, |file| {
+        let at = dtype_code_at(file, "gen.g1");
+        assert_eq!((file[at], file[at + 1]), (0, 0));
+        file[at] = 1;
+        file[at + 1] = 1;
+    });
+    assert_eq!(
+        error,
+        FormatError::Int8LayoutRetired {
+            name: name("gen.g1")
+        }
+    );
+}
+
+fn edited_file(mut file: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> FormatError {
+    edit(&mut file);
+    fix_crc(&mut file);
+    parse(&file).unwrap_err()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The row-pair `quantize` stores exactly the int8 values and scales of today's
+    /// row-major quantisation: `pack_pairs` of its rows, and `weight(r, k)` gives each back.
+    #[test]
+    fn quantize_stores_todays_values_in_row_pairs(
+        shape in (1usize..14, 1usize..14),
+        axis in prop_oneof![Just(QuantAxis::Out), Just(QuantAxis::In)],
+        scale in prop_oneof![Just(0.0f32), 1e-30f32..1e-20, 1e-3f32..1e3],
+        seed in any::<u64>(),
+    ) {
+        let (inputs, outputs) = shape;
+        let w = random_weights(inputs * outputs, scale, seed);
+        let (rows_today, scales_today) = row_major_quantize(&w, inputs, outputs, axis);
+        let (values, scales) = quantize(&w, inputs, outputs, axis).unwrap();
+        let (rows, depth) = axis.rows_depth(inputs, outputs);
+        prop_assert_eq!(&scales, &scales_today);
+        let mut packed = vec![0x5555i16; pairs(rows) * pair_stride(depth)];
+        pack_pairs(rows, depth, &rows_today, &mut packed).unwrap();
+        prop_assert_eq!(&values, &packed);
+        let q = QuantTensor {
+            axis,
+            rows,
+            depth,
+            pair_stride: pair_stride(depth),
+            values: &values,
+            scales: &scales,
+        };
+        for r in 0..rows {
+            for k in 0..depth {
+                prop_assert_eq!(q.weight(r, k), Some(rows_today[r * depth + k]));
+            }
+        }
+    }
 
     /// quantize -> tensor_i8 -> parse -> dequantize is within half a step of every weight,
     /// for any shape (padded or not), axis and weights (zero rows included).
@@ -535,22 +911,14 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let (inputs, outputs) = shape;
-        let mut state = seed | 1;
-        let w: Vec<f32> = (0..inputs * outputs)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-            })
-            .collect();
+        let w = random_weights(inputs * outputs, scale, seed);
         let (values, scales) = quantize(&w, inputs, outputs, axis).unwrap();
         let (rows, depth) = axis.rows_depth(inputs, outputs);
         let q = QuantTensor {
             axis,
             rows,
             depth,
-            stride: depth.div_ceil(4) * 4,
+            pair_stride: depth.div_ceil(2) * 2,
             values: &values,
             scales: &scales,
         };
@@ -570,4 +938,17 @@ proptest! {
             }
         }
     }
+}
+
+/// `n` weights in `[-scale / 2, scale / 2)` from `seed` (xorshift).
+fn random_weights(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
 }
