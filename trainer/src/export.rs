@@ -5,7 +5,11 @@
 //! The quantisation is `formats::quant::quantize` on every tensor
 //! `formats::tensors::quant_axis` names (encoders, attention projections, feed-forward
 //! layers, G1: a scale per output; G2mu: a scale per input row), per-row symmetric with no
-//! calibration: weights only. The engine quantises the activations at run time, per column
+//! calibration: weights only. The file is version 4: each int8 tensor's rows stored two at a
+//! time, one i16 per pair of values (`formats::quant`'s row-pair layout, which the device
+//! kernels read with one load per two rows); a version-3 int8 file, whose int8 rows are stored
+//! one by one, is refused (`formats::FormatError::Int8LayoutRetired`): export its f32 model
+//! again. The engine quantises the activations at run time, per column
 //! to i16 with a range chosen from that column alone, so there is nothing to calibrate.
 //! Layer norms, biases, scales and the classifier variants' tensors stay f32.
 

@@ -1,7 +1,7 @@
-//! `trainer export --int8`: the file it writes (version 3, at most a third of the f32
-//! inference file, every `quant_axis` tensor int8 and within half a quantisation step of the
-//! f32 weights), its typed refusals, and that a failed export never touches an existing
-//! output.
+//! `trainer export --int8`: the file it writes (version 4, int8 tensors in row pairs, at
+//! most a third of the f32 inference file, every `quant_axis` tensor int8 and within half a
+//! quantisation step of the f32 weights), its typed refusals (a version-3 int8 file included),
+//! and that a failed export never touches an existing output.
 
 use std::path::Path;
 use std::process::Command;
@@ -62,7 +62,7 @@ fn check_export(config: ModelConfig, kind: FileKind) {
     );
     assert_eq!(
         u16::from_le_bytes([int8[8], int8[9]]),
-        formats::QUANT_VERSION
+        formats::PAIR_VERSION
     );
     let aligned = formats::AlignedBuf::from_bytes(&int8);
     let file = formats::parse(&aligned).unwrap();
@@ -81,6 +81,15 @@ fn check_export(config: ModelConfig, kind: FileKind) {
                 quantised += 1;
                 let q = file.tensor_i8(name).unwrap();
                 assert_eq!(q.axis, axis);
+                // The values `quantize` gives, as the file stores them (row pairs).
+                let shape = formats::required_tensor(&config, FileKind::Inference, name)
+                    .unwrap()
+                    .1
+                    .shape;
+                let (values, scales) =
+                    formats::quant::quantize(w, shape[0] as usize, shape[1] as usize, axis)
+                        .unwrap();
+                assert_eq!((q.values, q.scales), (&values[..], &scales[..]), "{name}");
                 let mut back = vec![0.0; w.len()];
                 dequantize(&q, &mut back).unwrap();
                 let step = q.scales.iter().fold(0.0f32, |m, &s| m.max(s));
@@ -131,6 +140,55 @@ fn bad_models_are_typed_errors() {
         int8_bytes(&good[..100], path),
         Err(TrainerError::Format { .. })
     ));
+}
+
+/// The CRC-32 (ISO HDLC) of `bytes`, bit by bit: what a model file's trailer holds.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Yesterday's version-3 int8 file as far as the reader can tell: today's export with the
+/// version field set to 3 (the header is the same; only the int8 layout differs).
+fn version_3_int8(bytes: &[u8]) -> Vec<u8> {
+    let mut file = int8_bytes(bytes, Path::new("m")).unwrap();
+    file[8..10].copy_from_slice(&formats::QUANT_VERSION.to_le_bytes());
+    let n = file.len() - 4;
+    let crc = crc32(&file[..n]);
+    file[n..].copy_from_slice(&crc.to_le_bytes());
+    file
+}
+
+#[test]
+fn version_3_int8_files_ask_for_a_re_export() {
+    let config = ModelConfig::edge(1);
+    let good = model(config, FileKind::Inference, 4).to_bytes().unwrap();
+    let old = version_3_int8(&good);
+    match int8_bytes(&old, Path::new("old")) {
+        Err(TrainerError::Format {
+            source: formats::FormatError::Int8LayoutRetired { name },
+            ..
+        }) => assert_eq!(name, "enc_ap"),
+        other => panic!("{other:?}"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("old.awgim");
+    std::fs::write(&input, &old).unwrap();
+    let (ok, text) = export(&input, &dir.path().join("out.awgim"));
+    assert!(
+        !ok && text.contains("row by row") && text.contains("trainer export --int8"),
+        "{text}"
+    );
 }
 
 fn export(model: &Path, out: &Path) -> (bool, String) {
