@@ -13,7 +13,8 @@ pub fn model_file(config: &ModelConfig) -> Vec<u8> {
 }
 
 /// [`model_file`] with every tensor `formats::tensors::quant_axis` names stored as int8
-/// (`formats::quant::quantize`, what `trainer export --int8` writes).
+/// (`formats::quant::quantize`, in the row pairs of file version 4: what `trainer export
+/// --int8` writes).
 #[allow(dead_code)]
 pub fn int8_model_file(config: &ModelConfig) -> Vec<u8> {
     build(config, &tensors(config), true)
@@ -78,7 +79,7 @@ fn build(config: &ModelConfig, tensors: &[(&str, Vec<f32>)], int8: bool) -> Vec<
     let shapes: Vec<_> = expected_tensors(config, FileKind::Inference)
         .map(|spec| spec.shape)
         .collect();
-    let quantized: Vec<Option<(formats::QuantAxis, Vec<i8>, Vec<f32>)>> = tensors
+    let quantized: Vec<Option<(formats::QuantAxis, Vec<i16>, Vec<f32>)>> = tensors
         .iter()
         .zip(&shapes)
         .map(|((name, values), shape)| {
