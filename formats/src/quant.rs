@@ -246,6 +246,19 @@ pub(crate) fn check_parts(
 /// The name [`dequantize`], [`pack_pairs`] and [`quantize`] give the matrix in their errors.
 const MATRIX: &str = "int8 matrix";
 
+/// [`FormatError::LengthMismatch`] for the matrix unless `found` is `a * b` values.
+fn matrix_length(found: usize, a: usize, b: usize) -> Result<(), FormatError> {
+    let expected = (a as u64).saturating_mul(b as u64);
+    if found as u64 != expected {
+        return Err(FormatError::LengthMismatch {
+            name: error_name(MATRIX),
+            expected,
+            found: found as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Packs the int8 rows `w` (`rows` rows of `depth` values, row-major: `w[r * depth + k]`, each
 /// in `[-127, 127]`) into the row-pair layout of [`QuantTensor::values`], writing every one of
 /// the `pairs(rows) * pair_stride(depth)` values of `out` (pad row and padding column zero).
@@ -254,14 +267,7 @@ const MATRIX: &str = "int8 matrix";
 /// pair_stride(depth)` ([`FormatError::QuantValuesLength`]), or a -128 in `w`
 /// ([`FormatError::QuantValueOutOfRange`], its index in `w`).
 pub fn pack_pairs(rows: usize, depth: usize, w: &[i8], out: &mut [i16]) -> Result<(), FormatError> {
-    let expected = (rows as u64).saturating_mul(depth as u64);
-    if w.len() as u64 != expected {
-        return Err(FormatError::LengthMismatch {
-            name: error_name(MATRIX),
-            expected,
-            found: w.len() as u64,
-        });
-    }
+    matrix_length(w.len(), rows, depth)?;
     let expected = pair_values(rows, depth);
     if out.len() as u64 != expected {
         return Err(FormatError::QuantValuesLength {
@@ -297,14 +303,7 @@ pub fn pack_pairs(rows: usize, depth: usize, w: &[i8], out: &mut [i16]) -> Resul
 /// valid ([`QuantTensor::check`]) or `out` has the wrong length.
 pub fn dequantize(q: &QuantTensor<'_>, out: &mut [f32]) -> Result<(), FormatError> {
     q.check(MATRIX)?;
-    let expected = (q.rows as u64).saturating_mul(q.depth as u64);
-    if out.len() as u64 != expected {
-        return Err(FormatError::LengthMismatch {
-            name: error_name(MATRIX),
-            expected,
-            found: out.len() as u64,
-        });
-    }
+    matrix_length(out.len(), q.rows, q.depth)?;
     if q.depth == 0 {
         return Ok(());
     }
@@ -359,14 +358,7 @@ pub fn quantize(
     outputs: usize,
     axis: QuantAxis,
 ) -> Result<(alloc::vec::Vec<i16>, alloc::vec::Vec<f32>), FormatError> {
-    let expected = (inputs as u64).saturating_mul(outputs as u64);
-    if w.len() as u64 != expected {
-        return Err(FormatError::LengthMismatch {
-            name: error_name(MATRIX),
-            expected,
-            found: w.len() as u64,
-        });
-    }
+    matrix_length(w.len(), inputs, outputs)?;
     if let Some(index) = w.iter().position(|v| !v.is_finite()) {
         return Err(FormatError::NonFiniteWeight {
             index: index as u64,

@@ -87,6 +87,24 @@ fn payload_at(file: &[u8]) -> usize {
     parsed.payload().as_ptr() as usize - file.as_ptr() as usize
 }
 
+/// The int8 matrix of `rows` rows of `depth` values in the row-pair `values`.
+fn matrix<'a>(
+    axis: QuantAxis,
+    rows: usize,
+    depth: usize,
+    values: &'a [i16],
+    scales: &'a [f32],
+) -> QuantTensor<'a> {
+    QuantTensor {
+        axis,
+        rows,
+        depth,
+        pair_stride: pair_stride(depth),
+        values,
+        scales,
+    }
+}
+
 #[test]
 fn quant_axis_lists_the_big_products() {
     let block = |b: BlockNames| [b.wq, b.wk, b.wv, b.wo, b.f1, b.f2];
@@ -269,45 +287,74 @@ fn check_rejects_values_that_hold_no_int8_pair() {
     }
 }
 
-/// Today's quantisation before the row-pair layout (file version 3), verbatim but for the
-/// stride: `rows` rows of `depth` values, row-major, and the scales. The row-pair
-/// `quantize` must store exactly these values.
-fn row_major_quantize(
-    w: &[f32],
-    inputs: usize,
-    outputs: usize,
-    axis: QuantAxis,
-) -> (Vec<i8>, Vec<f32>) {
-    fn round_half_away(v: f32) -> i32 {
-        let t = v as i32;
-        let frac = v - t as f32;
-        if frac >= 0.5 {
-            t + 1
-        } else if frac <= -0.5 {
-            t - 1
-        } else {
-            t
+/// The quantisation did not change with the layout: the int8 values `w[r][k]` (read back
+/// through [`QuantTensor::weight`]) and the scales of the row-pair `quantize` hash to what the
+/// row-by-row `quantize` of version 3 (commit 37314a5, `values[r * stride + k]`) gave on the
+/// same matrices: FNV-1a 64 over every `w[r][k]` byte, row-major, then every scale's
+/// little-endian bits, for each matrix in turn (22,670 values): random ones of several shapes,
+/// axes and weight scales, then two whose rows hold exact halves (scale 1, values `j + 0.5`).
+#[test]
+fn quantize_gives_the_values_and_scales_of_version_3() {
+    const VERSION_3_HASH: u64 = 0x771e_81b0_8ed1_7c73;
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut count = 0;
+    let mut record = |w: &[f32], inputs: usize, outputs: usize, axis: QuantAxis| {
+        let mut eat = |b: u8| {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        let (values, scales) = quantize(w, inputs, outputs, axis).unwrap();
+        let (rows, depth) = axis.rows_depth(inputs, outputs);
+        let q = matrix(axis, rows, depth, &values, &scales);
+        for r in 0..rows {
+            for k in 0..depth {
+                eat(q.weight(r, k).unwrap() as u8);
+                count += 1;
+            }
         }
-    }
-    let (rows, depth) = axis.rows_depth(inputs, outputs);
-    let at = |r: usize, k: usize| match axis {
-        QuantAxis::Out => w[k * outputs + r],
-        QuantAxis::In => w[r * outputs + k],
+        for s in &scales {
+            s.to_bits().to_le_bytes().into_iter().for_each(&mut eat);
+        }
     };
-    let mut values = vec![0i8; rows * depth];
-    let mut scales = vec![1.0f32; rows];
-    for r in 0..rows {
-        let max = (0..depth).fold(0.0f32, |m, k| m.max(at(r, k).abs()));
-        let scale = max / 127.0;
-        if scale == 0.0 {
-            continue;
-        }
-        scales[r] = scale;
-        for k in 0..depth {
-            values[r * depth + k] = round_half_away(at(r, k) / scale).clamp(-127, 127) as i8;
+    let shapes = [
+        (1, 1),
+        (3, 2),
+        (2, 3),
+        (5, 5),
+        (8, 5),
+        (5, 8),
+        (7, 13),
+        (64, 32),
+        (33, 17),
+    ];
+    for (case, &(inputs, outputs)) in shapes.iter().enumerate() {
+        for axis in [QuantAxis::Out, QuantAxis::In] {
+            for scale in [0.0f32, 1e-25, 0.7, 300.0] {
+                let w = random_weights(inputs * outputs, scale, case as u64 * 7 + 1);
+                record(&w, inputs, outputs, axis);
+            }
         }
     }
-    (values, scales)
+    for axis in [QuantAxis::Out, QuantAxis::In] {
+        let (inputs, outputs) = (9, 7);
+        let w: Vec<f32> = (0..inputs * outputs)
+            .map(|at| {
+                let (i, o) = (at / outputs, at % outputs);
+                let first = match axis {
+                    QuantAxis::Out => i == 0,
+                    QuantAxis::In => o == 0,
+                };
+                if first {
+                    127.0
+                } else {
+                    ((i * 3 + o * 5) % 60) as f32 * 0.5 - 15.0
+                }
+            })
+            .collect();
+        record(&w, inputs, outputs, axis);
+    }
+    assert_eq!(count, 22_670);
+    assert_eq!(hash, VERSION_3_HASH, "{hash:#018x}");
 }
 
 #[test]
@@ -316,14 +363,7 @@ fn dequantize_writes_the_in_out_layout() {
     for axis in [QuantAxis::Out, QuantAxis::In] {
         let (values, scales) = quantize(&w, 3, 2, axis).unwrap();
         let (rows, depth) = axis.rows_depth(3, 2);
-        let q = QuantTensor {
-            axis,
-            rows,
-            depth,
-            pair_stride: pair_stride(depth),
-            values: &values,
-            scales: &scales,
-        };
+        let q = matrix(axis, rows, depth, &values, &scales);
         let mut out = [0.0; 6];
         dequantize(&q, &mut out).unwrap();
         for (i, (a, b)) in w.iter().zip(&out).enumerate() {
@@ -615,6 +655,14 @@ fn dtype_code_at(file: &[u8], tensor: &str) -> usize {
     offset_at + 1
 }
 
+/// Sets the codes of the f32 tensor `tensor`'s table entry to int8 along `Out`.
+fn make_int8(file: &mut [u8], tensor: &str) {
+    let at = dtype_code_at(file, tensor);
+    assert_eq!((file[at], file[at + 1]), (0, 0));
+    file[at] = 1;
+    file[at + 1] = 1;
+}
+
 fn edited(edit: impl FnOnce(&mut Vec<u8>, usize)) -> FormatError {
     let mut file = int8_file(tiny());
     let payload = payload_at(&file);
@@ -662,12 +710,7 @@ fn reader_rejects_unknown_codes() {
             axis: QuantAxis::In
         }
     );
-    let error = edited(|file, _| {
-        let at = dtype_code_at(file, "sa_ap.ln2.bias");
-        assert_eq!((file[at], file[at + 1]), (0, 0));
-        file[at] = 1;
-        file[at + 1] = 1;
-    });
+    let error = edited(|file, _| make_int8(file, "sa_ap.ln2.bias"));
     assert_eq!(
         error,
         FormatError::QuantNotAllowed {
@@ -845,12 +888,7 @@ fn version_3_files_without_int8_still_read() {
         assert_eq!(parsed.to_vec(name).unwrap(), values, "{name}");
     }
     // Its typed table is read as such: an int8 code in it is the retired layout.
-    let error = edited_file(file, |file| {
-        let at = dtype_code_at(file, "gen.g1");
-        assert_eq!((file[at], file[at + 1]), (0, 0));
-        file[at] = 1;
-        file[at + 1] = 1;
-    });
+    let error = edited_file(file, |file| make_int8(file, "gen.g1"));
     assert_eq!(
         error,
         FormatError::Int8LayoutRetired {
@@ -868,41 +906,9 @@ fn edited_file(mut file: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> FormatErro
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// The row-pair `quantize` stores exactly the int8 values and scales of today's
-    /// row-major quantisation: `pack_pairs` of its rows, and `weight(r, k)` gives each back.
-    #[test]
-    fn quantize_stores_todays_values_in_row_pairs(
-        shape in (1usize..14, 1usize..14),
-        axis in prop_oneof![Just(QuantAxis::Out), Just(QuantAxis::In)],
-        scale in prop_oneof![Just(0.0f32), 1e-30f32..1e-20, 1e-3f32..1e3],
-        seed in any::<u64>(),
-    ) {
-        let (inputs, outputs) = shape;
-        let w = random_weights(inputs * outputs, scale, seed);
-        let (rows_today, scales_today) = row_major_quantize(&w, inputs, outputs, axis);
-        let (values, scales) = quantize(&w, inputs, outputs, axis).unwrap();
-        let (rows, depth) = axis.rows_depth(inputs, outputs);
-        prop_assert_eq!(&scales, &scales_today);
-        let mut packed = vec![0x5555i16; pairs(rows) * pair_stride(depth)];
-        pack_pairs(rows, depth, &rows_today, &mut packed).unwrap();
-        prop_assert_eq!(&values, &packed);
-        let q = QuantTensor {
-            axis,
-            rows,
-            depth,
-            pair_stride: pair_stride(depth),
-            values: &values,
-            scales: &scales,
-        };
-        for r in 0..rows {
-            for k in 0..depth {
-                prop_assert_eq!(q.weight(r, k), Some(rows_today[r * depth + k]));
-            }
-        }
-    }
-
-    /// quantize -> tensor_i8 -> parse -> dequantize is within half a step of every weight,
-    /// for any shape (padded or not), axis and weights (zero rows included).
+    /// quantize -> dequantize is within half a step of every weight, for any shape (padded
+    /// or not), axis and weights (zero rows included), and the stored values are `pack_pairs`
+    /// of the weights `QuantTensor::weight` reads back.
     #[test]
     fn int8_tensors_round_trip(
         shape in (1usize..12, 1usize..12),
@@ -914,15 +920,18 @@ proptest! {
         let w = random_weights(inputs * outputs, scale, seed);
         let (values, scales) = quantize(&w, inputs, outputs, axis).unwrap();
         let (rows, depth) = axis.rows_depth(inputs, outputs);
-        let q = QuantTensor {
-            axis,
-            rows,
-            depth,
-            pair_stride: depth.div_ceil(2) * 2,
-            values: &values,
-            scales: &scales,
-        };
+        let q = matrix(axis, rows, depth, &values, &scales);
         prop_assert_eq!(q.check("w"), Ok(()));
+        // The stored values are the row pairs of the weights `weight` reads back.
+        let mut rows_major = Vec::with_capacity(rows * depth);
+        for r in 0..rows {
+            for k in 0..depth {
+                rows_major.push(q.weight(r, k).unwrap());
+            }
+        }
+        let mut packed = vec![0x5555i16; pairs(rows) * pair_stride(depth)];
+        pack_pairs(rows, depth, &rows_major, &mut packed).unwrap();
+        prop_assert_eq!(&packed, &values);
         let mut back = vec![0.0; w.len()];
         dequantize(&q, &mut back).unwrap();
         for (r, &step) in scales.iter().enumerate() {
