@@ -131,7 +131,7 @@ fn int8_product<const M: usize, const K: usize>(label: &str, n: usize, reps: usi
     let (values, scales) =
         formats::quant::quantize(&a_data, K, M, formats::QuantAxis::Out).expect("a valid matrix");
     let q = QuantMat::from_parts(M, K, &values, &scales).expect("M rows of K");
-    let mut scratch = vec![0i16; int8::scratch_len(int8::stride_of(K), n)];
+    let mut scratch = vec![0i16; int8::scratch_len(int8::column_len(K), n)];
     let f32_kernel = time(reps, || {
         let mut c = MatMut::from_slice(&mut c_data, Const::<M>, Dyn(n)).expect("M n values");
         mul_to(black_box(&a), black_box(&b), &mut c);

@@ -10,7 +10,7 @@ use formats::{Classifier, Sizes};
 use nalgebra::{Dim, Dyn};
 
 use crate::dims::Dims;
-use crate::ops::int8::{scratch_len, stride_of};
+use crate::ops::int8::{column_len, scratch_len};
 use crate::ops::MatMut;
 
 /// The lengths (f32 values) of the parts of a workspace, in arena order: what lives from
@@ -62,9 +62,9 @@ impl Layout {
         // queries with `G2muᵀ x` (depth D); the rest have depth d or 2 d, over N K support
         // columns, N class columns or B queries.
         let columns = max(max(nk, N), b);
-        let deep = scratch_len(stride_of(D), b);
-        let shallow = scratch_len(stride_of(max(d, d2)), columns);
-        let scratch = max(max(deep, shallow), scratch_len(stride_of(D), 1));
+        let deep = scratch_len(column_len(D), b);
+        let shallow = scratch_len(column_len(max(d, d2)), columns);
+        let scratch = max(max(deep, shallow), scratch_len(column_len(D), 1));
         Self {
             prepared: [nk * d, d * N * h, G * N],
             prototypes: v * D * N,

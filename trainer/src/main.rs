@@ -343,7 +343,7 @@ fn export_int8(model: &Path, out: &Path, args: &TaskArgs) -> Result<(), TrainerE
     println!(
         "wrote {} (int8 inference file, version {}, {} bytes)",
         out.display(),
-        formats::QUANT_VERSION,
+        formats::PAIR_VERSION,
         int8.len()
     );
     Ok(())

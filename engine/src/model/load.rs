@@ -139,15 +139,13 @@ impl<S: Dims> G2Mu<'_, S> {
             Self::F32(g2) => linear::mul_to(g2, hidden, w),
             #[cfg(feature = "int8")]
             Self::I8(q) => {
-                let (depth, stride) = (q.depth(), q.stride());
                 let columns = hidden.as_slice().chunks_exact(q.rows().max(1));
                 for (out, h) in w.column_slices_mut().zip(columns) {
                     out.fill(0.0);
                     for (g, &hg) in h.iter().enumerate() {
                         let a = hg * q.scale(g);
-                        let row = &q.values()[g * stride..g * stride + depth];
-                        for (o, &v) in out.iter_mut().zip(row) {
-                            *o += a * f32::from(v);
+                        for (o, v) in out.iter_mut().zip(q.row(g)) {
+                            *o += a * v as f32;
                         }
                     }
                 }

@@ -1,165 +1,112 @@
-//! Single instructions of the Arm DSP extension (Armv7E-M: Cortex-M4, M7; Armv8-M Mainline
-//! with DSP), and whole inner loops, for the int8 kernels of [`super::int8`] and the f32
-//! products of one column in [`super::linear`] (their `VLDM` loads, which LLVM never forms). This is the
-//! only `unsafe` code in the engine: each wrapper is one `asm!` instruction on registers, with
-//! no memory access, no stack use and no other side effect than its result (and, for
-//! `SMLAD`, the sticky Q flag, which nothing reads), so each is
-//! `options(pure, nomem, nostack)`; [`two_rows`], [`gemv16`] and [`dots8`] are inner loops,
-//! reading only inside the slices they are given, whose lengths their safe signatures check
-//! first.
+//! Inner loops in assembly for the Arm DSP extension (Armv7E-M: Cortex-M4, M7): the int8
+//! kernel of [`super::int8`] ([`pair_rows`]) and the f32 products of one column in
+//! [`super::linear`] ([`gemv16`], [`dots8`]: their `VLDM` loads, which LLVM never forms). This
+//! is the only `unsafe` code in the engine: each loop reads only inside the slices it is
+//! given, whose lengths its safe signature checks first, and writes only its own outputs.
 //!
-//! Why not `core::arch::arm::__smlad` and `__sxtb16`: those intrinsics are unstable
-//! (`stdarch_arm_dsp`), and LLVM does not form `SXTB16` from plain Rust; its `ARMParallelDSP`
-//! pass forms `SMLAD` only from pairs of adjacent 16-bit loads, which a packed int8 operand
-//! is not. The wrappers are `#[inline(always)]`: in the kernels they are the instructions
-//! themselves, and LLVM schedules and allocates registers around them
-//! (`docs/arm-kernels.md` shows the inner loops).
+//! Why not Rust: `core::arch::arm::__smlald` and `__sxtb16` are unstable (`stdarch_arm_dsp`),
+//! LLVM does not form `SXTB16` from plain Rust, and its `ARMParallelDSP` pass forms
+//! `SMLAD`/`SMLALD` only from pairs of adjacent 16-bit loads, which a packed weight word is
+//! not. `docs/arm-kernels.md` shows the loops as built and counts their instructions.
 #![allow(unsafe_code)]
 
 use core::arch::asm;
 
-/// `SMLAD`: `acc + lo16(a) lo16(b) + hi16(a) hi16(b)`, the halfwords signed (wrapping in
-/// 32 bits; the int8 kernels' sums never overflow, see [`super::int8::activation_bound`]).
-#[inline(always)]
-pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
-    let out: i32;
-    // SAFETY: one SMLAD on four general-purpose registers: it reads `a`, `b`, `acc` and writes
-    // `out`; no memory, no stack, no control flow. It may set the APSR's sticky Q flag on
-    // overflow, hence no `preserves_flags`.
-    unsafe {
-        asm!(
-            "smlad {out}, {a}, {b}, {acc}",
-            out = lateout(reg) out,
-            a = in(reg) a,
-            b = in(reg) b,
-            acc = in(reg) acc,
-            options(pure, nomem, nostack),
-        );
-    }
-    out
+/// One step of [`pair_rows`]: 3 weight words (6 columns of a pair of rows), 3 activation
+/// words, and per word `SMLALD` (both rows, 64-bit), `SXTB16` (the odd row's bytes) and
+/// `SMLAD` (the odd row).
+macro_rules! pair_step {
+    () => {
+        "ldm {pw}!, {{r0, r1, r2}}
+        ldm {px}!, {{r3, r4, r5}}
+        smlald {lo}, {hi}, r0, r3
+        sxtb16 r0, r0
+        smlad {odd}, r0, r3, {odd}
+        smlald {lo}, {hi}, r1, r4
+        sxtb16 r1, r1
+        smlad {odd}, r1, r4, {odd}
+        smlald {lo}, {hi}, r2, r5
+        sxtb16 r2, r2
+        smlad {odd}, r2, r5, {odd}"
+    };
 }
 
-/// `SXTB16`: bytes 0 and 2 of `w`, sign-extended to the two halfwords of the result.
+/// The sums of a pair of int8 rows stored as halfwords `v = 256 w_even + w_odd` (`w`: words of
+/// two such values, columns `k` and `k + 1`) with a quantised column (`x`: words of two i16,
+/// the same columns), as [`super::int8`] defines them: `(sum_k v_k x_k, sum_k w_odd_k x_k)`,
+/// the first in 64 bits (exact), the second in 32 (wrapping; exact within the activation
+/// bound), over the words both have. One loop in assembly: per word, `SMLALD` of the raw
+/// words (both rows' products, `256 even + odd`), `SXTB16` of the weight word (the odd row's
+/// two bytes, sign-extended), `SMLAD` of that (the odd row); 3 words a step (an `LDM` of each
+/// operand), 4 steps an iteration (46 instructions per 48 multiply-adds), then single steps,
+/// then single words.
 #[inline(always)]
-pub fn sxtb16(w: u32) -> u32 {
-    let out: u32;
-    // SAFETY: one SXTB16 on two general-purpose registers: it reads `w` and writes `out`;
-    // no memory, no stack, no flags, no control flow.
+pub fn pair_rows(w: &[u32], x: &[u32]) -> (i64, i32) {
+    let n = w.len().min(x.len());
+    let blocks = n / 12;
+    // The steps of 3 words after the blocks (0 to 3) in the low byte, the words after those
+    // (0 to 2) above it.
+    let rest = (n % 12) / 3 | (n % 3) << 8;
+    let (mut lo, mut hi, mut odd) = (0u32, 0u32, 0i32);
+    // SAFETY: the first loop runs `blocks` times (skipped when 0: `cmp`, `beq`), 4 steps of 3
+    // words an iteration; the second `(n % 12) / 3` times (the low byte of `rest`; skipped
+    // when 0), one step; the third `n % 3` times (`rest >> 8`; skipped when 0), one word.
+    // Every step and word reads as many words from `w` as from `x` (`LDM`s and `LDR`s with
+    // write-back, word-aligned: both are `&[u32]`), in order from the slices' starts:
+    // `12 blocks + 3 ((n % 12) / 3) + n % 3 = n` words of each in all, and `n` is the shorter
+    // length, so every read is inside the borrowed slices, which nothing writes meanwhile. It
+    // writes no memory (`readonly`) and no stack (`nostack`); the registers it writes are its
+    // outputs, the six it loads into (declared clobbered, `r0` to `r5`: `LDM` lists need fixed
+    // ascending registers) and the flags (`cmp`, `subs`, `tst`, `lsrs`; `SMLAD` may set the
+    // sticky Q flag, which nothing reads).
     unsafe {
         asm!(
-            "sxtb16 {out}, {w}",
-            out = lateout(reg) out,
-            w = in(reg) w,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    out
-}
-
-/// `SXTB16` with the operand rotated right by 8: bytes 1 and 3 of `w`, sign-extended to
-/// the two halfwords of the result.
-#[inline(always)]
-pub fn sxtb16_ror8(w: u32) -> u32 {
-    let out: u32;
-    // SAFETY: one SXTB16 (rotation 8) on two general-purpose registers: it reads `w` and
-    // writes `out`; no memory, no stack, no flags, no control flow.
-    unsafe {
-        asm!(
-            "sxtb16 {out}, {w}, ror #8",
-            out = lateout(reg) out,
-            w = in(reg) w,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    out
-}
-
-/// The sums of two rows of int8 weights with a quantised column, as [`super::int8`] defines
-/// them (`w0`, `w1`: `n` words of 4 weights each; `x`: the column's `2 n` words of two i16,
-/// in the pair layout), or `None` unless `w1` has `n` words, `x` has `2 n` and `n` is a
-/// non-zero multiple of 4. One inner loop in assembly, two steps of 8 values of both rows an
-/// iteration; a step is an `LDM` of the 4 activation words for both rows, per row an `LDRD`
-/// of its 2 weight words, and per weight word `SXTB16`, `SMLAD`, `SXTB16 ROR 8`, `SMLAD`:
-/// 40 instructions per 32 multiply-adds (LLVM's schedule of the same steps from the
-/// wrappers above takes 25 to 32 per 16, `docs/arm-kernels.md`).
-#[inline(always)]
-pub fn two_rows(w0: &[u32], w1: &[u32], x: &[u32]) -> Option<[i32; 2]> {
-    let n = w0.len();
-    if w1.len() != n || x.len() != 2 * n || n % 4 != 0 || n < 4 {
-        return None;
-    }
-    let steps = n / 4;
-    let (mut s0, mut s1) = (0i32, 0i32);
-    // SAFETY: the loop runs `steps` >= 1 times (`subs` then `bne`: at least once, and `steps`
-    // is not 0), two steps of 8 values an iteration. Each step reads 4 words from `x` (an
-    // `LDM` with write-back, word-aligned: `x` is a `&[u32]`), 2 from `w0` and 2 from `w1`
-    // (post-indexed `LDRD`s, which need word alignment only on the M-profile), all at and
-    // after the slices' starts: `8 steps = 2 n = x.len()` and `4 steps = n = w0.len() =
-    // w1.len()` words in all, so every read is inside the borrowed slices, which nothing
-    // writes meanwhile. It writes no memory (`readonly`) and no stack (`nostack`); the
-    // registers it writes are its outputs, the four it loads the activations into (declared
-    // clobbered, `r0` to `r3`, an `LDM` list needing ascending fixed registers) and the flags
-    // (`subs`).
-    unsafe {
-        asm!(
+            "cmp {nb}, #0",
+            "beq 3f",
             "2:",
-            "ldm {px}!, {{r0, r1, r2, r3}}",
-            "ldrd {w}, {v}, [{pa}], #8",
-            "sxtb16 {t}, {w}",
-            "smlad {s0}, {t}, r0, {s0}",
-            "sxtb16 {w}, {w}, ror #8",
-            "smlad {s0}, {w}, r1, {s0}",
-            "sxtb16 {t}, {v}",
-            "smlad {s0}, {t}, r2, {s0}",
-            "sxtb16 {v}, {v}, ror #8",
-            "smlad {s0}, {v}, r3, {s0}",
-            "ldrd {w}, {v}, [{pb}], #8",
-            "sxtb16 {t}, {w}",
-            "smlad {s1}, {t}, r0, {s1}",
-            "sxtb16 {w}, {w}, ror #8",
-            "smlad {s1}, {w}, r1, {s1}",
-            "sxtb16 {t}, {v}",
-            "smlad {s1}, {t}, r2, {s1}",
-            "sxtb16 {v}, {v}, ror #8",
-            "smlad {s1}, {v}, r3, {s1}",
-            "ldm {px}!, {{r0, r1, r2, r3}}",
-            "ldrd {w}, {v}, [{pa}], #8",
-            "sxtb16 {t}, {w}",
-            "smlad {s0}, {t}, r0, {s0}",
-            "sxtb16 {w}, {w}, ror #8",
-            "smlad {s0}, {w}, r1, {s0}",
-            "sxtb16 {t}, {v}",
-            "smlad {s0}, {t}, r2, {s0}",
-            "sxtb16 {v}, {v}, ror #8",
-            "smlad {s0}, {v}, r3, {s0}",
-            "ldrd {w}, {v}, [{pb}], #8",
-            "sxtb16 {t}, {w}",
-            "smlad {s1}, {t}, r0, {s1}",
-            "sxtb16 {w}, {w}, ror #8",
-            "smlad {s1}, {w}, r1, {s1}",
-            "sxtb16 {t}, {v}",
-            "smlad {s1}, {t}, r2, {s1}",
-            "sxtb16 {v}, {v}, ror #8",
-            "smlad {s1}, {v}, r3, {s1}",
-            "subs {n}, {n}, #1",
+            pair_step!(),
+            pair_step!(),
+            pair_step!(),
+            pair_step!(),
+            "subs {nb}, {nb}, #1",
             "bne 2b",
+            "3:",
+            "tst {rest}, #255",
+            "beq 5f",
+            "4:",
+            pair_step!(),
+            "sub {rest}, {rest}, #1",
+            "tst {rest}, #255",
+            "bne 4b",
+            "5:",
+            "lsrs {rest}, {rest}, #8",
+            "beq 7f",
+            "6:",
+            "ldr r0, [{pw}], #4",
+            "ldr r3, [{px}], #4",
+            "smlald {lo}, {hi}, r0, r3",
+            "sxtb16 r0, r0",
+            "smlad {odd}, r0, r3, {odd}",
+            "subs {rest}, {rest}, #1",
+            "bne 6b",
+            "7:",
+            pw = inout(reg) w.as_ptr() => _,
             px = inout(reg) x.as_ptr() => _,
-            pa = inout(reg) w0.as_ptr() => _,
-            pb = inout(reg) w1.as_ptr() => _,
-            n = inout(reg) steps => _,
-            s0 = inout(reg) s0,
-            s1 = inout(reg) s1,
-            w = out(reg) _,
-            v = out(reg) _,
-            t = out(reg) _,
+            nb = inout(reg) blocks => _,
+            rest = inout(reg) rest => _,
+            lo = inout(reg) lo,
+            hi = inout(reg) hi,
+            odd = inout(reg) odd,
             out("r0") _,
             out("r1") _,
             out("r2") _,
             out("r3") _,
+            out("r4") _,
+            out("r5") _,
             options(readonly, nostack),
         );
     }
-    Some([s0, s1])
+    ((u64::from(hi) << 32 | u64::from(lo)) as i64, odd)
 }
 
 /// `acc[r] = sum_k a[k m + r] b[k]` for the 16 rows `r < 16` of a column-major matrix `a`

@@ -1,47 +1,51 @@
-//! Products of an int8 weight matrix with f32 columns: [`mul_to`] (`C = A_q B`) and
-//! [`mul_add_to`] (`C += A_q B`), with integer accumulation.
+//! Products of an int8 weight matrix with f32 columns: [`mul_to`] (`C = A_q B`),
+//! [`mul_add_to`] (`C += A_q B`) and [`mul_to_range`] (a range of every row), with integer
+//! accumulation.
 //!
 //! # What is computed
-//! `A_q` ([`QuantMat`]) has `rows` rows of `depth` int8 values, each row zero-padded to
-//! `stride` (= `depth` rounded up to a multiple of 4) bytes, and one f32 scale per row:
-//! `A[r][k] = a[r][k] scale_r`. Each column `x` of `B` (`depth` values) is quantised to i16
-//! with a scale of its own ([`quantize_column`]): `s = max_k |x_k| / Q`, `q_k = round(x_k / s)`
-//! (half away from zero, clamped to `[-Q, Q]`), where the bound
+//! `A_q` ([`QuantMat`]) has `rows` rows of `depth` int8 values `w[r][k]` in `[-127, 127]` and
+//! one f32 scale per row: `A[r][k] = w[r][k] scale_r`. Each column `x` of `B` (`depth` values)
+//! is quantised to i16 with a scale of its own ([`quantize_column`]): `s = max_k |x_k| / Q`,
+//! `q_k = round(x_k / s)` (half away from zero, clamped to `[-Q, Q]`), where the bound
 //! `Q = min(32767, floor((2^31 - 1) / (127 depth)))` ([`activation_bound`]) makes every
-//! partial sum of `sum_k a[r][k] q_k` fit an i32: `127 Q depth <= 2^31 - 1`. The sum is
-//! accumulated in i32, exactly, in any order; then `C[r][j] = (sum as f32 * scale_r) * s_j`.
-//! The integer sums, and so the results, are the same on every target: the device's and the
+//! partial sum of `sum_k w[r][k] q_k` fit an i32: `127 Q depth <= 2^31 - 1`. The sums are
+//! exact integers, whatever their order; then `C[r][j] = (sum as f32 * scale_r) * s_j`. The
+//! integer sums, and so the results, are the same on every target: the device's and the
 //! host's logits differ only in the f32 code around these products.
 //!
 //! # Error against the dequantised f32 product
 //! The weights are what they are (the file's int8 values and scales); the only approximation
 //! here is the rounding of the activations. With `x_k = s q_k + e_k`,
-//! `A x - C = scale_r sum_k a[r][k] e_k + (rounding of the f32 tail)`, and
+//! `A x - C = scale_r sum_k w[r][k] e_k + (rounding of the f32 tail)`, and
 //! `|e_k| <= s (1/2 + 4 Q eps)`: half a step of rounding, plus the f32 rounding of
 //! `x_k Q / max` and of `s` (each a relative `eps = 2^-24` of values up to `Q` steps; 4 covers
 //! them). Hence, per entry, with `eps = f32::EPSILON / 2`,
 //!
-//! `|C[r][j] - sum_k A[r][k] x_kj| <= scale_r s_j (1/2 + 4 Q eps) sum_k |a[r][k]| + 3 eps |C[r][j]|`
+//! `|C[r][j] - sum_k A[r][k] x_kj| <= scale_r s_j (1/2 + 4 Q eps) sum_k |w[r][k]| + 3 eps |C[r][j]|`
 //!
 //! (the last term: the conversion of the sum to f32 and the two products). The test
 //! `matches_the_dequantised_product_within_the_bound` checks it on random and adversarial
 //! columns; for the paper's depths (128 to 640) the relative error of a product is about
 //! `1 / (2 Q)`, i.e. 2e-5.
 //!
-//! # Layout of the quantised activations
-//! Each group of 4 activations `x0 x1 x2 x3` is stored as `x0 x2 x1 x3`: the halfword pairs
-//! `(x0, x2)` and `(x1, x3)` are what the Arm DSP extension's `SXTB16` makes of a word of 4
-//! weights (bytes 0 and 2, then, rotated by 8, bytes 1 and 3), so on Cortex-M4/M7 the inner
-//! loop is one `SMLAD` per pair. Every target quantises the same way ([`quantize_column`]);
-//! the host then swaps each group back to `x0 x1 x2 x3` for its sums (the same products).
+//! # The row-pair layout, and why
+//! A file stores the int8 rows in pairs (`formats::quant`): per column `k`, one i16
+//! `v = 256 w[2p][k] + w[2p+1][k]` (`|w| <= 127`, so `v` fits and its low byte, sign-extended,
+//! is `w[2p+1][k]`). The quantised column is in the natural order `q_0 q_1 ..`, padded to
+//! an even length. For a pair of rows, on the Arm DSP extension, a word of two values
+//! `(v_k, v_k+1)` and the word `(q_k, q_k+1)` give, per 4 multiply-adds, 3 instructions:
+//! `SMLALD` of the raw words (64-bit sum `S = sum_k v_k q_k = 256 E + O`), `SXTB16` of the
+//! weight word (its low bytes, `w[2p+1][k]`, `w[2p+1][k+1]`), `SMLAD` of that (`O`, the odd
+//! row's sum, exact in i32). Then `E = (S - O) / 256` exactly: the even row's sum. The usual
+//! int8 scheme (CMSIS-NN's) unpacks each word of 4 weights with two `SXTB16`s for two
+//! `SMLAD`s: 4 instructions per 4 multiply-adds before any load. The host reads the same
+//! layout (both bytes of each value, two plain sums, [`pair_dots`]); the sums are the same.
 //!
 //! # Speed
-//! On Cortex-M4/M7 the inner loop is assembly (`SXTB16`/`SMLAD`, 1.25 instructions per
-//! multiply-add; `docs/arm-kernels.md`). On the host each quantised column is put back in
-//! the natural order first and the sums are plain zips, which vectorise but are not tiled:
-//! 8 to 13 GMAC/s against the f32 kernels' 13 to 23 on the same shapes (3.4 with the pair
-//! layout; `cargo run -p engine --release --example kernels 30`, AMD EPYC Zen 4 shared by
-//! other jobs); int8 models are for the device, the host runs them to check them.
+//! On Cortex-M4/M7 the inner loop is assembly ([`super::dsp::pair_rows`]: 46 instructions per
+//! 48 multiply-adds; `docs/arm-kernels.md` has the disassembly and the counts). On the host
+//! the sums are plain zips, which vectorise but are not tiled; int8 models are for the
+//! device, the host runs them to check them.
 
 use formats::QuantTensor;
 use nalgebra::Dim;
@@ -52,17 +56,18 @@ use super::{Mat, MatMut};
 /// divides the 25 support examples of the 5-shot models, a 15-query batch and a 5-query call).
 pub const QUANT_COLS: usize = 5;
 
-/// The i16 scratch [`mul_to`] and [`mul_add_to`] need for `n` columns of `B` against a
-/// matrix of row stride `stride`: `stride` values for each of up to [`QUANT_COLS`] columns,
-/// and one more, so that the columns can start 4-byte aligned (the Arm kernels load them a
-/// word at a time).
-pub const fn scratch_len(stride: usize, n: usize) -> usize {
-    stride * if n < QUANT_COLS { n } else { QUANT_COLS } + 1
+/// The i16 values one quantised column of `depth` values takes: `depth` rounded up to even
+/// (a whole number of words of two values; `formats::quant::pair_stride`).
+pub const fn column_len(depth: usize) -> usize {
+    depth.div_ceil(2) * 2
 }
 
-/// `depth` rounded up to a multiple of 4: the row stride of an int8 matrix of that depth.
-pub const fn stride_of(depth: usize) -> usize {
-    depth.div_ceil(4) * 4
+/// The i16 scratch [`mul_to`], [`mul_add_to`] and [`mul_to_range`] need for `n` columns of
+/// `B` of [`column_len`] `len`: `len` values for each of up to [`QUANT_COLS`] columns, and
+/// one more, so that the columns can start 4-byte aligned (the Arm kernels load them a word
+/// at a time).
+pub const fn scratch_len(len: usize, n: usize) -> usize {
+    len * if n < QUANT_COLS { n } else { QUANT_COLS } + 1
 }
 
 /// The largest magnitude of a quantised activation for sums of `depth` products:
@@ -85,14 +90,14 @@ pub const fn activation_bound(depth: usize) -> i32 {
     }
 }
 
-/// An int8 weight matrix borrowed from a model file: `rows` rows of `depth` values, each row
-/// contiguous and zero-padded to `stride` bytes, one f32 scale per row. The values are in
-/// `[-127, 127]` (formats refuses -128; with it the sums could wrap, never panic).
+/// An int8 weight matrix borrowed from a model file: `rows` rows of `depth` values stored in
+/// pairs of rows (the module documentation), one f32 scale per row. The values are those of
+/// `formats` (`[-127, 127]`; other i16 values give other sums, never a panic).
 #[derive(Clone, Copy, Debug)]
 pub struct QuantMat<'a> {
     rows: usize,
     depth: usize,
-    values: &'a [i8],
+    values: &'a [i16],
     scales: &'a [f32],
 }
 
@@ -111,16 +116,17 @@ impl<'a> QuantMat<'a> {
         })
     }
 
-    /// The matrix with `rows` rows of `depth` values (row `r` at `values[r * stride..]`,
-    /// `stride` = [`stride_of`]`(depth)`) and their scales; `None` unless `values` holds
-    /// exactly `rows * stride` values and `scales` exactly `rows`.
+    /// The matrix with `rows` rows of `depth` values in the row-pair layout (pair `p` at
+    /// `values[p * pair_stride..]`, `pair_stride` = [`column_len`]`(depth)`) and their scales;
+    /// `None` unless `values` holds exactly `ceil(rows / 2) * pair_stride` values and `scales`
+    /// exactly `rows`.
     pub fn from_parts(
         rows: usize,
         depth: usize,
-        values: &'a [i8],
+        values: &'a [i16],
         scales: &'a [f32],
     ) -> Option<Self> {
-        let len = rows.checked_mul(stride_of(depth))?;
+        let len = rows.div_ceil(2).checked_mul(column_len(depth))?;
         (values.len() == len && scales.len() == rows).then_some(Self {
             rows,
             depth,
@@ -139,9 +145,9 @@ impl<'a> QuantMat<'a> {
         self.depth
     }
 
-    /// Bytes per row: `depth` rounded up to a multiple of 4.
-    pub fn stride(&self) -> usize {
-        stride_of(self.depth)
+    /// Values per stored pair of rows: `depth` rounded up to even.
+    pub fn pair_stride(&self) -> usize {
+        column_len(self.depth)
     }
 
     /// The scale of row `r` (0 past the last row).
@@ -149,16 +155,38 @@ impl<'a> QuantMat<'a> {
         self.scales.get(r).copied().unwrap_or(0.0)
     }
 
-    /// The int8 values, row after row, each `stride` long.
-    pub fn values(&self) -> &'a [i8] {
-        self.values
+    /// The int8 value of row `r`, position `k` (`None` outside the matrix).
+    pub fn weight(&self, r: usize, k: usize) -> Option<i32> {
+        if k >= self.depth {
+            return None;
+        }
+        self.row(r).nth(k)
+    }
+
+    /// The `depth` int8 values of row `r` in order (none past the last row).
+    pub fn row(&self, r: usize) -> impl Iterator<Item = i32> + 'a {
+        let stride = self.pair_stride();
+        let pair = match r < self.rows {
+            true => self.values.get((r / 2) * stride..(r / 2) * stride + self.depth),
+            false => None,
+        };
+        let odd = r % 2;
+        pair.unwrap_or_default().iter().map(move |&v| split(v)[odd])
     }
 }
 
+/// The two int8 values of a stored i16 `v = 256 even + odd`: `odd` is the low byte,
+/// sign-extended, and `even = (v - odd) / 256`.
+#[inline(always)]
+fn split(v: i16) -> [i32; 2] {
+    let odd = i32::from(v as i8);
+    [(i32::from(v) - odd) >> 8, odd]
+}
+
 /// `C = A_q B`: `B` is `depth x n`, `C` is `rows x n` (see the module documentation), with
-/// `scratch` of at least [`scratch_len`]`(a.stride(), n)` values. Where `B` does not have
-/// `depth` rows, `C` not `rows` rows, or `scratch` cannot hold one quantised column, `C` is
-/// left unchanged.
+/// `scratch` of at least [`scratch_len`]`(column_len(depth), n)` values. Where `B` does not
+/// have `depth` rows, `C` not `rows` rows, or `scratch` cannot hold one quantised column, `C`
+/// is left unchanged.
 pub fn mul_to<R: Dim, C: Dim, B: Dim>(
     a: &QuantMat<'_>,
     b: Mat<'_, R, B>,
@@ -181,8 +209,8 @@ pub fn mul_add_to<R: Dim, C: Dim, B: Dim>(
 /// `C = A_q[:, start..start + depth] B`: the product with the `depth` values of each row from
 /// `start` on (`B` is `depth x n`, `C` is `rows x n`; `start + depth <= a.depth()`), as
 /// [`mul_to`] (a layer applied to one part of its input, e.g. one half of the generator's
-/// first layer). Where `start` is a multiple of 4, the Arm kernels run; otherwise the portable
-/// sums, which are the same. Where the range does not fit, `C` is left unchanged.
+/// first layer). Where `start` is even, the Arm kernels run; otherwise the portable sums,
+/// which are the same. Where the range does not fit, `C` is left unchanged.
 pub fn mul_to_range<R: Dim, C: Dim, B: Dim>(
     a: &QuantMat<'_>,
     start: usize,
@@ -193,13 +221,13 @@ pub fn mul_to_range<R: Dim, C: Dim, B: Dim>(
     product::<R, C, B, false>(a, start, b, scratch, c);
 }
 
-/// Quantises the column `x` (its first `stride_of(x.len())` values are written to `q`, padded
-/// with zeros, in the pair layout of the module documentation) with the bound
-/// [`activation_bound`]`(x.len())`, and returns its scale: `max |x| / Q`, 0 for a zero column,
-/// NaN if `x` holds a non-finite value (then `q` is all zeros and the products are NaN).
-/// Writes nothing if `q` is shorter than `stride_of(x.len())`.
+/// Quantises the column `x` (its [`column_len`]`(x.len())` values are written to `q`, in
+/// order, padded with a zero) with the bound [`activation_bound`]`(x.len())`, and returns its
+/// scale: `max |x| / Q`, 0 for a zero column, NaN if `x` holds a non-finite value (then `q`
+/// is all zeros and the products are NaN). Writes nothing if `q` is shorter than
+/// `column_len(x.len())`.
 pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
-    let Some(q) = q.get_mut(..stride_of(x.len())) else {
+    let Some(q) = q.get_mut(..column_len(x.len())) else {
         return f32::NAN;
     };
     // max |x| in one integer pass: the bits of |v| order as |v| does, and infinities and NaNs
@@ -214,59 +242,87 @@ pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
     let bound = activation_bound(x.len());
     let inv = bound as f32 / max;
     let twice = 2.0 * inv;
+    let (body, pad) = q.split_at_mut(x.len());
     if twice.is_finite() {
         // The same rounding in integers (one float operation per value): with
         // `u = trunc(2t)` (exact: `v * 2 inv` is `2 (v * inv)` in f32), `round(t)` is
         // `floor((u + 1) / 2)` for `u >= 0` and `floor(u / 2)` below; and
         // `|t| <= Q (1 + 3 eps)` keeps the result within the bound without a clamp.
-        pairs(x, q, |v: f32| {
+        for (q, &v) in body.iter_mut().zip(x) {
             let u = (v * twice) as i32;
-            ((u + 1 + (u >> 31)) >> 1) as i16
-        });
+            *q = ((u + 1 + (u >> 31)) >> 1) as i16;
+        }
     } else {
-        pairs(x, q, |v: f32| {
+        for (q, &v) in body.iter_mut().zip(x) {
             let t = v * inv;
             // Half away from zero: `t +- 0.5` is exact below 2^23, and `as` truncates toward
             // zero, saturating (an infinite `t`, where `max` is subnormal, to the bound; NaN
             // to 0).
-            ((t + 0.5f32.copysign(t)) as i32).clamp(-bound, bound) as i16
-        });
+            *q = ((t + 0.5f32.copysign(t)) as i32).clamp(-bound, bound) as i16;
+        }
     }
+    pad.fill(0);
     max / bound as f32
 }
 
-/// `q` (`stride_of(x.len())` values) = `round` of `x` in the pair layout, zero-padded.
-#[inline(always)]
-fn pairs(x: &[f32], q: &mut [i16], round: impl Fn(f32) -> i16) {
-    let mut groups = x.chunks_exact(4);
-    for (x4, q4) in (&mut groups).zip(q.chunks_exact_mut(4)) {
-        q4[0] = round(x4[0]);
-        q4[1] = round(x4[2]);
-        q4[2] = round(x4[1]);
-        q4[3] = round(x4[3]);
-    }
-    let tail = groups.remainder();
-    if let Some(q4) = q.chunks_exact_mut(4).last().filter(|_| !tail.is_empty()) {
-        let at = |k: usize| tail.get(k).copied().unwrap_or(0.0);
-        q4[0] = round(at(0));
-        q4[1] = round(at(2));
-        q4[2] = round(at(1));
-        q4[3] = round(at(3));
-    }
+/// The sums `[sum_k w[2p][k] q_k, sum_k w[2p+1][k] q_k]` of a pair of rows (`v`, the stored
+/// values of the module documentation) with a quantised column `q` (as many values; the
+/// shorter decides), in i32: the definition every target's sums equal. Exact while the sums
+/// fit (the bound of [`activation_bound`]); wrapping otherwise.
+#[inline]
+pub fn pair_dots(v: &[i16], q: &[i16]) -> [i32; 2] {
+    v.iter().zip(q).fold([0i32, 0], |[even, odd], (&v, &x)| {
+        let [e, o] = split(v);
+        let x = i32::from(x);
+        // |e| <= 128, |o| <= 128, |x| <= 32768: no overflow in the products.
+        [even.wrapping_add(e * x), odd.wrapping_add(o * x)]
+    })
 }
 
-/// `sum_k a_k x_k` of one int8 row (a multiple of 4 long) and one quantised column in the
-/// pair layout, in i32 (exact: see [`activation_bound`]).
-#[inline]
-pub fn dot(a: &[i8], q: &[i16]) -> i32 {
-    let mut acc = 0i32;
-    for (a4, q4) in a.chunks_exact(4).zip(q.chunks_exact(4)) {
-        let p = |w: i8, x: i16| i32::from(w) * i32::from(x);
-        // At most 4 * 127 * 32767 in magnitude: no overflow within the group.
-        let group = p(a4[0], q4[0]) + p(a4[2], q4[1]) + p(a4[1], q4[2]) + p(a4[3], q4[3]);
-        acc = acc.wrapping_add(group);
+/// The sums of every pair of rows of `values` (pairs `stride` values apart), over the
+/// `q.len()` positions from `start` on, with the quantised column `q`, handed to
+/// `emit(p, [even, odd])`: on the Arm DSP extension, where the pairs and `q` are 4-byte
+/// aligned (a file's tensors and the scratch are, for a range that starts at an even
+/// position), the inner loop [`super::dsp::pair_rows`] over the whole words; everywhere else
+/// [`pair_dots`]. The same sums.
+#[inline(always)]
+fn column_sums(
+    values: &[i16],
+    stride: usize,
+    start: usize,
+    q: &[i16],
+    mut emit: impl FnMut(usize, [i32; 2]),
+) {
+    let len = q.len();
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if start % 2 == 0 && stride % 2 == 0 {
+        let whole = len / 2 * 2;
+        if let (Ok(w), Ok(x)) = (
+            bytemuck::try_cast_slice::<i16, u32>(values),
+            bytemuck::try_cast_slice::<i16, u32>(&q[..whole]),
+        ) {
+            let (offset, words) = (start / 2, whole / 2);
+            for (p, pair) in w.chunks_exact((stride / 2).max(1)).enumerate() {
+                let Some(part) = pair.get(offset..offset + words) else {
+                    return;
+                };
+                let (all, odd) = super::dsp::pair_rows(part, x);
+                // `all = 256 even + odd` exactly; `odd` is exact in i32 (the bound).
+                let even = ((all - i64::from(odd)) >> 8) as i32;
+                let [e, o] = match len % 2 {
+                    0 => [0, 0],
+                    _ => pair_dots(&values[p * stride + start + whole..][..1], &q[whole..]),
+                };
+                emit(p, [even.wrapping_add(e), odd.wrapping_add(o)]);
+            }
+            return;
+        }
     }
-    acc
+    for (p, pair) in values.chunks_exact(stride.max(1)).enumerate() {
+        if let Some(part) = pair.get(start..start + len) {
+            emit(p, pair_dots(part, q));
+        }
+    }
 }
 
 /// The common body of [`mul_to`], [`mul_add_to`] and [`mul_to_range`]: the values of each
@@ -279,20 +335,17 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     mut c: MatMut<'_, C, B>,
 ) {
     let (depth, rows) = (b.nrows().value(), c.nrows().value());
-    let stride = stride_of(depth);
+    let len = column_len(depth);
     let n = b.ncols().value().min(c.ncols().value());
     // From the first 4-byte aligned value on (the address is only looked at, not used).
     let skip = (scratch.as_ptr() as usize / 2) % 2;
     let scratch = scratch.get_mut(skip..).unwrap_or_default();
-    let group = (scratch.len() / stride.max(1)).min(QUANT_COLS);
+    let group = (scratch.len() / len.max(1)).min(QUANT_COLS);
     let fits = start.checked_add(depth).is_some_and(|end| end <= a.depth);
     if !fits || rows != a.rows || group == 0 || depth == 0 {
         return;
     }
-    let whole = start == 0 && depth == a.depth;
-    let Some(values) = a.values.get(..rows * a.stride()) else {
-        return;
-    };
+    let stride = a.pair_stride();
     let scales = &a.scales[..rows];
     let c = c.as_mut_slice();
     let mut j = 0;
@@ -300,260 +353,25 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
         let cols = group.min(n - j);
         let mut col_scale = [0.0f32; QUANT_COLS];
         for (t, s) in col_scale.iter_mut().enumerate().take(cols) {
-            let q = &mut scratch[t * stride..(t + 1) * stride];
-            *s = quantize_column(b.column(j + t), q);
-            if NATURAL {
-                // x0 x2 x1 x3 -> x0 x1 x2 x3: the same products, summed in an order the host
-                // vectorises.
-                for q4 in q.chunks_exact_mut(4) {
-                    q4.swap(1, 2);
-                }
-            }
+            *s = quantize_column(b.column(j + t), &mut scratch[t * len..(t + 1) * len]);
         }
-        let q = &scratch[..cols * stride];
         let c_cols = &mut c[j * rows..(j + cols) * rows];
-        for (t, (q, c)) in q
-            .chunks_exact(stride)
+        for (t, (q, c)) in scratch[..cols * len]
+            .chunks_exact(len)
             .zip(c_cols.chunks_exact_mut(rows))
             .enumerate()
         {
             let s = col_scale[t];
-            let emit = |r: usize, sum: i32| {
-                if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
-                    let v = sum as f32 * scale * s;
-                    *c = if ADD { *c + v } else { v };
+            column_sums(a.values, stride, start, &q[..depth], |p, sums| {
+                for (r, sum) in [2 * p, 2 * p + 1].into_iter().zip(sums) {
+                    if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
+                        let v = sum as f32 * scale * s;
+                        *c = if ADD { *c + v } else { v };
+                    }
                 }
-            };
-            if whole {
-                column_sums(b.nrows(), values, q, emit);
-            } else {
-                range_sums(b.nrows(), values, a.stride(), start, q, emit);
-            }
+            });
         }
         j += cols;
-    }
-}
-
-/// `sum_k a_k x_k` of a part of an int8 row (any length) and one quantised column in the
-/// pair layout: [`dot`] over the whole groups of 4, then the last part-group.
-pub fn dot_part(a: &[i8], q: &[i16]) -> i32 {
-    let whole = a.len() / 4 * 4;
-    let mut acc = dot(&a[..whole], q);
-    let tail = &a[whole..];
-    if let Some(q4) = q.get(whole..).filter(|_| !tail.is_empty()) {
-        let mut a4 = [0i8; 4];
-        a4[..tail.len()].copy_from_slice(tail);
-        acc = acc.wrapping_add(dot(&a4, q4));
-    }
-    acc
-}
-
-/// The sums of the `depth` values of every row (rows `row_stride` bytes apart) from `start`
-/// on with the quantised column `q`, handed to `emit(r, sum)`: the Arm kernels where the part
-/// starts on a word, else [`dot_part`]. Both give the same sums.
-fn range_sums<R: Dim>(
-    depth: R,
-    values: &[i8],
-    row_stride: usize,
-    start: usize,
-    q: &[i16],
-    mut emit: impl FnMut(usize, i32),
-) {
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-    if start % 4 == 0 && row_stride % 4 == 0 {
-        if let (Ok(w), Ok(x)) = (
-            bytemuck::try_cast_slice::<i8, u32>(values),
-            bytemuck::try_cast_slice::<i16, u32>(q),
-        ) {
-            if arm::range_sums(depth, w, row_stride / 4, start / 4, x, &mut emit) {
-                return;
-            }
-        }
-    }
-    let len = depth.value();
-    for (r, row) in values.chunks_exact(row_stride.max(1)).enumerate() {
-        if let Some(part) = row.get(start..start + len) {
-            emit(
-                r,
-                if NATURAL {
-                    dot_natural(part, q)
-                } else {
-                    dot_part(part, q)
-                },
-            );
-        }
-    }
-}
-
-/// The sums `dot(row r, q)` of every row of `values` (rows of `stride_of(depth)` values)
-/// with the quantised column `q`, handed to `emit(r, sum)`. On Arm with the DSP extension,
-/// where `values` and `q` are 4-byte aligned (a file's tensors are; the scratch is where the
-/// caller's buffer is), the `SMLAD` kernel of [`arm`]; else [`dot`]. Both give the same sums.
-#[inline(always)]
-fn column_sums<R: Dim>(depth: R, values: &[i8], q: &[i16], mut emit: impl FnMut(usize, i32)) {
-    let stride = stride_of(depth.value());
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-    if let (Ok(w), Ok(x)) = (
-        bytemuck::try_cast_slice::<i8, u32>(values),
-        bytemuck::try_cast_slice::<i16, u32>(q),
-    ) {
-        if arm::column_sums(depth, w, x, &mut emit) {
-            return;
-        }
-    }
-    for (r, row) in values.chunks_exact(stride).enumerate() {
-        emit(
-            r,
-            if NATURAL {
-                dot_natural(row, q)
-            } else {
-                dot(row, q)
-            },
-        );
-    }
-}
-
-/// Whether [`product`] puts each quantised column back in the natural order before the sums
-/// ([`dot_natural`]): everywhere but on the Arm DSP path, which reads the pair layout.
-const NATURAL: bool = !cfg!(all(target_arch = "arm", target_abi = "eabihf"));
-
-/// `sum_k a_k x_k` of an int8 row and a quantised column in the natural order (`x0 x1 x2
-/// ..`), in i32: the same products as [`dot`] of the pair layout, the same exact sum; a
-/// plain zip that the host vectorises (2.5 to 4 times [`dot`]'s rate on the paper's shapes).
-#[inline]
-fn dot_natural(a: &[i8], x: &[i16]) -> i32 {
-    a.iter().zip(x).fold(0i32, |s, (&a, &x)| {
-        s.wrapping_add(i32::from(a) * i32::from(x))
-    })
-}
-
-/// The int8 inner loops on the Arm DSP extension (Cortex-M4/M7, `thumbv7em-none-eabihf`):
-/// per word of 4 weights, `SXTB16` and `SXTB16 ROR 8` sign-extend bytes (0, 2) and (1, 3)
-/// to halfword pairs and two `SMLAD`s multiply-accumulate them with the activation pairs
-/// `(x0, x2)`, `(x1, x3)` the quantisation stored in that order. Two rows share each load of
-/// the activations (8 per step): the loop is in assembly (`dsp::two_rows`: LLVM's schedule
-/// of the same steps took 25 to 32 instructions per 16 multiply-adds, the assembly 21).
-/// Used where the rows and the scratch are 4-byte aligned (a file's tensors are 64-byte
-/// aligned; [`product`] aligns the scratch); else [`dot`]. `docs/arm-kernels.md` has the
-/// disassembly and the instructions per multiply-add.
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-mod arm {
-    use nalgebra::Dim;
-
-    use super::super::dsp::{smlad, sxtb16, sxtb16_ror8, two_rows as two_rows_asm};
-    use super::stride_of;
-
-    /// [`super::column_sums`] on the DSP extension: `w` holds the rows (`stride_of(depth) / 4`
-    /// words of 4 int8 values per row), `x` the quantised column (words of 2 i16). Returns
-    /// false (and emits nothing) if `x` is short.
-    #[inline(always)]
-    pub(super) fn column_sums<R: Dim>(
-        depth: R,
-        w: &[u32],
-        x: &[u32],
-        mut emit: impl FnMut(usize, i32),
-    ) -> bool {
-        let words = stride_of(depth.value()) / 4;
-        if words == 0 || x.len() < 2 * words {
-            return false;
-        }
-        let rows = w.len() / words;
-        let mut r = 0;
-        while r + 2 <= rows {
-            let [s0, s1] = two_rows(depth, &w[r * words..(r + 2) * words], x);
-            emit(r, s0);
-            emit(r + 1, s1);
-            r += 2;
-        }
-        if r < rows {
-            emit(r, one_row(depth, &w[r * words..(r + 1) * words], x));
-        }
-        true
-    }
-
-    /// [`super::range_sums`] on the DSP extension: the `stride_of(depth) / 4` words of each
-    /// row from word `offset` on (rows `row_words` words apart in `w`) with the quantised
-    /// column `x`. Returns false (and emits nothing) if they do not fit.
-    #[inline(always)]
-    pub(super) fn range_sums<R: Dim>(
-        depth: R,
-        w: &[u32],
-        row_words: usize,
-        offset: usize,
-        x: &[u32],
-        mut emit: impl FnMut(usize, i32),
-    ) -> bool {
-        let n = stride_of(depth.value()) / 4;
-        if n == 0 || x.len() < 2 * n || row_words < offset + n {
-            return false;
-        }
-        let rows = w.len() / row_words;
-        let part = |r: usize| &w[r * row_words + offset..][..n];
-        let mut r = 0;
-        while r + 2 <= rows {
-            let [s0, s1] = two_parts(depth, part(r), part(r + 1), x);
-            emit(r, s0);
-            emit(r + 1, s1);
-            r += 2;
-        }
-        if r < rows {
-            emit(r, one_row(depth, part(r), x));
-        }
-        true
-    }
-
-    /// `acc + (the products of the weight words w, 4 values each, and the activation words
-    /// x, 2 per weight word)`.
-    #[inline(always)]
-    fn words(acc: i32, w: &[u32], x: &[u32]) -> i32 {
-        let mut acc = acc;
-        for (&w, x) in w.iter().zip(x.as_chunks::<2>().0) {
-            acc = smlad(sxtb16(w), x[0], acc);
-            acc = smlad(sxtb16_ror8(w), x[1], acc);
-        }
-        acc
-    }
-
-    /// The sums of the two rows in `w` (one after the other) with `x`: [`two_parts`].
-    #[inline(always)]
-    fn two_rows<R: Dim>(depth: R, w: &[u32], x: &[u32]) -> [i32; 2] {
-        let n = stride_of(depth.value()) / 4;
-        let (w0, w1) = w[..2 * n].split_at(n);
-        two_parts(depth, w0, w1, x)
-    }
-
-    /// The sums of the rows `w0` and `w1` (anywhere) with `x`, both in registers over the
-    /// whole depth, each step of 8 values loading the 4 activation words once for both:
-    /// [`dsp::two_rows`](super::super::dsp::two_rows), the inner loop in assembly, over the
-    /// words up to the last multiple of 4, then the rest (up to 3 words).
-    #[inline(never)]
-    fn two_parts<R: Dim>(depth: R, w0: &[u32], w1: &[u32], x: &[u32]) -> [i32; 2] {
-        let n = stride_of(depth.value()) / 4;
-        let even = n / 4 * 4;
-        let (x, xt) = x[..2 * n].split_at(2 * even);
-        let ((w0, t0), (w1, t1)) = (w0[..n].split_at(even), w1[..n].split_at(even));
-        let [s0, s1] = two_rows_asm(w0, w1, x).unwrap_or_else(|| {
-            // Fewer than 4 words: the same steps from the one-instruction wrappers.
-            let (xs, _) = x.as_chunks::<4>();
-            let (p0, p1) = (w0.as_chunks::<2>().0, w1.as_chunks::<2>().0);
-            xs.iter()
-                .zip(p0)
-                .zip(p1)
-                .fold([0, 0], |[s0, s1], ((xv, a), b)| {
-                    [words(s0, a, xv), words(s1, b, xv)]
-                })
-        });
-        [words(s0, t0, xt), words(s1, t1, xt)]
-    }
-
-    /// The sum of the row `w` with `x` (the last row of an odd count).
-    #[inline(never)]
-    fn one_row<R: Dim>(depth: R, w: &[u32], x: &[u32]) -> i32 {
-        let n = stride_of(depth.value()) / 4;
-        let (xs, xt) = x[..2 * n].as_chunks::<4>();
-        let (p, t) = w[..n].as_chunks::<2>();
-        let s = xs.iter().zip(p).fold(0i32, |s, (xv, a)| words(s, a, xv));
-        words(s, t, xt)
     }
 }
 
@@ -577,15 +395,22 @@ mod tests {
 
     /// A matrix of `rows x depth` from f32 rows (row-major), quantised per row by the one
     /// definition (`formats::quant::quantize`; the rows are the f32 layout's inputs).
-    fn quantised(rows: usize, depth: usize, w: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    fn quantised(rows: usize, depth: usize, w: &[f32]) -> (Vec<i16>, Vec<f32>) {
         formats::quant::quantize(w, rows, depth, formats::QuantAxis::In).unwrap()
+    }
+
+    /// The row-pair layout of the row-major int8 rows `w` (`formats::quant::pack_pairs`).
+    fn packed(rows: usize, depth: usize, w: &[i8]) -> Vec<i16> {
+        let mut out = vec![0i16; rows.div_ceil(2) * column_len(depth)];
+        formats::quant::pack_pairs(rows, depth, w, &mut out).unwrap();
+        out
     }
 
     /// Runs `mul_to` and `mul_add_to` (onto `start`) for B `depth x n`; returns both.
     fn run(a: &QuantMat<'_>, b: &[f32], n: usize, start: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let (depth, rows) = (a.depth(), a.rows());
         // One value more than needed, used from the second: the kernel aligns it.
-        let mut scratch = vec![0x5555i16; scratch_len(a.stride(), n) + 1];
+        let mut scratch = vec![0x5555i16; scratch_len(column_len(depth), n) + 1];
         let scratch = &mut scratch[n % 2..];
         let bm = Mat::from_slice(b, Dyn(depth), Dyn(n)).unwrap();
         let mut c = vec![f32::NAN; rows * n];
@@ -608,9 +433,9 @@ mod tests {
     /// The bound of the module documentation for entry (r, j), and the f64 dequantised
     /// product.
     fn oracle(a: &QuantMat<'_>, b: &[f32], r: usize, j: usize) -> (f64, f64) {
-        let (depth, stride) = (a.depth(), a.stride());
+        let depth = a.depth();
         let x = &b[j * depth..(j + 1) * depth];
-        let row = &a.values()[r * stride..r * stride + depth];
+        let row: Vec<i32> = (0..depth).map(|k| a.weight(r, k).unwrap()).collect();
         let exact: f64 = row
             .iter()
             .zip(x)
@@ -628,8 +453,8 @@ mod tests {
 
     #[test]
     fn matches_the_dequantised_product_within_the_bound() {
-        // Depths: multiples of 4 and not (padding), the paper's, tiny ones; B columns 1..=7
-        // and more than one scratch group.
+        // Depths odd and even (padding), the paper's, tiny ones; odd and even row counts; B
+        // columns 1..=7 and more than one scratch group.
         for (rows, depth, seed) in [
             (5, 1, 1),
             (3, 2, 2),
@@ -640,6 +465,7 @@ mod tests {
             (128, 640, 7),
             (256, 128, 8),
             (6, 255, 9),
+            (1, 6, 10),
         ] {
             let w = random(rows * depth, seed);
             let (values, scales) = quantised(rows, depth, &w);
@@ -682,7 +508,7 @@ mod tests {
             let w = random(rows * depth, seed);
             let (values, scales) = quantised(rows, depth, &w);
             let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
-            let stride = stride_of(depth);
+            let stride = column_len(depth);
             for (start, len) in [
                 (0, depth / 2),
                 (depth / 2, depth - depth / 2),
@@ -691,18 +517,19 @@ mod tests {
                 (3, depth - 3),
                 (0, depth),
             ] {
-                let part: Vec<i8> = (0..rows)
-                    .flat_map(|r| {
-                        let mut row = values[r * stride + start..r * stride + start + len].to_vec();
-                        row.resize(stride_of(len), 0);
-                        row
+                // A range of a pair of rows is the pair layout of the range.
+                let part: Vec<i16> = (0..rows.div_ceil(2))
+                    .flat_map(|p| {
+                        let mut pair = values[p * stride + start..][..len].to_vec();
+                        pair.resize(column_len(len), 0);
+                        pair
                     })
                     .collect();
                 let alone = QuantMat::from_parts(rows, len, &part, &scales).unwrap();
                 for n in [1, 2, 6] {
                     let b = random(len * n, seed + 7 * len as u32 + n as u32);
                     let bm = Mat::from_slice(&b, Dyn(len), Dyn(n)).unwrap();
-                    let mut scratch = vec![0i16; scratch_len(stride_of(len), n)];
+                    let mut scratch = vec![0i16; scratch_len(column_len(len), n)];
                     let mut got = vec![f32::NAN; rows * n];
                     let cm = MatMut::from_slice(&mut got, Dyn(rows), Dyn(n)).unwrap();
                     mul_to_range(&a, start, bm, &mut scratch, cm);
@@ -719,10 +546,6 @@ mod tests {
             mul_to_range(&a, 2, bm, &mut scratch, cm);
             assert!(c.iter().all(|&v| v == 7.0));
         }
-        assert_eq!(
-            dot_part(&[1, 2, 3], &[10, 30, 20, 99]),
-            10 + 2 * 20 + 3 * 30
-        );
     }
 
     #[test]
@@ -732,15 +555,14 @@ mod tests {
         for depth in [1, 4, 5, 128, 256, 640, 1000, 70_000] {
             let q = activation_bound(depth);
             assert!(127 * i64::from(q) * depth as i64 <= i64::from(i32::MAX));
-            let stride = stride_of(depth);
             for sign in [1i8, -1] {
-                let mut values = vec![0i8; 2 * stride];
-                let mut b = vec![0.0f32; depth];
+                let mut w = vec![0i8; 2 * depth];
+                let b = vec![q as f32; depth];
                 for k in 0..depth {
-                    values[k] = 127 * sign;
-                    values[stride + k] = if k % 3 == 0 { -127 } else { 127 };
-                    b[k] = q as f32;
+                    w[k] = 127 * sign;
+                    w[depth + k] = if k % 3 == 0 { -127 } else { 127 };
                 }
+                let values = packed(2, depth, &w);
                 let scales = [1.0f32, 1.0];
                 let a = QuantMat::from_parts(2, depth, &values, &scales).unwrap();
                 let (c, _) = run(&a, &b, 1, &[0.0; 2]);
@@ -749,39 +571,50 @@ mod tests {
                 let want1 = 127 * i64::from(q) * (depth as i64 - 2 * thirds);
                 assert_eq!(c[0], want0 as i32 as f32, "depth {depth}");
                 assert_eq!(c[1], want1 as i32 as f32, "depth {depth}");
-                let mut scratch = vec![0i16; stride];
+                let mut scratch = vec![0i16; column_len(depth)];
                 quantize_column(&b, &mut scratch);
-                assert_eq!(i64::from(dot(&values[..stride], &scratch)), want0);
+                let [e, o] = pair_dots(&values, &scratch);
+                assert_eq!([i64::from(e), i64::from(o)], [want0, want1]);
             }
         }
     }
 
     #[test]
-    fn integer_sums_match_a_plain_sum_in_any_layout() {
+    fn integer_sums_match_a_plain_sum() {
         // Integer activations with max |x| = Q quantise to themselves; the pair layout then
-        // gives the plain sum of products.
-        for depth in [1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 64] {
+        // gives the plain sum of products, for every row of an odd and an even count.
+        for depth in [1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 64, 641] {
             let q = activation_bound(depth);
-            let stride = stride_of(depth);
-            let rows = 3;
-            let mut values = vec![0i8; rows * stride];
-            for r in 0..rows {
-                for k in 0..depth {
-                    values[r * stride + k] = (((r * 37 + k * 11) % 255) as i32 - 127) as i8;
+            for rows in [3, 4] {
+                let w: Vec<i8> = (0..rows * depth)
+                    .map(|i| (((i * 37 + i / depth * 11) % 255) as i32 - 127) as i8)
+                    .collect();
+                let values = packed(rows, depth, &w);
+                let mut b: Vec<f32> = (0..depth)
+                    .map(|k| (k as f32 * 977.0) % 2001.0 - 1000.0)
+                    .collect();
+                b[depth / 2] = -(q as f32);
+                let scales = vec![1.0f32; rows];
+                let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
+                let (c, _) = run(&a, &b, 1, &vec![0.0; rows]);
+                for r in 0..rows {
+                    let want: i64 = (0..depth)
+                        .map(|k| i64::from(w[r * depth + k]) * b[k] as i64)
+                        .sum();
+                    assert_eq!(c[r], want as f32, "depth {depth} row {r} of {rows}");
+                    for k in 0..depth {
+                        assert_eq!(a.weight(r, k), Some(i32::from(w[r * depth + k])));
+                    }
                 }
+                assert_eq!(a.weight(rows, 0), None);
+                assert_eq!(a.weight(0, depth), None);
             }
-            let mut b: Vec<f32> = (0..depth)
-                .map(|k| (k as f32 * 977.0) % 2001.0 - 1000.0)
-                .collect();
-            b[depth / 2] = -(q as f32);
-            let scales = [1.0f32; 3];
-            let a = QuantMat::from_parts(rows, depth, &values, &scales).unwrap();
-            let (c, _) = run(&a, &b, 1, &[0.0; 3]);
-            for r in 0..rows {
-                let want: i64 = (0..depth)
-                    .map(|k| i64::from(values[r * stride + k]) * b[k] as i64)
-                    .sum();
-                assert_eq!(c[r], want as f32, "depth {depth} row {r}");
+        }
+        // Every pair of int8 values round-trips through the stored i16.
+        for even in -127i32..=127 {
+            for odd in -127i32..=127 {
+                let v = (256 * even + odd) as i16;
+                assert_eq!(split(v), [even, odd]);
             }
         }
     }
@@ -801,37 +634,37 @@ mod tests {
         assert!(c[rows..2 * rows].iter().all(|v| v.is_finite() && *v != 0.0));
         assert!(c[2 * rows..].iter().all(|v| v.is_nan()));
         let mut q = [7i16; 8];
-        assert_eq!(quantize_column(&[0.0; 6], &mut q), 0.0);
+        assert_eq!(quantize_column(&[0.0; 7], &mut q), 0.0);
         assert_eq!(q, [0; 8]);
         b[2 * depth + 1] = f32::INFINITY;
         assert!(quantize_column(&b[2 * depth..], &mut q).is_nan());
         // A subnormal maximum: `Q / max` is infinite, the values saturate to the bound.
-        let tiny = [1e-40f32, -1e-40, 0.0, 5e-41, -0.0, 1e-45];
+        let tiny = [1e-40f32, -1e-40, 0.0, 5e-41, -0.0, 1e-45, 2e-40];
         let s = quantize_column(&tiny, &mut q);
         assert!(s.is_finite() && s >= 0.0);
-        assert_eq!(q, [32767, 0, -32767, 32767, 0, 0, 32767, 0]);
+        assert_eq!(q, [32767, -32767, 0, 32767, 0, 32767, 32767, 0]);
     }
 
     #[test]
     fn quantisation_layout_and_rounding() {
-        let bound = activation_bound(6);
+        let bound = activation_bound(5);
         assert_eq!(bound, 32767);
-        let mut q = [0x1234i16; 8];
+        let mut q = [0x1234i16; 7];
         // max = 4: one step is 4 / 32767.
         let step = 4.0f32 / 32767.0;
-        let x = [4.0, -4.0, 1.5 * step, -2.5 * step, 0.49 * step, 0.0];
+        let x = [4.0, -4.0, 1.5 * step, -2.5 * step, 0.49 * step];
         let s = quantize_column(&x, &mut q);
         assert_eq!(s, 4.0 / 32767.0);
-        // x0 x2 x1 x3 | x4 (x6=0) x5 (x7=0)
-        assert_eq!(q, [32767, 2, -32767, -3, 0, 0, 0, 0]);
+        // In order, padded with one zero to an even length; nothing written past it.
+        assert_eq!(q, [32767, -32767, 2, -3, 0, 0, 0x1234]);
         assert_eq!(activation_bound(640), 26_420);
         assert_eq!(activation_bound(256), 32767);
         assert_eq!(activation_bound(0), 32767);
         assert_eq!(activation_bound(usize::MAX / 256), 1);
         // Too short a scratch: nothing is written.
-        let mut short = [9i16; 7];
-        assert!(quantize_column(&x[..5], &mut short).is_nan());
-        assert_eq!(short, [9; 7]);
+        let mut short = [9i16; 5];
+        assert!(quantize_column(&x, &mut short).is_nan());
+        assert_eq!(short, [9; 5]);
     }
 
     #[test]
@@ -851,14 +684,13 @@ mod tests {
                 }
                 let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let inv = bound as f32 / max;
-                let mut q = vec![0i16; stride_of(depth)];
+                let mut q = vec![0i16; column_len(depth)];
                 quantize_column(&x, &mut q);
                 for (k, &v) in x.iter().enumerate() {
                     let t = f64::from(v * inv);
                     let rounded = (t.abs() + 0.5).floor().min(f64::from(bound)) * t.signum();
                     let want = if t.is_nan() { 0.0 } else { rounded };
-                    let at = 4 * (k / 4) + [0, 2, 1, 3][k % 4];
-                    assert_eq!(f64::from(q[at]), want, "depth {depth} scale {scale} k {k}");
+                    assert_eq!(f64::from(q[k]), want, "depth {depth} scale {scale} k {k}");
                 }
             }
         }
@@ -866,7 +698,7 @@ mod tests {
 
     #[test]
     fn mismatched_sizes_leave_c_unchanged() {
-        let values = [1i8; 8];
+        let values = [1i16; 4];
         let scales = [1.0f32; 2];
         assert!(QuantMat::from_parts(2, 4, &values, &scales[..1]).is_none());
         assert!(QuantMat::from_parts(2, 5, &values, &scales).is_none());
@@ -876,18 +708,20 @@ mod tests {
             axis: formats::QuantAxis::Out,
             rows: 2,
             depth: 4,
-            stride: 4,
+            pair_stride: 4,
             values: &values,
             scales: &scales,
         };
         let from_file = QuantMat::new(tensor);
-        assert_eq!((from_file.rows(), from_file.values().len()), (2, 8));
+        assert_eq!((from_file.rows(), from_file.weight(1, 3)), (2, Some(1)));
         let bad = QuantMat::new(QuantTensor { rows: 3, ..tensor });
-        assert_eq!((bad.rows(), bad.values().len()), (0, 0));
+        assert_eq!((bad.rows(), bad.weight(0, 0)), (0, None));
         assert_eq!(
-            (a.rows(), a.depth(), a.stride(), a.scale(1), a.scale(2)),
+            (a.rows(), a.depth(), a.pair_stride(), a.scale(1), a.scale(2)),
             (2, 4, 4, 1.0, 0.0)
         );
+        // v = 1: the even row's values are 0, the odd row's 1.
+        assert_eq!((a.weight(0, 0), a.weight(1, 0)), (Some(0), Some(1)));
         let b = [1.0f32; 10];
         let mut c = [3.0f32; 4];
         let mut scratch = [0i16; 8];
@@ -921,6 +755,7 @@ mod tests {
             &mut scratch[..5],
             MatMut::from_slice(&mut c, Dyn(2), Dyn(2)).unwrap(),
         );
-        assert_eq!(c, [(4.0f32 * 32767.0) * (1.0 / 32767.0); 4]);
+        let one = (4.0f32 * 32767.0) * (1.0 / 32767.0);
+        assert_eq!(c, [0.0, one, 0.0, one]);
     }
 }
