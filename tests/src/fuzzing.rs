@@ -224,22 +224,47 @@ fn check_accepted(data: &[u8], file: &ModelFile<'_>) {
 struct Int8Tensor {
     name: String,
     axis: QuantAxis,
-    values: Vec<i8>,
+    /// The row-pair values (`formats::quant`), decoded from little-endian i16.
+    values: Vec<i16>,
     scales: Vec<f32>,
 }
 
 impl Int8Tensor {
     /// The file (parsed from an aligned buffer) borrows the same values and scales in place,
-    /// valid and dequantisable.
+    /// valid and dequantisable: every weight is in `[-127, 127]`, the row pairs repack to the
+    /// stored values, and the dequantised matrix is each weight times its row's scale.
     fn check_in_place(&self, file: &ModelFile<'_>) {
         let q = file.tensor_i8(&self.name).unwrap();
         assert_eq!(q.axis, self.axis);
         assert_eq!(q.values, &self.values[..]);
         assert!(same_bits(q.scales, &self.scales));
         assert_eq!(q.check(&self.name), Ok(()));
+        assert_eq!(q.pair_stride, formats::quant::pair_stride(q.depth));
+        let mut rows = Vec::with_capacity(q.rows * q.depth);
+        for r in 0..q.rows {
+            for k in 0..q.depth {
+                let w = q.weight(r, k).unwrap();
+                assert!(w != i8::MIN);
+                rows.push(w);
+            }
+        }
+        assert_eq!(q.weight(q.rows, 0), None);
+        assert_eq!(q.weight(0, q.depth), None);
+        let mut packed = vec![0; q.values.len()];
+        formats::quant::pack_pairs(q.rows, q.depth, &rows, &mut packed).unwrap();
+        assert_eq!(packed, q.values);
         let mut out = vec![0.0; q.rows * q.depth];
         formats::quant::dequantize(&q, &mut out).unwrap();
         assert!(out.iter().all(|v| v.is_finite()));
+        for (r, row) in rows.chunks_exact(q.depth.max(1)).enumerate() {
+            for (k, &w) in row.iter().enumerate() {
+                let at = match q.axis {
+                    QuantAxis::Out => k * q.rows + r,
+                    QuantAxis::In => r * q.depth + k,
+                };
+                assert_eq!(out[at].to_bits(), (f32::from(w) * q.scales[r]).to_bits());
+            }
+        }
     }
 }
 
@@ -257,11 +282,15 @@ fn check_int8_entry(file: &ModelFile<'_>, entry: &TensorEntry, bytes: &[u8]) -> 
     let mut out = vec![0.0; entry.elements().unwrap() as usize];
     assert!(wrong(file.copy_tensor(name, &mut out).unwrap_err()));
     let (rows, depth) = entry.quant_rows_depth().unwrap();
-    let (values, scales) = bytes.split_at(rows * formats::quant::stride(depth));
+    let count = formats::quant::pairs(rows) * formats::quant::pair_stride(depth);
+    let (values, scales) = bytes.split_at(2 * count);
     let copy = Int8Tensor {
         name: name.to_string(),
         axis,
-        values: values.iter().map(|&b| b as i8).collect(),
+        values: values
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect(),
         scales: scales
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -821,13 +850,16 @@ pub fn parser_seeds() -> Vec<(&'static str, Vec<u8>)> {
             seed_file(task_wide, FileKind::Inference, false, false),
         ),
         ("tiny-int8", int8_seed_file()),
+        ("tiny-int8-v3", retired_int8_seed_file()),
     ]
 }
 
-/// A version-3 inference file: every tensor `quant_axis` names int8 (`formats::quant`), with
-/// `D` = 6 so the encoders' rows (depth 6, stride 8) have padding.
+/// A version-4 inference file: every tensor `quant_axis` names int8 in row pairs
+/// (`formats::quant`), with `D` = 5 and `G` = 5 so the layout pads: the encoders (4 rows of
+/// depth 5) have a padding column, `gen.g1` (5 rows of depth 8) a pad row, `gen.g2_mu` (5
+/// rows of depth 5) both.
 fn int8_seed_file() -> Vec<u8> {
-    let config = ModelConfig::new(6, 4, 2, 2, 1, 6);
+    let config = ModelConfig::new(5, 4, 2, 2, 1, 5);
     let tensors: Vec<(&str, Vec<f32>, formats::Shape)> =
         expected_tensors(&config, FileKind::Inference)
             .enumerate()
@@ -859,6 +891,16 @@ fn int8_seed_file() -> Vec<u8> {
             .expect("seed int8 tensor");
     }
     builder.build().expect("seed file")
+}
+
+/// [`int8_seed_file`] marked version 3 (CRC recomputed): what yesterday's int8 files look
+/// like to the reader (the same header; only their int8 layout differs), which it refuses
+/// with `Int8LayoutRetired`.
+fn retired_int8_seed_file() -> Vec<u8> {
+    let mut file = int8_seed_file();
+    file[8..10].copy_from_slice(&formats::QUANT_VERSION.to_le_bytes());
+    fix_crc(&mut file);
+    file
 }
 
 /// Seed inputs for [`engine_edge`]: every case unedited, and a few edits that put NaN,

@@ -89,6 +89,8 @@ fn parse_bytes_corpus() {
         assert!(paths.contains_key(path), "{path} not reached: {paths:?}");
     }
     assert!(errors(&paths) >= 6, "{paths:?}");
+    // The version-3 int8 seed.
+    assert!(paths.contains_key("format: Int8LayoutRetired"), "{paths:?}");
 }
 
 #[test]
@@ -113,23 +115,35 @@ fn parse_fixed_crc_corpus() {
         assert!(paths.contains_key(path), "{path} not reached: {paths:?}");
     }
     assert!(errors(&paths) >= 15, "{paths:?}");
-    // The int8 seed without its payload: zero scales.
-    assert!(paths.contains_key("format: InvalidScale"), "{paths:?}");
+    // The int8 seed without its payload: zero scales; the version-3 one: its table.
+    for path in ["format: InvalidScale", "format: Int8LayoutRetired"] {
+        assert!(paths.contains_key(path), "{path} not reached: {paths:?}");
+    }
 }
 
-/// The int8 (version-3) seed is accepted by the parser harness, which checks its int8
-/// accessors and rewrites it.
+/// The int8 (version-4) seed is accepted by the parser harness, which checks its int8
+/// accessors and rewrites it; the same file marked version 3 is refused for its layout.
 #[test]
 fn int8_seed_is_accepted() {
-    let (_, bytes) = files(&seeds("parse_bytes"))
-        .into_iter()
-        .find(|(name, _)| name == "tiny-int8")
-        .expect("fuzz/seeds/parse_bytes/tiny-int8");
+    let seed = |wanted: &str| {
+        files(&seeds("parse_bytes"))
+            .into_iter()
+            .find(|(name, _)| name == wanted)
+            .unwrap_or_else(|| panic!("fuzz/seeds/parse_bytes/{wanted}"))
+            .1
+    };
+    let bytes = seed("tiny-int8");
     assert_eq!(
         u16::from_le_bytes([bytes[8], bytes[9]]),
-        formats::QUANT_VERSION
+        formats::PAIR_VERSION
     );
     assert_eq!(parse_bytes(&bytes), "accepted");
+    let retired = seed("tiny-int8-v3");
+    assert_eq!(
+        u16::from_le_bytes([retired[8], retired[9]]),
+        formats::QUANT_VERSION
+    );
+    assert_eq!(parse_bytes(&retired), "format: Int8LayoutRetired");
 }
 
 #[test]

@@ -9,11 +9,16 @@
 //! - every single-bit flip of a valid file is detected, with the error its position implies:
 //!   exhaustively over every bit of three small files (f32 inference and training, int8),
 //!   and by sampling over edge files;
-//! - the int8 (version-3) seed mutated, with and without a recomputed CRC, the same way.
+//! - every single-bit flip of the int8 (version-4, row-pair) seed with its CRC recomputed is
+//!   a valid file (every int8 promise kept, the harness's checks) or a typed error, and the
+//!   flips reach the int8 content checks (a value holding no int8 pair, nonzero padding, a bad
+//!   scale);
+//! - the int8 seed mutated, with and without a recomputed CRC, the same way.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use formats::{parse, FileKind, FormatError, ModelConfig, PAPER_VERSION, QUANT_VERSION, VERSION};
+use formats::{parse, FileKind, FormatError, ModelConfig, PAIR_VERSION, PAPER_VERSION, VERSION};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tests::fuzzing::{parse_bytes, parse_with_fixed_crc, parser_seeds};
@@ -81,12 +86,43 @@ fn every_single_bit_flip_of_an_int8_file_is_detected() {
         .iter()
         .find(|(name, _)| *name == "tiny-int8")
         .unwrap();
-    assert_eq!(u16::from_le_bytes([file[8], file[9]]), QUANT_VERSION);
+    assert_eq!(u16::from_le_bytes([file[8], file[9]]), PAIR_VERSION);
     assert_eq!(parse_bytes(file), "accepted");
     for position in 0..file.len() {
         for bit in 0..8 {
             check_flip(file, position, bit);
         }
+    }
+}
+
+/// Past the checksum: every single-bit flip of the int8 seed, its CRC recomputed, through the
+/// harness (which panics on a broken promise of an accepted file: weights in `[-127, 127]`,
+/// pairs that repack to the stored values, finite dequantised values). Flips of the int8
+/// values and scales must reach each int8 content check, and some must stay valid files.
+#[test]
+fn every_single_bit_flip_of_an_int8_file_past_the_crc_is_valid_or_typed() {
+    let (_, file) = small_files()
+        .iter()
+        .find(|(name, _)| *name == "tiny-int8")
+        .unwrap();
+    let mut paths = BTreeMap::<String, usize>::new();
+    // The trailer is recomputed: flips there change nothing.
+    for position in 0..file.len() - 4 {
+        for bit in 0..8 {
+            let mut flipped = file.clone();
+            flipped[position] ^= 1 << bit;
+            *paths.entry(parse_with_fixed_crc(&flipped)).or_default() += 1;
+        }
+    }
+    println!("{paths:#?}");
+    for path in [
+        "accepted",
+        "format: QuantValueOutOfRange",
+        "format: NonzeroQuantPadding",
+        "format: InvalidScale",
+        "format: NonzeroPadding",
+    ] {
+        assert!(paths.contains_key(path), "{path} not reached: {paths:#?}");
     }
 }
 
@@ -203,7 +239,7 @@ proptest! {
         parse_with_fixed_crc(&file);
     }
 
-    /// The version-3 seed, mutated: without a recomputed CRC always rejected; with it,
+    /// The version-4 int8 seed, mutated: without a recomputed CRC always rejected; with it,
     /// accepted with every int8 promise kept (the harness's checks) or rejected with a typed
     /// error.
     #[test]
