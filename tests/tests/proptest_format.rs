@@ -80,12 +80,18 @@ fn small_files() -> &'static [(&'static str, Vec<u8>)] {
     FILES.get_or_init(parser_seeds)
 }
 
-#[test]
-fn every_single_bit_flip_of_an_int8_file_is_detected() {
+/// The int8 (version-4) seed file.
+fn int8_seed() -> &'static Vec<u8> {
     let (_, file) = small_files()
         .iter()
         .find(|(name, _)| *name == "tiny-int8")
         .unwrap();
+    file
+}
+
+#[test]
+fn every_single_bit_flip_of_an_int8_file_is_detected() {
+    let file = int8_seed();
     assert_eq!(u16::from_le_bytes([file[8], file[9]]), PAIR_VERSION);
     assert_eq!(parse_bytes(file), "accepted");
     for position in 0..file.len() {
@@ -101,10 +107,7 @@ fn every_single_bit_flip_of_an_int8_file_is_detected() {
 /// values and scales must reach each int8 content check, and some must stay valid files.
 #[test]
 fn every_single_bit_flip_of_an_int8_file_past_the_crc_is_valid_or_typed() {
-    let (_, file) = small_files()
-        .iter()
-        .find(|(name, _)| *name == "tiny-int8")
-        .unwrap();
+    let file = int8_seed();
     let mut paths = BTreeMap::<String, usize>::new();
     // The trailer is recomputed: flips there change nothing.
     for position in 0..file.len() - 4 {
@@ -246,10 +249,7 @@ proptest! {
     fn mutated_int8_files_are_accepted_or_rejected(
         mutations in prop::collection::vec(mutation(), 1..6),
     ) {
-        let (_, original) = small_files()
-            .iter()
-            .find(|(name, _)| *name == "tiny-int8")
-            .unwrap();
+        let original = int8_seed();
         let mut file = original.clone();
         for m in &mutations {
             apply(&mut file, m);
