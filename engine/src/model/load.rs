@@ -113,6 +113,28 @@ pub(crate) enum G2Mu<'a, S: Dims> {
 }
 
 impl<S: Dims> G2Mu<'_, S> {
+    /// `q = enc_ap x` and `y = G2muᵀ x`, the two products of the queries themselves: as
+    /// `enc_ap.mul_to` and [`Self::tr_mul_to`], with one quantisation of `x` where both are
+    /// int8 ([`int8::mul_to_both`]; the same results).
+    pub fn tr_mul_to_with<X: Dim, Q: Dim, Y: Dim>(
+        &self,
+        enc_ap: &Dense<'_, S::d, S::D>,
+        x: &Mat<'_, S::D, X>,
+        scratch: &mut [i16],
+        q: &mut MatMut<'_, S::d, Q>,
+        y: &mut MatMut<'_, S::G, Y>,
+    ) {
+        #[cfg(feature = "int8")]
+        if let (Dense::I8(e), Self::I8(g)) = (enc_ap, self) {
+            let n = x.ncols().value().min(q.ncols().value()).min(y.ncols().value());
+            let (q, y) = (q.columns_mut(0, n), y.columns_mut(0, n));
+            int8::mul_to_both(e, q, g, y, x.columns(0, n), scratch);
+            return;
+        }
+        enc_ap.mul_to(x, scratch, q);
+        self.tr_mul_to(x, scratch, y);
+    }
+
     /// `y = G2muᵀ x` (a G-vector per query: the query product).
     #[cfg_attr(not(feature = "int8"), allow(unused_variables))]
     pub fn tr_mul_to<X: Dim, Y: Dim>(

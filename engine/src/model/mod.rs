@@ -709,24 +709,22 @@ impl<'a, S: Dims> Awgim<'a, S> {
         Ok(())
     }
 
-    /// Per-query steps 1 and 2a for the columns of `x` (at most `B`): `q = enc_ap x`,
-    /// `a(x) = ca_ap(q, s, v)` (into `scratch.q`) and the attentive half of the generator's
-    /// first layer `G1[d..2d] a(x)` (into `scratch.ga`).
+    /// Per-query steps 1 and 2a for the first `n` columns of `scratch.q`, which hold
+    /// `q = enc_ap x`: `a(x) = ca_ap(q, s, v)` (into `scratch.q`) and the attentive half of the
+    /// generator's first layer `G1[d..2d] a(x)` (into `scratch.ga`).
     fn attentive_half<B: Dim>(
         &self,
         prepared: &Prepared<'_, S>,
         scratch: &mut QueryScratch<'_, S, B>,
         int8: &mut [i16],
-        x: &Mat<'_, S::D, Dyn>,
+        n: usize,
     ) -> Result<(), EngineError> {
-        let n = x.ncols().value();
         let N = self.dims.sizes().N;
         let non_finite = EngineError::NonFinite { stage: Stage::CaAp };
         let mut q = scratch.q.columns_mut(0, n);
         let mut q_proj = scratch.q_proj.columns_mut(0, n);
         let mut p = scratch.p.columns_mut(0, n);
         let mut pooled = scratch.pooled.columns_mut(0, n);
-        self.encoders.ap.mul_to(x, int8, &mut q);
         self.ca_ap.wq.mul_to(&q.rb(), int8, &mut q_proj);
         let class_values = prepared.class_values.rb();
         for j in 0..self.dims.sizes().h {
@@ -797,12 +795,19 @@ impl<'a, S: Dims> Awgim<'a, S> {
                 expected: n * D.value(),
                 found: rows.len(),
             })?;
-        self.attentive_half(prepared, scratch, int8, &x)?;
-        // Cosine logits form `W` instead (see the module doc).
+        // q = enc_ap x and, with it, G2muᵀ x (one pass over x); cosine logits form `W`
+        // instead of `G2muᵀ x` (see the module doc).
+        let mut q = scratch.q.columns_mut(0, n);
         if !S::CLASSIFIERS || self.logit_scale.is_none() {
             let mut y = scratch.y.columns_mut(0, n);
-            self.generator.g2_mu.tr_mul_to(&x, int8, &mut y);
+            let enc_ap = &self.encoders.ap;
+            self.generator
+                .g2_mu
+                .tr_mul_to_with(enc_ap, &x, int8, &mut q, &mut y);
+        } else {
+            self.encoders.ap.mul_to(&x, int8, &mut q);
         }
+        self.attentive_half(prepared, scratch, int8, n)?;
         let g = self.dims.G().value().max(1);
         let columns = scratch
             .ga
@@ -1025,8 +1030,10 @@ impl<
             expected: D,
             found: D,
         })?;
+        let mut q = self.queries.q.columns_mut(0, 1);
+        self.model.encoders.ap.mul_to(&x, self.scratch, &mut q);
         self.model
-            .attentive_half(&self.prepared, &mut self.queries, self.scratch, &x)?;
+            .attentive_half(&self.prepared, &mut self.queries, self.scratch, 1)?;
         let ga = self.queries.ga.as_slice();
         let context = self.prepared.context.as_slice();
         let hidden = &mut self.queries.g_hidden;

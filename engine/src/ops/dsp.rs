@@ -109,85 +109,89 @@ pub fn pair_rows(w: &[u32], x: &[u32]) -> (i64, i32) {
     ((u64::from(hi) << 32 | u64::from(lo)) as i64, odd)
 }
 
+/// One column of [`gemv16`]: a `VLDM` of 8 weights, 8 `VMLA`s into `s0`..`s7` with the
+/// column's value of `b` (in `$b`), the next 8 into `s8`..`s15`, then the pointer to the next
+/// column.
+macro_rules! gemv16_column {
+    ($b:literal) => {
+        concat!(
+            "vldmia {pa}!, {{s16-s23}}\n",
+            "vmla.f32 s0, s16, ", $b, "\n",
+            "vmla.f32 s1, s17, ", $b, "\n",
+            "vmla.f32 s2, s18, ", $b, "\n",
+            "vmla.f32 s3, s19, ", $b, "\n",
+            "vmla.f32 s4, s20, ", $b, "\n",
+            "vmla.f32 s5, s21, ", $b, "\n",
+            "vmla.f32 s6, s22, ", $b, "\n",
+            "vmla.f32 s7, s23, ", $b, "\n",
+            "vldmia {pa}, {{s16-s23}}\n",
+            "vmla.f32 s8, s16, ", $b, "\n",
+            "vmla.f32 s9, s17, ", $b, "\n",
+            "vmla.f32 s10, s18, ", $b, "\n",
+            "vmla.f32 s11, s19, ", $b, "\n",
+            "vmla.f32 s12, s20, ", $b, "\n",
+            "vmla.f32 s13, s21, ", $b, "\n",
+            "vmla.f32 s14, s22, ", $b, "\n",
+            "vmla.f32 s15, s23, ", $b, "\n",
+            "add {pa}, {pa}, {step}",
+        )
+    };
+}
+
 /// `acc[r] = sum_k a[k m + r] b[k]` for the 16 rows `r < 16` of a column-major matrix `a`
 /// (column stride `m`) with a column `b`, the sums taken in the order of `k` with `VMLA.F32`
 /// (product rounded, then sum: what Rust's `acc += a * b` computes), or `None` unless `b`
-/// has a non-zero even number of values, `m >= 16` and `a` holds `(b.len() - 1) m + 16`
-/// values. One inner loop in assembly, two columns an iteration: a `VLDM` of their 2 values of
-/// `b`, then per column two `VLDM`s of 8 weights and 16 `VMLA`s; 41 instructions per 32
-/// multiply-adds (LLVM's loop of the same sums takes 71 for 32: it loads the weights one
-/// `VLDR` at a time, `docs/arm-kernels.md`).
+/// is not empty, `m >= 16` and `a` holds `(b.len() - 1) m + 16` values. One loop in
+/// assembly, two columns an iteration: a `VLDM` of their 2 values of `b`, then per column two
+/// `VLDM`s of 8 weights and 16 `VMLA`s; 41 instructions per 32 multiply-adds (LLVM's loop of
+/// the same sums takes 71 for 32: it loads the weights one `VLDR` at a time,
+/// `docs/arm-kernels.md`); an odd last column after the loop.
 #[inline(always)]
 pub fn gemv16(a: &[f32], m: usize, b: &[f32]) -> Option<[f32; 16]> {
     let k = b.len();
     let needed = k.checked_sub(1)?.checked_mul(m)?.checked_add(16)?;
-    if k % 2 != 0 || m < 16 || a.len() < needed {
+    if m < 16 || a.len() < needed {
         return None;
     }
     // Bytes from the second half of a column's 16 rows to the next column's first row.
     let step = (m - 8) * 4;
     let mut acc = [0.0f32; 16];
-    // SAFETY: the loop runs `k / 2` >= 1 times (`subs` then `bne`), two columns an iteration.
-    // Column `j` reads `b[j]` (a `VLDM` of 2 values with write-back from `b`'s start, per
-    // iteration; every `f32` is word-aligned) and the 16 values `a[j m..j m + 16]` (a `VLDM`
-    // of 8 with write-back, one of the next 8, then the pointer moves by `(m - 8) * 4` bytes
-    // to `a[(j + 1) m]`): the last reads are `a[(k - 1) m + 15]`, inside `a` by the check
-    // above, and `b[k - 1]`. Nothing writes those slices meanwhile. It reads and writes `acc`
-    // (16 values, through its own pointer, a local array). The FPU registers are not operands
-    // (stable Rust does not know the target has them): the block saves all 32 on the stack
-    // first and restores them last, so it leaves every register but its discarded pointer and
-    // count operands and the flags as it found them.
+    // SAFETY: the loop runs `k / 2` times (skipped when 0: `cmp`, `beq`), two columns an
+    // iteration, then one more column if `k` is odd (`k % 2`, tested the same way). Column `j`
+    // reads `b[j]` (a `VLDM` of 2 values with write-back from `b`'s start, per iteration, or
+    // a `VLDR` of the last one; every `f32` is word-aligned) and the 16 values
+    // `a[j m..j m + 16]` (a `VLDM` of 8 with write-back, one of the next 8, then the pointer
+    // moves by `(m - 8) * 4` bytes to `a[(j + 1) m]`): the last reads are
+    // `a[(k - 1) m + 15]`, inside `a` by the check above, and `b[k - 1]`. Nothing writes
+    // those slices meanwhile. It reads and writes `acc` (16 values, through its own pointer,
+    // a local array). The FPU registers are not operands (stable Rust does not know the
+    // target has them): the block saves all 32 on the stack first and restores them last, so
+    // it leaves every register but its discarded pointer and count operands and the flags as
+    // it found them.
     unsafe {
         asm!(
             "vpush {{s0-s31}}",
             "vldmia {pacc}, {{s0-s15}}",
+            "cmp {n}, #0",
+            "beq 3f",
             "2:",
             "vldmia {pb}!, {{s24-s25}}",
-            "vldmia {pa}!, {{s16-s23}}",
-            "vmla.f32 s0, s16, s24",
-            "vmla.f32 s1, s17, s24",
-            "vmla.f32 s2, s18, s24",
-            "vmla.f32 s3, s19, s24",
-            "vmla.f32 s4, s20, s24",
-            "vmla.f32 s5, s21, s24",
-            "vmla.f32 s6, s22, s24",
-            "vmla.f32 s7, s23, s24",
-            "vldmia {pa}, {{s16-s23}}",
-            "vmla.f32 s8, s16, s24",
-            "vmla.f32 s9, s17, s24",
-            "vmla.f32 s10, s18, s24",
-            "vmla.f32 s11, s19, s24",
-            "vmla.f32 s12, s20, s24",
-            "vmla.f32 s13, s21, s24",
-            "vmla.f32 s14, s22, s24",
-            "vmla.f32 s15, s23, s24",
-            "add {pa}, {pa}, {step}",
-            "vldmia {pa}!, {{s16-s23}}",
-            "vmla.f32 s0, s16, s25",
-            "vmla.f32 s1, s17, s25",
-            "vmla.f32 s2, s18, s25",
-            "vmla.f32 s3, s19, s25",
-            "vmla.f32 s4, s20, s25",
-            "vmla.f32 s5, s21, s25",
-            "vmla.f32 s6, s22, s25",
-            "vmla.f32 s7, s23, s25",
-            "vldmia {pa}, {{s16-s23}}",
-            "vmla.f32 s8, s16, s25",
-            "vmla.f32 s9, s17, s25",
-            "vmla.f32 s10, s18, s25",
-            "vmla.f32 s11, s19, s25",
-            "vmla.f32 s12, s20, s25",
-            "vmla.f32 s13, s21, s25",
-            "vmla.f32 s14, s22, s25",
-            "vmla.f32 s15, s23, s25",
-            "add {pa}, {pa}, {step}",
+            gemv16_column!("s24"),
+            gemv16_column!("s25"),
             "subs {n}, {n}, #1",
             "bne 2b",
+            "3:",
+            "cmp {odd}, #0",
+            "beq 4f",
+            "vldr s24, [{pb}]",
+            gemv16_column!("s24"),
+            "4:",
             "vstmia {pacc}, {{s0-s15}}",
             "vpop {{s0-s31}}",
             pa = inout(reg) a.as_ptr() => _,
             pb = inout(reg) b.as_ptr() => _,
             n = inout(reg) k / 2 => _,
+            odd = in(reg) k % 2,
             step = in(reg) step,
             pacc = in(reg) acc.as_mut_ptr(),
         );

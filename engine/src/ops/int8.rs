@@ -193,7 +193,7 @@ pub fn mul_to<R: Dim, C: Dim, B: Dim>(
     scratch: &mut [i16],
     c: MatMut<'_, C, B>,
 ) {
-    product::<R, C, B, false>(a, 0, b, scratch, c);
+    product::<R, C, B, false>(a, 0, b, scratch, c, |_, _, _| ());
 }
 
 /// `C += A_q B`, as [`mul_to`].
@@ -203,7 +203,7 @@ pub fn mul_add_to<R: Dim, C: Dim, B: Dim>(
     scratch: &mut [i16],
     c: MatMut<'_, C, B>,
 ) {
-    product::<R, C, B, true>(a, 0, b, scratch, c);
+    product::<R, C, B, true>(a, 0, b, scratch, c, |_, _, _| ());
 }
 
 /// `C = A_q[:, start..start + depth] B`: the product with the `depth` values of each row from
@@ -218,7 +218,7 @@ pub fn mul_to_range<R: Dim, C: Dim, B: Dim>(
     scratch: &mut [i16],
     c: MatMut<'_, C, B>,
 ) {
-    product::<R, C, B, false>(a, start, b, scratch, c);
+    product::<R, C, B, false>(a, start, b, scratch, c, |_, _, _| ());
 }
 
 /// Quantises the column `x` (its [`column_len`]`(x.len())` values are written to `q`, in
@@ -325,14 +325,58 @@ fn column_sums(
     }
 }
 
-/// The common body of [`mul_to`], [`mul_add_to`] and [`mul_to_range`]: the values of each
-/// row from `start` on, as many as `B` has rows.
+/// `C = A_q B` and `C2 = A2_q B`: two layers reading the same input (a query's `enc_ap x`
+/// and `G2muᵀ x`), each column of `B` quantised once for both. The same results as
+/// [`mul_to`] for each; where either product's sizes do not fit (as [`mul_to`]), neither
+/// `C` nor `C2` is written.
+pub fn mul_to_both<R: Dim, C: Dim, C2: Dim, B: Dim>(
+    a: &QuantMat<'_>,
+    c: MatMut<'_, C, B>,
+    a2: &QuantMat<'_>,
+    mut c2: MatMut<'_, C2, B>,
+    b: Mat<'_, R, B>,
+    scratch: &mut [i16],
+) {
+    let rows2 = c2.nrows().value();
+    let fits2 = a2.depth == b.nrows().value()
+        && a2.rows == rows2
+        && c2.ncols().value() == c.ncols().value();
+    if fits2 {
+        let c2 = c2.as_mut_slice();
+        product::<R, C, B, false>(a, 0, b, scratch, c, |j, q, s| {
+            if let Some(c2) = c2.get_mut(j * rows2..(j + 1) * rows2) {
+                scaled_sums::<false>(a2, 0, q, s, c2);
+            }
+        });
+    }
+}
+
+/// `c (+)= (the sums of every row of `a` from position `start` on with the quantised column
+/// `q`) scale_r s`: one column of a product, its `rows` results.
+#[inline(always)]
+fn scaled_sums<const ADD: bool>(a: &QuantMat<'_>, start: usize, q: &[i16], s: f32, c: &mut [f32]) {
+    let scales = &a.scales[..a.rows];
+    column_sums(a.values, a.pair_stride(), start, q, |p, sums| {
+        for (r, sum) in [2 * p, 2 * p + 1].into_iter().zip(sums) {
+            if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
+                let v = sum as f32 * scale * s;
+                *c = if ADD { *c + v } else { v };
+            }
+        }
+    });
+}
+
+/// The common body of the products: the values of each row of `a` from `start` on, as many as
+/// `B` has rows; each group of up to [`QUANT_COLS`] columns of `B` is quantised into `scratch`,
+/// then per column `j` of the group its sums go to `C` and `also(j, q, s)` is called with the
+/// quantised column and its scale (another product of the same column, or nothing).
 fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     a: &QuantMat<'_>,
     start: usize,
     b: Mat<'_, R, B>,
     scratch: &mut [i16],
     mut c: MatMut<'_, C, B>,
+    mut also: impl FnMut(usize, &[i16], f32),
 ) {
     let (depth, rows) = (b.nrows().value(), c.nrows().value());
     let len = column_len(depth);
@@ -345,8 +389,6 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
     if !fits || rows != a.rows || group == 0 || depth == 0 {
         return;
     }
-    let stride = a.pair_stride();
-    let scales = &a.scales[..rows];
     let c = c.as_mut_slice();
     let mut j = 0;
     while j < n {
@@ -361,15 +403,8 @@ fn product<R: Dim, C: Dim, B: Dim, const ADD: bool>(
             .zip(c_cols.chunks_exact_mut(rows))
             .enumerate()
         {
-            let s = col_scale[t];
-            column_sums(a.values, stride, start, &q[..depth], |p, sums| {
-                for (r, sum) in [2 * p, 2 * p + 1].into_iter().zip(sums) {
-                    if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
-                        let v = sum as f32 * scale * s;
-                        *c = if ADD { *c + v } else { v };
-                    }
-                }
-            });
+            scaled_sums::<ADD>(a, start, &q[..depth], col_scale[t], c);
+            also(j + t, &q[..depth], col_scale[t]);
         }
         j += cols;
     }
@@ -497,6 +532,42 @@ mod tests {
                     assert!(worst > 1e-3, "{rows}x{depth}: worst {worst} of the bound");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn two_products_of_one_input_are_the_products_apart() {
+        for (rows, rows2, depth, n) in [(128, 256, 640, 1), (5, 3, 13, 7), (4, 9, 6, 2)] {
+            let (v1, s1) = quantised(rows, depth, &random(rows * depth, 1));
+            let (v2, s2) = quantised(rows2, depth, &random(rows2 * depth, 2));
+            let a = QuantMat::from_parts(rows, depth, &v1, &s1).unwrap();
+            let a2 = QuantMat::from_parts(rows2, depth, &v2, &s2).unwrap();
+            let b = random(depth * n, 3);
+            let bm = Mat::from_slice(&b, Dyn(depth), Dyn(n)).unwrap();
+            let mut scratch = vec![0i16; scratch_len(column_len(depth), n)];
+            let (mut c, mut c2) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows2 * n]);
+            mul_to_both(
+                &a,
+                MatMut::from_slice(&mut c, Dyn(rows), Dyn(n)).unwrap(),
+                &a2,
+                MatMut::from_slice(&mut c2, Dyn(rows2), Dyn(n)).unwrap(),
+                bm,
+                &mut scratch,
+            );
+            let zeros = vec![0.0; rows.max(rows2) * n];
+            assert_eq!(c, run(&a, &b, n, &zeros[..rows * n]).0);
+            assert_eq!(c2, run(&a2, &b, n, &zeros[..rows2 * n]).0);
+            // The second product's sizes wrong (one row short): neither is written.
+            let (mut c, mut c2) = (vec![7.0; rows * n], vec![7.0; rows2 * n]);
+            mul_to_both(
+                &a,
+                MatMut::from_slice(&mut c, Dyn(rows), Dyn(n)).unwrap(),
+                &a2,
+                MatMut::from_slice(&mut c2[..(rows2 - 1) * n], Dyn(rows2 - 1), Dyn(n)).unwrap(),
+                bm,
+                &mut scratch,
+            );
+            assert!(c.iter().chain(&c2).all(|&v| v == 7.0));
         }
     }
 
