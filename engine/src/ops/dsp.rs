@@ -1,5 +1,5 @@
 //! Inner loops in assembly for the Arm DSP extension (Armv7E-M: Cortex-M4, M7): the int8
-//! kernel of [`super::int8`] ([`pair_rows`]) and the f32 products of one column in
+//! kernels of [`super::int8`] ([`pair_sums`], [`quantize4`]) and the f32 products of one column in
 //! [`super::linear`] ([`gemv16`], [`dots8`]: their `VLDM` loads, which LLVM never forms). This
 //! is the only `unsafe` code in the engine: each loop reads only inside the slices it is
 //! given, whose lengths its safe signature checks first, and writes only its own outputs.
@@ -31,36 +31,82 @@ macro_rules! pair_step {
     };
 }
 
-/// The sums of a pair of int8 rows stored as halfwords `v = 256 w_even + w_odd` (`w`: words of
-/// two such values, columns `k` and `k + 1`) with a quantised column (`x`: words of two i16,
-/// the same columns), as [`super::int8`] defines them: `(sum_k v_k x_k, sum_k w_odd_k x_k)`,
-/// the first in 64 bits (exact), the second in 32 (wrapping; exact within the activation
-/// bound), over the words both have. One loop in assembly: per word, `SMLALD` of the raw
-/// words (both rows' products, `256 even + odd`), `SXTB16` of the weight word (the odd row's
-/// two bytes, sign-extended), `SMLAD` of that (the odd row); 3 words a step (an `LDM` of each
-/// operand), 4 steps an iteration (46 instructions per 48 multiply-adds), then single steps,
-/// then single words.
+/// What [`pair_sums`]'s loop reads and updates per pair (its registers hold the inner loop).
+#[repr(C)]
+struct PairLoop {
+    /// Iterations of 4 steps of 3 words.
+    blocks: u32,
+    /// Single steps after the blocks (low byte) and single words after those (above it).
+    rest: u32,
+    /// The first word of the column.
+    x: *const u32,
+    /// Bytes from the end of one pair's words to the start of the next pair's.
+    skip: u32,
+    /// Where the next pair's two sums go.
+    out: *mut [i32; 2],
+    /// Pairs left.
+    pairs: u32,
+}
+
+/// The sums of `out.len()` pairs of int8 rows with a quantised column, as [`super::int8`]
+/// defines them: pair `p` is the `words` words `w[p stride..p stride + words]`, each two
+/// halfwords `v = 256 w_even + w_odd` (columns `k`, `k + 1`), and `x` the column's words (two
+/// i16 each); `out[p] = [sum_k w_even_k x_k, sum_k w_odd_k x_k]` (wrapping in i32; exact
+/// within the activation bound). `None` unless `out` is not empty, `0 < words <= x.len()`,
+/// `words <= stride` and `w` holds `(out.len() - 1) stride + words` words.
+///
+/// One loop in assembly over the pairs, its inner loop over the words: per word, `SMLALD` of
+/// the raw words (both rows' products, `S = 256 even + odd`, in 64 bits), `SXTB16` of the
+/// weight word (the odd row's two bytes, sign-extended) and `SMLAD` of that (`odd`); 3 words
+/// a step (an `LDM` of each operand), 4 steps an iteration (46 instructions per 48
+/// multiply-adds), then single steps, then single words; per pair, `even = (S - odd) / 256`
+/// and the two sums stored (about 27 instructions a pair around the inner loop).
 #[inline(always)]
-pub fn pair_rows(w: &[u32], x: &[u32]) -> (i64, i32) {
-    let n = w.len().min(x.len());
-    let blocks = n / 12;
-    // The steps of 3 words after the blocks (0 to 3) in the low byte, the words after those
-    // (0 to 2) above it.
-    let rest = (n % 12) / 3 | (n % 3) << 8;
-    let (mut lo, mut hi, mut odd) = (0u32, 0u32, 0i32);
-    // SAFETY: the first loop runs `blocks` times (skipped when 0: `cmp`, `beq`), 4 steps of 3
-    // words an iteration; the second `(n % 12) / 3` times (the low byte of `rest`; skipped
-    // when 0), one step; the third `n % 3` times (`rest >> 8`; skipped when 0), one word.
-    // Every step and word reads as many words from `w` as from `x` (`LDM`s and `LDR`s with
-    // write-back, word-aligned: both are `&[u32]`), in order from the slices' starts:
-    // `12 blocks + 3 ((n % 12) / 3) + n % 3 = n` words of each in all, and `n` is the shorter
-    // length, so every read is inside the borrowed slices, which nothing writes meanwhile. It
-    // writes no memory (`readonly`) and no stack (`nostack`); the registers it writes are its
-    // outputs, the six it loads into (declared clobbered, `r0` to `r5`: `LDM` lists need fixed
-    // ascending registers) and the flags (`cmp`, `subs`, `tst`, `lsrs`; `SMLAD` may set the
-    // sticky Q flag, which nothing reads).
+pub fn pair_sums(
+    w: &[u32],
+    stride: usize,
+    words: usize,
+    x: &[u32],
+    out: &mut [[i32; 2]],
+) -> Option<()> {
+    let pairs = out.len();
+    let needed = (pairs.checked_sub(1)?).checked_mul(stride)?.checked_add(words)?;
+    if words == 0 || words > x.len() || words > stride || w.len() < needed {
+        return None;
+    }
+    let mut state = PairLoop {
+        blocks: (words / 12) as u32,
+        rest: ((words % 12) / 3 | (words % 3) << 8) as u32,
+        x: x.as_ptr(),
+        skip: ((stride - words) * 4) as u32,
+        out: out.as_mut_ptr(),
+        pairs: pairs as u32,
+    };
+    // SAFETY: the outer loop runs `pairs` >= 1 times (`state.pairs`, counted down in memory,
+    // `subs` then `bne`). For each pair it reads `blocks`, `rest` and `x` from `state`, then
+    // reads `words` words from `w` and from `x` in order: the first inner loop `blocks` times
+    // (skipped when 0), 4 steps of 3 words; the second `(words % 12) / 3` times (the low byte
+    // of `rest`; skipped when 0), one step; the third `words % 3` times (`rest >> 8`; skipped
+    // when 0), one word; `12 blocks + 3 ((words % 12) / 3) + words % 3 = words` words of each,
+    // with `LDM`s and `LDR`s with write-back, word-aligned (`&[u32]`s). The weight pointer then
+    // moves `skip` bytes on to the next pair's start: pair `p` reads
+    // `w[p stride..p stride + words]`, inside `w` by the check above (and `x[..words]`, inside
+    // `x`). It writes `out[p]` (an `STRD` through `state.out`, which then moves on 8 bytes;
+    // `pairs = out.len()` of them, inside `out`, borrowed exclusively) and `state` (its own
+    // local, through the pointer it pushes). It pushes one word on the stack and pops it
+    // before it ends (hence no `nostack`). The registers it writes are its operands (all
+    // discarded), the six it loads into (`r0`..`r5`, clobbered; `r0` also brings `state`'s
+    // address) and the flags (`SMLAD` may set the sticky Q flag, which nothing reads).
     unsafe {
         asm!(
+            "push {{r0}}",
+            "1:",
+            "ldr r0, [sp]",
+            "ldrd {nb}, {rest}, [r0]",
+            "ldr {px}, [r0, #8]",
+            "mov {lo}, #0",
+            "mov {hi}, #0",
+            "mov {odd}, #0",
             "cmp {nb}, #0",
             "beq 3f",
             "2:",
@@ -90,23 +136,108 @@ pub fn pair_rows(w: &[u32], x: &[u32]) -> (i64, i32) {
             "subs {rest}, {rest}, #1",
             "bne 6b",
             "7:",
+            // even = (S - odd) >> 8, from the 64-bit S in (lo, hi).
+            "subs {lo}, {lo}, {odd}",
+            "sbc {hi}, {hi}, {odd}, asr #31",
+            "lsrs {lo}, {lo}, #8",
+            "orr {lo}, {lo}, {hi}, lsl #24",
+            "ldr r0, [sp]",
+            "ldrd r1, r2, [r0, #12]",
+            "add {pw}, {pw}, r1",
+            "strd {lo}, {odd}, [r2], #8",
+            "str r2, [r0, #16]",
+            "ldr r1, [r0, #20]",
+            "subs r1, r1, #1",
+            "str r1, [r0, #20]",
+            "bne 1b",
+            "add sp, sp, #4",
             pw = inout(reg) w.as_ptr() => _,
-            px = inout(reg) x.as_ptr() => _,
-            nb = inout(reg) blocks => _,
-            rest = inout(reg) rest => _,
-            lo = inout(reg) lo,
-            hi = inout(reg) hi,
-            odd = inout(reg) odd,
-            out("r0") _,
+            px = out(reg) _,
+            nb = out(reg) _,
+            rest = out(reg) _,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            odd = out(reg) _,
+            inout("r0") &mut state as *mut PairLoop => _,
             out("r1") _,
             out("r2") _,
             out("r3") _,
             out("r4") _,
             out("r5") _,
-            options(readonly, nostack),
         );
     }
-    ((u64::from(hi) << 32 | u64::from(lo)) as i64, odd)
+    Some(())
+}
+
+/// `q[k] = round(x[k] t / 2)` for `k < 4 n` (`n = min(x.len() / 4, q.len() / 2)`), the i16
+/// values two to a word of `q` (value `2 i` in the low half): with `u = trunc(x[k] t)`, the
+/// result is `(u + 1 + (u >> 31)) >> 1`, which rounds `x[k] t / 2` half away from zero (the
+/// rounding of [`super::int8::quantize_column`], whose check makes `|u| <= 2 Q + 1` so the
+/// result fits). One loop in assembly, 4 values an iteration: a `VLDM` of them, per value
+/// `VMUL`, `VCVT` (toward zero) and three integer instructions, a `VMOV` of two to core
+/// registers, a `PKHBT` per pair and one `STRD`; 28 instructions per 4 values (LLVM's loop of
+/// the same steps took 46: a `VLDR` and an `STRH` per value and their addresses). Returns
+/// `4 n`, the values written.
+#[inline(always)]
+pub fn quantize4(x: &[f32], t: f32, q: &mut [u32]) -> usize {
+    let n = (x.len() / 4).min(q.len() / 2);
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: the loop runs `n` >= 1 times (`subs` then `bne`), 4 values an iteration: a
+    // `VLDM` of 4 from `x` (write-back, word-aligned: a `&[f32]`) and an `STRD` of 2 words to
+    // `q` (post-indexed, word-aligned: a `&mut [u32]`), in order from the slices' starts:
+    // `4 n <= x.len()` values read and `2 n <= q.len()` words written, inside the borrowed
+    // slices (`q` exclusively). The integer registers it writes are its outputs and
+    // temporaries; the FPU registers are not operands (stable Rust does not know the target
+    // has them): it saves the five it uses (`s0`..`s4`) first and restores them last. Flags:
+    // `subs`.
+    unsafe {
+        asm!(
+            "vpush {{s0-s4}}",
+            "vmov s4, {t}",
+            "2:",
+            "vldmia {px}!, {{s0-s3}}",
+            "vmul.f32 s0, s0, s4",
+            "vmul.f32 s1, s1, s4",
+            "vmul.f32 s2, s2, s4",
+            "vmul.f32 s3, s3, s4",
+            "vcvt.s32.f32 s0, s0",
+            "vcvt.s32.f32 s1, s1",
+            "vcvt.s32.f32 s2, s2",
+            "vcvt.s32.f32 s3, s3",
+            "vmov {a}, {b}, s0, s1",
+            "vmov {c}, {d}, s2, s3",
+            "add {a}, {a}, {a}, asr #31",
+            "add {b}, {b}, {b}, asr #31",
+            "add {c}, {c}, {c}, asr #31",
+            "add {d}, {d}, {d}, asr #31",
+            "add {a}, {a}, #1",
+            "add {b}, {b}, #1",
+            "add {c}, {c}, #1",
+            "add {d}, {d}, #1",
+            "asr {a}, {a}, #1",
+            "asr {b}, {b}, #1",
+            "asr {c}, {c}, #1",
+            "asr {d}, {d}, #1",
+            "pkhbt {a}, {a}, {b}, lsl #16",
+            "pkhbt {c}, {c}, {d}, lsl #16",
+            "strd {a}, {c}, [{pq}], #8",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "vpop {{s0-s4}}",
+            px = inout(reg) x.as_ptr() => _,
+            pq = inout(reg) q.as_mut_ptr() => _,
+            n = inout(reg) n => _,
+            t = in(reg) t.to_bits(),
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            d = out(reg) _,
+            options(nostack),
+        );
+    }
+    4 * n
 }
 
 /// One column of [`gemv16`]: a `VLDM` of 8 weights, 8 `VMLA`s into `s0`..`s7` with the

@@ -248,9 +248,20 @@ pub fn quantize_column(x: &[f32], q: &mut [i16]) -> f32 {
         // `u = trunc(2t)` (exact: `v * 2 inv` is `2 (v * inv)` in f32), `round(t)` is
         // `floor((u + 1) / 2)` for `u >= 0` and `floor(u / 2)` below; and
         // `|t| <= Q (1 + 3 eps)` keeps the result within the bound without a clamp.
-        for (q, &v) in body.iter_mut().zip(x) {
+        let round = |v: f32| {
             let u = (v * twice) as i32;
-            *q = ((u + 1 + (u >> 31)) >> 1) as i16;
+            ((u + 1 + (u >> 31)) >> 1) as i16
+        };
+        // On Arm the whole groups of 4 in assembly (the same steps), where `q` is 4-byte
+        // aligned (the scratch is).
+        #[allow(unused_mut)]
+        let mut done = 0;
+        #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+        if let Ok(words) = bytemuck::try_cast_slice_mut::<i16, u32>(&mut body[..x.len() / 4 * 4]) {
+            done = super::dsp::quantize4(x, twice, words);
+        }
+        for (q, &v) in body[done..].iter_mut().zip(&x[done..]) {
+            *q = round(v);
         }
     } else {
         for (q, &v) in body.iter_mut().zip(x) {
@@ -279,11 +290,15 @@ pub fn pair_dots(v: &[i16], q: &[i16]) -> [i32; 2] {
     })
 }
 
+/// Pairs of rows whose sums [`column_sums`] hands over at once.
+const PAIRS_AT_ONCE: usize = 16;
+
 /// The sums of every pair of rows of `values` (pairs `stride` values apart), over the
 /// `q.len()` positions from `start` on, with the quantised column `q`, handed to
-/// `emit(p, [even, odd])`: on the Arm DSP extension, where the pairs and `q` are 4-byte
-/// aligned (a file's tensors and the scratch are, for a range that starts at an even
-/// position), the inner loop [`super::dsp::pair_rows`] over the whole words; everywhere else
+/// `emit(p, sums)` a few pairs at a time: `sums[2 i]` and `sums[2 i + 1]` are those of rows
+/// `2 (p + i)` and `2 (p + i) + 1`. On the Arm DSP extension, where the pairs and `q` are
+/// 4-byte aligned (a file's tensors and the scratch are, for a range that starts at an even
+/// position), the loops of [`super::dsp::pair_sums`] over the whole words; everywhere else
 /// [`pair_dots`]. The same sums.
 #[inline(always)]
 fn column_sums(
@@ -291,37 +306,49 @@ fn column_sums(
     stride: usize,
     start: usize,
     q: &[i16],
-    mut emit: impl FnMut(usize, [i32; 2]),
+    mut emit: impl FnMut(usize, &[i32]),
 ) {
     let len = q.len();
+    let pairs = values.len() / stride.max(1);
+    let mut sums = [[0i32; 2]; PAIRS_AT_ONCE];
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-    if start % 2 == 0 && stride % 2 == 0 {
+    if start % 2 == 0 && stride % 2 == 0 && len >= 2 {
         let whole = len / 2 * 2;
         if let (Ok(w), Ok(x)) = (
             bytemuck::try_cast_slice::<i16, u32>(values),
             bytemuck::try_cast_slice::<i16, u32>(&q[..whole]),
         ) {
             let (offset, words) = (start / 2, whole / 2);
-            for (p, pair) in w.chunks_exact((stride / 2).max(1)).enumerate() {
-                let Some(part) = pair.get(offset..offset + words) else {
+            let mut p = 0;
+            while p < pairs {
+                let m = PAIRS_AT_ONCE.min(pairs - p);
+                let out = &mut sums[..m];
+                let from = p * (stride / 2) + offset;
+                if super::dsp::pair_sums(&w[from..], stride / 2, words, x, out).is_none() {
                     return;
-                };
-                let (all, odd) = super::dsp::pair_rows(part, x);
-                // `all = 256 even + odd` exactly; `odd` is exact in i32 (the bound).
-                let even = ((all - i64::from(odd)) >> 8) as i32;
-                let [e, o] = match len % 2 {
-                    0 => [0, 0],
-                    _ => pair_dots(&values[p * stride + start + whole..][..1], &q[whole..]),
-                };
-                emit(p, [even.wrapping_add(e), odd.wrapping_add(o)]);
+                }
+                if len % 2 == 1 {
+                    for (i, s) in out.iter_mut().enumerate() {
+                        let at = (p + i) * stride + start + whole;
+                        let [e, o] = pair_dots(&values[at..at + 1], &q[whole..]);
+                        *s = [s[0].wrapping_add(e), s[1].wrapping_add(o)];
+                    }
+                }
+                emit(p, out.as_flattened());
+                p += m;
             }
             return;
         }
     }
-    for (p, pair) in values.chunks_exact(stride.max(1)).enumerate() {
-        if let Some(part) = pair.get(start..start + len) {
-            emit(p, pair_dots(part, q));
+    let mut p = 0;
+    while p < pairs {
+        let m = PAIRS_AT_ONCE.min(pairs - p);
+        for (i, s) in sums[..m].iter_mut().enumerate() {
+            let at = (p + i) * stride + start;
+            *s = values.get(at..at + len).map_or([0, 0], |part| pair_dots(part, q));
         }
+        emit(p, sums[..m].as_flattened());
+        p += m;
     }
 }
 
@@ -357,11 +384,21 @@ pub fn mul_to_both<R: Dim, C: Dim, C2: Dim, B: Dim>(
 fn scaled_sums<const ADD: bool>(a: &QuantMat<'_>, start: usize, q: &[i16], s: f32, c: &mut [f32]) {
     let scales = &a.scales[..a.rows];
     column_sums(a.values, a.pair_stride(), start, q, |p, sums| {
-        for (r, sum) in [2 * p, 2 * p + 1].into_iter().zip(sums) {
-            if let (Some(c), Some(&scale)) = (c.get_mut(r), scales.get(r)) {
-                let v = sum as f32 * scale * s;
-                *c = if ADD { *c + v } else { v };
-            }
+        let from = (2 * p).min(c.len());
+        let n = sums.len().min(c.len() - from);
+        let (c, scales, sums) = (&mut c[from..from + n], &scales[from..from + n], &sums[..n]);
+        let scaled = |c: &mut f32, scale: f32, sum: i32| {
+            let v = sum as f32 * scale * s;
+            *c = if ADD { *c + v } else { v };
+        };
+        // Two rows at a time (a pair), then the odd last row.
+        let mut c2 = c.chunks_exact_mut(2);
+        for ((c, scale), sum) in (&mut c2).zip(scales.chunks_exact(2)).zip(sums.chunks_exact(2)) {
+            scaled(&mut c[0], scale[0], sum[0]);
+            scaled(&mut c[1], scale[1], sum[1]);
+        }
+        if let ([c], [.., scale], [.., sum]) = (c2.into_remainder(), scales, sums) {
+            scaled(c, *scale, *sum);
         }
     });
 }

@@ -307,8 +307,41 @@ fn max_select(a: f32, b: f32) -> f32 {
 /// `h_i`. One fused pass with [`VECTOR`] partial sums: nalgebra's
 /// `(a + b).map(relu).dot(&c)` builds two temporary vectors per class and query (5 classes x
 /// 15 queries: 20.7 vs 1.7 us, `examples/kernels.rs`; it would add 14% to a batched query).
+///
+/// On Arm, `max(v, 0) c` is summed as `(v + |v|) c` and the sum halved: two instructions
+/// (`VABS`, `VADD`) where the ReLU's compare and select take four; doubling is exact, so the
+/// sum is the same but where a product is subnormal or overflows (and a NaN stays NaN).
+/// 14,130 -> 9,650 instructions for a query's 5 logits (paper sizes, `examples/device-kernels`,
+/// which checks it bit for bit against the sums with the ReLU).
 #[inline]
 pub fn relu_sum_dot(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    #[cfg(target_arch = "arm")]
+    {
+        let n = a.len().min(b.len()).min(c.len());
+        let mut acc = [0.0f32; VECTOR];
+        let chunks = a[..n]
+            .chunks_exact(VECTOR)
+            .zip(b[..n].chunks_exact(VECTOR))
+            .zip(c[..n].chunks_exact(VECTOR));
+        for ((ca, cb), cc) in chunks {
+            for l in 0..VECTOR {
+                let v = ca[l] + cb[l];
+                acc[l] += (v + v.abs()) * cc[l];
+            }
+        }
+        let full = n / VECTOR * VECTOR;
+        let tail: f32 = (full..n).map(|g| relu(a[g] + b[g]) * c[g]).sum();
+        #[allow(clippy::needless_return)]
+        return 0.5 * acc.iter().sum::<f32>() + tail;
+    }
+    #[cfg(not(target_arch = "arm"))]
+    relu_sum_dot_portable(a, b, c)
+}
+
+/// [`relu_sum_dot`] with the ReLU itself (every target but Arm).
+#[cfg(not(target_arch = "arm"))]
+#[inline(always)]
+fn relu_sum_dot_portable(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
     let mut acc = [0.0f32; VECTOR];
     let chunks = a
         .chunks_exact(VECTOR)
