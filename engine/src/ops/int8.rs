@@ -291,7 +291,7 @@ pub fn pair_dots(v: &[i16], q: &[i16]) -> [i32; 2] {
 }
 
 /// Pairs of rows whose sums [`column_sums`] hands over at once.
-const PAIRS_AT_ONCE: usize = 16;
+const PAIRS_AT_ONCE: usize = 32;
 
 /// The sums of every pair of rows of `values` (pairs `stride` values apart), over the
 /// `q.len()` positions from `start` on, with the quantised column `q`, handed to
