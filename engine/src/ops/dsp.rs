@@ -9,11 +9,10 @@
 //! LLVM does not form `SXTB16` from plain Rust, and its `ARMParallelDSP` pass forms
 //! `SMLAD`/`SMLALD` only from pairs of adjacent 16-bit loads, which a packed weight word is
 //! not. `docs/arm-kernels.md` shows the loops as built and counts their instructions.
-#![allow(unsafe_code)]
 
 use core::arch::asm;
 
-/// One step of [`pair_rows`]: 3 weight words (6 columns of a pair of rows), 3 activation
+/// One step of [`pair_sums`]: 3 weight words (6 columns of a pair of rows), 3 activation
 /// words, and per word `SMLALD` (both rows, 64-bit), `SXTB16` (the odd row's bytes) and
 /// `SMLAD` (the odd row).
 macro_rules! pair_step {
@@ -77,7 +76,7 @@ pub fn pair_sums(
     }
     let mut state = PairLoop {
         blocks: (words / 12) as u32,
-        rest: ((words % 12) / 3 | (words % 3) << 8) as u32,
+        rest: (((words % 12) / 3) | ((words % 3) << 8)) as u32,
         x: x.as_ptr(),
         skip: ((stride - words) * 4) as u32,
         out: out.as_mut_ptr(),

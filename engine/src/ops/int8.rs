@@ -42,7 +42,7 @@
 //! layout (both bytes of each value, two plain sums, [`pair_dots`]); the sums are the same.
 //!
 //! # Speed
-//! On Cortex-M4/M7 the inner loop is assembly ([`super::dsp::pair_rows`]: 46 instructions per
+//! On Cortex-M4/M7 the loops are assembly ([`super::dsp::pair_sums`]: 46 instructions per
 //! 48 multiply-adds; `docs/arm-kernels.md` has the disassembly and the counts). On the host
 //! the sums are plain zips, which vectorise but are not tiled; int8 models are for the
 //! device, the host runs them to check them.
