@@ -42,7 +42,7 @@
 //! layout (both bytes of each value, two plain sums, [`pair_dots`]); the sums are the same.
 //!
 //! # Speed
-//! On Cortex-M4/M7 the loops are assembly ([`super::dsp::pair_sums`]: 46 instructions per
+//! On Cortex-M4/M7 the loops are assembly (`ops::dsp::pair_sums`: 46 instructions per
 //! 48 multiply-adds; `docs/arm-kernels.md` has the disassembly and the counts). On the host
 //! the sums are plain zips, which vectorise but are not tiled; int8 models are for the
 //! device, the host runs them to check them.
@@ -298,7 +298,7 @@ const PAIRS_AT_ONCE: usize = 32;
 /// `emit(p, sums)` a few pairs at a time: `sums[2 i]` and `sums[2 i + 1]` are those of rows
 /// `2 (p + i)` and `2 (p + i) + 1`. On the Arm DSP extension, where the pairs and `q` are
 /// 4-byte aligned (a file's tensors and the scratch are, for a range that starts at an even
-/// position), the loops of [`super::dsp::pair_sums`] over the whole words; everywhere else
+/// position), the loops of `ops::dsp::pair_sums` over the whole words; everywhere else
 /// [`pair_dots`]. The same sums.
 #[inline(always)]
 fn column_sums(
