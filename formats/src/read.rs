@@ -377,6 +377,11 @@ impl<'a> ModelFile<'a> {
                     values
                         .chunks_exact(2)
                         .map(|c| i16::from_le_bytes([c[0], c[1]])),
+                    // In place where aligned (always, in a file read into aligned memory):
+                    // the fast pass over little-endian values.
+                    bytemuck::try_cast_slice(values)
+                        .ok()
+                        .filter(|_| cfg!(target_endian = "little")),
                     values.len() / 2,
                     scales
                         .chunks_exact(4)
