@@ -314,15 +314,13 @@ fn weight<'a, R: Dim, C: Dim>(
     view(f32_tensor(file, name)?, name, r, c)
 }
 
-/// The f32 values of the tensor `name` ([`EngineError::Dtype`] if it is stored otherwise).
+/// The f32 values of the tensor `name` ([`EngineError::Dtype`] if it is stored otherwise):
+/// one look-up in the file's table.
 fn f32_tensor<'a>(file: &ModelFile<'a>, name: &str) -> Result<&'a [f32], EngineError> {
-    match file.dtype(name)? {
-        Dtype::F32 => Ok(file.tensor(name)?),
-        found => Err(EngineError::Dtype {
-            name: name.try_into().unwrap_or_default(),
-            found,
-        }),
-    }
+    file.tensor(name).map_err(|e| match e {
+        FormatError::WrongDtype { name, found, .. } => EngineError::Dtype { name, found },
+        e => e.into(),
+    })
 }
 
 #[cfg(feature = "int8")]
@@ -362,7 +360,12 @@ fn dense<'a, R: Dim, C: Dim>(
             r.value(),
             c.value(),
         )?)),
-        _ => Ok(Dense::F32(weight(file, name, r, c)?)),
+        // The dtype is known: the values directly (a third look-up otherwise).
+        Dtype::F32 => Ok(Dense::F32(view(file.tensor(name)?, name, r, c)?)),
+        found => Err(EngineError::Dtype {
+            name: name.try_into().unwrap_or_default(),
+            found,
+        }),
     }
 }
 

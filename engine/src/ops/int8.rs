@@ -299,8 +299,9 @@ const PAIRS_AT_ONCE: usize = 32;
 /// `2 (p + i)` and `2 (p + i) + 1`. On the Arm DSP extension, where the pairs and `q` are
 /// 4-byte aligned (a file's tensors and the scratch are, for a range that starts at an even
 /// position), the loops of `ops::dsp::pair_sums` over the whole words; everywhere else
-/// [`pair_dots`]. The same sums.
-#[inline(always)]
+/// [`pair_dots`]. The same sums. Not inlined: one copy of the loops per closure type (two),
+/// not one per product instance (15 KB of flash on the paper int8 model).
+#[inline(never)]
 fn column_sums(
     values: &[i16],
     stride: usize,
