@@ -40,14 +40,11 @@ fn same_logits<
     mut workspace: Box<Workspace<LEN, B>>,
 ) {
     let bytes = AlignedBuf::from_bytes(&model_file(&config));
-    let features: Vec<f32> = (0..(NK + QUERIES) * D)
-        .map(|i| ((i as f32) * 0.618).fract() - 0.3)
-        .collect();
+    let features = common::features((NK + QUERIES) * D);
     let (support, queries) = features.split_at(NK * D);
 
     let model = Awgim::<Fixed<D, d, h, N, K, G, NK, d2, V>>::load(&bytes).unwrap();
-    let rows =
-        |x: &[f32]| -> Vec<[f32; D]> { x.chunks_exact(D).map(|r| r.try_into().unwrap()).collect() };
+    let rows = common::rows::<D>;
     let support_rows = rows(support);
     let mut task = model
         .prepare(&mut workspace, support_rows.as_slice().try_into().unwrap())

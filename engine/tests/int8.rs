@@ -56,12 +56,9 @@ fn int8_against_f32<
 ) -> f32 {
     let int8 = AlignedBuf::from_bytes(&int8_model_file(&config));
     let f32_file = AlignedBuf::from_bytes(&dequantized(&config, &int8));
-    let features: Vec<f32> = (0..(NK + QUERIES) * D)
-        .map(|i| ((i as f32) * 0.618).fract() - 0.3)
-        .collect();
+    let features = common::features((NK + QUERIES) * D);
     let (support, queries) = features.split_at(NK * D);
-    let rows =
-        |x: &[f32]| -> Vec<[f32; D]> { x.chunks_exact(D).map(|r| r.try_into().unwrap()).collect() };
+    let rows = common::rows::<D>;
 
     let model = Awgim::<Fixed<D, d, h, N, K, G, NK, d2, V>>::load(&int8).unwrap();
     let mut task = model

@@ -25,3 +25,13 @@ macro_rules! sized {
     }};
 }
 pub(crate) use sized;
+
+/// `len` deterministic feature values in [-0.3, 0.7): support rows, then queries.
+pub(crate) fn features(len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i as f32) * 0.618).fract() - 0.3).collect()
+}
+
+/// The rows of `D` values of `x`, as the compiled-size engine takes them.
+pub(crate) fn rows<const D: usize>(x: &[f32]) -> Vec<[f32; D]> {
+    x.chunks_exact(D).map(|r| r.try_into().unwrap()).collect()
+}
