@@ -233,6 +233,13 @@ impl GraphBuilder {
         with_ctx(self.id, |c| c.graph.graph.node_count())
     }
 
+    /// One past the largest luminal node index so far (nodes are never removed while
+    /// building, so indices below it are exactly the nodes built so far).
+    pub(crate) fn node_bound(&self) -> usize {
+        use luminal::prelude::petgraph::visit::NodeIndexable;
+        with_ctx(self.id, |c| c.graph.graph.node_bound())
+    }
+
     fn leaves_of(&self, kind: LeafKind) -> Vec<(String, Vec<usize>)> {
         with_ctx(self.id, |c| {
             c.leaves

@@ -190,6 +190,11 @@ fn apply_in_place(out: &mut [f32], other: Operand, lhs_is_out: bool, f: impl Fn(
 }
 
 impl StridedBinary {
+    /// Which op it is.
+    pub fn kind(&self) -> BinaryKind {
+        self.kind
+    }
+
     fn run(&self, a: Operand, b: Operand, out: &mut [f32]) {
         match self.kind {
             BinaryKind::Add => zip_apply(a, b, out, |x, y| x + y),
@@ -265,6 +270,18 @@ pub struct StridedReduce {
     axis: usize,
 }
 
+impl StridedReduce {
+    /// True for a max, false for a sum.
+    pub fn is_max(&self) -> bool {
+        self.max
+    }
+
+    /// The reduced axis.
+    pub fn axis(&self) -> usize {
+        self.axis
+    }
+}
+
 impl Operator for StridedReduce {
     fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
         let x = data(&inp[0].0);
@@ -281,6 +298,28 @@ impl Operator for StridedReduce {
         };
         let back_n = back.numel();
         let init = if self.max { f32::NEG_INFINITY } else { 0.0 };
+        if red.len == 1 && red.is_full() {
+            // One term per output (the backward pass sums broadcast axes of length 1): the
+            // loops below would compute `init + v` (or `init.max(v)`) one row at a time;
+            // gather the view without that axis and apply the same operation in one pass.
+            let rest = Access {
+                base: self.src.base,
+                axes: axes[..self.axis]
+                    .iter()
+                    .chain(&axes[self.axis + 1..])
+                    .copied()
+                    .collect(),
+            };
+            let mut out = vec![init; rest.numel()];
+            gather(x, &rest, init, &mut out);
+            if self.max {
+                out.iter_mut().for_each(|o| *o = init.max(*o));
+            } else {
+                // `v + 0.0` is `0.0 + v` bit for bit (IEEE addition commutes): -0.0 becomes 0.0.
+                out.iter_mut().for_each(|o| *o += init);
+            }
+            return vec![LuminalTensor::new(out)];
+        }
         let front_n = front.numel();
         let mut out = vec![init; front_n * back_n];
         let mut row = vec![init; back_n];
@@ -364,6 +403,25 @@ pub struct BatchedMatMul {
     b_strides: (isize, isize),
     a_access: Access,
     b_access: Access,
+}
+
+impl BatchedMatMul {
+    /// (batch count, m, n, k): `batch` products of `[m, k] x [k, n]`.
+    pub fn dims(&self) -> (usize, usize, usize, usize) {
+        let batches = self.batch.iter().map(|b| b.0).product();
+        (batches, self.m, self.n, self.k)
+    }
+
+    /// How A and B lie in memory, e.g. `NT`: `N` when rows are contiguous (column stride
+    /// 1), `T` when columns are (row stride 1), `S` otherwise.
+    pub fn layout(&self) -> String {
+        let one = |(r, c): (isize, isize)| match (r, c) {
+            (_, 1) => 'N',
+            (1, _) => 'T',
+            _ => 'S',
+        };
+        [one(self.a_strides), one(self.b_strides)].iter().collect()
+    }
 }
 
 impl Operator for BatchedMatMul {
@@ -617,6 +675,55 @@ impl Compiler for StridedKernelCompiler {
             if let (Some(new), Some(w)) = (replacement, graph.graph.node_weight_mut(node)) {
                 *w = new;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backend, Evaluator, GraphBuilder, Tensor};
+
+    fn run(build: fn(&mut GraphBuilder) -> Vec<Tensor>, x: &[f32], backend: Backend) -> Vec<Vec<f32>> {
+        let mut g = GraphBuilder::new();
+        let outs = build(&mut g);
+        let mut ev = Evaluator::new(g, &outs, backend).unwrap();
+        ev.set_input("a", x).unwrap();
+        ev.run().unwrap()
+    }
+
+    /// Sums and maxima over axes of length 1 (the fast path of `StridedReduce`) agree bit
+    /// for bit with luminal's primitive ops, over plain, permuted, padded, sliced and
+    /// broadcast views, with -0.0, NaN and infinities among the values.
+    #[test]
+    fn reductions_over_unit_axes_match_luminal_bit_for_bit() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let b = a.reshape(&[3, 4]);
+            vec![
+                a.sum(&[1]),
+                a.max_axis(1),
+                a.permute(&[2, 1, 0]).sum(&[1]),
+                a.permute(&[1, 2, 0]).max_axis(0),
+                a.pad(2, 1, 2).sum(&[1]),
+                a.pad(0, 2, 0).max_axis(1),
+                b.slice(1, 2, 3).sum(&[1]),
+                b.slice(0, 1, 2).permute(&[1, 0]).max_axis(1),
+                b.expand(1, 1).sum(&[1]),
+                b.pad(1, 1, 0).slice(1, 0, 1).max_axis(1),
+                b.pad(1, 1, 0).slice(1, 0, 1).sum(&[1]),
+                a.reshape(&[12, 1]).sum(&[1]),
+            ]
+        };
+        let x = [
+            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
+            -1e-40, 1e30,
+        ];
+        let fast = run(build, &x, Backend::Cpu);
+        let reference = run(build, &x, Backend::CpuPrimitive);
+        assert_eq!(fast.len(), reference.len());
+        for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");
         }
     }
 }

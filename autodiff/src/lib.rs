@@ -10,6 +10,7 @@ mod graph;
 #[allow(unsafe_code)]
 pub mod kernels;
 mod ops;
+mod profile;
 mod program;
 pub mod reference;
 mod train;
@@ -18,6 +19,7 @@ mod view;
 pub use backward::backward;
 pub use error::AutodiffError;
 pub use graph::{GraphBuilder, LeafKind, Tensor};
+pub use profile::{OpClass, OpRecord, Phase, Profile, Totals};
 pub use program::Backend;
 pub use train::{AdamWConfig, Evaluator, OptimizerState, StepOutcome, TrainStep};
 pub use view::{Access, AxisAccess, View, MAX_RANK};

@@ -12,6 +12,7 @@ use luminal::tensor::Tensor as LuminalTensor;
 use super::error::AutodiffError;
 use super::graph::{Ctx, LeafKind, NodeRole, Tensor};
 use super::kernels;
+use super::profile::{timed_run, Phase, Profile, Profiler};
 
 /// Where and how a graph runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub(crate) struct Program {
     by_name: HashMap<String, usize>,
     outputs: Vec<NodeIndex>,
     output_shapes: Vec<Vec<usize>>,
+    /// Per-op timing, once enabled ([`Program::enable_profiling`]).
+    profiler: Option<Profiler>,
 }
 
 impl Program {
@@ -124,6 +127,7 @@ impl Program {
             by_name,
             outputs: ids,
             output_shapes,
+            profiler: None,
         })
     }
 
@@ -168,7 +172,8 @@ impl Program {
         for &n in &self.outputs {
             self.graph.tensors.remove(&(n, 0));
         }
-        self.graph.execute();
+        let graph = &mut self.graph;
+        timed_run(self.profiler.as_ref(), || graph.execute());
         Ok(())
     }
 
@@ -214,6 +219,24 @@ impl Program {
             .node_weights()
             .map(|o| format!("{o:?}"))
             .collect()
+    }
+
+    /// Wrap every op in a timer (once; later calls clear the counts). `phase_of` gives
+    /// the phase of a node index of the graph as built.
+    pub fn enable_profiling(&mut self, phase_of: impl Fn(NodeIndex) -> Phase) {
+        match &self.profiler {
+            Some(p) => p.reset(),
+            None => {
+                let p = Profiler::default();
+                p.wrap(&mut self.graph, phase_of);
+                self.profiler = Some(p);
+            }
+        }
+    }
+
+    /// What the timers recorded since profiling was enabled or last reset.
+    pub fn profile(&self) -> Option<Profile> {
+        self.profiler.as_ref().map(Profiler::snapshot)
     }
 
     /// Number of nodes after compilation.

@@ -3,6 +3,7 @@
 
 use super::error::AutodiffError;
 use super::graph::{GraphBuilder, LeafKind, Tensor};
+use super::profile::{Phase, Profile};
 use super::program::{Backend, Program};
 
 /// AdamW hyper-parameters and the learning-rate schedule.
@@ -109,6 +110,9 @@ pub struct TrainStep {
     config: AdamWConfig,
     t: u64,
     skipped: u64,
+    /// Node indices below `.0` were built by the caller (forward), below `.1` by the
+    /// reverse pass; the rest by the optimizer (for [`TrainStep::enable_profiling`]).
+    phase_bounds: (usize, usize),
 }
 
 impl TrainStep {
@@ -128,7 +132,9 @@ impl TrainStep {
             .iter()
             .map(|(n, _)| graph.tensor(n))
             .collect::<Result<Vec<_>, _>>()?;
+        let forward_end = graph.node_bound();
         let grads = super::backward(loss, &handles)?;
+        let backward_end = graph.node_bound();
 
         // Finiteness: x * 0 is 0 for finite x and NaN otherwise; sums of zeros cannot
         // overflow, so the flag is exactly 0 iff the loss and all gradients are finite.
@@ -191,6 +197,7 @@ impl TrainStep {
             config,
             t: 0,
             skipped: 0,
+            phase_bounds: (forward_end, backward_end),
         })
     }
 
@@ -320,6 +327,28 @@ impl TrainStep {
     pub fn node_count(&self) -> usize {
         self.program.node_count()
     }
+
+    /// Time every op of every following step ([`TrainStep::profile`]); calling it again
+    /// clears the counts. Results are unchanged (the ops run as before, inside timers);
+    /// a step that never enables it runs no timer at all.
+    pub fn enable_profiling(&mut self) {
+        let (forward_end, backward_end) = self.phase_bounds;
+        self.program.enable_profiling(|node| {
+            if node.index() < forward_end {
+                Phase::Forward
+            } else if node.index() < backward_end {
+                Phase::Backward
+            } else {
+                Phase::Optimizer
+            }
+        });
+    }
+
+    /// Per-op times, calls, FLOPs and bytes of the steps since
+    /// [`TrainStep::enable_profiling`]; `None` when it was not called.
+    pub fn profile(&self) -> Option<Profile> {
+        self.program.profile()
+    }
 }
 
 fn first(v: Vec<f32>) -> f32 {
@@ -406,6 +435,18 @@ impl Evaluator {
     /// Debug names of the compiled graph's ops (diagnostics).
     pub fn op_names(&self) -> Vec<String> {
         self.program.op_names()
+    }
+
+    /// Time every op of every following run ([`Evaluator::profile`]; every op counts as
+    /// [`Phase::Forward`]); calling it again clears the counts.
+    pub fn enable_profiling(&mut self) {
+        self.program.enable_profiling(|_| Phase::Forward);
+    }
+
+    /// Per-op times of the runs since [`Evaluator::enable_profiling`]; `None` when it was
+    /// not called.
+    pub fn profile(&self) -> Option<Profile> {
+        self.program.profile()
     }
 
     /// Run once; one vector per output, row-major.
