@@ -114,7 +114,10 @@ fn mul_add(a: f32, b: f32, c: f32) -> f32 {
 
 /// Vectors ([`VECTOR`] rows each) of a register tile of [`mul_add_to`].
 #[cfg(not(target_arch = "arm"))]
-pub const TILE_VECTORS: usize = 2;
+pub const TILE_VECTORS: usize = if ZMM { 4 } else { 2 };
+/// Whether the kernels compute in explicit 512-bit vectors: x86-64 built with AVX-512 (see
+/// "Host tile sizes" in the module doc).
+const ZMM: bool = cfg!(all(target_arch = "x86_64", target_feature = "avx512f"));
 /// Columns of a register tile of [`mul_add_to`] (5 divides the 25 support examples of the
 /// 5-shot models, a 15-query batch and a 5-query call).
 #[cfg(not(target_arch = "arm"))]
@@ -135,7 +138,13 @@ pub const LONE_DOT_A: usize = 4;
 /// Partial sums per dot product of [`tr_mul_to`]: one 256-bit register, also where
 /// [`VECTOR`] is 16 (see "Host tile sizes" in the module doc).
 #[cfg(not(target_arch = "arm"))]
-pub const DOT_LANES: usize = if VECTOR > 8 { 8 } else { VECTOR };
+pub const DOT_LANES: usize = if ZMM {
+    VECTOR
+} else if VECTOR > 8 {
+    8
+} else {
+    VECTOR
+};
 /// Partial sums per dot product of [`tr_mul_to`] (a vector).
 #[cfg(target_arch = "arm")]
 pub const DOT_LANES: usize = VECTOR;
@@ -215,6 +224,7 @@ pub fn tr_mul_to<K: Dim, M: Dim, CB: Dim, CC: Dim>(
 }
 
 /// The whole chunks of `R` values of a slice, as arrays.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 fn columns<const R: usize>(data: &[f32]) -> &[[f32; R]] {
     let whole = data.len() - data.len() % R;
     // Cannot fail: `whole` is a multiple of R and [f32; R] has the alignment of f32.
@@ -237,22 +247,52 @@ fn product<M: Dim, K: Dim, const ADD: bool>(
     if rows == 0 || depth == 0 || a.len() < rows * depth {
         return;
     }
-    let mut j = column_tiles::<M, K, TILE_COLS, ADD>(m, k, a, b, c, 0, n);
-    if TILE_COLS > 4 {
-        j = column_tiles::<M, K, 4, ADD>(m, k, a, b, c, j, n);
-    }
-    if TILE_COLS > 3 {
-        j = column_tiles::<M, K, 3, ADD>(m, k, a, b, c, j, n);
-    }
-    if TILE_COLS > 2 {
-        j = column_tiles::<M, K, 2, ADD>(m, k, a, b, c, j, n);
-    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    let j = {
+        // The whole vectors of rows in 512-bit tiles (`zmm`), the rows past them here.
+        let j = zmm::product::<ADD>(rows, depth, n, a, b, c);
+        for (b, c) in b[..j * depth]
+            .chunks_exact(depth)
+            .zip(c[..j * rows].chunks_exact_mut(rows))
+        {
+            for i in rows / VECTOR * VECTOR..rows {
+                row::<M, K, 1, ADD>(m, k, a, b, c, i);
+            }
+        }
+        j
+    };
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    let j = {
+        let mut j = column_tiles::<M, K, TILE_COLS, ADD>(m, k, a, b, c, 0, n);
+        if TILE_COLS > 4 {
+            j = column_tiles::<M, K, 4, ADD>(m, k, a, b, c, j, n);
+        }
+        if TILE_COLS > 3 {
+            j = column_tiles::<M, K, 3, ADD>(m, k, a, b, c, j, n);
+        }
+        if TILE_COLS > 2 {
+            j = column_tiles::<M, K, 2, ADD>(m, k, a, b, c, j, n);
+        }
+        j
+    };
     let (b_rest, c_rest) = (&b[j * depth..n * depth], &mut c[j * rows..n * rows]);
     for (b, c) in b_rest
         .chunks_exact(depth)
         .zip(c_rest.chunks_exact_mut(rows))
     {
         let mut i = 0;
+        // With 512-bit vectors, `SINGLE_ROWS` and then 16 rows in explicit `__m512` sums.
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+        {
+            while i + SINGLE_ROWS <= rows {
+                zmm::lone::<{ SINGLE_ROWS / 16 }, ADD>(rows, depth, a, b, c, i);
+                i += SINGLE_ROWS;
+            }
+            while i + 16 <= rows {
+                zmm::lone::<1, ADD>(rows, depth, a, b, c, i);
+                i += 16;
+            }
+        }
         while i + SINGLE_ROWS <= rows {
             lone::<M, K, SINGLE_ROWS, ADD>(m, k, a, b, c, i);
             i += SINGLE_ROWS;
@@ -269,8 +309,12 @@ fn product<M: Dim, K: Dim, const ADD: bool>(
 }
 
 /// Tiles of `NR` columns from column `j` while a whole tile fits before `n`; returns the first
-/// column not done. Each is done in row tiles of [`TILE_VECTORS`] vectors, then of one vector,
+/// column not done (not used where [`ZMM`]). Each is done in row tiles of [`TILE_VECTORS`] vectors, then of one vector,
 /// then row by row.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "avx512f"),
+    allow(dead_code)
+)]
 #[inline(always)]
 fn column_tiles<M: Dim, K: Dim, const NR: usize, const ADD: bool>(
     m: M,
@@ -312,6 +356,10 @@ fn b_columns<const NR: usize>(b: &[f32], depth: usize) -> [&[f32]; NR] {
 
 /// One register tile: rows `i..i + MV VECTOR` of the `NR` columns `c_cols` (+)= `a b_cols`.
 /// The `MV x NR` vectors of sums stay in registers over all `K`.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "avx512f"),
+    allow(dead_code)
+)]
 #[inline(never)]
 fn tile<M: Dim, K: Dim, const NR: usize, const MV: usize, const ADD: bool>(
     m: M,
@@ -415,18 +463,91 @@ fn tr_product<K: Dim, M: Dim>(k: K, m: M, n: usize, a: &[f32], b: &[f32], c: &mu
     if rows == 0 || depth == 0 {
         return;
     }
-    let mut j = dot_tiles::<K, M, DOT_B>(k, m, a, b, c, 0, n);
+    // With 512-bit vectors, the tiles of `A` outside: the [`DOT_A`] columns of `A` (10 KB at
+    // the paper's depth of 640) stay in the L1 cache for every column of `B`, which the
+    // whole batch's `B` then shares (38 KB for 15 queries); the other way round, `A` (655 KB
+    // for `G2muᵀ`) came from L2 once per tile of `B`, which the 512-bit sums outran.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        let rows = rows.min(a.len() / depth);
+        let mut i = 0;
+        while i + DOT_A <= rows {
+            dot_columns::<K, M, DOT_A>(k, m, n, a, b, c, i);
+            i += DOT_A;
+        }
+        while i < rows {
+            dot_columns::<K, M, 1>(k, m, n, a, b, c, i);
+            i += 1;
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let mut j = dot_tiles::<K, M, DOT_B>(k, m, a, b, c, 0, n);
     if DOT_B > 4 {
         j = dot_tiles::<K, M, 4>(k, m, a, b, c, j, n);
     }
-    if DOT_B > 2 {
-        j = dot_tiles::<K, M, 2>(k, m, a, b, c, j, n);
+        if DOT_B > 2 {
+            j = dot_tiles::<K, M, 2>(k, m, a, b, c, j, n);
+        }
+        dot_tiles::<K, M, 1>(k, m, a, b, c, j, n);
     }
-    dot_tiles::<K, M, 1>(k, m, a, b, c, j, n);
+}
+
+/// Rows `i..i + TA` of the first `n` columns of `c = aᵀ b`: tiles of [`DOT_B`] columns of `b`,
+/// then of 4, 2 and 1 (the loop order where [`ZMM`], see [`tr_product`]).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+fn dot_columns<K: Dim, M: Dim, const TA: usize>(
+    k: K,
+    m: M,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    i: usize,
+) {
+    let a_cols = b_columns::<TA>(&a[i * k.value()..], k.value());
+    let mut j = dot_column_tiles::<K, M, TA, DOT_B>(k, m, n, a_cols, b, c, i, 0);
+    j = dot_column_tiles::<K, M, TA, 4>(k, m, n, a_cols, b, c, i, j);
+    j = dot_column_tiles::<K, M, TA, 2>(k, m, n, a_cols, b, c, i, j);
+    dot_column_tiles::<K, M, TA, 1>(k, m, n, a_cols, b, c, i, j);
+}
+
+/// Tiles of `TB` columns from column `j` of rows `i..i + TA` of `c = aᵀ b` while a whole
+/// tile fits before `n`; returns the first column not done.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dot_column_tiles<K: Dim, M: Dim, const TA: usize, const TB: usize>(
+    k: K,
+    m: M,
+    n: usize,
+    a_cols: [&[f32]; TA],
+    b: &[f32],
+    c: &mut [f32],
+    i: usize,
+    mut j: usize,
+) -> usize {
+    let (depth, rows) = (k.value(), m.value());
+    let whole = depth - depth % VECTOR;
+    while j + TB <= n {
+        let b_cols = b_columns::<TB>(&b[j * depth..], depth);
+        let sums = zmm::dots(a_cols.map(|a| &a[..whole]), b_cols.map(|b| &b[..whole]));
+        let columns = c[j * rows..(j + TB) * rows].chunks_exact_mut(rows);
+        for ((c, sums), b) in columns.zip(&sums).zip(&b_cols) {
+            for ((c, &sum), a) in c[i..i + TA].iter_mut().zip(sums).zip(&a_cols) {
+                let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
+                *c = sum + tail;
+            }
+        }
+        j += TB;
+    }
+    j
 }
 
 /// Tiles of `TB` columns from column `j` while a whole tile fits before `n`; returns the first
 /// column not done.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 #[inline(always)]
 fn dot_tiles<K: Dim, M: Dim, const TB: usize>(
     k: K,
@@ -452,6 +573,7 @@ fn dot_tiles<K: Dim, M: Dim, const TB: usize>(
 }
 
 /// All `M` rows of the `TB` columns `c_cols = aᵀ b_cols`, [`DOT_A`] rows at a time (then 1).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 #[inline(always)]
 fn dot_rows<K: Dim, M: Dim, const TB: usize>(
     k: K,
@@ -506,6 +628,7 @@ fn dot_rows<K: Dim, M: Dim, const TB: usize>(
 /// `c_cols[t][i + s]` = the partial sums of `a_cols[s] . b_cols[t]` added up, plus the products
 /// past the last whole chunk.
 #[inline(always)]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 fn finish<K: Dim, M: Dim, const TA: usize, const TB: usize>(
     k: K,
     m: M,
@@ -577,6 +700,7 @@ fn scalar_dots<K: Dim, const TA: usize>(k: K, a_cols: [&[f32]; TA], b: &[f32]) -
 
 /// The sum of a vector's lanes, pairwise (log2 VECTOR dependent steps, not VECTOR).
 #[inline(always)]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 fn horizontal_sum<const L: usize>(mut v: [f32; L]) -> f32 {
     let mut width = L;
     while width > 1 {
@@ -592,6 +716,7 @@ fn horizontal_sum<const L: usize>(mut v: [f32; L]) -> f32 {
 /// whole chunks of [`VECTOR`], returned `[t][s]` and held in registers meanwhile (a function
 /// of its own, like [`tile`]).
 #[inline(never)]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
 fn dots<K: Dim, const TA: usize, const TB: usize>(
     k: K,
     a_cols: [&[f32]; TA],
@@ -616,6 +741,284 @@ fn dots<K: Dim, const TA: usize, const TB: usize>(
         }
     }
     acc
+}
+
+/// The register tiles of [`mul_to`], [`mul_add_to`] and [`tr_mul_to`] in explicit 512-bit
+/// vectors (`__m512`), for x86-64 builds with AVX-512: LLVM would split 16-lane arrays into two
+/// 256-bit halves on Intel (see "Host tile sizes" in the module doc). Every multiply-add is
+/// fused. Loads and stores are `bytemuck` casts between `[f32; 16]` and `__m512`; the
+/// intrinsics are safe inside the functions that enable `avx512f`, and the only `unsafe` is
+/// the call into those two functions.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+#[allow(unsafe_code)]
+mod zmm {
+    use core::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_permute_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_shuffle_f32x4,
+    };
+    use core::ops::Range;
+
+    /// Lanes of a `__m512`.
+    const LANES: usize = 16;
+    /// Vectors of rows of a register tile of `A B` (see [`super::TILE_VECTORS`]).
+    const MV: usize = super::TILE_VECTORS;
+    /// Columns of a register tile of `A B` (see [`super::TILE_COLS`]).
+    const NR: usize = super::TILE_COLS;
+    /// Values of `k` per pass over `C`: the `MV x 16` rows of `A` a row tile reads in a pass
+    /// (32 KB) stay in the L1 cache for every tile of columns.
+    const KC: usize = 64;
+
+    /// `c (+)= a b` (`a`: `rows x depth`, column-major) for the whole vectors of rows of the
+    /// first columns of `b`/`c`: all but the last where `n` leaves one past the tiles of
+    /// [`NR`], 4, 3 and 2 columns (that one is a gemv, `super::lone`). Returns the columns
+    /// done. In passes over `k` of [`KC`] values: in each, every tile of rows and columns
+    /// continues its sums from `c` (from zero in the first pass of `c = a b`), so each entry
+    /// of `c = a b` is the one fused chain `a_0 b_0 + a_1 b_1 + ...` in the order of `k`, as in
+    /// the portable loops, and each of `c += a b` is that chain started from `c`.
+    pub(super) fn product<const ADD: bool>(
+        rows: usize,
+        depth: usize,
+        n: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> usize {
+        let tiled = if n % NR == 1 { n - 1 } else { n };
+        let whole = rows / LANES * LANES;
+        if tiled == 0 || whole == 0 {
+            return tiled;
+        }
+        let mut k0 = 0;
+        while k0 < depth {
+            let ks = k0..depth.min(k0 + KC);
+            let from_c = ADD || k0 > 0;
+            let mut i = 0;
+            while i + MV * LANES <= whole {
+                column_tiles::<MV>(rows, depth, tiled, a, b, c, i, ks.clone(), from_c);
+                i += MV * LANES;
+            }
+            while i < whole {
+                column_tiles::<1>(rows, depth, tiled, a, b, c, i, ks.clone(), from_c);
+                i += LANES;
+            }
+            k0 = ks.end;
+        }
+        tiled
+    }
+
+    /// Rows `i..i + V 16` of the first `tiled` columns over `ks`: tiles of [`NR`] columns, then
+    /// one of 4, 3 or 2.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn column_tiles<const V: usize>(
+        rows: usize,
+        depth: usize,
+        tiled: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        i: usize,
+        ks: Range<usize>,
+        from_c: bool,
+    ) {
+        let mut j = 0;
+        while j + NR <= tiled {
+            tile::<NR, V>(rows, depth, a, b, c, i, j, ks.clone(), from_c);
+            j += NR;
+        }
+        match tiled - j {
+            4 => tile::<4, V>(rows, depth, a, b, c, i, j, ks, from_c),
+            3 => tile::<3, V>(rows, depth, a, b, c, i, j, ks, from_c),
+            2 => tile::<2, V>(rows, depth, a, b, c, i, j, ks, from_c),
+            _ => {}
+        }
+    }
+
+    /// One register tile: rows `i..i + V 16` of columns `j..j + TN` of `c`, continued (or
+    /// started, unless `from_c`) over `ks`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn tile<const TN: usize, const V: usize>(
+        rows: usize,
+        depth: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        i: usize,
+        j: usize,
+        ks: Range<usize>,
+        from_c: bool,
+    ) {
+        let a = &a[ks.start * rows..ks.end * rows];
+        let b_cols: [&[f32]; TN] = core::array::from_fn(|t| &b[(j + t) * depth..][ks.clone()]);
+        let c = &mut c[j * rows..(j + TN) * rows];
+        // SAFETY: the one requirement of calling a function that enables `avx512f` is a CPU
+        // that has it; this module exists only where the whole crate is compiled with it
+        // (`cfg(target_feature = "avx512f")`), so every CPU that runs this code has it.
+        unsafe { tile_avx512::<TN, V>(rows, a, b_cols, c, i, from_c) }
+    }
+
+    /// [`tile`] with `avx512f` enabled: `a` holds the columns `ks` of `A`, `b_cols` the
+    /// values `ks` of each column of `B`, `c` the `TN` columns of `C`.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    fn tile_avx512<const TN: usize, const V: usize>(
+        rows: usize,
+        a: &[f32],
+        b_cols: [&[f32]; TN],
+        c: &mut [f32],
+        i: usize,
+        from_c: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); V]; TN];
+        if from_c {
+            for (acc, c) in acc.iter_mut().zip(c.chunks_exact(rows)) {
+                let (c, _) = c[i..i + V * LANES].as_chunks::<LANES>();
+                for (s, &c) in acc.iter_mut().zip(c) {
+                    *s = bytemuck::cast(c);
+                }
+            }
+        }
+        let depth = a.len() / rows;
+        let b_cols = b_cols.map(|b| &b[..depth]);
+        for (a_col, k) in a.chunks_exact(rows).zip(0..depth) {
+            let (a_tile, _) = a_col[i..i + V * LANES].as_chunks::<LANES>();
+            let a_v: [__m512; V] = core::array::from_fn(|v| bytemuck::cast(a_tile[v]));
+            for (acc, b_col) in acc.iter_mut().zip(&b_cols) {
+                let b_kj = _mm512_set1_ps(b_col[k]);
+                for (s, &a_v) in acc.iter_mut().zip(&a_v) {
+                    *s = _mm512_fmadd_ps(a_v, b_kj, *s);
+                }
+            }
+        }
+        for (acc, c) in acc.iter().zip(c.chunks_exact_mut(rows)) {
+            let (c, _) = c[i..i + V * LANES].as_chunks_mut::<LANES>();
+            for (&s, c) in acc.iter().zip(c) {
+                *c = bytemuck::cast(s);
+            }
+        }
+    }
+
+    /// Rows `i..i + V 16` of a lone column, `c (+)= a b` (`a`: `rows x depth`): a gemv with
+    /// `V` vectors of sums, each entry's sum the fused chain over `k` in order from zero,
+    /// as in [`super::lone`].
+    #[inline(always)]
+    pub(super) fn lone<const V: usize, const ADD: bool>(
+        rows: usize,
+        depth: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        i: usize,
+    ) {
+        let a = &a[..rows * depth];
+        let b = &b[..depth];
+        // SAFETY: as in `tile`: `avx512f` is enabled for the whole crate.
+        let acc = unsafe { lone_avx512::<V>(rows, a, b, i) };
+        let (c, _) = c[i..i + V * LANES].as_chunks_mut::<LANES>();
+        for (c, acc) in c.iter_mut().zip(&acc) {
+            for (c, &s) in c.iter_mut().zip(acc) {
+                *c = if ADD { *c + s } else { s };
+            }
+        }
+    }
+
+    /// [`lone`]'s sums, with `avx512f` enabled.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    fn lone_avx512<const V: usize>(
+        rows: usize,
+        a: &[f32],
+        b: &[f32],
+        i: usize,
+    ) -> [[f32; LANES]; V] {
+        let mut acc = [_mm512_setzero_ps(); V];
+        for (a_col, &b_k) in a.chunks_exact(rows).zip(b) {
+            let (a_tile, _) = a_col[i..i + V * LANES].as_chunks::<LANES>();
+            let b_k = _mm512_set1_ps(b_k);
+            for (s, &a) in acc.iter_mut().zip(a_tile) {
+                *s = _mm512_fmadd_ps(bytemuck::cast(a), b_k, *s);
+            }
+        }
+        acc.map(bytemuck::cast)
+    }
+
+    /// The `TA x TB` dot products `a_cols[s] . b_cols[t]` (all as long as `a_cols[0]`, a
+    /// multiple of 16), returned `[t][s]`: 16 partial sums each (lane `l`: the products at
+    /// positions `l` mod 16, in order, fused), then added up pairwise as
+    /// `super::horizontal_sum` does (lanes `l` and `l + 8`, then `l + 4`, `l + 2`, `l + 1`),
+    /// four dot products at a time in one register.
+    #[inline(always)]
+    pub(super) fn dots<const TA: usize, const TB: usize>(
+        a_cols: [&[f32]; TA],
+        b_cols: [&[f32]; TB],
+    ) -> [[f32; TA]; TB] {
+        let len = a_cols.first().map_or(0, |a| a.len());
+        let a_chunks = a_cols.map(|a| a[..len].as_chunks::<LANES>().0);
+        let b_chunks = b_cols.map(|b| b[..len].as_chunks::<LANES>().0);
+        // SAFETY: as in `tile`: `avx512f` is enabled for the whole crate.
+        unsafe { dots_avx512::<TA, TB>(a_chunks, b_chunks) }
+    }
+
+    /// [`dots`] with `avx512f` enabled.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    fn dots_avx512<const TA: usize, const TB: usize>(
+        a_chunks: [&[[f32; LANES]]; TA],
+        b_chunks: [&[[f32; LANES]]; TB],
+    ) -> [[f32; TA]; TB] {
+        let chunks = a_chunks.first().map_or(0, |a| a.len());
+        let a_chunks = a_chunks.map(|a| &a[..chunks]);
+        let b_chunks = b_chunks.map(|b| &b[..chunks]);
+        let mut acc = [[_mm512_setzero_ps(); TA]; TB];
+        for c in 0..chunks {
+            let a_v: [__m512; TA] = core::array::from_fn(|s| bytemuck::cast(a_chunks[s][c]));
+            for (acc, b) in acc.iter_mut().zip(&b_chunks) {
+                let b_v: __m512 = bytemuck::cast(b[c]);
+                for (s, &a_v) in acc.iter_mut().zip(&a_v) {
+                    *s = _mm512_fmadd_ps(a_v, b_v, *s);
+                }
+            }
+        }
+        let mut sums = [[0.0; TA]; TB];
+        for (sums, acc) in sums.iter_mut().zip(&acc) {
+            let (fours, rest) = acc.as_chunks::<4>();
+            let (sums4, sums_rest) = sums.split_at_mut(fours.len() * 4);
+            for (sums, &[v0, v1, v2, v3]) in sums4.chunks_exact_mut(4).zip(fours) {
+                sums.copy_from_slice(&sum4(v0, v1, v2, v3));
+            }
+            for (sum, &v) in sums_rest.iter_mut().zip(rest) {
+                *sum = sum4(v, v, v, v)[0];
+            }
+        }
+        sums
+    }
+
+    /// The sums of the lanes of 4 vectors, each in the order of `super::horizontal_sum`:
+    /// `u[l] = v[l] + v[l + 8]`, then `u[l] + u[l + 4]`, then `+ [l + 2]`, then `+ [l + 1]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn sum4(v0: __m512, v1: __m512, v2: __m512, v3: __m512) -> [f32; 4] {
+        // Quarters (128 bits): [v0 q0, v0 q1, v1 q0, v1 q1] + [v0 q2, v0 q3, v1 q2, v1 q3].
+        let x01 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(v0, v1),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(v0, v1),
+        );
+        let x23 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(v2, v3),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(v2, v3),
+        );
+        // Quarter s: vector s's lanes l + (l + 4), l < 4.
+        let y = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(x01, x23),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(x01, x23),
+        );
+        let z = _mm512_add_ps(y, _mm512_permute_ps::<0b01_00_11_10>(y));
+        let w = _mm512_add_ps(z, _mm512_permute_ps::<0b10_11_00_01>(z));
+        let w: [f32; LANES] = bytemuck::cast(w);
+        [w[0], w[4], w[8], w[12]]
+    }
+
 }
 
 #[cfg(test)]
@@ -703,6 +1106,61 @@ mod tests {
         check::<1, 3>(7);
         check::<133, 7>(8);
         check::<5, 640>(9);
+    }
+
+    /// On AVX-512 builds every entry is exactly the sum the module doc names ("Host tile
+    /// sizes"), bit for bit: `a b` one fused chain over `k` from zero; `c += a b` that chain
+    /// started from `c` in the tiles, `c` plus the chain in a lone column and in the rows past
+    /// the last 16; `aᵀ b` 16 fused lanes added pairwise, plus the products past the last 16.
+    /// Sizes with rows and a depth past every tile and pass (16 x 8 + 5 rows, depth 150).
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    #[test]
+    fn avx512_sums_are_the_documented_chains() {
+        const M: usize = 133;
+        const K: usize = 150;
+        let a = random::<M, K>(20);
+        let at = random::<K, M>(21);
+        let b = random::<K, MAX>(22);
+        let start = random::<M, MAX>(23);
+        let chain = |i: usize, j: usize, from: f32| {
+            (0..K).fold(from, |s, k| a[(i, k)].mul_add(b[(k, j)], s))
+        };
+        let dot = |i: usize, j: usize| {
+            let whole = K / 16 * 16;
+            let mut lanes = [0.0f32; 16];
+            for k in 0..whole {
+                lanes[k % 16] = at[(k, i)].mul_add(b[(k, j)], lanes[k % 16]);
+            }
+            for width in [8, 4, 2, 1] {
+                for l in 0..width {
+                    lanes[l] += lanes[l + width];
+                }
+            }
+            let tail: f32 = (whole..K).map(|k| at[(k, i)] * b[(k, j)]).sum();
+            lanes[0] + tail
+        };
+        for n in [1, 2, 6, 15, 25, MAX] {
+            let bm = Mat::from(&b).columns(0, n);
+            let tiled = if n % TILE_COLS == 1 { n - 1 } else { n };
+            let (mut prod, mut sum, mut dots) = (start, start, start);
+            mul_to(&Mat::from(&a), &bm, &mut MatMut::from(&mut prod).columns_mut(0, n));
+            mul_add_to(&Mat::from(&a), &bm, &mut MatMut::from(&mut sum).columns_mut(0, n));
+            tr_mul_to(&Mat::from(&at), &bm, &mut MatMut::from(&mut dots).columns_mut(0, n));
+            for j in 0..n {
+                for i in 0..M {
+                    let c = start[(i, j)];
+                    let want_sum = if j < tiled && i < M / 16 * 16 {
+                        chain(i, j, c)
+                    } else {
+                        c + chain(i, j, 0.0)
+                    };
+                    let (p, s, d) = (prod[(i, j)], sum[(i, j)], dots[(i, j)]);
+                    assert_eq!(p.to_bits(), chain(i, j, 0.0).to_bits(), "a b ({i}, {j}), {n}");
+                    assert_eq!(s.to_bits(), want_sum.to_bits(), "c + a b ({i}, {j}), {n}");
+                    assert_eq!(d.to_bits(), dot(i, j).to_bits(), "aT b ({i}, {j}), {n}");
+                }
+            }
+        }
     }
 
     #[test]
