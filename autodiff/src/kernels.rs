@@ -139,6 +139,173 @@ fn zip_apply(a: Operand, b: Operand, out: &mut [f32], f: impl Fn(f32, f32) -> f3
     }
 }
 
+/// Two unpadded views of one shape walked together, row by row: the axes both can merge
+/// (adjacent, each view's outer stride = inner stride x inner length) merged, length-1
+/// axes dropped. Rows are in row-major order, so the `r`-th row of `inner.0` elements is
+/// `out[r * inner.0..]` of a dense output.
+struct RowWalk {
+    /// Outer axes: (len, stride in a, stride in b).
+    outer: Vec<(usize, isize, isize)>,
+    /// The last axis: (len, stride in a, stride in b).
+    inner: (usize, isize, isize),
+    base: (isize, isize),
+}
+
+impl RowWalk {
+    /// `None` when the shapes differ or either view has padding.
+    fn new(a: &Access, b: &Access) -> Option<RowWalk> {
+        if a.axes.len() != b.axes.len()
+            || a.axes.iter().zip(&b.axes).any(|(x, y)| x.len != y.len)
+            || !a.axes.iter().chain(&b.axes).all(AxisAccess::is_full)
+        {
+            return None;
+        }
+        let mut axes: Vec<(usize, isize, isize)> = Vec::with_capacity(a.axes.len());
+        for (x, y) in a.axes.iter().zip(&b.axes) {
+            if x.len == 1 {
+                continue;
+            }
+            if let Some(last) = axes.last_mut() {
+                let n = x.len as isize;
+                if last.1 == x.stride * n && last.2 == y.stride * n {
+                    *last = (last.0 * x.len, x.stride, y.stride);
+                    continue;
+                }
+            }
+            axes.push((x.len, x.stride, y.stride));
+        }
+        let inner = axes.pop().unwrap_or((1, 0, 0));
+        Some(RowWalk {
+            outer: axes,
+            inner,
+            base: (a.base, b.base),
+        })
+    }
+
+    /// Call `f(row, offset in a, offset in b)` for every row.
+    fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let rows: usize = self.outer.iter().map(|a| a.0).product();
+        let mut idx = vec![0usize; self.outer.len()];
+        let (mut oa, mut ob) = self.base;
+        for row in 0..rows {
+            f(row, oa as usize, ob as usize);
+            for (ax, &(len, sa, sb)) in self.outer.iter().enumerate().rev() {
+                idx[ax] += 1;
+                oa += sa;
+                ob += sb;
+                if idx[ax] < len {
+                    break;
+                }
+                idx[ax] = 0;
+                oa -= sa * len as isize;
+                ob -= sb * len as isize;
+            }
+        }
+    }
+}
+
+/// One row of a strided operand: `n` values from `start`, `stride` apart.
+enum Row<'a> {
+    Slice(&'a [f32]),
+    Scalar(f32),
+    Strided(&'a [f32], usize, isize),
+}
+
+impl<'a> Row<'a> {
+    fn new(src: &'a [f32], start: usize, n: usize, stride: isize) -> Row<'a> {
+        match stride {
+            0 => Row::Scalar(src[start]),
+            1 => Row::Slice(&src[start..start + n]),
+            s => Row::Strided(src, start, s),
+        }
+    }
+
+    fn get(&self, i: usize) -> f32 {
+        match *self {
+            Row::Slice(x) => x[i],
+            Row::Scalar(x) => x,
+            Row::Strided(x, start, s) => x[(start as isize + i as isize * s) as usize],
+        }
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` over one row, with the cheap forms vectorisable.
+fn zip_row(a: Row, b: Row, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    match (a, b) {
+        (Row::Slice(x), Row::Slice(y)) => zip_apply(Operand::Slice(x), Operand::Slice(y), out, f),
+        (Row::Slice(x), Row::Scalar(y)) => {
+            zip_apply(Operand::Slice(x), Operand::Scalar(y), out, f)
+        }
+        (Row::Scalar(x), Row::Slice(y)) => {
+            zip_apply(Operand::Scalar(x), Operand::Slice(y), out, f)
+        }
+        (Row::Scalar(x), Row::Scalar(y)) => out.fill(f(x, y)),
+        (a, b) => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = f(a.get(i), b.get(i))),
+    }
+}
+
+/// `out = f(a, b)` over a joint row walk (`out` dense, row-major). In place when `own` says
+/// which operand `out` already holds (true: `a`, false: `b`); the other is read from `src`.
+fn zip_rows(
+    walk: &RowWalk,
+    srcs: (&[f32], &[f32]),
+    out: &mut [f32],
+    f: impl Fn(f32, f32) -> f32,
+) {
+    let (n, sa, sb) = walk.inner;
+    walk.for_each_row(|row, oa, ob| {
+        let dst = &mut out[row * n..(row + 1) * n];
+        zip_row(Row::new(srcs.0, oa, n, sa), Row::new(srcs.1, ob, n, sb), dst, &f);
+    });
+}
+
+/// As [`zip_rows`], `out` holding one operand already (`lhs_is_out`: it is `a`).
+fn zip_rows_in_place(
+    walk: &RowWalk,
+    other: &[f32],
+    lhs_is_out: bool,
+    out: &mut [f32],
+    f: impl Fn(f32, f32) -> f32,
+) {
+    let (n, sa, sb) = walk.inner;
+    walk.for_each_row(|row, oa, ob| {
+        let dst = &mut out[row * n..(row + 1) * n];
+        if lhs_is_out {
+            let y = Row::new(other, ob, n, sb);
+            match y {
+                Row::Slice(y) => apply_in_place(dst, Operand::Slice(y), true, &f),
+                Row::Scalar(y) => apply_in_place(dst, Operand::Scalar(y), true, &f),
+                y => dst
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, o)| *o = f(*o, y.get(i))),
+            }
+        } else {
+            let x = Row::new(other, oa, n, sa);
+            match x {
+                Row::Slice(x) => apply_in_place(dst, Operand::Slice(x), false, &f),
+                Row::Scalar(x) => apply_in_place(dst, Operand::Scalar(x), false, &f),
+                x => dst
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, o)| *o = f(x.get(i), *o)),
+            }
+        }
+    });
+}
+
+/// True when [`operand`] would have to copy the view (neither a broadcast scalar nor one
+/// dense run).
+fn needs_gather(acc: &Access) -> bool {
+    let c = acc.coalesced();
+    let scalar = c.axes.iter().all(|a| a.stride == 0 && a.is_full());
+    let dense = c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full();
+    !scalar && !dense
+}
+
 /// Which element-wise binary op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryKind {
@@ -204,6 +371,29 @@ impl StridedBinary {
         }
     }
 
+    fn run_rows(&self, walk: &RowWalk, srcs: (&[f32], &[f32]), out: &mut [f32]) {
+        match self.kind {
+            BinaryKind::Add => zip_rows(walk, srcs, out, |x, y| x + y),
+            BinaryKind::Mul => zip_rows(walk, srcs, out, |x, y| x * y),
+            BinaryKind::Mod => zip_rows(walk, srcs, out, |x, y| x % y),
+            BinaryKind::LessThan => {
+                zip_rows(walk, srcs, out, |x, y| if x < y { 1.0 } else { 0.0 })
+            }
+        }
+    }
+
+    fn run_rows_in_place(&self, walk: &RowWalk, other: &[f32], lhs_is_out: bool, out: &mut [f32]) {
+        let (w, o) = (walk, other);
+        match self.kind {
+            BinaryKind::Add => zip_rows_in_place(w, o, lhs_is_out, out, |x, y| x + y),
+            BinaryKind::Mul => zip_rows_in_place(w, o, lhs_is_out, out, |x, y| x * y),
+            BinaryKind::Mod => zip_rows_in_place(w, o, lhs_is_out, out, |x, y| x % y),
+            BinaryKind::LessThan => {
+                zip_rows_in_place(w, o, lhs_is_out, out, |x, y| if x < y { 1.0 } else { 0.0 })
+            }
+        }
+    }
+
     fn run_in_place(&self, out: &mut [f32], other: Operand, lhs_is_out: bool) {
         match self.kind {
             BinaryKind::Add => apply_in_place(out, other, lhs_is_out, |x, y| x + y),
@@ -229,6 +419,15 @@ impl Operator for StridedBinary {
                 };
                 let other = data(other_in);
                 assert_fits(other_acc, other.len(), "StridedBinary operand");
+                // A broadcast or strided operand is read row by row where it lies rather
+                // than copied out first (same operation on the same pairs of values).
+                let walk = needs_gather(other_acc)
+                    .then(|| RowWalk::new(&self.a, &self.b))
+                    .flatten();
+                if let Some(walk) = walk {
+                    self.run_rows_in_place(&walk, other, i == 0, &mut out);
+                    return vec![LuminalTensor::new(out)];
+                }
                 let mut scratch = Vec::new();
                 let op = operand(other, other_acc, &mut scratch);
                 self.run_in_place(&mut out, op, i == 0);
@@ -239,6 +438,12 @@ impl Operator for StridedBinary {
         assert_fits(&self.a, xa.len(), "StridedBinary lhs");
         assert_fits(&self.b, xb.len(), "StridedBinary rhs");
         let mut out = vec![0.0f32; n];
+        if needs_gather(&self.a) || needs_gather(&self.b) {
+            if let Some(walk) = RowWalk::new(&self.a, &self.b) {
+                self.run_rows(&walk, (xa, xb), &mut out);
+                return vec![LuminalTensor::new(out)];
+            }
+        }
         let (mut sa, mut sb) = (Vec::new(), Vec::new());
         let (a, b) = (operand(xa, &self.a, &mut sa), operand(xb, &self.b, &mut sb));
         self.run(a, b, &mut out);
@@ -721,6 +926,41 @@ mod tests {
         let fast = run(build, &x, Backend::Cpu);
         let reference = run(build, &x, Backend::CpuPrimitive);
         assert_eq!(fast.len(), reference.len());
+        for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");
+        }
+    }
+
+    /// Element-wise ops whose operands are broadcast or strided (read row by row where they
+    /// lie, fresh output or in place) agree bit for bit with luminal's primitive ops.
+    #[test]
+    fn broadcast_and_strided_operands_match_luminal_bit_for_bit() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let col = a.reshape(&[3, 4]).slice(1, 0, 1).reshape(&[3]);
+            let row = a.reshape(&[12]).slice(0, 4, 8);
+            // Outer products: one operand broadcast along rows, the other along columns.
+            let outer = col.expand(1, 4) * row.expand(0, 3);
+            let lt = row.expand(0, 3).less_than(col.expand(1, 4));
+            // Transposed and broadcast batch axes, fresh output.
+            let m = a.reshape(&[3, 4]);
+            let t = m.permute(&[1, 0]).expand(0, 2) + col.expand(0, 4).expand(0, 2);
+            // In place: the left operand is an intermediate used once (dense, handed over).
+            let own = m.mul_scalar(3.0) % m.permute(&[1, 0]).reshape(&[3, 4]).add_scalar(0.5);
+            let own_rhs = m.permute(&[1, 0]).reshape(&[3, 4]) + m.add_scalar(-1.0);
+            let own_bcast = m.mul_scalar(2.0) * row.expand(0, 3);
+            // In place on the right: the broadcast left operand is read row by row.
+            let rhs_mod = col.expand(1, 4) % m.mul_scalar(3.0);
+            let rhs_lt = row.expand(0, 3).less_than(m.mul_scalar(2.0));
+            vec![outer, lt, t, own, own_rhs, own_bcast, rhs_mod, rhs_lt]
+        };
+        let x = [
+            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
+            -1e-40, 1e30,
+        ];
+        let fast = run(build, &x, Backend::Cpu);
+        let reference = run(build, &x, Backend::CpuPrimitive);
         for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");

@@ -91,8 +91,9 @@ pub struct OpRecord {
     pub phase: Phase,
     /// Kind of work.
     pub class: OpClass,
-    /// The op and its operand shapes, e.g. `sgemm 4x[320x640]·[640x128]` or
-    /// `Mul [4,80,128] [4,80,128]`.
+    /// The op and its operands, e.g. `sgemm 4x[320x640]·[640x128] NN` (layouts of A and B)
+    /// or `Mul [4, 80, 128]/[10240, 128, 1] [4, 80, 128]/[0, 0, 1]` (shape/strides of each
+    /// operand's view).
     pub label: String,
     /// Floating-point operations per call (`2·m·n·k` per product for sgemm; one per output
     /// element for element-wise and unary ops; one per element read for reductions; 0 for
@@ -230,9 +231,14 @@ impl Profiler {
             let any = op.as_any();
             let views: Vec<Option<View>> =
                 srcs.iter().map(|(_, st)| View::from_tracker(st).ok()).collect();
+            // Shape, and the element strides of the view (`1` along the contiguous axis, `0`
+            // along broadcast ones), e.g. `[4, 80, 128]/[10240, 128, 1]`.
             let shape = |i: usize| -> String {
                 match views.get(i).and_then(|v| v.as_ref()) {
-                    Some(v) => format!("{:?}", v.shape()),
+                    Some(v) => {
+                        let strides: Vec<isize> = v.access().axes.iter().map(|a| a.stride).collect();
+                        format!("{:?}/{strides:?}", v.shape())
+                    }
                     None => "?".to_string(),
                 }
             };
