@@ -40,33 +40,62 @@
 //! sums in memory or vectorised across the wrong loop, at a tenth of the speed.
 //!
 //! ## Host tile sizes (x86-64), and why
-//! The sizes count the registers LLVM really uses, which is not always what `VECTOR` says.
-//! With `-C target-cpu=native` on an Intel AVX-512 part, `VECTOR` is 16, but LLVM prefers
-//! 256-bit vectors there (`prefer-256-bit`, set for every Intel AVX-512 core): a 16-lane sum is
-//! two `ymm` registers, of 32. On AMD Zen 4 it uses `zmm` (32 of 16 lanes, executed as two
-//! 256-bit halves); with `-C target-cpu=x86-64-v3` (AVX2, the portable build) `VECTOR` is 8
-//! and there are 16 `ymm` registers. The sums of a tile must fit all three with room for the
-//! operands:
-//! - [`mul_add_to`]: [`TILE_VECTORS`] = 2 vectors x [`TILE_COLS`] = 5 columns: 20 `ymm` of 32
-//!   on Intel AVX-512 (the 4 x 5 tile used before needed 40 and spilled), 10 `zmm` on Zen 4,
-//!   10 `ymm` of 16 with AVX2. Five columns divide the 25 support examples, a 15-query batch
-//!   and a 5-query call.
-//! - [`tr_mul_to`]: dot products keep [`DOT_LANES`] = 8 partial sums (one 256-bit register) even
-//!   where `VECTOR` is 16, in tiles of [`DOT_A`] x [`DOT_B`]: 4 x 5 = 20 `ymm` where 32
-//!   registers exist (AVX-512 builds: 9 loads per 20 multiply-adds), 2 x 5 = 10 of 16 with AVX2
-//!   (3 x 5 and 4 x 5 would spill). The 4 x 5 tile of 16-lane sums used before was 40 `ymm`
-//!   on Intel: spilled, 7 to 9 GMAC/s on `G2muᵀ x`, 69% of a batched query's time.
+//! The sizes count the registers the code really uses, which is not always what `VECTOR`
+//! says. With `-C target-cpu=native` on an Intel AVX-512 part, `VECTOR` is 16, but LLVM
+//! prefers 256-bit vectors there (`prefer-256-bit`, set for every Intel AVX-512 core): a
+//! 16-lane array of sums becomes two `ymm` registers, and the two 512-bit FMA units of a core
+//! do half their work. So where the crate is compiled with AVX-512 (`cfg(target_feature =
+//! "avx512f")`: native builds on Intel AVX-512 parts and AMD Zen 4), the register tiles are
+//! written with explicit `__m512` vectors and `core::arch` intrinsics (private module `zmm`;
+//! its only `unsafe` is the call into its `#[target_feature(enable = "avx512f")]` functions,
+//! sound because the whole crate is compiled with that feature, so every CPU that runs it has
+//! it). With `-C target-cpu=x86-64-v3` (AVX2, the portable build) `VECTOR` is 8, there are 16
+//! `ymm` registers, and the portable loops below run, with the sizes after "AVX2".
+//!
+//! AVX-512 (32 `zmm` registers):
+//! - `A B` ([`mul_to`], [`mul_add_to`]): tiles of [`TILE_VECTORS`] = 4 vectors (64 rows) x
+//!   [`TILE_COLS`] = 5 columns: 20 `zmm` sums, 4 of `A`, 1 broadcast of `B`; per `k`, 4 loads
+//!   and 5 broadcasts for 20 multiply-adds. In passes over 64 values of `k`: the 64 x 64 block
+//!   of `A` a row tile reads in a pass (16 KB) stays in the L1 cache for every tile of
+//!   columns. Over the whole depth at once, `A` (160 KB and more) came from L2 once per tile of
+//!   columns, which held 512-bit tiles to about 49 GMAC/s on `enc x`; passes of 128 values
+//!   reached about 60 (probably because the columns of `A` lie a power of two apart, so a
+//!   pass's rows of `A` share few cache sets), 64 was the fastest of 32, 64, 96 and 128 (up
+//!   to 75 GMAC/s, of a measured peak of about 87 on one core). Each pass continues the
+//!   sums from `C`, so an entry of `A B` is still one fused chain over `k` in order, from
+//!   zero, bit for bit the portable loops' on FMA hosts; `C += A B` is that chain started
+//!   from `C` (the portable loops, the lone column and the rows past the last 16 add `C` to
+//!   the chain at the end).
+//! - A lone column: a gemv of 8 `zmm` sums (128 rows), then 1; the same chain as the portable
+//!   loop. Bound by streaming `A` from L2 (about 20-27 GMAC/s), it gained 10-20%.
+//! - `Aᵀ B` ([`tr_mul_to`]): [`DOT_LANES`] = 16 partial sums per dot product (one `zmm`), in
+//!   tiles of [`DOT_A`] x [`DOT_B`] = 4 x 5 (20 sums, 4 of `A`, 1 of `B`; 9 loads per 20
+//!   multiply-adds). The tiles of `A` run inside groups of columns of `B` that fit the L1
+//!   cache beside them (`DOT_GROUP_BYTES`: 10 columns at the paper's depth of 640, 25 KB, and
+//!   a tile's 4 columns of `A`, 10 KB), each group done for all of `A` before the next. With
+//!   `B` outside, `A` (655 KB for `G2muᵀ`) came from L2 once per tile of `B`; with all 15
+//!   columns of a batch inside (38 KB), `B` came from L2 once per tile of `A` (54.7 -> 47.5
+//!   us for the 15-query `G2muᵀ x` with the groups). The 16 lanes of 4 dot products are
+//!   added in one register (shuffles of 128-bit quarters, then within them), in the pairwise
+//!   order of the portable loops (lanes `l + 8`, then `l + 4`, `l + 2`, `l + 1`). 6 x 4,
+//!   7 x 3, 8 x 2 and 10 x 2 tiles were all slower here.
+//! - The test `avx512_sums_are_the_documented_chains` checks these sums bit for bit.
+//!
+//! AVX2 (`x86-64-v3`, 16 `ymm` registers), the portable loops:
+//! - [`mul_add_to`]: [`TILE_VECTORS`] = 2 vectors x [`TILE_COLS`] = 5 columns: 10 `ymm` of 16.
+//!   Five columns divide the 25 support examples, a 15-query batch and a 5-query call (the
+//!   `zmm` tiles use them too).
+//! - [`tr_mul_to`]: dot products keep [`DOT_LANES`] = 8 partial sums (one 256-bit register) in
+//!   tiles of [`DOT_A`] x [`DOT_B`] = 2 x 5 = 10 of 16 (3 x 5 and 4 x 5 would spill). A 4 x 5
+//!   tile of 16-lane sums, used before the `zmm` module, was 40 `ymm` on Intel: spilled, 7 to
+//!   9 GMAC/s on `G2muᵀ x`, 69% of a batched query's time.
 //! - Every multiply-add is fused (`f32::mul_add`) on FMA hosts: Rust never fuses
 //!   `c + a * b` itself, and a separate multiply and add cost Intel cores (two FMA ports, no
 //!   separate adders) half their rate; Zen 4 has separate add pipes, which is why the same code
 //!   ran near its peak there and at half of it on the Xeon.
 //!
-//! Measured with `examples/kernels 50` (best of 50, before and after binaries in one run on
-//! the shared 2-core Xeon of issue 14), GMAC/s on 15 columns, before (4 x 5 tiles of `VECTOR`
-//! lanes, unfused) -> after: native build `enc x` 24.5 -> 44.5, `d x d` 28.1 -> 44.5,
-//! `F1`/`G1` halves 24.4 -> 44.5, `F2` 24.4 -> 44.3, `G2muᵀ x` 9.3 -> 36.4; `x86-64-v3`
-//! build 29.4 -> 41.7, 32.3 -> 43.9, 29.2 -> 41.0, 29.3 -> 40.9, 22.2 -> 37.8. A lone column
-//! (15-18 GMAC/s, streaming the weights from L2) is unchanged.
+//! Measured with `examples/kernels 50` on the shared 2-core Xeon of issue 14 (the numbers
+//! and commands are in `docs/benchmarks.md`, "Explicit 512-bit kernels").
 //! `docs/benchmarks.md` has the whole-model numbers and the commands. On Arm nothing here
 //! applies: the sizes below are the Cortex-M4's, and its arithmetic is unfused as before.
 //!
@@ -117,6 +146,7 @@ fn mul_add(a: f32, b: f32, c: f32) -> f32 {
 pub const TILE_VECTORS: usize = if ZMM { 4 } else { 2 };
 /// Whether the kernels compute in explicit 512-bit vectors: x86-64 built with AVX-512 (see
 /// "Host tile sizes" in the module doc).
+#[cfg(not(target_arch = "arm"))]
 const ZMM: bool = cfg!(all(target_arch = "x86_64", target_feature = "avx512f"));
 /// Columns of a register tile of [`mul_add_to`] (5 divides the 25 support examples of the
 /// 5-shot models, a 15-query batch and a 5-query call).
@@ -135,6 +165,11 @@ pub const DOT_B: usize = 5;
 /// query's `G2muᵀ x`): more sums share each load of `B` than in a [`DOT_A`] x [`DOT_B`] tile.
 #[cfg(not(target_arch = "arm"))]
 pub const LONE_DOT_A: usize = 4;
+/// Bytes of the columns of `B` and of a tile of `A` that [`tr_mul_to`] keeps in the L1 cache
+/// at once where [`ZMM`]: `B` is taken in groups of that many columns (a multiple of
+/// [`DOT_B`]), each group done for all of `A` before the next.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+const DOT_GROUP_BYTES: usize = 36 * 1024;
 /// Partial sums per dot product of [`tr_mul_to`]: one 256-bit register, also where
 /// [`VECTOR`] is 16 (see "Host tile sizes" in the module doc).
 #[cfg(not(target_arch = "arm"))]
@@ -463,21 +498,27 @@ fn tr_product<K: Dim, M: Dim>(k: K, m: M, n: usize, a: &[f32], b: &[f32], c: &mu
     if rows == 0 || depth == 0 {
         return;
     }
-    // With 512-bit vectors, the tiles of `A` outside: the [`DOT_A`] columns of `A` (10 KB at
-    // the paper's depth of 640) stay in the L1 cache for every column of `B`, which the
-    // whole batch's `B` then shares (38 KB for 15 queries); the other way round, `A` (655 KB
-    // for `G2muᵀ`) came from L2 once per tile of `B`, which the 512-bit sums outran.
+    // With 512-bit vectors, the tiles of `A` inside groups of columns of `B`: the [`DOT_A`]
+    // columns of `A` (10 KB at the paper's depth of 640) and a group of `B` (10 columns, 25
+    // KB) stay in the L1 cache together; with `B` outside, `A` (655 KB for `G2muᵀ`) came from
+    // L2 once per tile of `B`, which the 512-bit sums outran.
     #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
     {
         let rows = rows.min(a.len() / depth);
-        let mut i = 0;
-        while i + DOT_A <= rows {
-            dot_columns::<K, M, DOT_A>(k, m, n, a, b, c, i);
-            i += DOT_A;
-        }
-        while i < rows {
-            dot_columns::<K, M, 1>(k, m, n, a, b, c, i);
-            i += 1;
+        let group = (DOT_GROUP_BYTES / (4 * depth)).saturating_sub(DOT_A) / DOT_B * DOT_B;
+        let mut j0 = 0;
+        while j0 < n {
+            let j1 = n.min(j0 + group.max(DOT_B));
+            let mut i = 0;
+            while i + DOT_A <= rows {
+                dot_columns::<K, M, DOT_A>(k, m, j0..j1, a, b, c, i);
+                i += DOT_A;
+            }
+            while i < rows {
+                dot_columns::<K, M, 1>(k, m, j0..j1, a, b, c, i);
+                i += 1;
+            }
+            j0 = j1;
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
@@ -500,14 +541,15 @@ fn tr_product<K: Dim, M: Dim>(k: K, m: M, n: usize, a: &[f32], b: &[f32], c: &mu
 fn dot_columns<K: Dim, M: Dim, const TA: usize>(
     k: K,
     m: M,
-    n: usize,
+    cols: core::ops::Range<usize>,
     a: &[f32],
     b: &[f32],
     c: &mut [f32],
     i: usize,
 ) {
     let a_cols = b_columns::<TA>(&a[i * k.value()..], k.value());
-    let mut j = dot_column_tiles::<K, M, TA, DOT_B>(k, m, n, a_cols, b, c, i, 0);
+    let n = cols.end;
+    let mut j = dot_column_tiles::<K, M, TA, DOT_B>(k, m, n, a_cols, b, c, i, cols.start);
     j = dot_column_tiles::<K, M, TA, 4>(k, m, n, a_cols, b, c, i, j);
     j = dot_column_tiles::<K, M, TA, 2>(k, m, n, a_cols, b, c, i, j);
     dot_column_tiles::<K, M, TA, 1>(k, m, n, a_cols, b, c, i, j);
@@ -1112,12 +1154,13 @@ mod tests {
     /// sizes"), bit for bit: `a b` one fused chain over `k` from zero; `c += a b` that chain
     /// started from `c` in the tiles, `c` plus the chain in a lone column and in the rows past
     /// the last 16; `aᵀ b` 16 fused lanes added pairwise, plus the products past the last 16.
-    /// Sizes with rows and a depth past every tile and pass (16 x 8 + 5 rows, depth 150).
+    /// Sizes with rows and a depth past every tile, pass and group (16 x 8 + 5 rows, depth
+    /// 650: 10 passes of `k` and a tail of 10 past the last 16; groups of 10 columns of `B`).
     #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
     #[test]
     fn avx512_sums_are_the_documented_chains() {
         const M: usize = 133;
-        const K: usize = 150;
+        const K: usize = 650;
         let a = random::<M, K>(20);
         let at = random::<K, M>(21);
         let b = random::<K, MAX>(22);
