@@ -696,7 +696,8 @@ impl Operator for BatchedMatMul {
     }
 }
 
-fn sources(graph: &LuminalGraph, node: NodeIndex) -> Vec<(NodeIndex, ShapeTracker)> {
+/// The data inputs of `node`, in input order, with the views they are read through.
+pub(crate) fn sources(graph: &LuminalGraph, node: NodeIndex) -> Vec<(NodeIndex, ShapeTracker)> {
     let mut v: Vec<(u8, NodeIndex, ShapeTracker)> = graph
         .graph
         .edges_directed(node, Direction::Incoming)

@@ -22,11 +22,11 @@ use std::time::Instant;
 
 use luminal::graph::Graph as LuminalGraph;
 use luminal::op::{Function, InputTensor, Operator};
-use luminal::prelude::petgraph::{algo::toposort, visit::EdgeRef, Direction};
+use luminal::prelude::petgraph::algo::toposort;
 use luminal::prelude::{NodeIndex, ShapeTracker};
 use luminal::tensor::Tensor as LuminalTensor;
 
-use super::kernels::{BatchedMatMul, StridedBinary, StridedCopy, StridedReduce};
+use super::kernels::{sources, BatchedMatMul, StridedBinary, StridedCopy, StridedReduce};
 use super::view::View;
 
 /// What kind of work an op does.
@@ -321,16 +321,6 @@ impl Profiler {
             }
         }
     }
-}
-
-fn sources(graph: &LuminalGraph, node: NodeIndex) -> Vec<(NodeIndex, ShapeTracker)> {
-    let mut v: Vec<(u8, NodeIndex, ShapeTracker)> = graph
-        .graph
-        .edges_directed(node, Direction::Incoming)
-        .filter_map(|e| e.weight().as_data().map(|d| (d.0, e.source(), d.2)))
-        .collect();
-    v.sort_by_key(|x| x.0);
-    v.into_iter().map(|(_, n, s)| (n, s)).collect()
 }
 
 /// Stands in for an op while it is being moved into its wrapper (never run).

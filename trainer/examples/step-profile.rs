@@ -36,7 +36,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use autodiff::{Backend, OpClass, Profile, TrainStep};
+use autodiff::{Backend, OpClass, Profile, Totals, TrainStep};
 use clap::Parser;
 use formats::ModelConfig;
 use rand::{RngCore, SeedableRng};
@@ -166,6 +166,13 @@ fn run() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let compile = compile.elapsed();
+    let mut train = train;
+    if inputs.iter().any(|(name, _)| name == input::CENTER) {
+        // Centred features (the default outside `--paper`): the training split's mean, as
+        // `trainer::run` sets it once.
+        let center = data.split(SplitKind::Train).mean();
+        train.set_input(input::CENTER, &center).map_err(|e| e.to_string())?;
+    }
     let mut fed = Fed {
         settings,
         train,
@@ -312,19 +319,8 @@ fn report(
 }
 
 fn class_table(p: &Profile, steps: u64, total: u64, key: impl Fn(&autodiff::OpRecord) -> String) {
-    println!("| group | ops | ms/step | share | GFLOP/s | MB/step | GB/s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (k, t) in p.totals_by(key) {
-        println!(
-            "| {k} | {} | {:.2} | {:.1}% | {:.1} | {:.1} | {:.1} |",
-            t.ops,
-            ms(t.nanos as f64 / steps as f64),
-            100.0 * t.nanos as f64 / total as f64,
-            t.flops as f64 / t.nanos.max(1) as f64,
-            t.bytes as f64 / steps as f64 / 1e6,
-            t.bytes as f64 / t.nanos.max(1) as f64,
-        );
-    }
+    let rows = p.totals_by(key);
+    print_table("group", rows, steps, total, usize::MAX);
 }
 
 fn label_table(
@@ -345,9 +341,15 @@ fn label_table(
             o.label.clone()
         }
     });
-    println!("| op | count | ms/step | share | GFLOP/s | MB/step | GB/s |");
+    let rows = rows.into_iter().filter(|(k, _)| !k.is_empty()).collect();
+    print_table("op", rows, steps, total, top);
+}
+
+/// A Markdown table of per-group totals, per step, the first `top` rows.
+fn print_table(what: &str, rows: Vec<(String, Totals)>, steps: u64, total: u64, top: usize) {
+    println!("| {what} | ops | ms/step | share | GFLOP/s | MB/step | GB/s |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (k, t) in rows.into_iter().filter(|(k, _)| !k.is_empty()).take(top) {
+    for (k, t) in rows.into_iter().take(top) {
         println!(
             "| {k} | {} | {:.3} | {:.1}% | {:.1} | {:.2} | {:.1} |",
             t.ops,
