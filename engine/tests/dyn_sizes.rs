@@ -15,7 +15,7 @@ use common::sized;
 
 use engine::{Awgim, DynModel, EngineError, Fixed, Prediction, Workspace};
 use formats::{AlignedBuf, Classifier, FeatureNorm, LogitsKind, ModelConfig, WeightsKind};
-use model_file::model_file;
+use model_file::{int8_model_file, model_file};
 
 /// Queries per task: not a multiple of the batch, so the last batch is partial.
 const QUERIES: usize = 11;
@@ -67,6 +67,48 @@ fn same_logits<
             p.logits.iter().all(|l| l.is_finite() && *l != 0.0),
             "{config:?}"
         );
+    }
+}
+
+/// `prepare` encodes the whole support set with one product per encoder (where the rows are
+/// used as they are); enrollment encodes each row as it arrives, classes in any order. The logits are
+/// the same, bit for bit, f32 and int8, at the paper's and the edge sizes and with the
+/// prototype weights (the class means the batched path adds up itself).
+#[test]
+fn prepare_encodes_the_support_as_streamed_enrollment_does() {
+    let prototype = with(
+        ModelConfig::edge(5),
+        FeatureNorm::Raw,
+        WeightsKind::Prototype,
+        LogitsKind::Dot,
+    );
+    for config in [ModelConfig::paper(5), ModelConfig::edge(5), ModelConfig::paper(1), prototype] {
+        let files = [model_file(&config), int8_model_file(&config)];
+        for (bytes, dtype) in files.iter().zip(["f32", "int8"]) {
+            let bytes = AlignedBuf::from_bytes(bytes);
+            let model = DynModel::load(&bytes).unwrap();
+            let formats::Sizes { D, N, K, .. } = config.sizes();
+            let features = common::features((N * K + QUERIES) * D);
+            let (support, queries) = features.split_at(N * K * D);
+            let mut arena = vec![0.0f32; model.workspace_len(1)];
+            let logits = |task: &mut engine::DynTask<'_, '_, '_>| {
+                let mut out = vec![0.0f32; QUERIES * N];
+                task.classify_batch(queries, &mut out).unwrap();
+                out.iter().map(|l| l.to_bits()).collect::<Vec<_>>()
+            };
+            let want = logits(&mut model.prepare(&mut arena, 1, support).unwrap());
+            let mut enrollment = model.enroll(&mut arena, 1).unwrap();
+            // Classes in any order; each class's shots in order (a class's shot `k` is its
+            // `k`-th row received).
+            for k in 0..K {
+                for class in (0..N).rev() {
+                    let row = &support[(class * K + k) * D..][..D];
+                    enrollment.push(class, row).unwrap();
+                }
+            }
+            let got = logits(&mut enrollment.prepare().unwrap());
+            assert_eq!(got, want, "{dtype} {config:?}");
+        }
     }
 }
 

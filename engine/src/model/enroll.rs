@@ -144,6 +144,53 @@ impl<'m, 'w, 'a, S: Dims, B: Dim> Enrollment<'m, 'w, 'a, S, B> {
         Ok(self.is_complete())
     }
 
+    /// Enrolls the whole support set at once, `N K` rows of `D` values, class-major (row
+    /// `class K + shot`), into an empty enrollment: what `prepare` does with all the rows in
+    /// hand. Where the model uses its rows as they are (no centred features), each encoder
+    /// runs as one product over all the rows instead of one per row: the same sums, column by
+    /// column (`ops::linear` and `ops::int8` compute each entry as the same chain over the
+    /// depth, whatever the number of columns; `tests/dyn_sizes.rs` checks the logits bit for
+    /// bit), a quarter of the time on the host for the paper's 25 rows. Otherwise, and on a
+    /// started enrollment, the rows are pushed one by one. Errors as [`Self::push_row`]'s,
+    /// numbered by row.
+    pub(super) fn push_all(&mut self, support: &[f32]) -> Result<(), EngineError> {
+        let model = self.model;
+        let s = model.dims;
+        let Sizes { D, K, .. } = s.sizes();
+        let as_they_are = !(S::CLASSIFIERS && model.center.is_some());
+        if !as_they_are || self.shots.iter().any(|&n| n != 0) {
+            for (r, row) in support.chunks_exact(D.max(1)).enumerate() {
+                self.push_row(r / K.max(1), row)?;
+            }
+            return Ok(());
+        }
+        check_finite(support, D, Input::Support, 0)?;
+        let x = Mat::from_slice(support, s.D(), s.NK()).ok_or(EngineError::InputLength {
+            input: Input::Support,
+            expected: s.NK().value() * D,
+            found: support.len(),
+        })?;
+        if let (Some(p), WeightsKind::Prototype) =
+            (self.prototypes.as_mut(), model.classifier.weights)
+        {
+            // Each class's running mean, its shots added in order, as `push_row` adds them.
+            let denom = 1.0 / K as f32;
+            for (r, row) in support.chunks_exact(D.max(1)).enumerate() {
+                let mut mean = p.columns_mut(r / K, 1);
+                for (m, &v) in mean.as_mut_slice().iter_mut().zip(row) {
+                    *m += denom * v;
+                }
+            }
+        }
+        let (mut encoded, _) =
+            Encoded::cut(&mut *self.region, s).ok_or(model.short_workspace(1, 0))?;
+        let scratch = &mut *self.scratch;
+        model.encoders.ap.mul_to(&x, scratch, &mut encoded.ap);
+        model.encoders.cp.mul_to(&x, scratch, &mut encoded.cp);
+        self.shots.fill(K as u32);
+        Ok(())
+    }
+
     /// Runs the support-side work once every class has its `K` shots (the rest of
     /// AWGIM.md's steps 1 to 3, see the model doc) and returns the handle that classifies
     /// queries. Fails with [`EngineError::Incomplete`] while a class lacks shots, or if a

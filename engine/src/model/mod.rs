@@ -411,9 +411,7 @@ impl<
         support: &[[f32; D]; NK],
     ) -> Result<FixedTask<'m, 'w, 'a, D, d, h, N, K, G, NK, d2, V, B>, EngineError> {
         let mut enrollment = self.enroll(workspace)?;
-        for (r, row) in support.iter().enumerate() {
-            enrollment.push(r / K, row)?;
-        }
+        enrollment.push_all(support.as_flattened())?;
         enrollment.prepare()
     }
 }
@@ -458,7 +456,7 @@ impl<'a> DynModel<'a> {
         support: &[f32],
     ) -> Result<DynTask<'m, 'w, 'a>, EngineError> {
         let mut enrollment = self.enroll(workspace, batch)?;
-        let Sizes { D, K, .. } = self.dims.sizes();
+        let D = self.dims.sizes().D;
         let expected = self.dims.NK().value() * D;
         if support.len() != expected {
             return Err(EngineError::InputLength {
@@ -467,9 +465,7 @@ impl<'a> DynModel<'a> {
                 found: support.len(),
             });
         }
-        for (r, row) in support.chunks_exact(D).enumerate() {
-            enrollment.push(r / K, row)?;
-        }
+        enrollment.push_all(support)?;
         enrollment.prepare()
     }
 }
