@@ -491,11 +491,38 @@ impl StridedReduce {
 }
 
 impl Operator for StridedReduce {
-    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
-        let x = data(&inp[0].0);
-        assert_fits(&self.src, x.len(), "StridedReduce");
+    fn process(&mut self, mut inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
         let axes = &self.src.axes;
         let red = axes[self.axis];
+        let init = if self.max { f32::NEG_INFINITY } else { 0.0 };
+        let unit = red.len == 1 && red.is_full();
+        // The view without the reduced axis (what a reduction over a length-1 axis reads).
+        let rest = || Access {
+            base: self.src.base,
+            axes: axes[..self.axis]
+                .iter()
+                .chain(&axes[self.axis + 1..])
+                .copied()
+                .collect(),
+        };
+        let one_term = |out: &mut [f32]| {
+            if self.max {
+                out.iter_mut().for_each(|o| *o = init.max(*o));
+            } else {
+                // `v + 0.0` is `0.0 + v` bit for bit (IEEE addition commutes): -0.0 becomes 0.0.
+                out.iter_mut().for_each(|o| *o += init);
+            }
+        };
+        if unit {
+            // A dense input the executor hands over: the one term of each output is where
+            // the output goes, so apply the operation in place (no buffer, no copy).
+            if let Some(mut out) = take_owned(&mut inp[0].0, &rest()) {
+                one_term(&mut out);
+                return vec![LuminalTensor::new(out)];
+            }
+        }
+        let x = data(&inp[0].0);
+        assert_fits(&self.src, x.len(), "StridedReduce");
         let front = Access {
             base: self.src.base,
             axes: axes[..self.axis].to_vec(),
@@ -505,27 +532,15 @@ impl Operator for StridedReduce {
             axes: axes[self.axis + 1..].to_vec(),
         };
         let back_n = back.numel();
-        let init = if self.max { f32::NEG_INFINITY } else { 0.0 };
-        if red.len == 1 && red.is_full() {
-            // One term per output (the backward pass sums broadcast axes of length 1): the
-            // loops below would compute `init + v` (or `init.max(v)`) one row at a time;
-            // gather the view without that axis and apply the same operation in one pass.
-            let rest = Access {
-                base: self.src.base,
-                axes: axes[..self.axis]
-                    .iter()
-                    .chain(&axes[self.axis + 1..])
-                    .copied()
-                    .collect(),
-            };
+        if unit {
+            // One term per output (the backward pass sums broadcast axes of length 1, the
+            // K-mean sums K = 1): the loops below would compute `init + v` (or
+            // `init.max(v)`) one row at a time; gather the view without that axis and apply
+            // the same operation in one pass.
+            let rest = rest();
             let mut out = vec![init; rest.numel()];
             gather(x, &rest, init, &mut out);
-            if self.max {
-                out.iter_mut().for_each(|o| *o = init.max(*o));
-            } else {
-                // `v + 0.0` is `0.0 + v` bit for bit (IEEE addition commutes): -0.0 becomes 0.0.
-                out.iter_mut().for_each(|o| *o += init);
-            }
+            one_term(&mut out);
             return vec![LuminalTensor::new(out)];
         }
         let front_n = front.numel();
@@ -946,6 +961,10 @@ mod tests {
                 b.pad(1, 1, 0).slice(1, 0, 1).max_axis(1),
                 b.pad(1, 1, 0).slice(1, 0, 1).sum(&[1]),
                 a.reshape(&[12, 1]).sum(&[1]),
+                // Intermediates used once: reduced in place.
+                a.mul_scalar(2.0).sum(&[1]),
+                a.add_scalar(-1.0).max_axis(1),
+                a.mul_scalar(-1.0).reshape(&[12, 1]).sum(&[1]),
             ]
         };
         let x = [
