@@ -1,4 +1,4 @@
-//! `no_std` AWGIM inference: no heap, no `unsafe` (but the Arm DSP wrappers), weights borrowed in place from a model
+//! `no_std` AWGIM inference: no heap, no `unsafe` (but two kernel modules), weights borrowed in place from a model
 //! file (see `formats`), `libm` for the scalar maths. One implementation serves two kinds of
 //! sizes ([`Dims`]): compiled in ([`Model`] and its aliases for the paper's classifier,
 //! [`VariantModel`] for the others, in a statically sized [`Workspace`] of
@@ -43,9 +43,12 @@
 //! there) and `model` (the AWGIM evaluation path, read against AWGIM.md, with each algebraic
 //! rewrite, the streaming enrollment and the int8 weights and their costs).
 //!
-//! `unsafe`: denied everywhere (`#![deny(unsafe_code)]`) but in `ops::dsp`, whose wrappers of
-//! single Arm DSP instructions (`SMLAD`, `SXTB16`) allow it, each with its SAFETY comment; the
-//! rest of the crate has no `unsafe`.
+//! `unsafe`: denied everywhere (`#![deny(unsafe_code)]`) but in two kernel modules, each
+//! `unsafe` with its SAFETY comment: `ops::dsp` (Arm only: the inner loops in `asm!`, each
+//! behind a safe function that checks the lengths it relies on) and `ops::linear`'s `zmm`
+//! (x86-64 builds with AVX-512 only: its one kind of `unsafe` is the call into its
+//! `#[target_feature(enable = "avx512f")]` kernels, which rustc requires even where the whole
+//! crate is compiled with that feature, as it then is). The rest of the crate has no `unsafe`.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

@@ -27,8 +27,9 @@
 //! - [`attention`]: scaled dot-product attention of one head over projected keys and values.
 //! - [`int8`]: products of int8 weights with f32 columns, accumulated in i32 (the int8
 //!   models' big products); the module states the error against the dequantised product.
-//!   On Arm (`thumbv7em-none-eabihf`) its inner loop uses the DSP extension's `SXTB16` and
-//!   `SMLAD`, in assembly, as do the f32 products of one column (`VLDM` loads): module `dsp`,
+//!   On Arm (`thumbv7em-none-eabihf`) its inner loop uses the DSP extension's `SMLALD`,
+//!   `SXTB16` and `SMLAD` on rows stored in pairs, in assembly, as do the f32 products of one
+//!   column (`VLDM` loads) and the logits' sums: module `dsp`, with `linear`'s AVX-512 module
 //!   the engine's only `unsafe` code, each loop behind a safe function that checks the
 //!   lengths it relies on. `docs/arm-kernels.md` shows the device's inner loops and what they
 //!   cost per multiply-add (measured by `examples/device-kernels` on QEMU).
