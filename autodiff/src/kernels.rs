@@ -940,6 +940,22 @@ mod tests {
         ev.run().unwrap()
     }
 
+    /// Runs `build` (input `a`: 12 values, -0.0, NaN and infinities among them) on the fast
+    /// kernels and on luminal's primitive ops, and checks every output bit for bit.
+    fn matches_luminal(build: fn(&mut GraphBuilder) -> Vec<Tensor>) {
+        let x = [
+            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
+            -1e-40, 1e30,
+        ];
+        let fast = run(build, &x, Backend::Cpu);
+        let reference = run(build, &x, Backend::CpuPrimitive);
+        assert_eq!(fast.len(), reference.len());
+        for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");
+        }
+    }
+
     /// Sums and maxima over axes of length 1 (the fast path of `StridedReduce`) agree bit
     /// for bit with luminal's primitive ops, over plain, permuted, padded, sliced and
     /// broadcast views, with -0.0, NaN and infinities among the values.
@@ -967,17 +983,7 @@ mod tests {
                 a.mul_scalar(-1.0).reshape(&[12, 1]).sum(&[1]),
             ]
         };
-        let x = [
-            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
-            -1e-40, 1e30,
-        ];
-        let fast = run(build, &x, Backend::Cpu);
-        let reference = run(build, &x, Backend::CpuPrimitive);
-        assert_eq!(fast.len(), reference.len());
-        for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");
-        }
+        matches_luminal(build);
     }
 
     /// Element-wise ops whose operands are broadcast or strided (read row by row where they
@@ -1003,16 +1009,7 @@ mod tests {
             let rhs_lt = row.expand(0, 3).less_than(m.mul_scalar(2.0));
             vec![outer, lt, t, own, own_rhs, own_bcast, rhs_mod, rhs_lt]
         };
-        let x = [
-            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
-            -1e-40, 1e30,
-        ];
-        let fast = run(build, &x, Backend::Cpu);
-        let reference = run(build, &x, Backend::CpuPrimitive);
-        for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");
-        }
+        matches_luminal(build);
     }
 
     /// Reductions with one output per row (eight rows at a time, then the rest) agree bit
@@ -1036,15 +1033,6 @@ mod tests {
                 m.expand(2, 3).max_axis(1),
             ]
         };
-        let x = [
-            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
-            -1e-40, 1e30,
-        ];
-        let fast = run(build, &x, Backend::Cpu);
-        let reference = run(build, &x, Backend::CpuPrimitive);
-        for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(f), bits(r), "output {i}: {f:?} vs {r:?}");
-        }
+        matches_luminal(build);
     }
 }
