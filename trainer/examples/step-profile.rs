@@ -133,7 +133,9 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    // Nothing is written: an earlier run's output file in the way does not matter.
+    flags.train.overwrite = true;
     let settings = flags.train.resolve().map_err(|e| e.to_string())?;
     let spec = settings.synthetic.spec(settings.synthetic_dim);
     let config: ModelConfig = settings.model_config(spec.dim as u32);
