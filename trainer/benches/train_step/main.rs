@@ -118,7 +118,7 @@ impl Fed {
         .map_err(|e| e.to_string())?;
         let built = build(&settings, &config, shape)?;
         let inputs = built.graph.inputs();
-        let train = TrainStep::new(
+        let mut train = TrainStep::new(
             built.graph,
             built.losses.total,
             &[built.logits],
@@ -126,6 +126,12 @@ impl Fed {
             Backend::Cpu,
         )
         .map_err(|e| e.to_string())?;
+        if inputs.iter().any(|(name, _)| name == input::CENTER) {
+            // Centred features (the default classifier): the training split's mean, which
+            // `trainer::run` sets once before the first step.
+            let center = data.split(SplitKind::Train).mean();
+            train.set_input(input::CENTER, &center).map_err(|e| e.to_string())?;
+        }
         Ok(Fed {
             settings,
             config,
