@@ -26,6 +26,8 @@
 //! default); everything else runs on one thread. Timers wrap ops only while profiling, so
 //! the profiled steps compute exactly what unprofiled ones do.
 
+#[path = "../benches/train_step/feed.rs"]
+mod feed;
 #[path = "../benches/train_step/flops.rs"]
 #[allow(dead_code)]
 mod flops;
@@ -39,11 +41,11 @@ use std::time::{Duration, Instant};
 use autodiff::{Backend, OpClass, Profile, Totals, TrainStep};
 use clap::Parser;
 use formats::ModelConfig;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::awgim::{self, input, BatchShape, GeneratorRows, TrainOptions};
-use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
-use trainer::options::{Settings, TrainArgs};
+use trainer::awgim::{self, BatchShape, GeneratorRows, TrainOptions};
+use trainer::data::SyntheticSpec;
+use trainer::options::TrainArgs;
 
 /// The trainer's flags plus what to profile.
 #[derive(Parser)]
@@ -67,44 +69,6 @@ struct Flags {
     top: usize,
 }
 
-/// A compiled training step and what it is fed from.
-struct Fed {
-    settings: Settings,
-    train: TrainStep,
-    inputs: Vec<(String, Vec<usize>)>,
-    data: Dataset,
-    batch: EpisodeBatch,
-}
-
-impl Fed {
-    /// Feeds step `step` as `run::train` does.
-    fn feed(&mut self, step: u64) -> Result<(), String> {
-        let s = &self.settings;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed ^ step);
-        let spec = EpisodeSpec {
-            n_way: s.ways as usize,
-            k_shot: s.shots as usize,
-            n_query: s.queries as usize,
-            shuffle_queries: true,
-        };
-        EpisodeSampler::new(self.data.split(SplitKind::Train), spec, rng.next_u64())
-            .map_err(|e| e.to_string())?
-            .sample_into(s.batch, &mut self.batch);
-        let (batch, train, n) = (&self.batch, &mut self.train, spec.n_way);
-        let err = |e: autodiff::AutodiffError| e.to_string();
-        train.set_input(input::SUPPORT, &batch.support).map_err(err)?;
-        train.set_input(input::QUERY, &batch.query).map_err(err)?;
-        let one_hot = EpisodeBatch::one_hot(&batch.support_labels, n);
-        train.set_input(input::SUPPORT_TARGETS, &one_hot).map_err(err)?;
-        let one_hot = EpisodeBatch::one_hot(&batch.query_labels, n);
-        train.set_input(input::QUERY_TARGETS, &one_hot).map_err(err)?;
-        awgim::draw_random_inputs(&self.inputs, 1.0 - s.dropout, &mut rng, |name, v| {
-            train.set_input(name, v)
-        })
-        .map_err(|e| e.to_string())
-    }
-}
-
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -118,7 +82,11 @@ fn usage() -> Option<(u64, f64, f64)> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command name: state is field 3, so field i is fields[i - 3].
     let field = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
-    Some((field(10)?, field(14)? as f64 / 100.0, field(15)? as f64 / 100.0))
+    Some((
+        field(10)?,
+        field(14)? as f64 / 100.0,
+        field(15)? as f64 / 100.0,
+    ))
 }
 
 fn ms(nanos: f64) -> f64 {
@@ -168,20 +136,7 @@ fn run() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let compile = compile.elapsed();
-    let mut train = train;
-    if inputs.iter().any(|(name, _)| name == input::CENTER) {
-        // Centred features (the default outside `--paper`): the training split's mean, as
-        // `trainer::run` sets it once.
-        let center = data.split(SplitKind::Train).mean();
-        train.set_input(input::CENTER, &center).map_err(|e| e.to_string())?;
-    }
-    let mut fed = Fed {
-        settings,
-        train,
-        inputs,
-        data,
-        batch: EpisodeBatch::default(),
-    };
+    let mut fed = feed::Feeder::new(settings, train, inputs, data)?;
 
     let z = config.sizes();
     let threads = std::env::var("MATMUL_NUM_THREADS")
@@ -240,7 +195,16 @@ fn run() -> Result<(), String> {
         .profile()
         .ok_or("profiling was enabled but recorded nothing")?;
     let analytic = flops::StepShape::new(&config, shape)?.step_flops();
-    report(&profile, n, feed_t, step_t, analytic, threads, flags.peak_gflops, flags.top)
+    report(
+        &profile,
+        n,
+        feed_t,
+        step_t,
+        analytic,
+        threads,
+        flags.peak_gflops,
+        flags.top,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -263,13 +227,33 @@ fn report(
     println!("\n## Step ({steps} profiled steps, per step)\n");
     println!("| part | ms | share of feed + step |");
     println!("|---|---:|---:|");
-    println!("| feed (sampling, labels, noise/dropout masks, set_input) | {:.2} | {:.1}% |", per(feed_ns), share(feed_ns));
-    println!("| TrainStep::step + output | {:.2} | {:.1}% |", per(step_ns), share(step_ns));
-    println!("| - luminal execute | {:.2} | {:.1}% |", per(p.run_nanos), share(p.run_nanos));
+    println!(
+        "| feed (sampling, labels, noise/dropout masks, set_input) | {:.2} | {:.1}% |",
+        per(feed_ns),
+        share(feed_ns)
+    );
+    println!(
+        "| TrainStep::step + output | {:.2} | {:.1}% |",
+        per(step_ns),
+        share(step_ns)
+    );
+    println!(
+        "| - luminal execute | {:.2} | {:.1}% |",
+        per(p.run_nanos),
+        share(p.run_nanos)
+    );
     println!("| - - inside ops | {:.2} | {:.1}% |", per(ops), share(ops));
-    println!("| - - luminal scheduling/bookkeeping (execute - ops) | {:.2} | {:.1}% |", per(p.overhead_nanos()), share(p.overhead_nanos()));
+    println!(
+        "| - - luminal scheduling/bookkeeping (execute - ops) | {:.2} | {:.1}% |",
+        per(p.overhead_nanos()),
+        share(p.overhead_nanos())
+    );
     let outside = step_ns.saturating_sub(p.run_nanos);
-    println!("| - outside execute (outputs to leaves, learning rate) | {:.2} | {:.1}% |", per(outside), share(outside));
+    println!(
+        "| - outside execute (outputs to leaves, learning rate) | {:.2} | {:.1}% |",
+        per(outside),
+        share(outside)
+    );
 
     let sgemm_flops: u64 = p
         .ops
@@ -309,7 +293,9 @@ fn report(
     println!("\n## By class\n");
     class_table(p, steps, total, |o| o.class.name().to_string());
     println!("\n## By phase and class\n");
-    class_table(p, steps, total, |o| format!("{} {}", o.phase.name(), o.class.name()));
+    class_table(p, steps, total, |o| {
+        format!("{} {}", o.phase.name(), o.class.name())
+    });
     println!("\n## By phase\n");
     class_table(p, steps, total, |o| o.phase.name().to_string());
 

@@ -23,6 +23,7 @@
 //! The products use `matrixmultiply`'s threaded sgemm (all cores unless
 //! `MATMUL_NUM_THREADS` says otherwise); the rest of the step runs on one thread.
 
+mod feed;
 mod flops;
 
 /// The trainer binary's allocator (`trainer/src/main.rs`), so the step is timed as it runs there.
@@ -36,12 +37,13 @@ use autodiff::{backward, Backend, Evaluator, GraphBuilder, Tensor, TrainStep};
 use clap::Parser;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use formats::ModelConfig;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use trainer::awgim::{self, input, BatchShape, GeneratorRows, TrainGraph, TrainOptions};
-use trainer::data::{Dataset, EpisodeBatch, EpisodeSampler, EpisodeSpec, SplitKind, SyntheticSpec};
+use trainer::awgim::{self, BatchShape, GeneratorRows, TrainGraph, TrainOptions};
+use trainer::data::SyntheticSpec;
 use trainer::options::{Settings, TrainArgs};
 
+use feed::Feeder;
 use flops::StepShape;
 
 /// The trainer's flags, as its command line parses them.
@@ -83,15 +85,11 @@ impl Case {
     }
 }
 
-/// A compiled training step and everything `run::train` feeds it from.
+/// A compiled training step, what `run::train` feeds it from, and its sizes.
 struct Fed {
-    settings: Settings,
     config: ModelConfig,
     shape: BatchShape,
-    train: TrainStep,
-    inputs: Vec<(String, Vec<usize>)>,
-    data: Dataset,
-    batch: EpisodeBatch,
+    feeder: Feeder,
 }
 
 impl Fed {
@@ -118,7 +116,7 @@ impl Fed {
         .map_err(|e| e.to_string())?;
         let built = build(&settings, &config, shape)?;
         let inputs = built.graph.inputs();
-        let mut train = TrainStep::new(
+        let train = TrainStep::new(
             built.graph,
             built.losses.total,
             &[built.logits],
@@ -126,57 +124,11 @@ impl Fed {
             Backend::Cpu,
         )
         .map_err(|e| e.to_string())?;
-        if inputs.iter().any(|(name, _)| name == input::CENTER) {
-            // Centred features (the default classifier): the training split's mean, which
-            // `trainer::run` sets once before the first step.
-            let center = data.split(SplitKind::Train).mean();
-            train.set_input(input::CENTER, &center).map_err(|e| e.to_string())?;
-        }
         Ok(Fed {
-            settings,
             config,
             shape,
-            train,
-            inputs,
-            data,
-            batch: EpisodeBatch::default(),
+            feeder: Feeder::new(settings, train, inputs, data)?,
         })
-    }
-
-    /// Feeds step `step` as `run::train` does: tasks, labels, noise and dropout masks, all
-    /// from the step's generator.
-    fn feed(&mut self, step: u64) -> Result<(), String> {
-        let s = &self.settings;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(step);
-        let spec = EpisodeSpec {
-            n_way: s.ways as usize,
-            k_shot: s.shots as usize,
-            n_query: s.queries as usize,
-            shuffle_queries: true,
-        };
-        EpisodeSampler::new(self.data.split(SplitKind::Train), spec, rng.next_u64())
-            .map_err(|e| e.to_string())?
-            .sample_into(s.batch, &mut self.batch);
-        let (batch, train, n) = (&self.batch, &mut self.train, spec.n_way);
-        let labels = [
-            (input::SUPPORT_TARGETS, &batch.support_labels),
-            (input::QUERY_TARGETS, &batch.query_labels),
-        ];
-        let features = [
-            (input::SUPPORT, &batch.support),
-            (input::QUERY, &batch.query),
-        ];
-        for (name, values) in features {
-            train.set_input(name, values).map_err(|e| e.to_string())?;
-        }
-        for (name, labels) in labels {
-            let one_hot = EpisodeBatch::one_hot(labels, n);
-            train.set_input(name, &one_hot).map_err(|e| e.to_string())?;
-        }
-        awgim::draw_random_inputs(&self.inputs, 1.0 - s.dropout, &mut rng, |name, v| {
-            train.set_input(name, v)
-        })
-        .map_err(|e| e.to_string())
     }
 }
 
@@ -208,7 +160,7 @@ fn compiled(graph: GraphBuilder, outputs: &[Tensor]) -> Result<u64, String> {
 fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
     let shape = StepShape::new(&fed.config, fed.shape)?;
 
-    let forward = build(&fed.settings, &fed.config, fed.shape)?;
+    let forward = build(&fed.feeder.settings, &fed.config, fed.shape)?;
     let loss = forward.losses.total;
     let counted = compiled(forward.graph, &[loss])?;
     if counted != shape.forward_products() {
@@ -218,7 +170,7 @@ fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
         ));
     }
 
-    let both = build(&fed.settings, &fed.config, fed.shape)?;
+    let both = build(&fed.feeder.settings, &fed.config, fed.shape)?;
     let loss = both.losses.total;
     let params = both
         .graph
@@ -242,7 +194,7 @@ fn checked_step_flops(fed: &Fed) -> Result<u64, String> {
 fn bench_case(c: &mut Criterion, case: &Case) -> Result<(), String> {
     let mut fed = Fed::new(&case.flags())?;
     let flops = checked_step_flops(&fed)?;
-    let (s, z) = (&fed.settings, fed.config.sizes());
+    let (s, z) = (&fed.feeder.settings, fed.config.sizes());
     let config = format!(
         "D={} d={} h={} G={} N={} Q={} batch {}",
         z.D, z.d, z.h, z.G, z.N, s.queries, s.batch
@@ -261,12 +213,12 @@ fn bench_case(c: &mut Criterion, case: &Case) -> Result<(), String> {
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
             for _ in 0..iters {
-                if let Err(e) = fed.feed(step) {
+                if let Err(e) = fed.feeder.feed(step) {
                     failure.get_or_insert(e);
                 }
                 let start = Instant::now();
-                let outcome = fed.train.step(step);
-                let logits = fed.train.output(0);
+                let outcome = fed.feeder.train.step(step);
+                let logits = fed.feeder.train.output(0);
                 timed += start.elapsed();
                 if let Err(e) = outcome.and(logits.map(black_box)) {
                     failure.get_or_insert(e.to_string());
@@ -280,10 +232,10 @@ fn bench_case(c: &mut Criterion, case: &Case) -> Result<(), String> {
     if let Some(e) = failure {
         return Err(format!("training step failed: {e}"));
     }
-    if fed.train.skipped_steps() > 0 {
+    if fed.feeder.train.skipped_steps() > 0 {
         eprintln!(
             "note: {} of {step} steps had a non-finite loss or gradient (same work, no update)",
-            fed.train.skipped_steps()
+            fed.feeder.train.skipped_steps()
         );
     }
 
@@ -296,7 +248,7 @@ fn bench_case(c: &mut Criterion, case: &Case) -> Result<(), String> {
     let mut failure = None;
     group.bench_function(BenchmarkId::new(case.label, &config), |b| {
         b.iter(|| {
-            if let Err(e) = fed.feed(step) {
+            if let Err(e) = fed.feeder.feed(step) {
                 failure.get_or_insert(e);
             }
             step += 1;
