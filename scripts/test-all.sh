@@ -25,7 +25,7 @@ cargo test --release -p tests --test parity --test device_qemu -- --nocapture --
 echo "== engine for Cortex-M4F/M7 (no_std, no alloc)"
 cargo build -p engine --target thumbv7em-none-eabihf --release
 
-echo "== the engine's Arm assembly loops (ops/dsp.rs, its only unsafe code) on QEMU's Cortex-M4F"
+echo "== the engine's Arm assembly loops (ops/dsp.rs) on QEMU's Cortex-M4F, bit for bit against the portable code"
 # Exits 1 unless the int8 SXTB16/SMLAD and f32 VLDM loops equal the portable sums bit for bit
 # (paper and odd shapes); prints instructions per product (docs/arm-kernels.md).
 (cd engine/examples/device-kernels && cargo run --release)
