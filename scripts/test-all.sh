@@ -22,6 +22,10 @@ cargo test --workspace --release -- --skip parity_ --skip _on_qemu
 echo "== trainer <-> engine parity, and the engine on QEMU's Cortex-M4F/M7 (measurements)"
 cargo test --release -p tests --test parity --test device_qemu -- --nocapture --test-threads 1
 
+echo "== the benchmarks run each configuration once (criterion's test mode: a broken benchmark fails here)"
+cargo bench -p engine --bench inference -- --test
+cargo bench -p trainer --bench train_step -- --test
+
 echo "== engine for Cortex-M4F/M7 (no_std, no alloc)"
 cargo build -p engine --target thumbv7em-none-eabihf --release
 
