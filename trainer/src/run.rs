@@ -4,7 +4,10 @@
 //!
 //! Every random draw of step `s` (its tasks, noise and dropout masks) comes from a generator
 //! seeded by `(seed, s)`, so a run resumed from a checkpoint repeats exactly what the
-//! uninterrupted run would have done.
+//! uninterrupted run would have done. The draws of a step depend on nothing else (no generator
+//! is shared between steps or with validation), so a second thread draws step `s + 1`'s feed
+//! while step `s` runs ([`Run::step`]): the same feeds, in the same order, off the critical
+//! path.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -74,6 +77,84 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Everything a training step is fed besides the parameters: its tasks, their one-hot
+/// labels, and the noise and dropout masks, all drawn from the step's own generator.
+#[derive(Debug, Default)]
+struct Feed {
+    /// The step it was drawn for.
+    step: u64,
+    /// The step's tasks.
+    batch: EpisodeBatch,
+    /// One-hot labels of the support rows, (B, N * K, N).
+    support_targets: Vec<f32>,
+    /// One-hot labels of the query rows, (B, N * Q, N).
+    query_targets: Vec<f32>,
+    /// The noise and the dropout masks (input name and values), in the graph's input order.
+    random: Vec<(String, Vec<f32>)>,
+}
+
+/// What the feeds are drawn from. A step's feed is a function of these and the step alone,
+/// so it can be drawn on any thread, ahead of time, with the same result.
+#[derive(Clone, Copy)]
+struct FeedSource<'a> {
+    settings: &'a Settings,
+    /// The classes trained on (the train split, or train and val together).
+    pool: &'a Split,
+    spec: EpisodeSpec,
+    /// The training graph's inputs (names and shapes), for the noise and dropout masks.
+    inputs: &'a [(String, Vec<usize>)],
+}
+
+impl FeedSource<'_> {
+    /// Draws step `step`'s feed into `feed`, reusing its buffers: the tasks, then the noise
+    /// and the masks, from the step's generator in that order (as the run always has).
+    fn draw(&self, step: u64, feed: &mut Feed) -> Result<(), TrainerError> {
+        let settings = self.settings;
+        let n = self.spec.n_way;
+        let mut rng = step_rng(settings.seed, step);
+        EpisodeSampler::new(self.pool, self.spec, rng.next_u64())?
+            .sample_into(settings.batch, &mut feed.batch);
+        if settings.inject_nan_at.contains(&step) {
+            feed.batch.support.iter_mut().for_each(|x| *x = f32::NAN);
+        }
+        feed.support_targets = EpisodeBatch::one_hot(&feed.batch.support_labels, n);
+        feed.query_targets = EpisodeBatch::one_hot(&feed.batch.query_labels, n);
+        let keep = 1.0 - settings.dropout;
+        let mut drawn = 0;
+        awgim::draw_random_inputs(self.inputs, keep, &mut rng, |name, values| {
+            match feed.random.get_mut(drawn) {
+                Some((slot, buf)) if slot == name => {
+                    buf.clear();
+                    buf.extend_from_slice(values);
+                }
+                _ => {
+                    feed.random.truncate(drawn);
+                    feed.random.push((name.to_string(), values.to_vec()));
+                }
+            }
+            drawn += 1;
+            Ok(())
+        })?;
+        feed.random.truncate(drawn);
+        feed.step = step;
+        Ok(())
+    }
+}
+
+impl Feed {
+    /// Sets every input of the step `train` that the feed holds.
+    fn set_inputs(&self, train: &mut TrainStep) -> Result<(), TrainerError> {
+        train.set_input(input::SUPPORT, &self.batch.support)?;
+        train.set_input(input::QUERY, &self.batch.query)?;
+        train.set_input(input::SUPPORT_TARGETS, &self.support_targets)?;
+        train.set_input(input::QUERY_TARGETS, &self.query_targets)?;
+        for (name, values) in &self.random {
+            train.set_input(name, values)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a run starts.
@@ -177,8 +258,11 @@ pub struct Run<'s> {
     eval: CompiledEval,
     /// Training tasks: `N`-way `K`-shot with `Q` queries per class.
     spec: EpisodeSpec,
-    /// The current step's tasks.
-    batch: EpisodeBatch,
+    /// The next step's feed (or why it could not be drawn), drawn while the last step ran,
+    /// with the step it is for.
+    prefetched: Option<(u64, Result<Feed, TrainerError>)>,
+    /// The buffers of an earlier step's feed, to draw a later one into.
+    spare: Option<Feed>,
     curves: Curves,
     record: Record,
     window: Window,
@@ -294,7 +378,8 @@ impl<'s> Run<'s> {
             inputs,
             eval,
             spec,
-            batch: EpisodeBatch::default(),
+            prefetched: None,
+            spare: None,
             curves,
             record: start.record,
             window: Window::new(),
@@ -319,42 +404,54 @@ impl<'s> Run<'s> {
         });
     }
 
-    /// Training step `step`: samples its tasks, feeds them with its noise and dropout masks
-    /// (all drawn from the step's own generator), updates the parameters, and adds the loss
-    /// and query accuracy to the log window; a step with a non-finite loss or gradient is
-    /// counted as skipped instead.
+    /// Training step `step`: feeds its tasks, their labels, its noise and dropout masks (all
+    /// drawn from the step's own generator), updates the parameters, and adds the loss and
+    /// query accuracy to the log window; a step with a non-finite loss or gradient is counted
+    /// as skipped instead.
+    ///
+    /// While the step runs, a second thread draws the feed of step `step + 1` (unless `step`
+    /// is the run's last); the next call uses it if it is for that step, and otherwise draws
+    /// its own. An error drawing it is returned by the step it is for, as if drawn there.
     pub fn step(&mut self, step: u64) -> Result<(), TrainerError> {
         let settings = self.settings;
         let n = self.spec.n_way;
-        let mut rng = step_rng(settings.seed, step);
-        let pool = self
-            .train_and_val
-            .as_ref()
-            .unwrap_or(self.dataset.split(SplitKind::Train));
-        EpisodeSampler::new(pool, self.spec, rng.next_u64())?
-            .sample_into(settings.batch, &mut self.batch);
-        let batch = &mut self.batch;
-        if settings.inject_nan_at.contains(&step) {
-            batch.support.iter_mut().for_each(|x| *x = f32::NAN);
-        }
+        let source = FeedSource {
+            settings,
+            pool: self
+                .train_and_val
+                .as_ref()
+                .unwrap_or(self.dataset.split(SplitKind::Train)),
+            spec: self.spec,
+            inputs: &self.inputs,
+        };
+        let feed = match self.prefetched.take() {
+            Some((drawn_for, drawn)) if drawn_for == step => drawn?,
+            _ => {
+                let mut feed = self.spare.take().unwrap_or_default();
+                source.draw(step, &mut feed)?;
+                feed
+            }
+        };
+        let next = step + 1;
+        let mut spare = self.spare.take().unwrap_or_default();
         let train = &mut self.train;
-        train.set_input(input::SUPPORT, &batch.support)?;
-        train.set_input(input::QUERY, &batch.query)?;
-        train.set_input(
-            input::SUPPORT_TARGETS,
-            &EpisodeBatch::one_hot(&batch.support_labels, n),
-        )?;
-        train.set_input(
-            input::QUERY_TARGETS,
-            &EpisodeBatch::one_hot(&batch.query_labels, n),
-        )?;
-        let keep = 1.0 - settings.dropout;
-        awgim::draw_random_inputs(&self.inputs, keep, &mut rng, |name, v| {
-            train.set_input(name, v)
-        })?;
-
-        let outcome = train.step(step)?;
-        let logits = train.output(0)?;
+        let (ran, prefetched) = std::thread::scope(|scope| {
+            let worker = (next < settings.steps)
+                .then(|| scope.spawn(move || source.draw(next, &mut spare).map(|()| spare)));
+            let ran = feed
+                .set_inputs(train)
+                .and_then(|()| Ok((train.step(step)?, train.output(0)?)));
+            // A panic on the worker is a bug: it goes on as a panic here, as it would have
+            // on this thread.
+            let prefetched = worker.map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (ran, prefetched)
+        });
+        self.prefetched = prefetched.map(|drawn| (next, drawn));
+        let (outcome, logits) = ran?;
         if outcome.skipped {
             self.record.skipped += 1;
             let skipped = self.record.skipped;
@@ -365,13 +462,14 @@ impl<'s> Run<'s> {
                 )
             });
         } else {
-            let acc = task_accuracies(&logits, &self.batch.query_labels, n, n * self.spec.n_query);
+            let acc = task_accuracies(&logits, &feed.batch.query_labels, n, n * self.spec.n_query);
             self.window.loss_sum += outcome.loss as f64;
             self.window.accuracy_sum +=
                 acc.iter().map(|&a| a as f64).sum::<f64>() / acc.len().max(1) as f64;
             self.window.steps += 1;
         }
         self.bar.set_position(step + 1);
+        self.spare = Some(feed);
         Ok(())
     }
 
@@ -676,4 +774,79 @@ fn progress_bar(total: u64, position: u64, quiet: bool) -> ProgressBar {
     }
     bar.set_position(position);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        train: crate::options::TrainArgs,
+    }
+
+    /// The parameters after `settings.steps` steps of a fresh run; with `prefetch` false
+    /// every prefetched feed is thrown away, so each step draws its own.
+    fn trained(settings: &Settings, prefetch: bool) -> Vec<(String, Vec<f32>)> {
+        let mut run = Run::new(settings, None, Backend::Cpu, true).unwrap();
+        for step in 0..settings.steps {
+            if !prefetch {
+                run.prefetched = None;
+            }
+            run.step(step).unwrap();
+            // The next step's feed, and none after the last step.
+            let next = run
+                .prefetched
+                .as_ref()
+                .map(|(s, drawn)| (*s, drawn.is_ok()));
+            assert_eq!(
+                next,
+                (step + 1 < settings.steps).then_some((step + 1, true))
+            );
+        }
+        run.params().unwrap()
+    }
+
+    /// The feeds drawn on the second thread while a step runs are exactly those the step
+    /// would draw itself: the same parameters, bit for bit (and a step whose loss is made
+    /// non-finite is skipped either way).
+    #[test]
+    fn prefetched_feeds_train_bit_identically_to_feeds_drawn_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.model");
+        let args = Flags::parse_from([
+            "trainer",
+            "--steps",
+            "5",
+            "--batch",
+            "2",
+            "--shots",
+            "1",
+            "--seed",
+            "11",
+            "--inject-nan-at",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let settings = args.train.resolve().unwrap();
+        let prefetched = trained(&settings, true);
+        let in_place = trained(&settings, false);
+        assert_eq!(prefetched.len(), in_place.len());
+        for ((name, a), (other, b)) in prefetched.iter().zip(&in_place) {
+            assert_eq!(name, other);
+            assert_eq!(a.len(), b.len(), "{name}");
+            let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits());
+            assert_eq!(differ.count(), 0, "{name}: values differ");
+        }
+        // Five steps changed the parameters (a feed of the wrong step would show).
+        let mut rng = step_rng(settings.seed, u64::MAX);
+        let config = settings.model_config(64);
+        let initial = awgim::init_params(&config, &mut rng);
+        let (name, first) = &initial[0];
+        let trained = &prefetched.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_ne!(first, trained);
+    }
 }
