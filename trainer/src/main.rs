@@ -11,6 +11,8 @@
 //! trainer infer --model awgim.inference --support s.npy --queries q.npy --out logits.npy
 //! ```
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,6 +27,29 @@ use trainer::run;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (`mi_option_e` in its `mimalloc.h`, 15 in v2 and v3;
+/// libmimalloc-sys does not name it): how many milliseconds freed memory is kept before it
+/// is returned to the OS (1000 by default in the v3 that libmimalloc-sys 0.1.49 builds); -1
+/// never returns it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc keep the memory the process frees instead of returning it to the OS, unless
+/// the environment sets `MIMALLOC_PURGE_DELAY` (which then wins). A training step frees and
+/// allocates the same buffers of tens of MB every step (luminal gives every op output a fresh
+/// one); returned to the OS, each comes back as page faults and pages zeroed by the kernel,
+/// 0.2-1.3 s of system time a step at the paper's sizes (docs/training-profile.md). Kept, the
+/// process's resident memory stays at the largest step's working set. Allocator bookkeeping
+/// only: no computed value can change.
+fn keep_freed_memory() {
+    // SAFETY: `mi_option_set_default` only stores a number in mimalloc's option table (an
+    // index it checks against its option count; no pointer is passed). It is not thread-safe,
+    // so it is called first thing in `main`, before this process starts a thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1)
+    };
+}
 
 #[derive(Parser)]
 #[command(
@@ -157,6 +182,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -430,4 +456,32 @@ fn train(args: &TrainArgs, resume: Option<PathBuf>, backend: Backend) -> Result<
         settings.curves_path("svg").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option index is mimalloc's purge delay and `keep_freed_memory` sets it to -1 (the
+    /// environment's `MIMALLOC_PURGE_DELAY` wins: then only that is checked).
+    #[test]
+    #[allow(unsafe_code)]
+    fn freed_memory_is_kept_unless_the_environment_says_otherwise() {
+        // SAFETY: `mi_option_get` reads one number of mimalloc's option table (checked index,
+        // no pointer); this is the only test of this binary touching the options.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        match std::env::var("MIMALLOC_PURGE_DELAY").ok() {
+            None => {
+                // mimalloc v3's default, 1000 ms (`options.c`): the index is the purge delay
+                // (its neighbours default to 1 and 0).
+                assert_eq!(get(), 1000);
+                keep_freed_memory();
+                assert_eq!(get(), -1);
+            }
+            Some(value) => {
+                keep_freed_memory();
+                assert_eq!(get().to_string(), value.trim());
+            }
+        }
+    }
 }
