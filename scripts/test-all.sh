@@ -24,9 +24,9 @@ cargo test --release -p tests --test parity --test device_qemu -- --nocapture --
 
 echo "== the benchmarks run each configuration once (criterion's test mode: a broken benchmark fails here)"
 # `cargo test` on a bench target runs it in criterion's test mode with the release artifacts
-# above (`cargo bench` would rebuild everything in the bench profile: 4 more minutes).
-cargo test --release -p engine --bench inference
-cargo test --release -p trainer --bench train_step
+# above (`cargo bench` would rebuild everything in the bench profile: 4 more minutes);
+# `--workspace`, as above, keeps the same feature set, so no dependency is rebuilt.
+cargo test --workspace --release --bench inference --bench train_step
 
 echo "== engine for Cortex-M4F/M7 (no_std, no alloc)"
 cargo build -p engine --target thumbv7em-none-eabihf --release
