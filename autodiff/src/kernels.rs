@@ -17,6 +17,8 @@ use luminal::prelude::{NodeIndex, ShapeTracker};
 use luminal::tensor::Tensor as LuminalTensor;
 
 use super::view::{Access, AxisAccess, View};
+use crate::sgemm::Strided;
+use std::mem::MaybeUninit;
 
 fn data<'a>(t: &'a InputTensor<'a>) -> &'a [f32] {
     match t.borrowed().data.as_any().downcast_ref::<Vec<f32>>() {
@@ -98,6 +100,7 @@ fn gather(src: &[f32], acc: &Access, fill: f32, out: &mut [f32]) {
 }
 
 /// An operand of an element-wise kernel, read in the cheapest form.
+#[derive(Clone, Copy)]
 enum Operand<'a> {
     Slice(&'a [f32]),
     Scalar(f32),
@@ -118,25 +121,112 @@ fn operand<'a>(src: &'a [f32], acc: &Access, scratch: &'a mut Vec<f32>) -> Opera
     Operand::Slice(scratch)
 }
 
-fn zip_apply(a: Operand, b: Operand, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+impl<'a> Operand<'a> {
+    /// Elements `start..start + len` of the operand.
+    fn part(self, start: usize, len: usize) -> Operand<'a> {
+        match self {
+            Operand::Slice(x) => Operand::Slice(&x[start..start + len]),
+            scalar => scalar,
+        }
+    }
+}
+
+/// Element-wise work of at least this many outputs is split over threads.
+const PAR_ELEMS: usize = 1 << 18;
+
+/// Runs `f(start, part)` on consecutive parts of `out` that together cover it, each part a
+/// whole number of `unit`-element rows starting at element `start`: one part on this thread
+/// when `out` has fewer than [`PAR_ELEMS`] elements, else one per product thread
+/// ([`crate::sgemm::threads`]), the last on this thread. Every element is computed exactly
+/// as in one part; only which core does it changes (bit-identical).
+fn par_split<T: Send>(out: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let unit = unit.max(1);
+    let rows = out.len() / unit;
+    let parts = if out.len() >= PAR_ELEMS {
+        crate::sgemm::threads().min(rows).max(1)
+    } else {
+        1
+    };
+    if parts == 1 {
+        f(0, out);
+        return;
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let (mut rest, mut start) = (out, 0);
+        for p in 0..parts {
+            let end = if p + 1 == parts {
+                start + rest.len()
+            } else {
+                rows * (p + 1) / parts * unit
+            };
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            rest = tail;
+            if p + 1 == parts {
+                f(start, part);
+            } else {
+                scope.spawn(move || f(start, part));
+            }
+            start = end;
+        }
+    });
+}
+
+/// `out[i] = f(a[i], b[i])`, split over threads when large ([`par_split`]).
+fn par_zip_apply(
+    a: Operand,
+    b: Operand,
+    out: &mut [MaybeUninit<f32>],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    par_split(out, 1, |start, part| {
+        let len = part.len();
+        zip_apply(a.part(start, len), b.part(start, len), part, &f)
+    });
+}
+
+/// `out[i] = f(out[i], other[i])` (or `f(other[i], out[i])`), split over threads when large.
+fn par_apply_in_place(
+    out: &mut [f32],
+    other: Operand,
+    lhs_is_out: bool,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    par_split(out, 1, |start, part| {
+        let len = part.len();
+        apply_in_place(part, other.part(start, len), lhs_is_out, &f)
+    });
+}
+
+/// `out[i] = f(a[i], b[i])`, writing every element of `out` (it may be uninitialised; a
+/// slice operand shorter than `out` is a bug and panics rather than leave elements unset).
+fn zip_apply(a: Operand, b: Operand, out: &mut [MaybeUninit<f32>], f: impl Fn(f32, f32) -> f32) {
+    let n = out.len();
     match (a, b) {
         (Operand::Slice(x), Operand::Slice(y)) => {
-            for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
-                *o = f(x, y);
+            for ((o, &x), &y) in out.iter_mut().zip(&x[..n]).zip(&y[..n]) {
+                o.write(f(x, y));
             }
         }
         (Operand::Slice(x), Operand::Scalar(y)) => {
-            for (o, &x) in out.iter_mut().zip(x) {
-                *o = f(x, y);
+            for (o, &x) in out.iter_mut().zip(&x[..n]) {
+                o.write(f(x, y));
             }
         }
         (Operand::Scalar(x), Operand::Slice(y)) => {
-            for (o, &y) in out.iter_mut().zip(y) {
-                *o = f(x, y);
+            for (o, &y) in out.iter_mut().zip(&y[..n]) {
+                o.write(f(x, y));
             }
         }
-        (Operand::Scalar(x), Operand::Scalar(y)) => out.fill(f(x, y)),
+        (Operand::Scalar(x), Operand::Scalar(y)) => fill(out, f(x, y)),
     }
+}
+
+/// Writes `v` to every element of `out`.
+fn fill(out: &mut [MaybeUninit<f32>], v: f32) {
+    out.iter_mut().for_each(|o| {
+        o.write(v);
+    });
 }
 
 /// Two unpadded views of one shape walked together, row by row: the axes both can merge
@@ -182,12 +272,26 @@ impl RowWalk {
         })
     }
 
-    /// Call `f(row, offset in a, offset in b)` for every row.
-    fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize)) {
-        let rows: usize = self.outer.iter().map(|a| a.0).product();
+    /// Call `f(row, offset in a, offset in b)` for the rows `rows`, in order.
+    fn for_each_row_in(
+        &self,
+        rows: std::ops::Range<usize>,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        if rows.is_empty() {
+            return;
+        }
+        // The multi-index of the first row (row-major over the outer axes).
         let mut idx = vec![0usize; self.outer.len()];
         let (mut oa, mut ob) = self.base;
-        for row in 0..rows {
+        let mut rem = rows.start;
+        for (ax, &(len, sa, sb)) in self.outer.iter().enumerate().rev() {
+            idx[ax] = rem % len;
+            rem /= len;
+            oa += idx[ax] as isize * sa;
+            ob += idx[ax] as isize * sb;
+        }
+        for row in rows {
             f(row, oa as usize, ob as usize);
             for (ax, &(len, sa, sb)) in self.outer.iter().enumerate().rev() {
                 idx[ax] += 1;
@@ -230,20 +334,15 @@ impl<'a> Row<'a> {
 }
 
 /// `out[i] = f(a[i], b[i])` over one row, with the cheap forms vectorisable.
-fn zip_row(a: Row, b: Row, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+fn zip_row(a: Row, b: Row, out: &mut [MaybeUninit<f32>], f: impl Fn(f32, f32) -> f32) {
     match (a, b) {
         (Row::Slice(x), Row::Slice(y)) => zip_apply(Operand::Slice(x), Operand::Slice(y), out, f),
-        (Row::Slice(x), Row::Scalar(y)) => {
-            zip_apply(Operand::Slice(x), Operand::Scalar(y), out, f)
-        }
-        (Row::Scalar(x), Row::Slice(y)) => {
-            zip_apply(Operand::Scalar(x), Operand::Slice(y), out, f)
-        }
-        (Row::Scalar(x), Row::Scalar(y)) => out.fill(f(x, y)),
-        (a, b) => out
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| *o = f(a.get(i), b.get(i))),
+        (Row::Slice(x), Row::Scalar(y)) => zip_apply(Operand::Slice(x), Operand::Scalar(y), out, f),
+        (Row::Scalar(x), Row::Slice(y)) => zip_apply(Operand::Scalar(x), Operand::Slice(y), out, f),
+        (Row::Scalar(x), Row::Scalar(y)) => fill(out, f(x, y)),
+        (a, b) => out.iter_mut().enumerate().for_each(|(i, o)| {
+            o.write(f(a.get(i), b.get(i)));
+        }),
     }
 }
 
@@ -252,13 +351,23 @@ fn zip_row(a: Row, b: Row, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
 fn zip_rows(
     walk: &RowWalk,
     srcs: (&[f32], &[f32]),
-    out: &mut [f32],
-    f: impl Fn(f32, f32) -> f32,
+    out: &mut [MaybeUninit<f32>],
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
     let (n, sa, sb) = walk.inner;
-    walk.for_each_row(|row, oa, ob| {
-        let dst = &mut out[row * n..(row + 1) * n];
-        zip_row(Row::new(srcs.0, oa, n, sa), Row::new(srcs.1, ob, n, sb), dst, &f);
+    let rows: usize = walk.outer.iter().map(|a| a.0).product();
+    assert_eq!(rows * n, out.len(), "row walk and output differ in size");
+    par_split(out, n, |start, out| {
+        let first = start / n.max(1);
+        walk.for_each_row_in(first..first + out.len() / n.max(1), |row, oa, ob| {
+            let dst = &mut out[(row - first) * n..(row - first + 1) * n];
+            zip_row(
+                Row::new(srcs.0, oa, n, sa),
+                Row::new(srcs.1, ob, n, sb),
+                dst,
+                &f,
+            );
+        });
     });
 }
 
@@ -268,32 +377,35 @@ fn zip_rows_in_place(
     other: &[f32],
     lhs_is_out: bool,
     out: &mut [f32],
-    f: impl Fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
     let (n, sa, sb) = walk.inner;
-    walk.for_each_row(|row, oa, ob| {
-        let dst = &mut out[row * n..(row + 1) * n];
-        if lhs_is_out {
-            let y = Row::new(other, ob, n, sb);
-            match y {
-                Row::Slice(y) => apply_in_place(dst, Operand::Slice(y), true, &f),
-                Row::Scalar(y) => apply_in_place(dst, Operand::Scalar(y), true, &f),
-                y => dst
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(i, o)| *o = f(*o, y.get(i))),
+    par_split(out, n, |start, out| {
+        let first = start / n.max(1);
+        walk.for_each_row_in(first..first + out.len() / n.max(1), |row, oa, ob| {
+            let dst = &mut out[(row - first) * n..(row - first + 1) * n];
+            if lhs_is_out {
+                let y = Row::new(other, ob, n, sb);
+                match y {
+                    Row::Slice(y) => apply_in_place(dst, Operand::Slice(y), true, &f),
+                    Row::Scalar(y) => apply_in_place(dst, Operand::Scalar(y), true, &f),
+                    y => dst
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, o)| *o = f(*o, y.get(i))),
+                }
+            } else {
+                let x = Row::new(other, oa, n, sa);
+                match x {
+                    Row::Slice(x) => apply_in_place(dst, Operand::Slice(x), false, &f),
+                    Row::Scalar(x) => apply_in_place(dst, Operand::Scalar(x), false, &f),
+                    x => dst
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, o)| *o = f(x.get(i), *o)),
+                }
             }
-        } else {
-            let x = Row::new(other, oa, n, sa);
-            match x {
-                Row::Slice(x) => apply_in_place(dst, Operand::Slice(x), false, &f),
-                Row::Scalar(x) => apply_in_place(dst, Operand::Scalar(x), false, &f),
-                x => dst
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(i, o)| *o = f(x.get(i), *o)),
-            }
-        }
+        });
     });
 }
 
@@ -362,23 +474,21 @@ impl StridedBinary {
         self.kind
     }
 
-    fn run(&self, a: Operand, b: Operand, out: &mut [f32]) {
+    fn run(&self, a: Operand, b: Operand, out: &mut [MaybeUninit<f32>]) {
         match self.kind {
-            BinaryKind::Add => zip_apply(a, b, out, |x, y| x + y),
-            BinaryKind::Mul => zip_apply(a, b, out, |x, y| x * y),
-            BinaryKind::Mod => zip_apply(a, b, out, |x, y| x % y),
-            BinaryKind::LessThan => zip_apply(a, b, out, |x, y| if x < y { 1.0 } else { 0.0 }),
+            BinaryKind::Add => par_zip_apply(a, b, out, |x, y| x + y),
+            BinaryKind::Mul => par_zip_apply(a, b, out, |x, y| x * y),
+            BinaryKind::Mod => par_zip_apply(a, b, out, |x, y| x % y),
+            BinaryKind::LessThan => par_zip_apply(a, b, out, |x, y| if x < y { 1.0 } else { 0.0 }),
         }
     }
 
-    fn run_rows(&self, walk: &RowWalk, srcs: (&[f32], &[f32]), out: &mut [f32]) {
+    fn run_rows(&self, walk: &RowWalk, srcs: (&[f32], &[f32]), out: &mut [MaybeUninit<f32>]) {
         match self.kind {
             BinaryKind::Add => zip_rows(walk, srcs, out, |x, y| x + y),
             BinaryKind::Mul => zip_rows(walk, srcs, out, |x, y| x * y),
             BinaryKind::Mod => zip_rows(walk, srcs, out, |x, y| x % y),
-            BinaryKind::LessThan => {
-                zip_rows(walk, srcs, out, |x, y| if x < y { 1.0 } else { 0.0 })
-            }
+            BinaryKind::LessThan => zip_rows(walk, srcs, out, |x, y| if x < y { 1.0 } else { 0.0 }),
         }
     }
 
@@ -396,11 +506,11 @@ impl StridedBinary {
 
     fn run_in_place(&self, out: &mut [f32], other: Operand, lhs_is_out: bool) {
         match self.kind {
-            BinaryKind::Add => apply_in_place(out, other, lhs_is_out, |x, y| x + y),
-            BinaryKind::Mul => apply_in_place(out, other, lhs_is_out, |x, y| x * y),
-            BinaryKind::Mod => apply_in_place(out, other, lhs_is_out, |x, y| x % y),
+            BinaryKind::Add => par_apply_in_place(out, other, lhs_is_out, |x, y| x + y),
+            BinaryKind::Mul => par_apply_in_place(out, other, lhs_is_out, |x, y| x * y),
+            BinaryKind::Mod => par_apply_in_place(out, other, lhs_is_out, |x, y| x % y),
             BinaryKind::LessThan => {
-                apply_in_place(out, other, lhs_is_out, |x, y| if x < y { 1.0 } else { 0.0 })
+                par_apply_in_place(out, other, lhs_is_out, |x, y| if x < y { 1.0 } else { 0.0 })
             }
         }
     }
@@ -437,17 +547,116 @@ impl Operator for StridedBinary {
         let (xa, xb) = (data(&inp[0].0), data(&inp[1].0));
         assert_fits(&self.a, xa.len(), "StridedBinary lhs");
         assert_fits(&self.b, xb.len(), "StridedBinary rhs");
-        let mut out = vec![0.0f32; n];
-        if needs_gather(&self.a) || needs_gather(&self.b) {
-            if let Some(walk) = RowWalk::new(&self.a, &self.b) {
-                self.run_rows(&walk, (xa, xb), &mut out);
-                return vec![LuminalTensor::new(out)];
-            }
+        // A fresh output, not zeroed first (zeroing it was one more pass over up to 61 MB):
+        // `run_rows` and `run` write every one of its `n` elements (each checks that its
+        // operands cover them all, panicking otherwise).
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let slots = &mut out.spare_capacity_mut()[..n];
+        let walk = (needs_gather(&self.a) || needs_gather(&self.b))
+            .then(|| RowWalk::new(&self.a, &self.b))
+            .flatten();
+        if let Some(walk) = walk {
+            self.run_rows(&walk, (xa, xb), slots);
+        } else {
+            let (mut sa, mut sb) = (Vec::new(), Vec::new());
+            let (a, b) = (operand(xa, &self.a, &mut sa), operand(xb, &self.b, &mut sb));
+            self.run(a, b, slots);
         }
-        let (mut sa, mut sb) = (Vec::new(), Vec::new());
-        let (a, b) = (operand(xa, &self.a, &mut sa), operand(xb, &self.b, &mut sb));
-        self.run(a, b, &mut out);
+        // SAFETY: the first `n` elements were all written just above (see the comment there).
+        unsafe { out.set_len(n) };
         vec![LuminalTensor::new(out)]
+    }
+}
+
+/// Which of luminal's unary ops a [`ParUnary`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryKind {
+    /// `2^x`
+    Exp2,
+    /// `log2(x)`
+    Log2,
+    /// `1 / x`
+    Recip,
+    /// `sin(x)`
+    Sin,
+    /// `sqrt(x)`
+    Sqrt,
+}
+
+impl UnaryKind {
+    /// The function luminal's op applies to each element (the same `f32` method).
+    fn function(self) -> fn(f32) -> f32 {
+        match self {
+            UnaryKind::Exp2 => f32::exp2,
+            UnaryKind::Log2 => f32::log2,
+            UnaryKind::Recip => f32::recip,
+            UnaryKind::Sin => f32::sin,
+            UnaryKind::Sqrt => f32::sqrt,
+        }
+    }
+}
+
+/// One of luminal's unary ops, computed as luminal does (the same function on every element
+/// of the input's buffer, which is taken over when the executor hands it over and copied
+/// otherwise), with the work split over threads when large (`par_split`). The forward
+/// pass's `exp2` over the `[B, M, N, D]` reparameterisation was the one costly unary op of
+/// the step (61 MB on one core).
+#[derive(Clone, PartialEq)]
+pub struct ParUnary {
+    kind: UnaryKind,
+}
+
+impl std::fmt::Debug for ParUnary {
+    /// luminal's name for the op (`Exp2`, ...), as profiles label it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.kind)
+    }
+}
+
+impl Operator for ParUnary {
+    fn process(&mut self, mut inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let Some((input, _)) = inp.pop() else {
+            panic!("{self:?} without an input");
+        };
+        let mut tensor = input.cloned();
+        let f = self.kind.function();
+        let Some(values) = tensor.data.as_any_mut().downcast_mut::<Vec<f32>>() else {
+            panic!("{self:?} on a tensor that is not f32 on the CPU");
+        };
+        par_split(values, 1, |_, part| {
+            part.iter_mut().for_each(|a| *a = f(*a))
+        });
+        vec![tensor]
+    }
+}
+
+/// Replaces luminal's single unary ops (chains fused by luminal's `UnaryFusionCompiler`
+/// stay as they are) with [`ParUnary`].
+#[derive(Debug, Default)]
+pub struct UnaryKernelCompiler;
+
+impl Compiler for UnaryKernelCompiler {
+    fn compile<T: ToIdsMut>(&self, graph: &mut LuminalGraph, _: T) {
+        for node in graph.graph.node_indices().collect::<Vec<_>>() {
+            let Some(w) = graph.graph.node_weight_mut(node) else {
+                continue;
+            };
+            let any = w.as_any();
+            let kind = if any.is::<op::Exp2>() {
+                UnaryKind::Exp2
+            } else if any.is::<op::Log2>() {
+                UnaryKind::Log2
+            } else if any.is::<op::Recip>() {
+                UnaryKind::Recip
+            } else if any.is::<op::Sin>() {
+                UnaryKind::Sin
+            } else if any.is::<op::Sqrt>() {
+                UnaryKind::Sqrt
+            } else {
+                continue;
+            };
+            *w = Box::new(ParUnary { kind });
+        }
     }
 }
 
@@ -679,20 +888,24 @@ impl Operator for BatchedMatMul {
         assert_fits(&self.b_access, b.len(), "BatchedMatMul rhs");
         let batches: usize = self.batch.iter().map(|b| b.0).product();
         let (m, n, k) = (self.m, self.n, self.k);
-        let mut out = vec![0.0f32; batches * m * n];
         if m * n == 0 || k == 0 {
-            return vec![LuminalTensor::new(out)];
+            return vec![LuminalTensor::new(vec![0.0f32; batches * m * n])];
         }
+        let len = batches * m * n;
+        // Not zeroed: `sgemm` writes every element of each product before anything reads it
+        // (zeroing up to 61 MB a product was a measurable part of the step).
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let c = out.as_mut_ptr();
         let mut idx = vec![0usize; self.batch.len()];
-        for (i, c) in out.chunks_mut(m * n).enumerate() {
+        for i in 0..batches {
             let (mut oa, mut ob) = (self.a_base, self.b_base);
             for (&(_, sa, sb), &j) in self.batch.iter().zip(&idx) {
                 oa += j as isize * sa;
                 ob += j as isize * sb;
             }
-            // SAFETY: sgemm reads A[i, l] at `a + oa + i * a_strides.0 + l * a_strides.1`
+            // SAFETY: `sgemm` reads A[i, l] at `a + oa + i * a_strides.0 + l * a_strides.1`
             // (i < m, l < k), reads B[l, j] at `b + ob + l * b_strides.0 + j * b_strides.1`
-            // (l < k, j < n) and writes C[i, j] at `c + i * n + j`.
+            // (l < k, j < n) and writes C[i, j] at `c + i * n + j`, every one of them.
             // - Reads. `MatMulCompiler`, the only place a `BatchedMatMul` is built (its fields
             //   are private), took every field from `a_access` / `b_access`: two views of the
             //   same rank-r shape `[batch.., m, n, k]` with no padding (`lo = 0`, `hi = len`:
@@ -704,29 +917,28 @@ impl Operator for BatchedMatMul {
             //   `assert_fits` checked, panicking otherwise, that every valid element's
             //   offset lies in `0..a.len()` (resp. `0..b.len()`). So every read, and the
             //   pointers `as_ptr().offset(oa)` / `.offset(ob)`, stay inside `a` and `b`.
-            // - Writes. `out` holds `batches * m * n` elements, so `c` is exactly `m * n`
-            //   long and the last write, `(m - 1) * n + (n - 1)`, is inside it. `c` is part
-            //   of the fresh `out`, borrowed mutably only here, so it aliases neither `a`
-            //   nor `b` (beta = 0; `c` is initialised anyway).
+            // - Writes. `out` has capacity `batches * m * n`, so product `i`'s `m * n`
+            //   elements from `c + i * m * n` are inside its allocation; `out` is fresh,
+            //   borrowed only here, so they alias neither `a` nor `b`. `set_len` below comes
+            //   after every product has written all of its elements.
             unsafe {
-                matrixmultiply::sgemm(
+                crate::sgemm::sgemm(
                     m,
                     k,
                     n,
-                    1.0,
-                    a.as_ptr().offset(oa),
-                    self.a_strides.0,
-                    self.a_strides.1,
-                    b.as_ptr().offset(ob),
-                    self.b_strides.0,
-                    self.b_strides.1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
+                    Strided {
+                        ptr: a.as_ptr().offset(oa),
+                        rs: self.a_strides.0,
+                        cs: self.a_strides.1,
+                    },
+                    Strided {
+                        ptr: b.as_ptr().offset(ob),
+                        rs: self.b_strides.0,
+                        cs: self.b_strides.1,
+                    },
+                    c.add(i * m * n),
                 );
             }
-            let _ = i;
             for ax in (0..idx.len()).rev() {
                 idx[ax] += 1;
                 if idx[ax] < self.batch[ax].0 {
@@ -735,6 +947,8 @@ impl Operator for BatchedMatMul {
                 idx[ax] = 0;
             }
         }
+        // SAFETY: the `batches` products wrote all `len` elements (`sgemm`'s contract).
+        unsafe { out.set_len(len) };
         vec![LuminalTensor::new(out)]
     }
 }
@@ -932,7 +1146,11 @@ impl Compiler for StridedKernelCompiler {
 mod tests {
     use crate::{Backend, Evaluator, GraphBuilder, Tensor};
 
-    fn run(build: fn(&mut GraphBuilder) -> Vec<Tensor>, x: &[f32], backend: Backend) -> Vec<Vec<f32>> {
+    fn run(
+        build: fn(&mut GraphBuilder) -> Vec<Tensor>,
+        x: &[f32],
+        backend: Backend,
+    ) -> Vec<Vec<f32>> {
         let mut g = GraphBuilder::new();
         let outs = build(&mut g);
         let mut ev = Evaluator::new(g, &outs, backend).unwrap();
@@ -944,8 +1162,18 @@ mod tests {
     /// kernels and on luminal's primitive ops, and checks every output bit for bit.
     fn matches_luminal(build: fn(&mut GraphBuilder) -> Vec<Tensor>) {
         let x = [
-            1.5, -0.0, 0.0, f32::NAN, -2.25, f32::INFINITY, f32::NEG_INFINITY, 3.0, -0.0, 7.0,
-            -1e-40, 1e30,
+            1.5,
+            -0.0,
+            0.0,
+            f32::NAN,
+            -2.25,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.0,
+            -0.0,
+            7.0,
+            -1e-40,
+            1e30,
         ];
         let fast = run(build, &x, Backend::Cpu);
         let reference = run(build, &x, Backend::CpuPrimitive);
@@ -1012,6 +1240,65 @@ mod tests {
         matches_luminal(build);
     }
 
+    /// Element-wise ops large enough to be split over threads (`par_split`: at least
+    /// `PAR_ELEMS` outputs, parts at row boundaries of the joint row walk) agree bit for bit
+    /// with luminal's primitive ops: dense operands (fresh output and in place), broadcast
+    /// rows and scalars, transposed operands.
+    #[test]
+    fn large_element_wise_ops_split_over_threads_match_luminal_bit_for_bit() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let m = a.reshape(&[3, 4]);
+            let row = a.reshape(&[12]).slice(0, 4, 8);
+            // 30,001 x 12 = 360,012 outputs (not a multiple of the thread count).
+            let big = m.expand(0, 30_001);
+            let x = big.mul_scalar(2.0);
+            let y = big.add_scalar(1.0);
+            // Both dense and used twice: fresh outputs from two slices.
+            let sum = x + y;
+            let prod = x * y;
+            // In place (an intermediate used once), with a dense and a broadcast operand.
+            let own = big.mul_scalar(3.0) % y;
+            let own_bcast = big.add_scalar(-1.0) * row.expand(0, 3).expand(0, 30_001);
+            // Row walks with a fresh output: broadcast and transposed operands.
+            let walk = big * m.permute(&[1, 0]).permute(&[1, 0]).expand(0, 30_001);
+            let t = big
+                .permute(&[0, 2, 1])
+                .less_than(y.permute(&[0, 2, 1]).mul_scalar(0.5));
+            vec![sum, prod, own, own_bcast, walk, t]
+        };
+        matches_luminal(build);
+    }
+
+    /// luminal's unary ops, replaced by `ParUnary` (split over threads when large), agree bit
+    /// for bit with luminal's own: each op on a small and on a large input, on an input the
+    /// executor hands over and on one it must copy (used twice), and a fused chain.
+    #[test]
+    fn unary_ops_match_luminal_bit_for_bit() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let m = a.reshape(&[3, 4]);
+            let big = m.expand(0, 30_001).mul_scalar(0.75);
+            let shared = m.add_scalar(0.5);
+            vec![
+                m.exp2(),
+                m.log2(),
+                m.sqrt(),
+                m.recip(),
+                m.sin(),
+                big.exp2(),
+                big.log2(),
+                big.sqrt(),
+                big.recip(),
+                big.sin(),
+                shared.exp2(),
+                shared.recip() + shared,
+                m.mul_scalar(2.0).log2().exp2(),
+            ]
+        };
+        matches_luminal(build);
+    }
+
     /// Reductions with one output per row (eight rows at a time, then the rest) agree bit
     /// for bit with luminal's primitive ops: rows of several lengths, a strided reduced
     /// axis, padded rows and a padded reduced axis, -0.0, NaN and infinities among the values.
@@ -1020,7 +1307,11 @@ mod tests {
         let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
             let a = g.input("a", &[3, 1, 4]);
             let m = a.reshape(&[3, 4]);
-            let tall = a.reshape(&[12, 1]).expand(1, 3).contiguous().reshape(&[9, 4]);
+            let tall = a
+                .reshape(&[12, 1])
+                .expand(1, 3)
+                .contiguous()
+                .reshape(&[9, 4]);
             vec![
                 tall.sum(&[1]),
                 tall.max_axis(1),

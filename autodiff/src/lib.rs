@@ -5,14 +5,18 @@
 mod backward;
 mod error;
 mod graph;
-// The one `unsafe` block of the crate: `BatchedMatMul` calls `matrixmultiply::sgemm` on
-// strided operands; its safety argument is at the block.
+// `unsafe` is allowed in two modules: `kernels`, where `BatchedMatMul` calls `sgemm::sgemm`
+// on strided operands and products and element-wise ops write fresh, uninitialised outputs,
+// and `sgemm`, the products' intrinsics, raw pointers and threads (each block with its own
+// safety argument).
 #[allow(unsafe_code)]
 pub mod kernels;
 mod ops;
 mod profile;
 mod program;
 pub mod reference;
+#[allow(unsafe_code)]
+pub mod sgemm;
 mod train;
 mod view;
 

@@ -265,6 +265,7 @@ fn compile(
                 kernels::MatMulCompiler,
                 kernels::StridedKernelCompiler,
                 luminal::prelude::UnaryFusionCompiler,
+                kernels::UnaryKernelCompiler,
             ),
             remap,
         ),

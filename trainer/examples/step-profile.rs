@@ -22,8 +22,9 @@
 //!   `benches/train_step/flops.rs`) and, with `--peak-gflops P` (one core's f32 FMA peak from
 //!   `scripts/fma-peak.rs`), the step's rate as a fraction of P times the sgemm threads.
 //!
-//! The products use `matrixmultiply`'s threaded sgemm (`MATMUL_NUM_THREADS`, all cores by
-//! default); everything else runs on one thread. Timers wrap ops only while profiling, so
+//! The products, and element-wise and unary ops of 262,144 elements or more, use
+//! `MATMUL_NUM_THREADS` threads (all cores by default; `autodiff::sgemm`); everything else
+//! runs on one thread. Timers wrap ops only while profiling, so
 //! the profiled steps compute exactly what unprofiled ones do.
 
 #[path = "../benches/train_step/feed.rs"]

@@ -20,8 +20,9 @@
 //! - `train feed`: that feeding alone (host-side sampling and random draws; no FLOPs
 //!   counted). A step of `run::train` costs about the sum of the two.
 //!
-//! The products use `matrixmultiply`'s threaded sgemm (all cores unless
-//! `MATMUL_NUM_THREADS` says otherwise); the rest of the step runs on one thread.
+//! The products, and element-wise and unary ops of 262,144 elements or more, use all cores
+//! unless `MATMUL_NUM_THREADS` says otherwise (`autodiff::sgemm`); the rest of the step runs
+//! on one thread.
 
 mod feed;
 mod flops;

@@ -1,0 +1,120 @@
+//! The training step's largest matrix products at the paper's sizes, timed with
+//! `autodiff::sgemm` and with `matrixmultiply::sgemm` on the same operands, alternating; both
+//! results are checked to be the same bits. Prints one table row per product: GFLOP/s (best of
+//! the runs) of each and the ratio.
+//!
+//! ```sh
+//! cargo run --release -p autodiff --example sgemm-bench [-- runs [only products whose name contains this]]
+//! ```
+//!
+//! Threads: `MATMUL_NUM_THREADS` (both libraries read it), every core by default. The shapes
+//! are those of docs/training-profile.md: B·M·N = 24,000 (query, class) rows at 1-shot,
+//! K·B·M·N = 60,000 at 5-shot; `NT` is an input gradient (`dY · Wᵀ`), `TN` a weight gradient
+//! (`Xᵀ · dY`, `k` = the rows).
+
+#![allow(unsafe_code)]
+
+use std::time::Instant;
+
+use autodiff::sgemm::{self, Strided};
+
+/// (what, m, k, n, layout of A and B).
+const SHAPES: &[(&str, usize, usize, usize, &str)] = &[
+    ("1-shot G1 forward", 24_000, 640, 256, "NN"),
+    ("1-shot decoder forward", 24_000, 256, 640, "NN"),
+    ("1-shot G1 input grad", 24_000, 256, 640, "NT"),
+    ("1-shot G1 weight grad", 640, 24_000, 256, "TN"),
+    ("1-shot decoder weight grad", 256, 24_000, 640, "TN"),
+    ("5-shot G1 forward", 60_000, 640, 256, "NN"),
+    ("5-shot G2 forward", 60_000, 256, 128, "NN"),
+    ("5-shot G2 weight grad", 256, 60_000, 128, "TN"),
+    // One task's query logits and their gradient (64 such products a 1-shot step).
+    ("1-shot logits forward (one task)", 5, 640, 375, "NT"),
+    ("1-shot logits input grad (one task)", 375, 5, 640, "TN"),
+];
+
+/// A `rows x cols` operand in the layout `N` (rows contiguous) or `T` (columns contiguous).
+fn operand(data: &[f32], rows: usize, cols: usize, layout: u8) -> Strided {
+    let (rs, cs) = if layout == b'N' {
+        (cols as isize, 1)
+    } else {
+        (1, rows as isize)
+    };
+    Strided {
+        ptr: data.as_ptr(),
+        rs,
+        cs,
+    }
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let only = std::env::args().nth(2).unwrap_or_default();
+    println!(
+        "threads {}, own AVX2+FMA kernel: {}, best of {runs} runs",
+        sgemm::threads(),
+        sgemm::uses_own_kernel()
+    );
+    println!("| product | m x k x n | layout | matrixmultiply GFLOP/s | autodiff::sgemm GFLOP/s | ratio |");
+    println!("|---|---|---|---:|---:|---:|");
+    for &(what, m, k, n, layout) in SHAPES.iter().filter(|s| s.0.contains(only.as_str())) {
+        // Values in [-1, 1) from a fixed LCG: the timing does not depend on them.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut fill = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        let (da, db) = (fill(m * k), fill(k * n));
+        let a = operand(&da, m, k, layout.as_bytes()[0]);
+        let b = operand(&db, k, n, layout.as_bytes()[1]);
+        let (mut mm, mut own) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+        let (mut best_mm, mut best_own) = (f64::MAX, f64::MAX);
+        for _ in 0..runs {
+            let t = Instant::now();
+            // SAFETY: `da` is m x k and `db` k x n in the layouts the strides say; `mm` is m x n.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.ptr,
+                    a.rs,
+                    a.cs,
+                    b.ptr,
+                    b.rs,
+                    b.cs,
+                    0.0,
+                    mm.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            };
+            best_mm = best_mm.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            // SAFETY: as above, `own` is m x n.
+            unsafe { sgemm::sgemm(m, k, n, a, b, own.as_mut_ptr()) };
+            best_own = best_own.min(t.elapsed().as_secs_f64());
+        }
+        if let Some(e) = (0..m * n).find(|&e| mm[e].to_bits() != own[e].to_bits()) {
+            eprintln!("{what}: C[{e}] differs: {} vs {}", mm[e], own[e]);
+            std::process::exit(1);
+        }
+        let gflop = 2.0 * (m * k * n) as f64 / 1e9;
+        println!(
+            "| {what} | {m} x {k} x {n} | {layout} | {:.1} | {:.1} | {:.2} |",
+            gflop / best_mm,
+            gflop / best_own,
+            best_mm / best_own
+        );
+    }
+}

@@ -1,0 +1,746 @@
+//! The training step's matrix products, `C = A·B` over strided operands, computed exactly as
+//! `matrixmultiply::sgemm` computes them, faster.
+//!
+//! **Why hand-written.** At the paper's sizes the products are 55-65% of a training step
+//! (docs/training-profile.md): the generator's and the decoders' products over the
+//! B·M·N = 24,000 (query, class) rows (60,000 at 5-shot) and their gradients, `k` up to
+//! 24,000. A BLAS with another summation order would end bit-identity with every trajectory
+//! trained so far (the issue asks for the same seed to give the same bits), so this kernel
+//! keeps matrixmultiply's order to the last rounding and changes only how the work is
+//! scheduled: the loop order, the register tile, the packing, prefetching `C`, no zeroing.
+//!
+//! **The order, what every `C[i][j]` is.** `k` is cut into consecutive blocks of
+//! [`KC`] = 256 (the last one shorter). In each block an accumulator starts at `+0.0` and takes
+//! `acc = fma(A[i][l], B[l][j], acc)` for `l` in order; the first block's accumulator is
+//! `C[i][j]`, each later one is added to it (`C = C + acc`, one rounding). That is what
+//! matrixmultiply 0.3's AVX2+FMA and AVX-512 kernels compute with `alpha = 1`, `beta = 0`
+//! (`gemm_loop` splits `k` by its `S_KC` = 256 and passes `beta = 1` after the first block;
+//! the kernels' epilogues are `fma(alpha, ab, beta·C)`), whatever `m` and `n` are and however
+//! it threads. [`reference()`] is that definition in scalar code; the tests compare this kernel
+//! and matrixmultiply with it bit for bit.
+//!
+//! **The schedule.** GotoBLAS/BLIS loops. `B` is packed into `NR`-column panels and `A` into
+//! `MR`-row panels, `KC` deep; a 6 x 16 register tile (12 accumulators of 8 lanes, AVX2 + FMA)
+//! runs each panel pair: per `l`, two loads of `B`, six broadcasts of `A`, twelve FMAs, with
+//! no spill (checked in the disassembly). Twelve independent chains cover the FMA latency of
+//! two pipes (4 cycles on Zen 3 and on Intel). The 16 KB `B` micro-panel stays in L1 while
+//! the 72 KB `A` block (`MC` = 72 rows) comes from L2. Each tile asks for its rows of `C`
+//! (`_mm_prefetch`) before its FMAs, so the read-modify-write of `C` at the end of a `k`
+//! block does not stall: that alone took the `k` = 640 forward products from 106 to 129
+//! GFLOP/s. When `k` has several blocks and `B` packed whole is small (the forward products),
+//! each 72-row block of `C` takes all its `k` blocks while it sits in L2, so `C` goes to
+//! memory once rather than once per block (see `gemm_block`). The output is split over
+//! [`threads`] threads along the rows of `C` (or its columns, when that packs less twice), each
+//! thread with its own packed buffers: no synchronisation. Packed buffers start on a cache
+//! line; the packing reads along whichever axis of the operand is contiguous.
+//!
+//! **Measured** by `cargo run --release -p autodiff --example sgemm-bench` (the step's large
+//! shapes, this kernel against matrixmultiply on the same operands, alternating, both
+//! checked to give the same bits). On the 2-core AMD EPYC (Zen 3, AVX2, FMA peak 91.6 GFLOP/s
+//! a core, 184 for both) of docs/training-profile.md: 126-150 GFLOP/s on two threads, 69-82%
+//! of the peak and 1.03-1.22x matrixmultiply; 63-82 GFLOP/s on one (69-90%), 1.03-1.17x.
+//! The step's share is in docs/training-profile.md. **Tested against** [`reference()`]
+//! and matrixmultiply, bit for bit, on every layout (`NN`, `NT`, `TN`, `TT`, strided), edge
+//! tiles, `k` around the block size, one to three threads, and -0.0, infinities and NaN
+//! among the values (`tests` below).
+//!
+//! **Where it runs.** On x86-64 with AVX2 and FMA but without AVX-512 (checked at run time,
+//! once: [`uses_own_kernel`]), for products of at least [`MIN_MACS`] multiply-adds with `k` at
+//! least [`MIN_K`]; elsewhere, or for other products, the call goes to matrixmultiply, which
+//! computes the same bits (its AVX-512 kernel too, in the same order; a CPU with AVX but
+//! without FMA would round differently in both). So the choice of path never changes a
+//! result. The tests run this kernel on every CPU with AVX2 and FMA, AVX-512 ones included.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Length of the blocks `k` is summed in (matrixmultiply's `S_KC`): part of the result, not
+/// a tuning knob.
+pub const KC: usize = 256;
+/// Rows of the register tile.
+const MR: usize = 6;
+/// Columns of the register tile (two 8-lane vectors).
+const NR: usize = 16;
+/// Rows of `A` packed at a time: 12 panels, 72 KB at `KC` = 256, within L2 next to the
+/// packed `B` block.
+const MC: usize = 72;
+/// Columns of `B` packed at a time: up to 1024 x 256 x 4 B = 1 MB, read from L3 one 16 KB
+/// micro-panel at a time.
+const NC: usize = 1024;
+/// The most floats `B` may take packed whole (4 MB): more would not stay in the L3 share of
+/// one core while the rows of `C` stream past it.
+const WHOLE_B_MAX: usize = 1 << 20;
+/// Products smaller than this (multiply-adds) go to matrixmultiply: its per-call cost is
+/// lower, and they are a negligible part of the step.
+pub const MIN_MACS: usize = 1 << 18;
+/// Products with a shorter `k` go to matrixmultiply: with a handful of FMAs per output, the
+/// packing and the stores are the work, and matrixmultiply's were faster (a task's query
+/// logits and their gradient, `k` = 5: 0.73-0.91x with this kernel in `sgemm-bench`).
+pub const MIN_K: usize = 32;
+/// Threads are only started for products of at least this many multiply-adds (about
+/// 0.1 ms of work on one core; starting a thread costs some 10-20 us).
+const THREAD_MACS: usize = 1 << 22;
+
+/// A strided matrix operand: element `[i][j]` is at `ptr + i * rs + j * cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided {
+    /// The element `[0][0]`.
+    pub ptr: *const f32,
+    /// Row stride, in elements.
+    pub rs: isize,
+    /// Column stride, in elements.
+    pub cs: isize,
+}
+
+// SAFETY: `Strided` is a read-only view; the threads of one `sgemm` call read it while the
+// caller's borrow of the data lives (see `sgemm`'s contract).
+unsafe impl Send for Strided {}
+unsafe impl Sync for Strided {}
+
+/// The output `C` (`m x n`, rows `ldc` apart, columns contiguous), shared by the threads of a
+/// call; each writes only its own block of it.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    ldc: usize,
+}
+
+// SAFETY: the threads of one call write disjoint blocks of `C` (`sgemm` splits it).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// How many threads the products use: `MATMUL_NUM_THREADS` if set (as matrixmultiply reads
+/// it), otherwise every core available; at least 1.
+pub fn threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("MATMUL_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    })
+}
+
+/// Whether this CPU can run the AVX2 + FMA kernel (checked once).
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`sgemm`] uses this module's kernel for large products: on CPUs with AVX2 and FMA
+/// but without AVX-512. With AVX-512, matrixmultiply's 16 x 16 AVX-512 kernel (the same bits)
+/// runs twice as many lanes per FMA as this 8-lane kernel can; a 16-lane version of this one
+/// has not been measured on an AVX-512 machine yet, so it is not used there.
+pub fn uses_own_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static USES: OnceLock<bool> = OnceLock::new();
+        *USES.get_or_init(|| has_avx2_fma() && !is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `C = A·B`: `A` is `m x k`, `B` is `k x n`, `C` is `m x n` with rows `n` apart and columns
+/// contiguous; every element of `C` is written (its old contents are never read, so it may
+/// be uninitialised memory). The bits of each element are those of the order in the module
+/// docs.
+///
+/// # Safety
+/// For every `i < m`, `l < k`, `j < n`: `A[i][l]` and `B[l][j]` are readable `f32`s, `C[i][j]`
+/// (at `c + i * n + j`) is writable, and `C` overlaps neither operand. Nothing else writes
+/// `A` or `B` during the call.
+pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: *mut f32) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m * n {
+            // SAFETY: `C` holds `m * n` writable elements (contract).
+            unsafe { c.add(i).write(0.0) };
+        }
+        return;
+    }
+    let macs = m.saturating_mul(n).saturating_mul(k);
+    #[cfg(target_arch = "x86_64")]
+    if macs >= MIN_MACS && k >= MIN_K && uses_own_kernel() {
+        // SAFETY: the CPU has AVX2 and FMA (checked); the operands as the contract says.
+        let threads = if macs >= THREAD_MACS { threads() } else { 1 };
+        unsafe { gemm_threaded(m, k, n, a, b, Out { ptr: c, ldc: n }, threads) };
+        return;
+    }
+    let _ = macs;
+    // SAFETY: the same contract as matrixmultiply's (beta = 0: `C` is not read).
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, n as isize, 1,
+        )
+    };
+}
+
+/// The product's definition in scalar code (the module docs' order), for the tests and for
+/// anyone checking a kernel: `C` row-major, `m x n`.
+pub fn reference(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &dyn Fn(usize, usize) -> f32,
+    b: &dyn Fn(usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut total = 0.0f32;
+            for (block, l0) in (0..k).step_by(KC).enumerate() {
+                let mut acc = 0.0f32;
+                for l in l0..(l0 + KC).min(k) {
+                    acc = a(i, l).mul_add(b(l, j), acc);
+                }
+                total = if block == 0 { acc } else { total + acc };
+            }
+            c[i * n + j] = total;
+        }
+    }
+    c
+}
+
+/// Splits `C` over `threads` threads and runs [`gemm_block`] on each part.
+///
+/// # Safety
+/// AVX2 and FMA are available; [`sgemm`]'s contract, `m, n, k > 0`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn gemm_threaded(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided,
+    b: Strided,
+    c: Out,
+    threads: usize,
+) {
+    // Split the dimension whose split repacks less: by rows, every thread packs all of B
+    // (k x n); by columns, all of A (m x k). Parts are whole register tiles.
+    let by_rows = m * k >= k * n;
+    let (len, unit) = if by_rows { (m, MR) } else { (n, NR) };
+    let tiles = len.div_ceil(unit);
+    let parts = threads.min(tiles).max(1);
+    if parts == 1 {
+        // SAFETY: forwarded contract; the whole of C.
+        unsafe { gemm_block(0..m, 0..n, k, a, b, c) };
+        return;
+    }
+    std::thread::scope(|scope| {
+        for p in 0..parts {
+            let lo = (tiles * p / parts * unit).min(len);
+            let hi = (tiles * (p + 1) / parts * unit).min(len);
+            let (rows, cols) = if by_rows {
+                (lo..hi, 0..n)
+            } else {
+                (0..m, lo..hi)
+            };
+            // SAFETY: forwarded contract; the parts are disjoint blocks of C.
+            scope.spawn(move || unsafe { gemm_block(rows, cols, k, a, b, c) });
+        }
+    });
+}
+
+/// Computes the block `C[rows][cols]` on this thread: the loops of the module docs, with
+/// this thread's packed buffers.
+///
+/// Two loop orders, the same arithmetic. When `k` has several blocks and all of `B`'s
+/// packed columns fit in [`WHOLE_B_MAX`] floats (the forward products, `k` = 640), `B` is
+/// packed whole first and each [`MC`]-row block of `C` takes all its `k` blocks in turn while
+/// it sits in L2: `C` goes to memory once instead of once per `k` block. Otherwise (the
+/// weight gradients, `k` = 24,000, whose `C` is small) `B` is packed one `k` block at a time.
+///
+/// # Safety
+/// AVX2 and FMA are available; [`sgemm`]'s contract for the whole product; no other thread
+/// writes this block of `C`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_block(
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    k: usize,
+    a: Strided,
+    b: Strided,
+    c: Out,
+) {
+    let nc_max = NC.min(cols.len().div_ceil(NR) * NR);
+    let mc_max = MC.min(rows.len().div_ceil(MR) * MR);
+    let blocks = k.div_ceil(KC);
+    let whole_b = blocks > 1 && k * nc_max <= WHOLE_B_MAX;
+    let (mut b_buf, mut a_buf) = (Vec::new(), Vec::new());
+    let packed_b = aligned(&mut b_buf, if whole_b { k * nc_max } else { KC * nc_max });
+    let packed_a = aligned(&mut a_buf, KC * mc_max);
+    // The tiles of rows i0..i0+mc, columns j0..j0+nc, for `k` block `block` (packed A and B).
+    let tiles = |packed_a: &[f32],
+                 packed_b: &[f32],
+                 i0: usize,
+                 mc: usize,
+                 j0: usize,
+                 nc: usize,
+                 block: usize| {
+        let kc = KC.min(k - block * KC);
+        for jp in 0..nc.div_ceil(NR) {
+            let bp = packed_b[jp * NR * kc..].as_ptr();
+            let j = j0 + jp * NR;
+            let tile_cols = NR.min(j0 + nc - j);
+            for ip in 0..mc.div_ceil(MR) {
+                let ap = packed_a[ip * MR * kc..].as_ptr();
+                let i = i0 + ip * MR;
+                let tile_rows = MR.min(i0 + mc - i);
+                // SAFETY: the packed panels hold kc x MR and kc x NR values; the tile
+                // C[i.., j..] (tile_rows x tile_cols) lies in this thread's block; AVX2 and
+                // FMA are available.
+                unsafe {
+                    kernel(
+                        kc,
+                        ap,
+                        bp,
+                        c.ptr.add(i * c.ldc + j),
+                        c.ldc,
+                        tile_rows,
+                        tile_cols,
+                        block == 0,
+                    )
+                };
+            }
+        }
+    };
+    for j0 in cols.clone().step_by(NC) {
+        let nc = NC.min(cols.end - j0);
+        let panels = nc.div_ceil(NR) * NR;
+        if whole_b {
+            // Block `p` of B at `p * KC * panels`.
+            for (block, l0) in (0..k).step_by(KC).enumerate() {
+                let kc = KC.min(k - l0);
+                // SAFETY: rows l0..l0+kc < k, columns j0..j0+nc < n of B (contract).
+                unsafe { pack_b(&mut packed_b[block * KC * panels..], b, l0, kc, j0, nc) };
+            }
+            for i0 in rows.clone().step_by(MC) {
+                let mc = MC.min(rows.end - i0);
+                for (block, l0) in (0..k).step_by(KC).enumerate() {
+                    let kc = KC.min(k - l0);
+                    // SAFETY: rows i0..i0+mc < m, columns l0..l0+kc < k of A (contract).
+                    unsafe { pack_a(packed_a, a, i0, mc, l0, kc) };
+                    tiles(
+                        packed_a,
+                        &packed_b[block * KC * panels..],
+                        i0,
+                        mc,
+                        j0,
+                        nc,
+                        block,
+                    );
+                }
+            }
+        } else {
+            for (block, l0) in (0..k).step_by(KC).enumerate() {
+                let kc = KC.min(k - l0);
+                // SAFETY: rows l0..l0+kc < k, columns j0..j0+nc < n of B (contract).
+                unsafe { pack_b(packed_b, b, l0, kc, j0, nc) };
+                for i0 in rows.clone().step_by(MC) {
+                    let mc = MC.min(rows.end - i0);
+                    // SAFETY: rows i0..i0+mc < m, columns l0..l0+kc < k of A (contract).
+                    unsafe { pack_a(packed_a, a, i0, mc, l0, kc) };
+                    tiles(packed_a, packed_b, i0, mc, j0, nc, block);
+                }
+            }
+        }
+    }
+}
+
+/// `len` zeros in `buf`, starting on a 64-byte boundary: every 16-float panel row then lies
+/// in one cache line (a misaligned 8-lane load that straddles two lines costs a second
+/// load-port cycle, on half of the B loads).
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len + 16, 0.0);
+    let skip = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[skip..skip + len]
+}
+
+/// Packs `B[l0..l0+kc][j0..j0+nc]` into `NR`-column panels, each `kc` rows of `NR` values
+/// (columns past `nc` are zero: they only reach tile lanes that are never stored). Reads
+/// follow whichever axis of `B` is contiguous.
+///
+/// # Safety
+/// The block is readable through `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn pack_b(dst: &mut [f32], b: Strided, l0: usize, kc: usize, j0: usize, nc: usize) {
+    for (jp, panel) in dst[..nc.div_ceil(NR) * NR * kc]
+        .chunks_exact_mut(NR * kc)
+        .enumerate()
+    {
+        let j = j0 + jp * NR;
+        let width = NR.min(j0 + nc - j);
+        // SAFETY (every read below): B[l0 + l][j + t] for l < kc, t < width is in the block.
+        let at = |l: usize, t: usize| unsafe {
+            *b.ptr
+                .offset((l0 + l) as isize * b.rs + (j + t) as isize * b.cs)
+        };
+        if width == NR && b.cs == 1 {
+            for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
+                // SAFETY: the NR values B[l0 + l][j..j + NR] are contiguous and in the block.
+                let src = unsafe {
+                    std::slice::from_raw_parts(
+                        b.ptr.offset((l0 + l) as isize * b.rs + j as isize),
+                        NR,
+                    )
+                };
+                row.copy_from_slice(src);
+            }
+        } else if b.rs == 1 {
+            // Columns contiguous: read each of the panel's columns along `l`.
+            panel.fill(0.0);
+            for t in 0..width {
+                for l in 0..kc {
+                    panel[l * NR + t] = at(l, t);
+                }
+            }
+        } else {
+            for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (t, v) in row.iter_mut().enumerate() {
+                    *v = if t < width { at(l, t) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Packs `A[i0..i0+mc][l0..l0+kc]` into `MR`-row panels, each `kc` columns of `MR` values
+/// (rows past `mc` are zero). Reads follow whichever axis of `A` is contiguous.
+///
+/// # Safety
+/// The block is readable through `a`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn pack_a(dst: &mut [f32], a: Strided, i0: usize, mc: usize, l0: usize, kc: usize) {
+    for (ip, panel) in dst[..mc.div_ceil(MR) * MR * kc]
+        .chunks_exact_mut(MR * kc)
+        .enumerate()
+    {
+        let i = i0 + ip * MR;
+        let height = MR.min(i0 + mc - i);
+        // SAFETY (every read below): A[i + r][l0 + l] for r < height, l < kc is in the block.
+        let at = |r: usize, l: usize| unsafe {
+            *a.ptr
+                .offset((i + r) as isize * a.rs + (l0 + l) as isize * a.cs)
+        };
+        if height == MR && a.rs == 1 {
+            for (l, col) in panel.chunks_exact_mut(MR).enumerate() {
+                // SAFETY: the MR values A[i..i + MR][l0 + l] are contiguous and in the block.
+                let src = unsafe {
+                    std::slice::from_raw_parts(
+                        a.ptr.offset(i as isize + (l0 + l) as isize * a.cs),
+                        MR,
+                    )
+                };
+                col.copy_from_slice(src);
+            }
+        } else {
+            // Rows contiguous (or neither): the MR rows are read side by side, one column at
+            // a time (MR sequential streams), and each packed column written whole.
+            for (l, col) in panel.chunks_exact_mut(MR).enumerate() {
+                for (r, v) in col.iter_mut().enumerate() {
+                    *v = if r < height { at(r, l) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// The 6 x 16 register tile over one `k` block: `acc = fma(a, b, acc)` from `+0.0` for each
+/// `l < kc` in order, then `C = acc` (`first`) or `C = C + acc`, for the `rows x cols`
+/// corner of the tile that lies in `C`.
+///
+/// # Safety
+/// `a` holds `kc * MR` values, `b` `kc * NR`; `C[r][t]` at `c + r * ldc + t` is writable (and
+/// initialised unless `first`) for `r < rows`, `t < cols`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    first: bool,
+) {
+    // Ask for the tile's rows of C now (two cache lines each: a row of 16 floats need not be
+    // line-aligned); they arrive while the FMAs run instead of stalling the stores at the
+    // end. A prefetch reads nothing into the computation.
+    for r in 0..rows {
+        let row = c.wrapping_add(r * ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(60));
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for l in 0..kc {
+        // SAFETY: l < kc: inside the panels.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b.add(l * NR));
+            let b1 = _mm256_loadu_ps(b.add(l * NR + 8));
+            let al = a.add(l * MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*al.add(r));
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+            }
+        }
+    }
+    if rows == MR && cols == NR {
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: the full tile is in C (contract).
+            unsafe {
+                let cr = c.add(r * ldc);
+                if first {
+                    _mm256_storeu_ps(cr, acc[0]);
+                    _mm256_storeu_ps(cr.add(8), acc[1]);
+                } else {
+                    _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), acc[0]));
+                    _mm256_storeu_ps(cr.add(8), _mm256_add_ps(_mm256_loadu_ps(cr.add(8)), acc[1]));
+                }
+            }
+        }
+    } else {
+        let mut tile = [0.0f32; NR];
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            // SAFETY: `tile` holds NR values; the row's first `cols` elements are in C.
+            unsafe {
+                _mm256_storeu_ps(tile.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(tile.as_mut_ptr().add(8), acc[1]);
+                let cr = c.add(r * ldc);
+                for (t, &v) in tile.iter().enumerate().take(cols) {
+                    let d = cr.add(t);
+                    *d = if first { v } else { *d + v };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// Values whose sums depend on the order: magnitudes over 2^-20..2^20 with both signs, and
+    /// (with `special`) -0.0, infinities and NaN among them.
+    fn values(len: usize, rng: &mut Xoshiro256PlusPlus, special: bool) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if special && rng.gen_bool(0.01) {
+                    [-0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN][rng.gen_range(0..4)]
+                } else {
+                    let m: f32 = rng.gen_range(-1.0..1.0);
+                    m * 2f32.powi(rng.gen_range(-20..20))
+                }
+            })
+            .collect()
+    }
+
+    /// A `rows x cols` matrix stored in `data` with the given layout; returns the operand.
+    /// `N`: rows contiguous; `T`: columns contiguous; `S`: both strided (padding between).
+    fn stored(
+        data: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+        layout: char,
+        rng: &mut Xoshiro256PlusPlus,
+        special: bool,
+    ) -> (isize, isize) {
+        let (rs, cs, len) = match layout {
+            'N' => (cols as isize, 1, rows * cols),
+            'T' => (1, rows as isize, rows * cols),
+            _ => (2 * cols as isize + 3, 2, (2 * cols + 3) * rows),
+        };
+        *data = values(len, rng, special);
+        (rs, cs)
+    }
+
+    fn same_bits(x: f32, y: f32) -> bool {
+        x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+    }
+
+    /// Runs one product every way: the reference, matrixmultiply, this kernel on 1..=3
+    /// threads, and the dispatching `sgemm`; all must agree bit for bit.
+    fn check(m: usize, k: usize, n: usize, layouts: &str, seed: u64, special: bool) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let (mut da, mut db) = (Vec::new(), Vec::new());
+        let la = layouts.as_bytes()[0] as char;
+        let lb = layouts.as_bytes()[1] as char;
+        let (rsa, csa) = stored(&mut da, m, k, la, &mut rng, special);
+        let (rsb, csb) = stored(&mut db, k, n, lb, &mut rng, special);
+        let at = |i: usize, l: usize| da[(i as isize * rsa + l as isize * csa) as usize];
+        let bt = |l: usize, j: usize| db[(l as isize * rsb + j as isize * csb) as usize];
+        let want = reference(m, k, n, &at, &bt);
+        let a = Strided {
+            ptr: da.as_ptr(),
+            rs: rsa,
+            cs: csa,
+        };
+        let b = Strided {
+            ptr: db.as_ptr(),
+            rs: rsb,
+            cs: csb,
+        };
+        let mut runs: Vec<(String, Vec<f32>)> = Vec::new();
+        let mut mm = vec![f32::NAN; m * n];
+        // SAFETY: `da`/`db` hold every element the strides reach; `mm` is m x n.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.ptr,
+                a.rs,
+                a.cs,
+                b.ptr,
+                b.rs,
+                b.cs,
+                0.0,
+                mm.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        };
+        runs.push(("matrixmultiply".into(), mm));
+        let mut c = vec![f32::NAN; m * n];
+        // SAFETY: as above.
+        unsafe { sgemm(m, k, n, a, b, c.as_mut_ptr()) };
+        runs.push(("sgemm".into(), c));
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            for threads in 1..=3 {
+                // Stale values in C must not leak into the result.
+                let mut c = vec![f32::NAN; m * n];
+                // SAFETY: as above; the CPU has AVX2 and FMA.
+                unsafe {
+                    gemm_threaded(
+                        m,
+                        k,
+                        n,
+                        a,
+                        b,
+                        Out {
+                            ptr: c.as_mut_ptr(),
+                            ldc: n,
+                        },
+                        threads,
+                    )
+                };
+                runs.push((format!("own kernel, {threads} threads"), c));
+            }
+        }
+        for (name, got) in &runs {
+            let bad = (0..m * n).find(|&e| !same_bits(got[e], want[e]));
+            assert!(
+                bad.is_none(),
+                "{name}, {m}x{k}x{n} {layouts}: C[{e}] = {g:e} ({gb:#x}), reference {w:e} ({wb:#x})",
+                e = bad.unwrap(),
+                g = got[bad.unwrap()],
+                gb = got[bad.unwrap()].to_bits(),
+                w = want[bad.unwrap()],
+                wb = want[bad.unwrap()].to_bits(),
+            );
+        }
+    }
+
+    /// Every layout, tile edges (m, n not multiples of 6 and 16), `k` on both sides of the
+    /// block size and of its multiples, with and without special values.
+    #[test]
+    fn products_match_the_reference_and_matrixmultiply_bit_for_bit() {
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 7),
+            (6, 256, 16),
+            (7, 255, 17),
+            (13, 257, 33),
+            (37, 511, 5),
+            (64, 512, 40),
+            (73, 513, 100),
+            (23, 1000, 19),
+            (150, 300, 1030),
+        ];
+        let mut seed = 1;
+        for &(m, k, n) in &shapes {
+            for layouts in ["NN", "NT", "TN", "TT", "SS", "NS"] {
+                for special in [false, true] {
+                    seed += 1;
+                    check(m, k, n, layouts, seed, special);
+                }
+            }
+        }
+    }
+
+    /// Large enough to take the threaded path of the dispatching `sgemm` (`THREAD_MACS`), in
+    /// the step's layouts: the forward `NN`, the input gradient `NT`, the weight gradient `TN`.
+    #[test]
+    fn threaded_products_match_bit_for_bit() {
+        check(700, 300, 130, "NN", 91, false);
+        check(700, 130, 300, "NT", 92, true);
+        check(130, 2100, 40, "TN", 93, false);
+    }
+
+    /// A row of -0.0 times positive values: every product is -0.0, and the chain starts at
+    /// +0.0, so C is +0.0 (starting from the first product instead would give -0.0).
+    #[test]
+    fn a_sum_of_negative_zeros_is_positive_zero() {
+        let (m, k, n) = (12, 300, 32);
+        let da = vec![-0.0f32; m * k];
+        let db = vec![1.5f32; k * n];
+        let mut c = vec![f32::NAN; m * n];
+        let a = Strided {
+            ptr: da.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        };
+        let b = Strided {
+            ptr: db.as_ptr(),
+            rs: n as isize,
+            cs: 1,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the buffers hold the operands; the CPU has AVX2 and FMA.
+            unsafe {
+                gemm_threaded(
+                    m,
+                    k,
+                    n,
+                    a,
+                    b,
+                    Out {
+                        ptr: c.as_mut_ptr(),
+                        ldc: n,
+                    },
+                    2,
+                )
+            };
+            assert!(c.iter().all(|x| x.to_bits() == 0), "{:?}", &c[..4]);
+        }
+        let want = reference(m, k, n, &|i, l| da[i * k + l], &|l, j| db[l * n + j]);
+        assert!(want.iter().all(|x| x.to_bits() == 0));
+    }
+}
