@@ -785,26 +785,41 @@ impl Operator for StridedReduce {
             });
             let (len, stride) = (red.hi.saturating_sub(red.lo), red.stride);
             let step = |acc: f32, v: f32| if max { acc.max(v) } else { acc + v };
-            let mut chunks = rows.chunks_exact(LANES);
-            for chunk in &mut chunks {
-                let mut acc = [init; LANES];
-                let mut at: [isize; LANES] = std::array::from_fn(|r| chunk[r].1);
-                for _ in 0..len {
-                    for r in 0..LANES {
-                        acc[r] = step(acc[r], x[at[r] as usize]);
-                        at[r] += stride;
+            // The rows' results in row order, split over threads when there are many
+            // (`par_split`; each row's chain is the same wherever it runs).
+            let mut results = vec![init; rows.len()];
+            let rows = &rows;
+            par_split(&mut results, LANES, |first, results| {
+                let mine = &rows[first..first + results.len()];
+                let mut chunks = mine.chunks_exact(LANES);
+                let mut done = 0;
+                for chunk in &mut chunks {
+                    let mut acc = [init; LANES];
+                    let mut at: [isize; LANES] = std::array::from_fn(|r| chunk[r].1);
+                    for _ in 0..len {
+                        for r in 0..LANES {
+                            acc[r] = step(acc[r], x[at[r] as usize]);
+                            at[r] += stride;
+                        }
                     }
+                    results[done..done + LANES].copy_from_slice(&acc);
+                    done += LANES;
                 }
-                for (r, &(f, _)) in chunk.iter().enumerate() {
-                    out[f] = acc[r];
+                for &(_, start) in chunks.remainder() {
+                    let mut acc = init;
+                    for k in 0..len {
+                        acc = step(acc, x[(start + k as isize * stride) as usize]);
+                    }
+                    results[done] = acc;
+                    done += 1;
                 }
+            });
+            if rows.len() == out.len() {
+                // Every row valid: row `f` is output `f`.
+                return vec![LuminalTensor::new(results)];
             }
-            for &(f, start) in chunks.remainder() {
-                let mut acc = init;
-                for k in 0..len {
-                    acc = step(acc, x[(start + k as isize * stride) as usize]);
-                }
-                out[f] = acc;
+            for (&(f, _), &v) in rows.iter().zip(&results) {
+                out[f] = v;
             }
             return vec![LuminalTensor::new(out)];
         }
@@ -896,57 +911,50 @@ impl Operator for BatchedMatMul {
         // (zeroing up to 61 MB a product was a measurable part of the step).
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let c = out.as_mut_ptr();
-        let mut idx = vec![0usize; self.batch.len()];
-        for i in 0..batches {
-            let (mut oa, mut ob) = (self.a_base, self.b_base);
-            for (&(_, sa, sb), &j) in self.batch.iter().zip(&idx) {
+        let (batch, a_base, b_base) = (&self.batch, self.a_base, self.b_base);
+        let (a_strides, b_strides) = (self.a_strides, self.b_strides);
+        // Product `i`'s operands: its batch multi-index is `i` in row-major order over the
+        // batch axes, A's and B's element `[batch index, 0, 0, 0]` are at `oa` and `ob`.
+        let operands = |i: usize| {
+            let (mut oa, mut ob, mut rest) = (a_base, b_base, i);
+            for &(len, sa, sb) in batch.iter().rev() {
+                let j = rest % len;
+                rest /= len;
                 oa += j as isize * sa;
                 ob += j as isize * sb;
             }
-            // SAFETY: `sgemm` reads A[i, l] at `a + oa + i * a_strides.0 + l * a_strides.1`
-            // (i < m, l < k), reads B[l, j] at `b + ob + l * b_strides.0 + j * b_strides.1`
-            // (l < k, j < n) and writes C[i, j] at `c + i * n + j`, every one of them.
-            // - Reads. `MatMulCompiler`, the only place a `BatchedMatMul` is built (its fields
-            //   are private), took every field from `a_access` / `b_access`: two views of the
-            //   same rank-r shape `[batch.., m, n, k]` with no padding (`lo = 0`, `hi = len`:
-            //   every multi-index is a valid element, at `base + sum(index * stride)`). `oa`
-            //   is the offset of element `[batch index, 0, 0, 0]` of `a_access`, so A[i, l]
-            //   is its element `[batch index, i, 0, l]` (axis r-2 has length n > 0); likewise
-            //   B[l, j] is element `[batch index, 0, j, l]` of `b_access` (axis r-3 has length
-            //   m > 0). m, n, k > 0 here (the early return above), so no axis is empty and
-            //   `assert_fits` checked, panicking otherwise, that every valid element's
-            //   offset lies in `0..a.len()` (resp. `0..b.len()`). So every read, and the
-            //   pointers `as_ptr().offset(oa)` / `.offset(ob)`, stay inside `a` and `b`.
-            // - Writes. `out` has capacity `batches * m * n`, so product `i`'s `m * n`
-            //   elements from `c + i * m * n` are inside its allocation; `out` is fresh,
-            //   borrowed only here, so they alias neither `a` nor `b`. `set_len` below comes
-            //   after every product has written all of its elements.
-            unsafe {
-                crate::sgemm::sgemm(
-                    m,
-                    k,
-                    n,
-                    Strided {
-                        ptr: a.as_ptr().offset(oa),
-                        rs: self.a_strides.0,
-                        cs: self.a_strides.1,
-                    },
-                    Strided {
-                        ptr: b.as_ptr().offset(ob),
-                        rs: self.b_strides.0,
-                        cs: self.b_strides.1,
-                    },
-                    c.add(i * m * n),
-                );
-            }
-            for ax in (0..idx.len()).rev() {
-                idx[ax] += 1;
-                if idx[ax] < self.batch[ax].0 {
-                    break;
-                }
-                idx[ax] = 0;
-            }
-        }
+            (
+                Strided {
+                    ptr: a.as_ptr().wrapping_offset(oa),
+                    rs: a_strides.0,
+                    cs: a_strides.1,
+                },
+                Strided {
+                    ptr: b.as_ptr().wrapping_offset(ob),
+                    rs: b_strides.0,
+                    cs: b_strides.1,
+                },
+            )
+        };
+        // SAFETY: product `i` reads A[i, l] at `a + oa + i * a_strides.0 + l * a_strides.1`
+        // (i < m, l < k), reads B[l, j] at `b + ob + l * b_strides.0 + j * b_strides.1`
+        // (l < k, j < n) and writes C[i, j] at `c + i * m * n + i * n + j`, every one of them.
+        // - Reads. `MatMulCompiler`, the only place a `BatchedMatMul` is built (its fields
+        //   are private), took every field from `a_access` / `b_access`: two views of the
+        //   same rank-r shape `[batch.., m, n, k]` with no padding (`lo = 0`, `hi = len`:
+        //   every multi-index is a valid element, at `base + sum(index * stride)`). `oa`
+        //   is the offset of element `[batch index, 0, 0, 0]` of `a_access`, so A[i, l]
+        //   is its element `[batch index, i, 0, l]` (axis r-2 has length n > 0); likewise
+        //   B[l, j] is element `[batch index, 0, j, l]` of `b_access` (axis r-3 has length
+        //   m > 0). m, n, k > 0 here (the early return above), so no axis is empty and
+        //   `assert_fits` checked, panicking otherwise, that every valid element's
+        //   offset lies in `0..a.len()` (resp. `0..b.len()`). So every read, and the
+        //   pointers `a.as_ptr() + oa` / `b.as_ptr() + ob`, stay inside `a` and `b`.
+        // - Writes. `out` has capacity `batches * m * n`, so product `i`'s `m * n`
+        //   elements from `c + i * m * n` are inside its allocation; `out` is fresh,
+        //   borrowed only here, so they alias neither `a` nor `b`. `set_len` below comes
+        //   after every product has written all of its elements.
+        unsafe { crate::sgemm::sgemm_batched(batches, m, k, n, operands, c) };
         // SAFETY: the `batches` products wrote all `len` elements (`sgemm`'s contract).
         unsafe { out.set_len(len) };
         vec![LuminalTensor::new(out)]
@@ -1266,6 +1274,31 @@ mod tests {
                 .permute(&[0, 2, 1])
                 .less_than(y.permute(&[0, 2, 1]).mul_scalar(0.5));
             vec![sum, prod, own, own_bcast, walk, t]
+        };
+        matches_luminal(build);
+    }
+
+    /// Reductions with one output per row and enough rows to be split over threads agree
+    /// bit for bit with luminal's primitive ops: contiguous and strided rows, sums and
+    /// maxima, and padded rows (outputs left at the initial value, results scattered). Rows
+    /// of 7 over the 12 input values repeat every 12 rows, and the two threads' split
+    /// (row 140,000) is not a multiple of 12, so a part reading another part's rows shows.
+    #[test]
+    fn many_row_reductions_split_over_threads_match_luminal_bit_for_bit() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            // 163,338 x 12 = 280,008 x 7 values.
+            let flat = a.reshape(&[3, 4]).expand(0, 163_338).mul_scalar(1.5);
+            let rows = flat.reshape(&[280_008, 7]);
+            // The same shape, its rows strided (280,008 apart).
+            let strided = flat.reshape(&[7, 280_008]).permute(&[1, 0]);
+            vec![
+                rows.sum(&[1]),
+                rows.max_axis(1),
+                strided.sum(&[1]),
+                strided.max_axis(1),
+                rows.pad(0, 2, 3).sum(&[1]),
+            ]
         };
         matches_luminal(build);
     }

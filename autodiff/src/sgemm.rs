@@ -106,6 +106,13 @@ struct Out {
     ldc: usize,
 }
 
+impl Out {
+    /// The element `offset` of the output (a method, so that closures capture the `Out`).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.ptr.wrapping_add(offset)
+    }
+}
+
 // SAFETY: the threads of one call write disjoint blocks of `C` (`sgemm` splits it).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
@@ -187,6 +194,55 @@ pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: *mu
             m, k, n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, n as isize, 1,
         )
     };
+}
+
+/// `batch` independent products of the same shape, each as [`sgemm`]: product `i` multiplies
+/// the operands `operands(i)` into the `m x n` block at `c + i * m * n`. A product too small to
+/// be split over the threads by itself (under `THREAD_MACS` multiply-adds, e.g. one task's
+/// query logits, `[5 x 640]·[640 x 375]`) runs on one thread, and the products are shared out
+/// between the [`threads`] in consecutive runs; larger ones run one after another, each
+/// threaded. Each product is computed exactly as alone.
+///
+/// # Safety
+/// [`sgemm`]'s contract for every product `i < batch`, and the `batch` output blocks are
+/// inside one writable allocation that overlaps no operand.
+pub unsafe fn sgemm_batched(
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    operands: impl Fn(usize) -> (Strided, Strided) + Sync,
+    c: *mut f32,
+) {
+    let macs = m.saturating_mul(n).saturating_mul(k);
+    let parts = threads().min(batch);
+    if parts <= 1 || macs >= THREAD_MACS {
+        for i in 0..batch {
+            let (a, b) = operands(i);
+            // SAFETY: product i's contract (this function's).
+            unsafe { sgemm(m, k, n, a, b, c.wrapping_add(i * m * n)) };
+        }
+        return;
+    }
+    let out = Out { ptr: c, ldc: n };
+    let operands = &operands;
+    std::thread::scope(|scope| {
+        for p in 0..parts {
+            let run = move || {
+                for i in batch * p / parts..batch * (p + 1) / parts {
+                    let (a, b) = operands(i);
+                    // SAFETY: product i's contract; each product's block is written only by
+                    // the one thread whose run holds `i`.
+                    unsafe { sgemm(m, k, n, a, b, out.at(i * m * n)) };
+                }
+            };
+            if p + 1 == parts {
+                run();
+            } else {
+                scope.spawn(run);
+            }
+        }
+    });
 }
 
 /// The product's definition in scalar code (the module docs' order), for the tests and for
@@ -701,6 +757,47 @@ mod tests {
         check(700, 300, 130, "NN", 91, false);
         check(700, 130, 300, "NT", 92, true);
         check(130, 2100, 40, "TN", 93, false);
+    }
+
+    /// Batches of small products (shared out between threads, whole products each) and of
+    /// large ones (one after another, each threaded): every product's block equals its
+    /// reference, bit for bit, with each product reading its own operands.
+    #[test]
+    fn batched_products_match_the_reference_bit_for_bit() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(77);
+        for &(batch, m, k, n) in &[(7, 37, 300, 50), (3, 300, 260, 70), (1, 9, 40, 9)] {
+            let da = values(batch * m * k, &mut rng, true);
+            let db = values(batch * k * n, &mut rng, false);
+            // A row-major, B transposed (column-contiguous), each product at its offset.
+            let operands = |i: usize| {
+                (
+                    Strided {
+                        ptr: da[i * m * k..].as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: db[i * k * n..].as_ptr(),
+                        rs: 1,
+                        cs: k as isize,
+                    },
+                )
+            };
+            let mut c = vec![f32::NAN; batch * m * n];
+            // SAFETY: product i's operands lie in `da`/`db`; `c` holds every block.
+            unsafe { sgemm_batched(batch, m, k, n, operands, c.as_mut_ptr()) };
+            for i in 0..batch {
+                let want = reference(m, k, n, &|r, l| da[i * m * k + r * k + l], &|l, j| {
+                    db[i * k * n + j * k + l]
+                });
+                let got = &c[i * m * n..(i + 1) * m * n];
+                let bad = (0..m * n).find(|&e| !same_bits(got[e], want[e]));
+                assert!(
+                    bad.is_none(),
+                    "batch {batch} {m}x{k}x{n}: product {i}, C[{bad:?}]"
+                );
+            }
+        }
     }
 
     /// A row of -0.0 times positive values: every product is -0.0, and the chain starts at
