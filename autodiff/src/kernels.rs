@@ -59,11 +59,32 @@ fn copy_row(src: &[f32], base: isize, axis: &AxisAccess, fill: f32, out: &mut [f
 }
 
 /// Visit every row (all axes but the last) of a view: (row number, row base offset, valid).
-fn for_each_row(acc: &Access, mut f: impl FnMut(usize, isize, bool)) {
+fn for_each_row(acc: &Access, f: impl FnMut(usize, isize, bool)) {
+    let rows: usize = acc.axes[..acc.axes.len().saturating_sub(1)]
+        .iter()
+        .map(|a| a.len)
+        .product();
+    for_each_row_in(acc, 0..rows, f);
+}
+
+/// [`for_each_row`] for the rows `rows` only, in order.
+fn for_each_row_in(
+    acc: &Access,
+    rows: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, isize, bool),
+) {
+    if rows.is_empty() {
+        return;
+    }
     let outer = &acc.axes[..acc.axes.len().saturating_sub(1)];
-    let rows: usize = outer.iter().map(|a| a.len).product();
+    // The multi-index of the first row (row-major over the outer axes).
     let mut idx = vec![0usize; outer.len()];
-    for row in 0..rows {
+    let mut rest = rows.start;
+    for (ax, a) in outer.iter().enumerate().rev() {
+        idx[ax] = rest % a.len;
+        rest /= a.len;
+    }
+    for row in rows {
         let mut off = acc.base;
         let mut valid = true;
         for (a, &i) in outer.iter().zip(&idx) {
@@ -678,6 +699,99 @@ impl Operator for StridedCopy {
 
 /// Rows reduced together by [`StridedReduce`] when each row has one output.
 const LANES: usize = 8;
+/// Rows a reduction with one output per row takes at a time (a multiple of `LANES`).
+const BLOCK_ROWS: usize = 64;
+
+/// Reduces one row per output: `out[f]` (holding the initial value, `0.0` or `-inf`) becomes
+/// the sum (or maximum) of `len` values `stride` apart starting at element `f` of `starts`,
+/// a view whose elements are the rows' first offsets; each row's terms are taken in order,
+/// one rounding each, so the result is the same however rows are grouped. Padded rows keep
+/// the initial value.
+///
+/// `starts` is walked in runs along its innermost axis (its other axes give the runs), the
+/// outputs split over threads when there are many (`par_split`; a run may be split). Within a run, when
+/// consecutive rows start at consecutive elements (the reduced axis is an outer one: the
+/// K-mean over `[B, M, N, K, D]`, or a transposed operand) up to `BLOCK_ROWS` rows advance
+/// together over contiguous runs of `x`, which vectorise; otherwise `LANES` rows at a time,
+/// so that as many dependency chains are in flight.
+fn reduce_rows(x: &[f32], starts: &Access, len: usize, stride: isize, max: bool, out: &mut [f32]) {
+    let starts = starts.coalesced();
+    let inner = starts.axes.last().copied().unwrap_or(AxisAccess {
+        len: 1,
+        stride: 0,
+        lo: 0,
+        hi: 1,
+    });
+    // The runs: every axis but the innermost, and a unit axis for `for_each_row`.
+    let runs = Access {
+        base: starts.base,
+        axes: starts.axes[..starts.axes.len().saturating_sub(1)]
+            .iter()
+            .copied()
+            .chain(std::iter::once(AxisAccess {
+                len: 1,
+                stride: 0,
+                lo: 0,
+                hi: 1,
+            }))
+            .collect(),
+    };
+    let step = |acc: f32, v: f32| if max { acc.max(v) } else { acc + v };
+    let run_len = inner.len.max(1);
+    // Parts of the outputs (any boundary: a run may be split between threads).
+    par_split(out, 1, |first_out, out| {
+        let end_out = first_out + out.len();
+        let runs_here = first_out / run_len..end_out.div_ceil(run_len);
+        for_each_row_in(&runs, runs_here, |run, off, valid| {
+            let run_start = run * run_len;
+            // This part's valid rows of the run.
+            let lo = inner.lo.max(first_out.saturating_sub(run_start));
+            let hi = inner.hi.min(end_out - run_start);
+            if !valid || lo >= hi {
+                return;
+            }
+            let dst = &mut out[run_start + lo - first_out..run_start + hi - first_out];
+            let row0 = off + lo as isize * inner.stride;
+            for (b, block) in dst.chunks_mut(BLOCK_ROWS).enumerate() {
+                let s0 = row0 + (b * BLOCK_ROWS) as isize * inner.stride;
+                if inner.stride == 1 {
+                    // Consecutive rows at consecutive elements: the block's chains advance
+                    // together over contiguous runs of `x`.
+                    let w = block.len();
+                    for k in 0..len {
+                        let at = (s0 + k as isize * stride) as usize;
+                        for (acc, &v) in block.iter_mut().zip(&x[at..at + w]) {
+                            *acc = step(*acc, v);
+                        }
+                    }
+                    continue;
+                }
+                let mut chunks = block.chunks_exact_mut(LANES);
+                let mut row = 0;
+                for chunk in &mut chunks {
+                    let mut acc: [f32; LANES] = std::array::from_fn(|r| chunk[r]);
+                    let mut at: [isize; LANES] =
+                        std::array::from_fn(|r| s0 + (row + r) as isize * inner.stride);
+                    for _ in 0..len {
+                        for r in 0..LANES {
+                            acc[r] = step(acc[r], x[at[r] as usize]);
+                            at[r] += stride;
+                        }
+                    }
+                    chunk.copy_from_slice(&acc);
+                    row += LANES;
+                }
+                for acc in chunks.into_remainder() {
+                    let start = s0 + row as isize * inner.stride;
+                    for k in 0..len {
+                        *acc = step(*acc, x[(start + k as isize * stride) as usize]);
+                    }
+                    row += 1;
+                }
+            }
+        });
+    });
+}
 
 /// Sum or max over one axis of a strided view.
 #[derive(Clone, Debug, PartialEq)]
@@ -775,52 +889,13 @@ impl Operator for StridedReduce {
         };
         let max = self.max;
         if back_n == 1 && back.axes.iter().all(AxisAccess::is_full) {
-            // One output per row: each row is still summed (or maxed) alone, in order, but
-            // eight rows at a time, so eight dependency chains are in flight instead of one.
-            let mut rows = Vec::with_capacity(front_n);
-            for_each_row(&front_c, |f, off, valid| {
-                if valid {
-                    rows.push((f, off + back.base + red.lo as isize * red.stride));
-                }
-            });
-            let (len, stride) = (red.hi.saturating_sub(red.lo), red.stride);
-            let step = |acc: f32, v: f32| if max { acc.max(v) } else { acc + v };
-            // The rows' results in row order, split over threads when there are many
-            // (`par_split`; each row's chain is the same wherever it runs).
-            let mut results = vec![init; rows.len()];
-            let rows = &rows;
-            par_split(&mut results, LANES, |first, results| {
-                let mine = &rows[first..first + results.len()];
-                let mut chunks = mine.chunks_exact(LANES);
-                let mut done = 0;
-                for chunk in &mut chunks {
-                    let mut acc = [init; LANES];
-                    let mut at: [isize; LANES] = std::array::from_fn(|r| chunk[r].1);
-                    for _ in 0..len {
-                        for r in 0..LANES {
-                            acc[r] = step(acc[r], x[at[r] as usize]);
-                            at[r] += stride;
-                        }
-                    }
-                    results[done..done + LANES].copy_from_slice(&acc);
-                    done += LANES;
-                }
-                for &(_, start) in chunks.remainder() {
-                    let mut acc = init;
-                    for k in 0..len {
-                        acc = step(acc, x[(start + k as isize * stride) as usize]);
-                    }
-                    results[done] = acc;
-                    done += 1;
-                }
-            });
-            if rows.len() == out.len() {
-                // Every row valid: row `f` is output `f`.
-                return vec![LuminalTensor::new(results)];
-            }
-            for (&(f, _), &v) in rows.iter().zip(&results) {
-                out[f] = v;
-            }
+            // One output per row: each row is still summed (or maxed) alone and in order.
+            let first = Access {
+                base: front.base + back.base + red.lo as isize * red.stride,
+                axes: front.axes.clone(),
+            };
+            let len = red.hi.saturating_sub(red.lo);
+            reduce_rows(x, &first, len, red.stride, max, &mut out);
             return vec![LuminalTensor::new(out)];
         }
         for_each_row(&front_c, |f, off, valid| {
