@@ -1036,6 +1036,267 @@ impl Operator for BatchedMatMul {
     }
 }
 
+/// An operand of a fused chain: read whole (`n` consecutive elements from `base`) or as
+/// one broadcast value (at `base`); nothing else is fused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cheap {
+    Dense(usize),
+    Scalar(usize),
+}
+
+impl Cheap {
+    /// How `acc` reads its buffer, if in one of the two cheap forms over `n` elements.
+    fn of(acc: &Access, n: usize) -> Option<Cheap> {
+        if acc.numel() != n {
+            return None;
+        }
+        let c = acc.coalesced();
+        if c.axes.iter().all(|a| a.stride == 0 && a.is_full()) {
+            return usize::try_from(c.base).ok().map(Cheap::Scalar);
+        }
+        let dense = c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full();
+        dense
+            .then(|| usize::try_from(c.base).ok().map(Cheap::Dense))
+            .flatten()
+    }
+
+    /// The highest element read, for the bounds check.
+    fn last(self, n: usize) -> usize {
+        match self {
+            Cheap::Dense(b) => b + n - 1,
+            Cheap::Scalar(b) => b,
+        }
+    }
+
+    /// Elements `start..start + len` of the operand in `src`.
+    fn part(self, src: &[f32], start: usize, len: usize) -> Operand<'_> {
+        match self {
+            Cheap::Dense(b) => Operand::Slice(&src[b + start..b + start + len]),
+            Cheap::Scalar(b) => Operand::Scalar(src[b]),
+        }
+    }
+}
+
+/// One step of a [`FusedChain`] after its first op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ChainStep {
+    /// `v = f(v)`.
+    Unary(UnaryKind),
+    /// `v = kind(v, x)` (or `kind(x, v)` when `!prev_is_lhs`), `x` from input `input`.
+    Binary {
+        kind: BinaryKind,
+        input: usize,
+        prev_is_lhs: bool,
+    },
+}
+
+/// A chain of element-wise ops computed in one pass: `v = kind(in0, in1)`, then each step
+/// in turn, each intermediate used by the next step only. Every element goes through the
+/// same operations in the same order as the unfused ops (bit-identical); the intermediates
+/// stay in a 4 KB buffer instead of going to memory (up to 61 MB each at the paper's
+/// sizes), chunk by chunk, the chunks split over threads when large. Built by
+/// [`FusionCompiler`] from `StridedBinary` and `ParUnary` ops whose operands are whole
+/// buffers or broadcast scalars.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedChain {
+    first: BinaryKind,
+    steps: Vec<ChainStep>,
+    /// How each input is read.
+    inputs: Vec<Cheap>,
+    /// Outputs.
+    n: usize,
+}
+
+impl FusedChain {
+    /// The ops, in order (`Mul`, `Exp2`, ...), for profiles.
+    pub fn ops(&self) -> Vec<String> {
+        std::iter::once(format!("{:?}", self.first))
+            .chain(self.steps.iter().map(|s| match s {
+                ChainStep::Unary(u) => format!("{u:?}"),
+                ChainStep::Binary { kind, .. } => format!("{kind:?}"),
+            }))
+            .collect()
+    }
+}
+
+/// Elements a fused chain computes at a time.
+const CHAIN_CHUNK: usize = 1024;
+
+impl Operator for FusedChain {
+    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<LuminalTensor> {
+        let n = self.n;
+        let srcs: Vec<&[f32]> = inp.iter().map(|(t, _)| data(t)).collect();
+        assert_eq!(srcs.len(), self.inputs.len(), "FusedChain inputs");
+        if n > 0 {
+            for (src, how) in srcs.iter().zip(&self.inputs) {
+                assert!(how.last(n) < src.len(), "FusedChain operand out of bounds");
+            }
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        let slots = &mut out.spare_capacity_mut()[..n];
+        let srcs = &srcs;
+        par_split(slots, 1, |start, part| {
+            let mut v = [0.0f32; CHAIN_CHUNK];
+            for (c, dst) in part.chunks_mut(CHAIN_CHUNK).enumerate() {
+                let at = start + c * CHAIN_CHUNK;
+                let len = dst.len();
+                let v = &mut v[..len];
+                let operand = |i: usize| self.inputs[i].part(srcs[i], at, len);
+                match operand(0) {
+                    Operand::Slice(x) => v.copy_from_slice(x),
+                    Operand::Scalar(x) => v.fill(x),
+                }
+                binary_in_place(self.first, v, operand(1), true);
+                for step in &self.steps {
+                    match *step {
+                        ChainStep::Unary(u) => {
+                            let f = u.function();
+                            v.iter_mut().for_each(|x| *x = f(*x));
+                        }
+                        ChainStep::Binary {
+                            kind,
+                            input,
+                            prev_is_lhs,
+                        } => binary_in_place(kind, v, operand(input), prev_is_lhs),
+                    }
+                }
+                for (d, &x) in dst.iter_mut().zip(v.iter()) {
+                    d.write(x);
+                }
+            }
+        });
+        // SAFETY: `par_split` gave every one of the `n` slots to one part, and each part
+        // wrote every slot of it (its chunks cover it, each chunk written whole).
+        unsafe { out.set_len(n) };
+        vec![LuminalTensor::new(out)]
+    }
+}
+
+/// `v[i] = kind(v[i], x[i])` (`prev_is_lhs`) or `kind(x[i], v[i])`.
+fn binary_in_place(kind: BinaryKind, v: &mut [f32], x: Operand, prev_is_lhs: bool) {
+    match kind {
+        BinaryKind::Add => apply_in_place(v, x, prev_is_lhs, |a, b| a + b),
+        BinaryKind::Mul => apply_in_place(v, x, prev_is_lhs, |a, b| a * b),
+        BinaryKind::Mod => apply_in_place(v, x, prev_is_lhs, |a, b| a % b),
+        BinaryKind::LessThan => {
+            apply_in_place(v, x, prev_is_lhs, |a, b| if a < b { 1.0 } else { 0.0 })
+        }
+    }
+}
+
+/// Fuses chains of element-wise ops into [`FusedChain`]s: an op (`StridedBinary` or
+/// `ParUnary`) whose input is the output of a `StridedBinary` or chain used by it alone, read
+/// whole and in order, with every other operand a whole buffer or a broadcast scalar. Runs
+/// after [`StridedKernelCompiler`] and [`UnaryKernelCompiler`].
+#[derive(Debug, Default)]
+pub struct FusionCompiler;
+
+/// What a node of a chain computes, when it can be a chain's start or already is one.
+fn as_chain(graph: &LuminalGraph, node: NodeIndex) -> Option<(FusedChain, Vec<(NodeIndex, ShapeTracker)>)> {
+    let any = graph.graph.node_weight(node)?.as_any();
+    let srcs = sources(graph, node);
+    if let Some(c) = any.downcast_ref::<FusedChain>() {
+        return Some((c.clone(), srcs));
+    }
+    let b = any.downcast_ref::<StridedBinary>()?;
+    let n = b.a.numel();
+    let (x, y) = (Cheap::of(&b.a, n)?, Cheap::of(&b.b, n)?);
+    (srcs.len() == 2).then(|| {
+        (
+            FusedChain {
+                first: b.kind,
+                steps: Vec::new(),
+                inputs: vec![x, y],
+                n,
+            },
+            srcs,
+        )
+    })
+}
+
+impl Compiler for FusionCompiler {
+    fn compile<T: ToIdsMut>(&self, graph: &mut LuminalGraph, mut remap: T) {
+        let Ok(order) = luminal::prelude::petgraph::algo::toposort(&graph.graph, None) else {
+            return;
+        };
+        for node in order {
+            let Some(op) = graph.graph.node_weight(node) else {
+                continue;
+            };
+            let any = op.as_any();
+            let unary = any.downcast_ref::<ParUnary>().map(|u| u.kind);
+            let binary = any.downcast_ref::<StridedBinary>().cloned();
+            if unary.is_none() && binary.is_none() {
+                continue;
+            }
+            let srcs = sources(graph, node);
+            // The input to fuse into: produced by a chain (start), used by this op alone.
+            let fusable = |i: usize| -> Option<(FusedChain, Vec<(NodeIndex, ShapeTracker)>)> {
+                let (p, st) = srcs.get(i)?;
+                let single = graph.graph.edges_directed(*p, Direction::Outgoing).count() == 1;
+                if !single || graph.no_delete.contains(p) || graph.to_retrieve.contains(p) {
+                    return None;
+                }
+                let (chain, psrcs) = as_chain(graph, *p)?;
+                // A unary op reads its input's buffer whole whatever the view; a binary one
+                // must read it whole and in order.
+                let whole = unary.is_some()
+                    || access_of(st).is_some_and(|(_, acc)| Cheap::of(&acc, chain.n) == Some(Cheap::Dense(0)));
+                whole.then_some((chain, psrcs))
+            };
+            let (fused, inputs, producer) = if let Some(kind) = unary {
+                let Some((mut chain, psrcs)) = fusable(0) else {
+                    continue;
+                };
+                chain.steps.push(ChainStep::Unary(kind));
+                (chain, psrcs, srcs[0].0)
+            } else {
+                let Some(b) = binary else { continue };
+                let n = b.a.numel();
+                let mut found = None;
+                for i in 0..srcs.len().min(2) {
+                    let other = if i == 0 { &b.b } else { &b.a };
+                    let Some(how) = Cheap::of(other, n) else {
+                        continue;
+                    };
+                    let Some((mut chain, mut psrcs)) = fusable(i) else {
+                        continue;
+                    };
+                    if chain.n != n {
+                        continue;
+                    }
+                    chain.inputs.push(how);
+                    chain.steps.push(ChainStep::Binary {
+                        kind: b.kind,
+                        input: chain.inputs.len() - 1,
+                        prev_is_lhs: i == 0,
+                    });
+                    psrcs.push(srcs[1 - i]);
+                    found = Some((chain, psrcs, srcs[i].0));
+                    break;
+                }
+                let Some(found) = found else { continue };
+                found
+            };
+            let mut add = graph.add_op(fused);
+            for (src, st) in inputs {
+                add = add.input(src, 0, st);
+            }
+            let new = add.finish();
+            move_outgoing_edge(node, new, &mut graph.graph);
+            move_references(
+                &mut remap,
+                &mut graph.no_delete,
+                &mut graph.to_retrieve,
+                node,
+                new,
+            );
+            graph.graph.remove_node(producer);
+            graph.graph.remove_node(node);
+        }
+    }
+}
+
 /// The data inputs of `node`, in input order, with the views they are read through.
 pub(crate) fn sources(graph: &LuminalGraph, node: NodeIndex) -> Vec<(NodeIndex, ShapeTracker)> {
     let mut v: Vec<(u8, NodeIndex, ShapeTracker)> = graph
@@ -1376,6 +1637,49 @@ mod tests {
             ]
         };
         matches_luminal(build);
+    }
+
+    /// Chains of element-wise ops fused into one pass agree bit for bit with luminal's
+    /// primitive ops (large enough to be split over threads and chunked, sizes not a multiple
+    /// of the chunk), and the chains the fusion is for are fused: a scalar scale, `exp2`, a
+    /// dense product and a sum in one op; an intermediate used twice, a broadcast row and a
+    /// retrieved intermediate end a chain.
+    #[test]
+    fn fused_chains_match_luminal_bit_for_bit_and_are_fused() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let m = a.reshape(&[3, 4]);
+            let row = a.reshape(&[12]).slice(0, 4, 8);
+            let big = m.expand(0, 30_001).mul_scalar(0.5) + m.expand(0, 30_001);
+            let eps = m.expand(0, 30_001).add_scalar(0.25) * m.expand(0, 30_001);
+            // mu + exp2(c * logvar) * eps: one chain.
+            let reparam = big + big.mul_scalar(0.7).exp2() * eps;
+            // Used twice: `shared` is not fused into either consumer.
+            let shared = big.mul_scalar(3.0);
+            let twice = shared.add_scalar(1.0) * shared.less_than(eps);
+            // A broadcast row is not a cheap operand: the chain stops there.
+            let rows = eps.mul_scalar(2.0) * row.expand(0, 3).expand(0, 30_001);
+            // `inner` is an output itself (retrieved): it ends the chain it would start.
+            let inner = eps % big.add_scalar(4.0);
+            vec![reparam, twice, rows, inner, inner.recip().mul_scalar(-1.0)]
+        };
+        matches_luminal(build);
+        let mut g = GraphBuilder::new();
+        let outs = build(&mut g);
+        let mut ev = Evaluator::new(g, &outs, Backend::Cpu).unwrap();
+        ev.enable_profiling();
+        ev.set_input("a", &[0.5; 12]).unwrap();
+        ev.run().unwrap();
+        let labels: Vec<String> = ev.profile().unwrap().ops.iter().map(|o| o.label.clone()).collect();
+        let fused = |ops: &str| labels.iter().any(|l| l.starts_with(&format!("Fused[{ops}]")));
+        // reparam; twice (from `shared`'s `+ 1`, the comparison a whole operand); inner.
+        for ops in ["Mul Exp2 Mul Add", "Add Mul", "Add Mod"] {
+            assert!(fused(ops), "{ops} not fused: {labels:#?}");
+        }
+        let chains = labels.iter().filter(|l| l.starts_with("Fused")).count();
+        assert_eq!(chains, 3, "{labels:#?}");
+        // `inner` is retrieved, so its `recip` starts no chain of its own.
+        assert!(labels.iter().any(|l| l.starts_with("Recip ")), "{labels:#?}");
     }
 
     /// luminal's unary ops, replaced by `ParUnary` (split over threads when large), agree bit

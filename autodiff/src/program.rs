@@ -266,6 +266,7 @@ fn compile(
                 kernels::StridedKernelCompiler,
                 luminal::prelude::UnaryFusionCompiler,
                 kernels::UnaryKernelCompiler,
+                kernels::FusionCompiler,
             ),
             remap,
         ),
