@@ -1036,45 +1036,92 @@ impl Operator for BatchedMatMul {
     }
 }
 
-/// An operand of a fused chain: read whole (`n` consecutive elements from `base`) or as
-/// one broadcast value (at `base`); nothing else is fused.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// An operand of a fused chain, `n` elements in row-major order: a whole run of its buffer
+/// (`n` consecutive elements from `base`), one broadcast value (at `base`), or any other
+/// unpadded view, gathered chunk by chunk (its rows copied, filled or strided).
+#[derive(Clone, Debug, PartialEq)]
 enum Cheap {
     Dense(usize),
     Scalar(usize),
+    Strided(Access),
 }
 
 impl Cheap {
-    /// How `acc` reads its buffer, if in one of the two cheap forms over `n` elements.
+    /// How `acc` reads its buffer, if it reads `n` elements without padding.
     fn of(acc: &Access, n: usize) -> Option<Cheap> {
-        if acc.numel() != n {
+        if acc.numel() != n || !acc.axes.iter().all(AxisAccess::is_full) {
             return None;
         }
         let c = acc.coalesced();
-        if c.axes.iter().all(|a| a.stride == 0 && a.is_full()) {
-            return usize::try_from(c.base).ok().map(Cheap::Scalar);
+        let base = usize::try_from(c.base).ok()?;
+        if c.axes.iter().all(|a| a.stride == 0) {
+            return Some(Cheap::Scalar(base));
         }
-        let dense = c.axes.len() == 1 && c.axes[0].stride == 1 && c.axes[0].is_full();
-        dense
-            .then(|| usize::try_from(c.base).ok().map(Cheap::Dense))
-            .flatten()
+        if c.axes.len() == 1 && c.axes[0].stride == 1 {
+            return Some(Cheap::Dense(base));
+        }
+        Some(Cheap::Strided(c))
     }
 
-    /// The highest element read, for the bounds check.
-    fn last(self, n: usize) -> usize {
-        match self {
-            Cheap::Dense(b) => b + n - 1,
-            Cheap::Scalar(b) => b,
-        }
+    /// Panics unless every element the operand reads lies in a buffer of `len` elements.
+    fn check(&self, n: usize, len: usize) {
+        let fits = match self {
+            Cheap::Dense(b) => b + n <= len,
+            Cheap::Scalar(b) => *b < len,
+            Cheap::Strided(acc) => {
+                assert_fits(acc, len, "FusedChain operand");
+                true
+            }
+        };
+        assert!(n == 0 || fits, "FusedChain operand out of bounds");
     }
 
-    /// Elements `start..start + len` of the operand in `src`.
-    fn part(self, src: &[f32], start: usize, len: usize) -> Operand<'_> {
+    /// Elements `start..start + len` of the operand in `src` (`scratch` holds at least `len`
+    /// values, for a strided view).
+    fn part<'a>(
+        &self,
+        src: &'a [f32],
+        start: usize,
+        len: usize,
+        scratch: &'a mut [f32],
+    ) -> Operand<'a> {
         match self {
             Cheap::Dense(b) => Operand::Slice(&src[b + start..b + start + len]),
-            Cheap::Scalar(b) => Operand::Scalar(src[b]),
+            Cheap::Scalar(b) => Operand::Scalar(src[*b]),
+            Cheap::Strided(acc) => {
+                let out = &mut scratch[..len];
+                gather_range(src, acc, start, out);
+                Operand::Slice(out)
+            }
         }
     }
+}
+
+/// Elements `start..start + out.len()` (row-major) of an unpadded, coalesced view, row by row.
+fn gather_range(src: &[f32], acc: &Access, start: usize, out: &mut [f32]) {
+    let Some(inner) = acc.axes.last().copied() else {
+        out.fill(src[acc.base as usize]);
+        return;
+    };
+    let row_len = inner.len.max(1);
+    let end = start + out.len();
+    let rows = start / row_len..end.div_ceil(row_len);
+    for_each_row_in(acc, rows, |row, off, _| {
+        let row_start = row * row_len;
+        let lo = start.saturating_sub(row_start);
+        let hi = row_len.min(end - row_start);
+        let dst = &mut out[row_start + lo - start..row_start + hi - start];
+        let first = off + lo as isize * inner.stride;
+        match inner.stride {
+            0 => dst.fill(src[first as usize]),
+            1 => dst.copy_from_slice(&src[first as usize..first as usize + dst.len()]),
+            s => {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = src[(first + i as isize * s) as usize];
+                }
+            }
+        }
+    });
 }
 
 /// One step of a [`FusedChain`] after its first op.
@@ -1127,26 +1174,27 @@ impl Operator for FusedChain {
         let n = self.n;
         let srcs: Vec<&[f32]> = inp.iter().map(|(t, _)| data(t)).collect();
         assert_eq!(srcs.len(), self.inputs.len(), "FusedChain inputs");
-        if n > 0 {
-            for (src, how) in srcs.iter().zip(&self.inputs) {
-                assert!(how.last(n) < src.len(), "FusedChain operand out of bounds");
-            }
+        for (src, how) in srcs.iter().zip(&self.inputs) {
+            how.check(n, src.len());
         }
         let mut out: Vec<f32> = Vec::with_capacity(n);
         let slots = &mut out.spare_capacity_mut()[..n];
         let srcs = &srcs;
         par_split(slots, 1, |start, part| {
-            let mut v = [0.0f32; CHAIN_CHUNK];
+            let mut v = vec![0.0f32; CHAIN_CHUNK];
+            let mut scratch = vec![0.0f32; CHAIN_CHUNK];
             for (c, dst) in part.chunks_mut(CHAIN_CHUNK).enumerate() {
                 let at = start + c * CHAIN_CHUNK;
                 let len = dst.len();
                 let v = &mut v[..len];
-                let operand = |i: usize| self.inputs[i].part(srcs[i], at, len);
-                match operand(0) {
+                // Each step reads its input once, so one scratch buffer serves every strided one.
+                let ins = &self.inputs;
+                match ins[0].part(srcs[0], at, len, &mut scratch) {
                     Operand::Slice(x) => v.copy_from_slice(x),
                     Operand::Scalar(x) => v.fill(x),
                 }
-                binary_in_place(self.first, v, operand(1), true);
+                let y = ins[1].part(srcs[1], at, len, &mut scratch);
+                binary_in_place(self.first, v, y, true);
                 for step in &self.steps {
                     match *step {
                         ChainStep::Unary(u) => {
@@ -1155,9 +1203,12 @@ impl Operator for FusedChain {
                         }
                         ChainStep::Binary {
                             kind,
-                            input,
+                            input: i,
                             prev_is_lhs,
-                        } => binary_in_place(kind, v, operand(input), prev_is_lhs),
+                        } => {
+                            let x = ins[i].part(srcs[i], at, len, &mut scratch);
+                            binary_in_place(kind, v, x, prev_is_lhs)
+                        }
                     }
                 }
                 for (d, &x) in dst.iter_mut().zip(v.iter()) {
@@ -1192,7 +1243,10 @@ fn binary_in_place(kind: BinaryKind, v: &mut [f32], x: Operand, prev_is_lhs: boo
 pub struct FusionCompiler;
 
 /// What a node of a chain computes, when it can be a chain's start or already is one.
-fn as_chain(graph: &LuminalGraph, node: NodeIndex) -> Option<(FusedChain, Vec<(NodeIndex, ShapeTracker)>)> {
+fn as_chain(
+    graph: &LuminalGraph,
+    node: NodeIndex,
+) -> Option<(FusedChain, Vec<(NodeIndex, ShapeTracker)>)> {
     let any = graph.graph.node_weight(node)?.as_any();
     let srcs = sources(graph, node);
     if let Some(c) = any.downcast_ref::<FusedChain>() {
@@ -1241,7 +1295,8 @@ impl Compiler for FusionCompiler {
                 // A unary op reads its input's buffer whole whatever the view; a binary one
                 // must read it whole and in order.
                 let whole = unary.is_some()
-                    || access_of(st).is_some_and(|(_, acc)| Cheap::of(&acc, chain.n) == Some(Cheap::Dense(0)));
+                    || access_of(st)
+                        .is_some_and(|(_, acc)| Cheap::of(&acc, chain.n) == Some(Cheap::Dense(0)));
                 whole.then_some((chain, psrcs))
             };
             let (fused, inputs, producer) = if let Some(kind) = unary {
@@ -1641,9 +1696,9 @@ mod tests {
 
     /// Chains of element-wise ops fused into one pass agree bit for bit with luminal's
     /// primitive ops (large enough to be split over threads and chunked, sizes not a multiple
-    /// of the chunk), and the chains the fusion is for are fused: a scalar scale, `exp2`, a
-    /// dense product and a sum in one op; an intermediate used twice, a broadcast row and a
-    /// retrieved intermediate end a chain.
+    /// of the chunk, broadcast operands gathered chunk by chunk across row boundaries), and
+    /// the chains the fusion is for are fused: a scalar scale, `exp2`, a dense product and a
+    /// sum in one op; an intermediate used twice and a retrieved one end a chain.
     #[test]
     fn fused_chains_match_luminal_bit_for_bit_and_are_fused() {
         let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
@@ -1670,16 +1725,41 @@ mod tests {
         ev.enable_profiling();
         ev.set_input("a", &[0.5; 12]).unwrap();
         ev.run().unwrap();
-        let labels: Vec<String> = ev.profile().unwrap().ops.iter().map(|o| o.label.clone()).collect();
-        let fused = |ops: &str| labels.iter().any(|l| l.starts_with(&format!("Fused[{ops}]")));
-        // reparam; twice (from `shared`'s `+ 1`, the comparison a whole operand); inner.
-        for ops in ["Mul Exp2 Mul Add", "Add Mul", "Add Mod"] {
+        let labels: Vec<String> = ev
+            .profile()
+            .unwrap()
+            .ops
+            .iter()
+            .map(|o| o.label.clone())
+            .collect();
+        let fused = |ops: &str| {
+            labels
+                .iter()
+                .any(|l| l.starts_with(&format!("Fused[{ops}]")))
+        };
+        // big, eps (broadcast operands gathered chunk by chunk), reparam, inner, twice (from
+        // `shared`'s `+ 1`, the comparison a whole operand), rows (a broadcast row).
+        for ops in [
+            "Mul Add",
+            "Add Mul",
+            "Mul Exp2 Mul Add",
+            "Add Mod",
+            "Mul Mul",
+        ] {
             assert!(fused(ops), "{ops} not fused: {labels:#?}");
         }
-        let chains = labels.iter().filter(|l| l.starts_with("Fused")).count();
-        assert_eq!(chains, 3, "{labels:#?}");
+        // `shared` (used twice) stays a `Mul` by a scalar of its own.
+        assert!(
+            labels
+                .iter()
+                .any(|l| l.starts_with("Mul ") && l.ends_with("/[0, 0, 0]")),
+            "{labels:#?}"
+        );
         // `inner` is retrieved, so its `recip` starts no chain of its own.
-        assert!(labels.iter().any(|l| l.starts_with("Recip ")), "{labels:#?}");
+        assert!(
+            labels.iter().any(|l| l.starts_with("Recip ")),
+            "{labels:#?}"
+        );
     }
 
     /// luminal's unary ops, replaced by `ParUnary` (split over threads when large), agree bit
