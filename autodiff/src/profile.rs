@@ -26,7 +26,7 @@ use luminal::prelude::petgraph::algo::toposort;
 use luminal::prelude::{NodeIndex, ShapeTracker};
 use luminal::tensor::Tensor as LuminalTensor;
 
-use super::kernels::{sources, BatchedMatMul, FusedChain, StridedBinary, StridedCopy, StridedReduce};
+use super::kernels::{sources, BatchedMatMul, StridedBinary, StridedCopy, StridedReduce};
 use super::view::View;
 
 /// What kind of work an op does.
@@ -270,13 +270,6 @@ impl Profiler {
                     OpClass::Elementwise,
                     format!("{:?} {shapes}", e.kind()),
                     numel(0),
-                )
-            } else if let Some(c) = any.downcast_ref::<FusedChain>() {
-                let ops = c.ops();
-                (
-                    OpClass::Elementwise,
-                    format!("Fused[{}] {shapes}", ops.join(" ")),
-                    numel(0) * ops.len() as u64,
                 )
             } else if let Some(r) = any.downcast_ref::<StridedReduce>() {
                 let what = if r.is_max() { "MaxReduce" } else { "SumReduce" };

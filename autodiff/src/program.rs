@@ -266,7 +266,6 @@ fn compile(
                 kernels::StridedKernelCompiler,
                 luminal::prelude::UnaryFusionCompiler,
                 kernels::UnaryKernelCompiler,
-                kernels::FusionCompiler,
             ),
             remap,
         ),
