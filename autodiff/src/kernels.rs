@@ -58,6 +58,25 @@ fn copy_row(src: &[f32], base: isize, axis: &AxisAccess, fill: f32, out: &mut [f
     }
 }
 
+/// An axis of length 1 read at offset 0: appended to a view whose every axis is a row axis,
+/// so that [`for_each_row`] visits each of its elements as a row.
+const UNIT_AXIS: AxisAccess = AxisAccess {
+    len: 1,
+    stride: 0,
+    lo: 0,
+    hi: 1,
+};
+
+/// The multi-index of flat index `flat` over axes of lengths `lens`, row-major.
+fn unravel(mut flat: usize, lens: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0usize; lens.len()];
+    for (i, &len) in idx.iter_mut().zip(lens).rev() {
+        *i = flat % len;
+        flat /= len;
+    }
+    idx
+}
+
 /// Visit every row (all axes but the last) of a view: (row number, row base offset, valid).
 fn for_each_row(acc: &Access, f: impl FnMut(usize, isize, bool)) {
     let rows: usize = acc.axes[..acc.axes.len().saturating_sub(1)]
@@ -77,13 +96,8 @@ fn for_each_row_in(
         return;
     }
     let outer = &acc.axes[..acc.axes.len().saturating_sub(1)];
-    // The multi-index of the first row (row-major over the outer axes).
-    let mut idx = vec![0usize; outer.len()];
-    let mut rest = rows.start;
-    for (ax, a) in outer.iter().enumerate().rev() {
-        idx[ax] = rest % a.len;
-        rest /= a.len;
-    }
+    let lens: Vec<usize> = outer.iter().map(|a| a.len).collect();
+    let mut idx = unravel(rows.start, &lens);
     for row in rows {
         let mut off = acc.base;
         let mut valid = true;
@@ -302,15 +316,12 @@ impl RowWalk {
         if rows.is_empty() {
             return;
         }
-        // The multi-index of the first row (row-major over the outer axes).
-        let mut idx = vec![0usize; self.outer.len()];
+        let lens: Vec<usize> = self.outer.iter().map(|a| a.0).collect();
+        let mut idx = unravel(rows.start, &lens);
         let (mut oa, mut ob) = self.base;
-        let mut rem = rows.start;
-        for (ax, &(len, sa, sb)) in self.outer.iter().enumerate().rev() {
-            idx[ax] = rem % len;
-            rem /= len;
-            oa += idx[ax] as isize * sa;
-            ob += idx[ax] as isize * sb;
+        for (&i, &(_, sa, sb)) in idx.iter().zip(&self.outer) {
+            oa += i as isize * sa;
+            ob += i as isize * sb;
         }
         for row in rows {
             f(row, oa as usize, ob as usize);
@@ -716,24 +727,14 @@ const BLOCK_ROWS: usize = 64;
 /// so that as many dependency chains are in flight.
 fn reduce_rows(x: &[f32], starts: &Access, len: usize, stride: isize, max: bool, out: &mut [f32]) {
     let starts = starts.coalesced();
-    let inner = starts.axes.last().copied().unwrap_or(AxisAccess {
-        len: 1,
-        stride: 0,
-        lo: 0,
-        hi: 1,
-    });
+    let inner = starts.axes.last().copied().unwrap_or(UNIT_AXIS);
     // The runs: every axis but the innermost, and a unit axis for `for_each_row`.
     let runs = Access {
         base: starts.base,
         axes: starts.axes[..starts.axes.len().saturating_sub(1)]
             .iter()
             .copied()
-            .chain(std::iter::once(AxisAccess {
-                len: 1,
-                stride: 0,
-                lo: 0,
-                hi: 1,
-            }))
+            .chain(std::iter::once(UNIT_AXIS))
             .collect(),
     };
     let step = |acc: f32, v: f32| if max { acc.max(v) } else { acc + v };
@@ -879,12 +880,7 @@ impl Operator for StridedReduce {
                 .axes
                 .iter()
                 .copied()
-                .chain(std::iter::once(AxisAccess {
-                    len: 1,
-                    stride: 0,
-                    lo: 0,
-                    hi: 1,
-                }))
+                .chain(std::iter::once(UNIT_AXIS))
                 .collect(),
         };
         let max = self.max;

@@ -32,7 +32,7 @@
 //! memory once rather than once per block (see `gemm_block`). The output is split over
 //! [`threads`] threads along the rows of `C` (or its columns, when that packs less twice), each
 //! thread with its own packed buffers: no synchronisation. Packed buffers start on a cache
-//! line; the packing reads along whichever axis of the operand is contiguous.
+//! line; a panel row that lies contiguous in the operand is copied whole.
 //!
 //! **Measured** by `cargo run --release -p autodiff --example sgemm-bench` (the step's large
 //! shapes, this kernel against matrixmultiply on the same operands, alternating, both
@@ -179,16 +179,34 @@ pub unsafe fn sgemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: *mu
         }
         return;
     }
-    let macs = m.saturating_mul(n).saturating_mul(k);
     #[cfg(target_arch = "x86_64")]
-    if macs >= MIN_MACS && k >= MIN_K && uses_own_kernel() {
-        // SAFETY: the CPU has AVX2 and FMA (checked); the operands as the contract says.
-        let threads = if macs >= THREAD_MACS { threads() } else { 1 };
-        unsafe { gemm_threaded(m, k, n, a, b, Out { ptr: c, ldc: n }, threads) };
-        return;
+    {
+        let macs = m.saturating_mul(n).saturating_mul(k);
+        if macs >= MIN_MACS && k >= MIN_K && uses_own_kernel() {
+            let threads = if macs >= THREAD_MACS { threads() } else { 1 };
+            // SAFETY: the CPU has AVX2 and FMA (checked); the operands as the contract says.
+            unsafe { gemm_threaded(m, k, n, a, b, Out { ptr: c, ldc: n }, threads) };
+            return;
+        }
     }
-    let _ = macs;
-    // SAFETY: the same contract as matrixmultiply's (beta = 0: `C` is not read).
+    // SAFETY: the contract.
+    unsafe { with_matrixmultiply(m, k, n, a, b, c) };
+}
+
+/// `C = A·B` by `matrixmultiply::sgemm` (`alpha = 1`, `beta = 0`, `C` as in [`sgemm`]): the
+/// fallback of [`sgemm`], and what the tests and `sgemm-bench` compare this kernel with.
+///
+/// # Safety
+/// [`sgemm`]'s contract (matrixmultiply's, with `beta = 0`: `C` is not read).
+pub unsafe fn with_matrixmultiply(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided,
+    b: Strided,
+    c: *mut f32,
+) {
+    // SAFETY: the contract.
     unsafe {
         matrixmultiply::sgemm(
             m, k, n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, n as isize, 1,
@@ -428,8 +446,7 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Packs `B[l0..l0+kc][j0..j0+nc]` into `NR`-column panels, each `kc` rows of `NR` values
-/// (columns past `nc` are zero: they only reach tile lanes that are never stored). Reads
-/// follow whichever axis of `B` is contiguous.
+/// (columns past `nc` are zero: they only reach tile lanes that are never stored).
 ///
 /// # Safety
 /// The block is readable through `b`.
@@ -437,48 +454,12 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 #[target_feature(enable = "avx2,fma")]
 #[inline(never)]
 unsafe fn pack_b(dst: &mut [f32], b: Strided, l0: usize, kc: usize, j0: usize, nc: usize) {
-    for (jp, panel) in dst[..nc.div_ceil(NR) * NR * kc]
-        .chunks_exact_mut(NR * kc)
-        .enumerate()
-    {
-        let j = j0 + jp * NR;
-        let width = NR.min(j0 + nc - j);
-        // SAFETY (every read below): B[l0 + l][j + t] for l < kc, t < width is in the block.
-        let at = |l: usize, t: usize| unsafe {
-            *b.ptr
-                .offset((l0 + l) as isize * b.rs + (j + t) as isize * b.cs)
-        };
-        if width == NR && b.cs == 1 {
-            for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
-                // SAFETY: the NR values B[l0 + l][j..j + NR] are contiguous and in the block.
-                let src = unsafe {
-                    std::slice::from_raw_parts(
-                        b.ptr.offset((l0 + l) as isize * b.rs + j as isize),
-                        NR,
-                    )
-                };
-                row.copy_from_slice(src);
-            }
-        } else if b.rs == 1 {
-            // Columns contiguous: read each of the panel's columns along `l`.
-            panel.fill(0.0);
-            for t in 0..width {
-                for l in 0..kc {
-                    panel[l * NR + t] = at(l, t);
-                }
-            }
-        } else {
-            for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
-                for (t, v) in row.iter_mut().enumerate() {
-                    *v = if t < width { at(l, t) } else { 0.0 };
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded.
+    unsafe { pack_panels::<NR>(dst, b, l0, kc, j0, nc) }
 }
 
 /// Packs `A[i0..i0+mc][l0..l0+kc]` into `MR`-row panels, each `kc` columns of `MR` values
-/// (rows past `mc` are zero). Reads follow whichever axis of `A` is contiguous.
+/// (rows past `mc` are zero): the panels of `Aᵀ` (`k x m`), as [`pack_b`] packs `B`'s.
 ///
 /// # Safety
 /// The block is readable through `a`.
@@ -486,34 +467,53 @@ unsafe fn pack_b(dst: &mut [f32], b: Strided, l0: usize, kc: usize, j0: usize, n
 #[target_feature(enable = "avx2,fma")]
 #[inline(never)]
 unsafe fn pack_a(dst: &mut [f32], a: Strided, i0: usize, mc: usize, l0: usize, kc: usize) {
-    for (ip, panel) in dst[..mc.div_ceil(MR) * MR * kc]
-        .chunks_exact_mut(MR * kc)
+    let at = Strided {
+        ptr: a.ptr,
+        rs: a.cs,
+        cs: a.rs,
+    };
+    // SAFETY: forwarded (`at` is the same elements, transposed).
+    unsafe { pack_panels::<MR>(dst, at, l0, kc, i0, mc) }
+}
+
+/// Packs `X[l0..l0+kc][j0..j0+nc]` of a `k x cols` operand into `W`-column panels, each `kc`
+/// rows of `W` values, columns past `nc` zero. A panel row of `W` contiguous values is copied
+/// whole; otherwise the panel's `W` columns are read side by side, one row at a time (`W`
+/// sequential streams when the columns are contiguous: faster than reading one column after
+/// another, measured on the `k` = 640 forward products).
+///
+/// # Safety
+/// The block is readable through `x`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pack_panels<const W: usize>(
+    dst: &mut [f32],
+    x: Strided,
+    l0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+) {
+    for (jp, panel) in dst[..nc.div_ceil(W) * W * kc]
+        .chunks_exact_mut(W * kc)
         .enumerate()
     {
-        let i = i0 + ip * MR;
-        let height = MR.min(i0 + mc - i);
-        // SAFETY (every read below): A[i + r][l0 + l] for r < height, l < kc is in the block.
-        let at = |r: usize, l: usize| unsafe {
-            *a.ptr
-                .offset((i + r) as isize * a.rs + (l0 + l) as isize * a.cs)
-        };
-        if height == MR && a.rs == 1 {
-            for (l, col) in panel.chunks_exact_mut(MR).enumerate() {
-                // SAFETY: the MR values A[i..i + MR][l0 + l] are contiguous and in the block.
-                let src = unsafe {
-                    std::slice::from_raw_parts(
-                        a.ptr.offset(i as isize + (l0 + l) as isize * a.cs),
-                        MR,
-                    )
-                };
-                col.copy_from_slice(src);
-            }
-        } else {
-            // Rows contiguous (or neither): the MR rows are read side by side, one column at
-            // a time (MR sequential streams), and each packed column written whole.
-            for (l, col) in panel.chunks_exact_mut(MR).enumerate() {
-                for (r, v) in col.iter_mut().enumerate() {
-                    *v = if r < height { at(r, l) } else { 0.0 };
+        let j = j0 + jp * W;
+        let width = W.min(j0 + nc - j);
+        for (l, row) in panel.chunks_exact_mut(W).enumerate() {
+            // SAFETY (every read below): X[l0 + l][j + t] for t < width is in the block.
+            let src = unsafe { x.ptr.offset((l0 + l) as isize * x.rs + j as isize * x.cs) };
+            if width == W && x.cs == 1 {
+                // SAFETY: the W values X[l0 + l][j..j + W] are contiguous and in the block.
+                row.copy_from_slice(unsafe { std::slice::from_raw_parts(src, W) });
+            } else {
+                for (t, v) in row.iter_mut().enumerate() {
+                    // SAFETY: t < width: in the block.
+                    *v = if t < width {
+                        unsafe { *src.offset(t as isize * x.cs) }
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -663,24 +663,7 @@ mod tests {
         let mut runs: Vec<(String, Vec<f32>)> = Vec::new();
         let mut mm = vec![f32::NAN; m * n];
         // SAFETY: `da`/`db` hold every element the strides reach; `mm` is m x n.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.ptr,
-                a.rs,
-                a.cs,
-                b.ptr,
-                b.rs,
-                b.cs,
-                0.0,
-                mm.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        };
+        unsafe { with_matrixmultiply(m, k, n, a, b, mm.as_mut_ptr()) };
         runs.push(("matrixmultiply".into(), mm));
         let mut c = vec![f32::NAN; m * n];
         // SAFETY: as above.
