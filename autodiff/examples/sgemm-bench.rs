@@ -1,7 +1,8 @@
-//! The training step's largest matrix products at the paper's sizes, timed with
-//! `autodiff::sgemm` and with `matrixmultiply::sgemm` on the same operands, alternating; both
-//! results are checked to be the same bits. Prints one table row per product: GFLOP/s (best of
-//! the runs) of each and the ratio.
+//! The training step's largest matrix products at the paper's sizes, timed with each of
+//! `autodiff::sgemm`'s kernels that the CPU runs (AVX2 + FMA, AVX-512) and with
+//! `matrixmultiply::sgemm` on the same operands, alternating; all results are checked to be
+//! the same bits. Prints one table row per product: GFLOP/s (best of the runs) of each, and
+//! each kernel's ratio to matrixmultiply.
 //!
 //! ```sh
 //! cargo run --release -p autodiff --example sgemm-bench [-- runs [only products whose name contains this]]
@@ -16,7 +17,7 @@
 
 use std::time::Instant;
 
-use autodiff::sgemm::{self, Strided};
+use autodiff::sgemm::{self, Kernel, Strided};
 
 /// (what, m, k, n, layout of A and B).
 const SHAPES: &[(&str, usize, usize, usize, &str)] = &[
@@ -53,13 +54,24 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let only = std::env::args().nth(2).unwrap_or_default();
+    let kernels: Vec<Kernel> = [Kernel::Avx2, Kernel::Avx512]
+        .into_iter()
+        .filter(|k| k.available())
+        .collect();
+    let threads = sgemm::threads();
     println!(
-        "threads {}, own AVX2+FMA kernel: {}, best of {runs} runs",
-        sgemm::threads(),
-        sgemm::uses_own_kernel()
+        "threads {threads}, sgemm's kernel for large products: {:?}, best of {runs} runs",
+        sgemm::own_kernel()
     );
-    println!("| product | m x k x n | layout | matrixmultiply GFLOP/s | autodiff::sgemm GFLOP/s | ratio |");
-    println!("|---|---|---|---:|---:|---:|");
+    print!("| product | m x k x n | layout | matrixmultiply GFLOP/s |");
+    for kernel in &kernels {
+        print!(" {kernel:?} GFLOP/s | ratio |");
+    }
+    println!(" `sgemm` (its choice) GFLOP/s | ratio |");
+    println!(
+        "|---|---|---|---:|{}",
+        "---:|---:|".repeat(kernels.len() + 1)
+    );
     for &(what, m, k, n, layout) in SHAPES.iter().filter(|s| s.0.contains(only.as_str())) {
         // Values in [-1, 1) from a fixed LCG: the timing does not depend on them.
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -76,28 +88,45 @@ fn main() {
         let (da, db) = (fill(m * k), fill(k * n));
         let a = operand(&da, m, k, layout.as_bytes()[0]);
         let b = operand(&db, k, n, layout.as_bytes()[1]);
-        let (mut mm, mut own) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
-        let (mut best_mm, mut best_own) = (f64::MAX, f64::MAX);
+        let mut mm = vec![0.0f32; m * n];
+        // One output per kernel, then `sgemm`'s.
+        let mut own = vec![vec![0.0f32; m * n]; kernels.len() + 1];
+        let mut best_mm = f64::MAX;
+        let mut best_own = vec![f64::MAX; kernels.len() + 1];
         for _ in 0..runs {
             let t = Instant::now();
             // SAFETY: `da` is m x k and `db` k x n in the layouts the strides say; `mm` is m x n.
             unsafe { sgemm::with_matrixmultiply(m, k, n, a, b, mm.as_mut_ptr()) };
             best_mm = best_mm.min(t.elapsed().as_secs_f64());
+            for (i, &kernel) in kernels.iter().enumerate() {
+                let t = Instant::now();
+                // SAFETY: as above, `own[i]` is m x n.
+                unsafe { sgemm::with_kernel(kernel, threads, m, k, n, a, b, own[i].as_mut_ptr()) };
+                best_own[i] = best_own[i].min(t.elapsed().as_secs_f64());
+            }
             let t = Instant::now();
-            // SAFETY: as above, `own` is m x n.
-            unsafe { sgemm::sgemm(m, k, n, a, b, own.as_mut_ptr()) };
-            best_own = best_own.min(t.elapsed().as_secs_f64());
+            // SAFETY: as above.
+            unsafe { sgemm::sgemm(m, k, n, a, b, own[kernels.len()].as_mut_ptr()) };
+            best_own[kernels.len()] = best_own[kernels.len()].min(t.elapsed().as_secs_f64());
         }
-        if let Some(e) = (0..m * n).find(|&e| mm[e].to_bits() != own[e].to_bits()) {
-            eprintln!("{what}: C[{e}] differs: {} vs {}", mm[e], own[e]);
-            std::process::exit(1);
+        let names = kernels.iter().map(|k| format!("{k:?}"));
+        for (i, kernel) in names.chain(["sgemm".to_string()]).enumerate() {
+            if let Some(e) = (0..m * n).find(|&e| mm[e].to_bits() != own[i][e].to_bits()) {
+                eprintln!(
+                    "{what}, {kernel:?}: C[{e}] differs: {} vs {}",
+                    mm[e], own[i][e]
+                );
+                std::process::exit(1);
+            }
         }
         let gflop = 2.0 * (m * k * n) as f64 / 1e9;
-        println!(
-            "| {what} | {m} x {k} x {n} | {layout} | {:.1} | {:.1} | {:.2} |",
-            gflop / best_mm,
-            gflop / best_own,
-            best_mm / best_own
+        print!(
+            "| {what} | {m} x {k} x {n} | {layout} | {:.1} |",
+            gflop / best_mm
         );
+        for best in &best_own {
+            print!(" {:.1} | {:.2} |", gflop / best, best_mm / best);
+        }
+        println!();
     }
 }
