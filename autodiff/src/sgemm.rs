@@ -698,7 +698,7 @@ unsafe fn pack_panels<const W: usize>(
         let width = W.min(j0 + nc - j);
         // Rows (of the panel) already packed by the transposes.
         let mut done = 0;
-        if width == W && x.rs == 1 && x.cs != 1 && W % 4 == 0 {
+        if width == W && x.rs == 1 && x.cs != 1 && W.is_multiple_of(4) {
             done = kc / 8 * 8;
             for l in (0..done).step_by(8) {
                 for t in (0..W).step_by(4) {
