@@ -783,6 +783,17 @@ fn reduce_rows<const MAX: bool>(
                 let mut row = 0;
                 for chunk in &mut chunks {
                     let mut acc: [f32; LANES] = std::array::from_fn(|r| chunk[r]);
+                    let first = s0 + row as isize * inner.stride;
+                    #[cfg(target_arch = "x86_64")]
+                    if !MAX && stride == 1 && sum_rows_fit(x, first, inner.stride, len) {
+                        // SAFETY: the rows lie in `x` (`sum_rows_fit`), AVX is available.
+                        unsafe {
+                            sum_8_rows(x, first as usize, inner.stride as usize, len, &mut acc)
+                        };
+                        chunk.copy_from_slice(&acc);
+                        row += LANES;
+                        continue;
+                    }
                     let mut at: [isize; LANES] =
                         std::array::from_fn(|r| s0 + (row + r) as isize * inner.stride);
                     for _ in 0..len {
@@ -804,6 +815,81 @@ fn reduce_rows<const MAX: bool>(
             }
         });
     });
+}
+
+/// Whether [`sum_8_rows`] may run: the CPU has AVX and the 8 rows of `len` contiguous values,
+/// starting at `first` and `row_stride` apart, lie in `x`.
+#[cfg(target_arch = "x86_64")]
+fn sum_rows_fit(x: &[f32], first: isize, row_stride: isize, len: usize) -> bool {
+    len >= 8
+        && first >= 0
+        && row_stride > 0
+        && first as usize + 7 * row_stride as usize + len <= x.len()
+        && crate::sgemm::has_avx2_fma()
+}
+
+/// Adds to `acc[r]` the `len` contiguous values of row `r` (`x[start + r * row_stride..]`),
+/// `r < 8`, in order, one rounding each: the scalar loop's additions, 8 rows in the lanes of
+/// one vector. Blocks of 8 rows x 8 values are transposed in registers, so that the vector of
+/// the `l`-th values of the 8 rows is added whole; a row's sum stays one chain in its order.
+/// For rows that are contiguous (`SumReduce` over the last axis: the attention's dot products
+/// over `D`, the per-head sums), where 8 scalar chains read one value at a time: about 3x
+/// fewer instructions.
+///
+/// # Safety
+/// AVX is available; `x[start + 7 * row_stride + len - 1]` is in `x` ([`sum_rows_fit`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_8_rows(x: &[f32], start: usize, row_stride: usize, len: usize, acc: &mut [f32; 8]) {
+    use std::arch::x86_64::*;
+    // SAFETY: every load is of row r < 8, value l < len: inside `x` (contract).
+    unsafe {
+        let p = x.as_ptr().add(start);
+        let mut sum = _mm256_loadu_ps(acc.as_ptr());
+        let mut l = 0;
+        while l + 8 <= len {
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| _mm256_loadu_ps(p.add(i * row_stride + l)));
+            // 8 x 8 transpose: pairs of rows interleaved, then pairs of pairs, then halves.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            // Column c (the c-th value of each row) in lane order of the rows.
+            let columns = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for c in columns {
+                sum = _mm256_add_ps(sum, c);
+            }
+            l += 8;
+        }
+        _mm256_storeu_ps(acc.as_mut_ptr(), sum);
+        for l in l..len {
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a += *p.add(r * row_stride + l);
+            }
+        }
+    }
 }
 
 /// Sum or max over one axis of a strided view.
@@ -1256,22 +1342,29 @@ mod tests {
     /// Runs `build` (input `a`: 12 values, -0.0, NaN and infinities among them) on the fast
     /// kernels and on luminal's primitive ops, and checks every output bit for bit.
     fn matches_luminal(build: fn(&mut GraphBuilder) -> Vec<Tensor>) {
-        let x = [
-            1.5,
-            -0.0,
-            0.0,
-            f32::NAN,
-            -2.25,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            3.0,
-            -0.0,
-            7.0,
-            -1e-40,
-            1e30,
-        ];
-        let fast = run(build, &x, Backend::Cpu);
-        let reference = run(build, &x, Backend::CpuPrimitive);
+        matches_luminal_on(
+            build,
+            &[
+                1.5,
+                -0.0,
+                0.0,
+                f32::NAN,
+                -2.25,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                3.0,
+                -0.0,
+                7.0,
+                -1e-40,
+                1e30,
+            ],
+        );
+    }
+
+    /// As [`matches_luminal`], with the input `x`.
+    fn matches_luminal_on(build: fn(&mut GraphBuilder) -> Vec<Tensor>, x: &[f32]) {
+        let fast = run(build, x, Backend::Cpu);
+        let reference = run(build, x, Backend::CpuPrimitive);
         assert_eq!(fast.len(), reference.len());
         for (i, (f, r)) in fast.iter().zip(&reference).enumerate() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -1445,5 +1538,31 @@ mod tests {
             ]
         };
         matches_luminal(build);
+    }
+
+    /// Sums of contiguous rows of 8 values or more (`sum_8_rows`: 8 rows in the lanes of a
+    /// vector, blocks transposed in registers) agree bit for bit with luminal's primitive ops,
+    /// on finite values whose sums depend on the order (1e8 and -1e8 among small ones): 24
+    /// rows of 20 (two blocks of 8 values and 4 more), the same from the second value on, and
+    /// the maxima (which keep the scalar path).
+    #[test]
+    fn contiguous_row_sums_match_luminal_bit_for_bit() {
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let wide = a
+                .reshape(&[12])
+                .expand(0, 40)
+                .contiguous()
+                .reshape(&[24, 20]);
+            vec![
+                wide.sum(&[1]),
+                wide.slice(1, 1, 19).sum(&[1]),
+                wide.max_axis(1),
+            ]
+        };
+        let x = [
+            1.0, 1e8, 0.1, -1e8, 3.0, 0.7, -0.3, 2.5e-3, 1e-8, 5.0, -7.25, 0.33,
+        ];
+        matches_luminal_on(build, &x);
     }
 }
