@@ -172,8 +172,8 @@ const PAR_ELEMS: usize = 1 << 18;
 /// Runs `f(start, part)` on consecutive parts of `out` that together cover it, each part a
 /// whole number of `unit`-element rows starting at element `start`: one part on this thread
 /// when `out` has fewer than [`PAR_ELEMS`] elements, else one per product thread
-/// ([`crate::sgemm::threads`]), the last on this thread. Every element is computed exactly
-/// as in one part; only which core does it changes (bit-identical).
+/// ([`crate::sgemm::threads`]) on their pool ([`crate::sgemm::run_parts`]). Every element is
+/// computed exactly as in one part; only which core does it changes (bit-identical).
 fn par_split<T: Send>(out: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let unit = unit.max(1);
     let rows = out.len() / unit;
@@ -186,23 +186,24 @@ fn par_split<T: Send>(out: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + 
         f(0, out);
         return;
     }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let (mut rest, mut start) = (out, 0);
-        for p in 0..parts {
-            let end = if p + 1 == parts {
-                start + rest.len()
-            } else {
-                rows * (p + 1) / parts * unit
-            };
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            rest = tail;
-            if p + 1 == parts {
-                f(start, part);
-            } else {
-                scope.spawn(move || f(start, part));
-            }
-            start = end;
+    // The parts, each taken once by the one `run_parts` call that computes it.
+    let mut pieces = Vec::with_capacity(parts);
+    let (mut rest, mut start) = (out, 0);
+    for p in 0..parts {
+        let end = if p + 1 == parts {
+            start + rest.len()
+        } else {
+            rows * (p + 1) / parts * unit
+        };
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+        rest = tail;
+        pieces.push(std::sync::Mutex::new(Some((start, part))));
+        start = end;
+    }
+    crate::sgemm::run_parts(parts, |p| {
+        let piece = pieces[p].lock().map(|mut piece| piece.take());
+        if let Ok(Some((start, part))) = piece {
+            f(start, part);
         }
     });
 }

@@ -134,6 +134,42 @@ pub fn threads() -> usize {
     })
 }
 
+/// Runs `f(p)` for every part `p < parts` on the [`threads`] threads of a pool started once
+/// (rayon's, of its own), returning when all have; the caller waits meanwhile. Part 0 runs
+/// where the scope starts. Starting and joining a thread for each threaded op cost 48-200 us on the
+/// 2-core Zen 5 VM, some 270 times a 1-shot step; a pool's threads are woken instead. Which
+/// thread computes a part changes no result. If the pool cannot be started, each part gets a
+/// thread of its own as before.
+pub fn run_parts(parts: usize, f: impl Fn(usize) + Sync) {
+    if parts <= 1 {
+        (0..parts).for_each(&f);
+        return;
+    }
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads())
+            .thread_name(|i| format!("autodiff-{i}"))
+            .build()
+            .ok()
+    });
+    let f = &f;
+    match pool {
+        Some(pool) => pool.scope(|scope| {
+            for p in 1..parts {
+                scope.spawn(move |_| f(p));
+            }
+            f(0);
+        }),
+        None => std::thread::scope(|scope| {
+            for p in 1..parts {
+                scope.spawn(move || f(p));
+            }
+            f(0);
+        }),
+    }
+}
+
 /// Whether this CPU can run the AVX2 + FMA kernel (checked once).
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -311,12 +347,10 @@ pub unsafe fn with_short_k(
             unsafe { short_k_rows(0..m, k, n, a, b, c) };
             return;
         }
-        std::thread::scope(|scope| {
-            for p in 0..parts {
-                let rows = m * p / parts..m * (p + 1) / parts;
-                // SAFETY: as above; the threads' rows of C are disjoint.
-                scope.spawn(move || unsafe { short_k_rows(rows, k, n, a, b, c) });
-            }
+        run_parts(parts, |p| {
+            let rows = m * p / parts..m * (p + 1) / parts;
+            // SAFETY: as above; the parts' rows of C are disjoint.
+            unsafe { short_k_rows(rows, k, n, a, b, c) }
         });
     }
 }
@@ -432,22 +466,12 @@ pub unsafe fn sgemm_batched(
         return;
     }
     let out = Out { ptr: c, ldc: n };
-    let operands = &operands;
-    std::thread::scope(|scope| {
-        for p in 0..parts {
-            let run = move || {
-                for i in batch * p / parts..batch * (p + 1) / parts {
-                    let (a, b) = operands(i);
-                    // SAFETY: product i's contract; each product's block is written only by
-                    // the one thread whose run holds `i`.
-                    unsafe { sgemm(m, k, n, a, b, out.at(i * m * n)) };
-                }
-            };
-            if p + 1 == parts {
-                run();
-            } else {
-                scope.spawn(run);
-            }
+    run_parts(parts, |p| {
+        for i in batch * p / parts..batch * (p + 1) / parts {
+            let (a, b) = operands(i);
+            // SAFETY: product i's contract; each product's block is written only by the one
+            // part whose run holds `i`.
+            unsafe { sgemm(m, k, n, a, b, out.at(i * m * n)) };
         }
     });
 }
@@ -503,18 +527,16 @@ unsafe fn gemm_threaded<T: Tile>(
         unsafe { gemm_block::<T>(0..m, 0..n, k, a, b, c) };
         return;
     }
-    std::thread::scope(|scope| {
-        for p in 0..parts {
-            let lo = (tiles * p / parts * unit).min(len);
-            let hi = (tiles * (p + 1) / parts * unit).min(len);
-            let (rows, cols) = if by_rows {
-                (lo..hi, 0..n)
-            } else {
-                (0..m, lo..hi)
-            };
-            // SAFETY: forwarded contract; the parts are disjoint blocks of C.
-            scope.spawn(move || unsafe { gemm_block::<T>(rows, cols, k, a, b, c) });
-        }
+    run_parts(parts, |p| {
+        let lo = (tiles * p / parts * unit).min(len);
+        let hi = (tiles * (p + 1) / parts * unit).min(len);
+        let (rows, cols) = if by_rows {
+            (lo..hi, 0..n)
+        } else {
+            (0..m, lo..hi)
+        };
+        // SAFETY: forwarded contract; the parts are disjoint blocks of C.
+        unsafe { gemm_block::<T>(rows, cols, k, a, b, c) }
     });
 }
 
