@@ -571,13 +571,16 @@ unsafe fn gemm_block<T: Tile>(
     let packed_b = aligned(&mut b_buf, if whole_b { k * nc_max } else { KC * nc_max });
     let packed_a = aligned(&mut a_buf, KC * mc_max);
     // The tiles of rows i0..i0+mc, columns j0..j0+nc, for `k` block `block` (packed A and B).
+    // `next` is the block of A packed after this one (rows, then its `k` range): while the
+    // first column of tiles runs, each tile asks for its share of it (see `prefetch_a`).
     let tiles = |packed_a: &[f32],
                  packed_b: &[f32],
                  i0: usize,
                  mc: usize,
                  j0: usize,
                  nc: usize,
-                 block: usize| {
+                 block: usize,
+                 next: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>| {
         let kc = KC.min(k - block * KC);
         for jp in 0..nc.div_ceil(nr) {
             let bp = packed_b[jp * nr * kc..].as_ptr();
@@ -587,6 +590,10 @@ unsafe fn gemm_block<T: Tile>(
                 let ap = packed_a[ip * mr * kc..].as_ptr();
                 let i = i0 + ip * mr;
                 let tile_rows = mr.min(i0 + mc - i);
+                if let (0, Some((rows, ls))) = (jp, &next) {
+                    let start = (rows.start + ip * mr).min(rows.end);
+                    prefetch_a(a, start..(start + mr).min(rows.end), ls.clone());
+                }
                 // SAFETY: the packed panels hold kc x MR and kc x NR values; the tile
                 // C[i.., j..] (tile_rows x tile_cols) lies in this thread's block; the CPU
                 // runs the kernel.
@@ -621,6 +628,12 @@ unsafe fn gemm_block<T: Tile>(
                     let kc = KC.min(k - l0);
                     // SAFETY: rows i0..i0+mc < m, columns l0..l0+kc < k of A (contract).
                     unsafe { pack_a::<T>(packed_a, a, i0, mc, l0, kc) };
+                    let next = if l0 + KC < k {
+                        Some((i0..i0 + mc, l0 + KC..k.min(l0 + 2 * KC)))
+                    } else {
+                        (i0 + mc < rows.end)
+                            .then(|| (i0 + mc..rows.end.min(i0 + mc + T::MC), 0..k.min(KC)))
+                    };
                     tiles(
                         packed_a,
                         &packed_b[block * KC * panels..],
@@ -629,6 +642,7 @@ unsafe fn gemm_block<T: Tile>(
                         j0,
                         nc,
                         block,
+                        next,
                     );
                 }
             }
@@ -641,10 +655,37 @@ unsafe fn gemm_block<T: Tile>(
                     let mc = T::MC.min(rows.end - i0);
                     // SAFETY: rows i0..i0+mc < m, columns l0..l0+kc < k of A (contract).
                     unsafe { pack_a::<T>(packed_a, a, i0, mc, l0, kc) };
-                    tiles(packed_a, packed_b, i0, mc, j0, nc, block);
+                    let next = (i0 + mc < rows.end)
+                        .then(|| (i0 + mc..rows.end.min(i0 + mc + T::MC), l0..l0 + kc));
+                    tiles(packed_a, packed_b, i0, mc, j0, nc, block, next);
                 }
             }
         }
+    }
+}
+
+/// Asks for `A[rows][ls]` (a coming packing's share) to be brought into L2, one
+/// prefetch per cache line, when the rows of `A` are contiguous (the forward products and the
+/// input gradients, where `A` is the activations, read once from memory): packing then finds
+/// it there instead of stalling on memory with no FMAs to overlap. Other layouts: nothing.
+/// A prefetch reads nothing into the computation.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_a(a: Strided, rows: std::ops::Range<usize>, ls: std::ops::Range<usize>) {
+    if a.cs != 1 || ls.is_empty() {
+        return;
+    }
+    for r in rows {
+        let row = a.ptr.wrapping_offset(r as isize * a.rs);
+        let (first, last) = (row.wrapping_add(ls.start), row.wrapping_add(ls.end - 1));
+        let mut line = first as *const i8;
+        while line <= last as *const i8 {
+            // SAFETY: a prefetch of any address is harmless (it never faults).
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(line) };
+            line = line.wrapping_add(64);
+        }
+        // SAFETY: as above. The last line, if the row's start was not on a line boundary.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(last as *const i8) };
     }
 }
 
