@@ -842,6 +842,7 @@ fn sum_rows_fit(x: &[f32], first: isize, row_stride: isize, len: usize) -> bool 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn sum_8_rows(x: &[f32], start: usize, row_stride: usize, len: usize, acc: &mut [f32; 8]) {
+    use crate::sgemm::interleave4;
     use std::arch::x86_64::*;
     // SAFETY: every load is of row r < 8, value l < len: inside `x` (contract).
     unsafe {
@@ -851,33 +852,19 @@ unsafe fn sum_8_rows(x: &[f32], start: usize, row_stride: usize, len: usize, acc
         while l + 8 <= len {
             let r: [__m256; 8] =
                 std::array::from_fn(|i| _mm256_loadu_ps(p.add(i * row_stride + l)));
-            // 8 x 8 transpose: pairs of rows interleaved, then pairs of pairs, then halves.
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            // 8 x 8 transpose: 4 x 4 transposes of rows 0-3 and 4-7 per half, then halves.
+            let s = interleave4([r[0], r[1], r[2], r[3]]);
+            let h = interleave4([r[4], r[5], r[6], r[7]]);
             // Column c (the c-th value of each row) in lane order of the rows.
             let columns = [
-                _mm256_permute2f128_ps::<0x20>(s0, s4),
-                _mm256_permute2f128_ps::<0x20>(s1, s5),
-                _mm256_permute2f128_ps::<0x20>(s2, s6),
-                _mm256_permute2f128_ps::<0x20>(s3, s7),
-                _mm256_permute2f128_ps::<0x31>(s0, s4),
-                _mm256_permute2f128_ps::<0x31>(s1, s5),
-                _mm256_permute2f128_ps::<0x31>(s2, s6),
-                _mm256_permute2f128_ps::<0x31>(s3, s7),
+                _mm256_permute2f128_ps::<0x20>(s[0], h[0]),
+                _mm256_permute2f128_ps::<0x20>(s[1], h[1]),
+                _mm256_permute2f128_ps::<0x20>(s[2], h[2]),
+                _mm256_permute2f128_ps::<0x20>(s[3], h[3]),
+                _mm256_permute2f128_ps::<0x31>(s[0], h[0]),
+                _mm256_permute2f128_ps::<0x31>(s[1], h[1]),
+                _mm256_permute2f128_ps::<0x31>(s[2], h[2]),
+                _mm256_permute2f128_ps::<0x31>(s[3], h[3]),
             ];
             for c in columns {
                 sum = _mm256_add_ps(sum, c);

@@ -805,25 +805,35 @@ unsafe fn pack_panels<const W: usize>(
 unsafe fn transpose_4x8(src: *const f32, cs: isize, dst: *mut f32, ld: usize) {
     // SAFETY: the contract.
     unsafe {
-        let c0 = _mm256_loadu_ps(src);
-        let c1 = _mm256_loadu_ps(src.offset(cs));
-        let c2 = _mm256_loadu_ps(src.offset(2 * cs));
-        let c3 = _mm256_loadu_ps(src.offset(3 * cs));
-        // Per 128-bit half (rows 0-3, then 4-7): interleave columns 0/1 and 2/3, ...
-        let t0 = _mm256_unpacklo_ps(c0, c1); // c0[0] c1[0] c0[1] c1[1]
-        let t1 = _mm256_unpackhi_ps(c0, c1); // c0[2] c1[2] c0[3] c1[3]
-        let t2 = _mm256_unpacklo_ps(c2, c3);
-        let t3 = _mm256_unpackhi_ps(c2, c3);
-        // ... then take a pair from each: row r = c0[r] c1[r] c2[r] c3[r].
-        let r0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let r1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let r2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let r3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        for (r, v) in [r0, r1, r2, r3].into_iter().enumerate() {
+        let columns: [__m256; 4] =
+            std::array::from_fn(|t| _mm256_loadu_ps(src.offset(t as isize * cs)));
+        for (r, v) in interleave4(columns).into_iter().enumerate() {
             _mm_storeu_ps(dst.add(r * ld), _mm256_castps256_ps128(v));
             _mm_storeu_ps(dst.add((r + 4) * ld), _mm256_extractf128_ps::<1>(v));
         }
     }
+}
+
+/// The 4 x 4 transposes of four 8-lane vectors, per 128-bit half: lane `t` of half `h` of
+/// result `r` is lane `4h + r` of `v[t]`. With `v` four columns of 8 values, result `r` holds
+/// row `r` (low half) and row `r + 4` (high half). Shared by the packers ([`pack_panels`]) and
+/// the row sums (`kernels::sum_8_rows`, which joins two of them into an 8 x 8 transpose).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) fn interleave4(v: [__m256; 4]) -> [__m256; 4] {
+    // Interleave 0/1 and 2/3: t0 = v0[0] v1[0] v0[1] v1[1], t1 = v0[2] v1[2] v0[3] v1[3], ...
+    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    // ... then take a pair from each: r = v0[r] v1[r] v2[r] v3[r].
+    [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xEE>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xEE>(t1, t3),
+    ]
 }
 
 /// A register tile and its kernel: `MR` rows of `C` by `NR` columns, over one `k` block.
