@@ -240,6 +240,10 @@ fn errors_are_typed() {
         Err(AutodiffError::UnknownName(_))
     ));
     assert!(matches!(
+        step.set_input_vec("c", vec![1.0, 2.0]),
+        Err(AutodiffError::DataLength { .. })
+    ));
+    assert!(matches!(
         step.load_params(&[("p".into(), vec![1.0, 2.0])]),
         Err(AutodiffError::DataLength { .. })
     ));

@@ -97,8 +97,10 @@ fn briefly_trained(
             &EpisodeBatch::one_hot(&b.query_labels, n),
         )
         .unwrap();
-        awgim::draw_random_inputs(&inputs, 0.7, &mut rng, |name, v| step.set_input(name, v))
-            .unwrap();
+        awgim::draw_random_inputs(&inputs, 0.7, &mut rng, |name, v| {
+            step.set_input_vec(name, v)
+        })
+        .unwrap();
         assert!(!step.step(s).unwrap().skipped);
     }
     let mut trained = step.params().unwrap();

@@ -91,7 +91,8 @@ struct Feed {
     support_targets: Vec<f32>,
     /// One-hot labels of the query rows, (B, N * Q, N).
     query_targets: Vec<f32>,
-    /// The noise and the dropout masks (input name and values), in the graph's input order.
+    /// The noise and the dropout masks (input name and values), in the graph's input order;
+    /// moved into the step by [`Feed::set_inputs`].
     random: Vec<(String, Vec<f32>)>,
 }
 
@@ -122,36 +123,33 @@ impl FeedSource<'_> {
         feed.support_targets = EpisodeBatch::one_hot(&feed.batch.support_labels, n);
         feed.query_targets = EpisodeBatch::one_hot(&feed.batch.query_labels, n);
         let keep = 1.0 - settings.dropout;
-        let mut drawn = 0;
+        feed.random.clear();
         awgim::draw_random_inputs(self.inputs, keep, &mut rng, |name, values| {
-            match feed.random.get_mut(drawn) {
-                Some((slot, buf)) if slot == name => {
-                    buf.clear();
-                    buf.extend_from_slice(values);
-                }
-                _ => {
-                    feed.random.truncate(drawn);
-                    feed.random.push((name.to_string(), values.to_vec()));
-                }
-            }
-            drawn += 1;
+            feed.random.push((name.to_string(), values));
             Ok(())
         })?;
-        feed.random.truncate(drawn);
         feed.step = step;
         Ok(())
     }
 }
 
 impl Feed {
-    /// Sets every input of the step `train` that the feed holds.
-    fn set_inputs(&self, train: &mut TrainStep) -> Result<(), TrainerError> {
+    /// Sets every input of the step `train` that the feed holds. The labels, the noise and
+    /// the masks are moved into the step, not copied (the tasks' rows are copied: the sampler
+    /// reuses their buffers, and the step's accuracy reads the labels from `batch`).
+    fn set_inputs(&mut self, train: &mut TrainStep) -> Result<(), TrainerError> {
         train.set_input(input::SUPPORT, &self.batch.support)?;
         train.set_input(input::QUERY, &self.batch.query)?;
-        train.set_input(input::SUPPORT_TARGETS, &self.support_targets)?;
-        train.set_input(input::QUERY_TARGETS, &self.query_targets)?;
-        for (name, values) in &self.random {
-            train.set_input(name, values)?;
+        train.set_input_vec(
+            input::SUPPORT_TARGETS,
+            std::mem::take(&mut self.support_targets),
+        )?;
+        train.set_input_vec(
+            input::QUERY_TARGETS,
+            std::mem::take(&mut self.query_targets),
+        )?;
+        for (name, values) in self.random.drain(..) {
+            train.set_input_vec(&name, values)?;
         }
         Ok(())
     }
@@ -424,7 +422,7 @@ impl<'s> Run<'s> {
             spec: self.spec,
             inputs: &self.inputs,
         };
-        let feed = match self.prefetched.take() {
+        let mut feed = match self.prefetched.take() {
             Some((drawn_for, drawn)) if drawn_for == step => drawn?,
             _ => {
                 let mut feed = self.spare.take().unwrap_or_default();

@@ -394,7 +394,7 @@ fn per_row_generator_dropout_masks_each_row() {
     let draw = |inputs: &[(String, Vec<usize>)], rng: &mut Xoshiro256PlusPlus| {
         let mut drawn = Vec::new();
         awgim::draw_random_inputs(inputs, 0.7, rng, |name, values| {
-            drawn.push((name.to_string(), values.to_vec()));
+            drawn.push((name.to_string(), values));
             Ok(())
         })
         .unwrap();

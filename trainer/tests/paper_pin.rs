@@ -64,7 +64,7 @@ fn paper_loss(shots: &str) -> f32 {
         eval.set_input(name, &one_hot).unwrap();
     }
     let keep = 1.0 - settings.dropout;
-    awgim::draw_random_inputs(&inputs, keep, &mut rng, |name, v| eval.set_input(name, v)).unwrap();
+    awgim::draw_random_inputs(&inputs, keep, &mut rng, |name, v| eval.set_input(name, &v)).unwrap();
     eval.run().unwrap()[0][0]
 }
 

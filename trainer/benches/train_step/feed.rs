@@ -78,7 +78,7 @@ impl Feeder {
             .set_input(input::QUERY_TARGETS, &one_hot)
             .map_err(err)?;
         awgim::draw_random_inputs(&self.inputs, 1.0 - s.dropout, &mut rng, |name, v| {
-            train.set_input(name, v)
+            train.set_input_vec(name, v)
         })
         .map_err(|e| e.to_string())
     }
