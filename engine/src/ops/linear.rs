@@ -100,7 +100,12 @@
 //! 75-query 5-shot task with its support in 0.60 ms native and 0.84 ms `x86-64-v3`, a batched
 //! query 0.34 and 0.48 of a single one. There the AVX2 loops were 2-34% faster than the
 //! 512-bit tiles at the edge sizes (D = 64, where a tile's setup weighs more than its width);
-//! the tiles stay chosen for the paper's sizes, where they are 1.3-1.65x faster.
+//! the tiles stay chosen for the paper's sizes, where they are 1.3-1.65x faster. On a 2-core
+//! AMD Zen 4 (512-bit instructions on 256-bit pipes; "AMD EPYC Zen 4 ... third session" in
+//! `docs/benchmarks.md`) the `zmm` tiles run every product of a paper query at 46-51 GMAC/s,
+//! 80-89% of that core's peak, and the task takes 0.88-0.92 ms undisturbed in both builds
+//! (the AVX2 loops reach the same rate there, the FMA pipes being 256 bits wide); the edge
+//! sizes again run faster in the AVX2 loops (a single edge 1-shot query 1.16 against 1.92 us).
 //! `docs/benchmarks.md` has the whole-model numbers and the commands. On Arm nothing here
 //! applies: the sizes below are the Cortex-M4's, and its arithmetic is unfused as before.
 //!
