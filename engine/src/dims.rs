@@ -59,9 +59,10 @@ pub trait Dims: Copy {
 
 /// Sizes compiled in: every dimension is a `Const`, every size a constant in the machine code.
 /// `NK` and `d2` are parameters of their own because stable Rust cannot compute a type-level
-/// `N * K`; [`crate::Model::CHECK_SIZES`] checks them at compile time. `V` says whether
-/// the classifier variants' code is compiled in ([`crate::Model`]: `false`, the paper's
-/// classifier only; [`crate::VariantModel`]: `true`, every classifier the trainer writes).
+/// `N * K`; a compile-time check in [`crate::Model`] (`CHECK_SIZES`) fails the build when
+/// they disagree. `V` says whether the classifier variants' code is compiled in
+/// ([`crate::Model`]: `false`, the paper's classifier only; [`crate::VariantModel`]: `true`,
+/// every classifier the trainer writes).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fixed<
     const D: usize,
