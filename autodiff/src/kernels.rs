@@ -790,7 +790,7 @@ fn reduce_rows<const MAX: bool>(
                     let first = s0 + row as isize * inner.stride;
                     #[cfg(target_arch = "x86_64")]
                     if !MAX && stride == 1 && sum_rows_fit(x, first, inner.stride, len) {
-                        // SAFETY: the rows lie in `x` (`sum_rows_fit`), AVX is available.
+                        // SAFETY: the rows lie in `x`, AVX2 and FMA are available (`sum_rows_fit`).
                         unsafe {
                             sum_8_rows(x, first as usize, inner.stride as usize, len, &mut acc)
                         };
@@ -821,7 +821,7 @@ fn reduce_rows<const MAX: bool>(
     });
 }
 
-/// Whether [`sum_8_rows`] may run: the CPU has AVX and the 8 rows of `len` contiguous values,
+/// Whether [`sum_8_rows`] may run: the CPU has AVX2 and FMA and the 8 rows of `len` contiguous values,
 /// starting at `first` and `row_stride` apart, lie in `x`.
 #[cfg(target_arch = "x86_64")]
 fn sum_rows_fit(x: &[f32], first: isize, row_stride: isize, len: usize) -> bool {
@@ -841,7 +841,7 @@ fn sum_rows_fit(x: &[f32], first: isize, row_stride: isize, len: usize) -> bool 
 /// fewer instructions.
 ///
 /// # Safety
-/// AVX is available; `x[start + 7 * row_stride + len - 1]` is in `x` ([`sum_rows_fit`]).
+/// AVX2 and FMA are available; `x[start + 7 * row_stride + len - 1]` is in `x` ([`sum_rows_fit`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn sum_8_rows(x: &[f32], start: usize, row_stride: usize, len: usize, acc: &mut [f32; 8]) {

@@ -741,7 +741,7 @@ unsafe fn pack_a<T: Tile>(dst: &mut [f32], a: Strided, i0: usize, mc: usize, l0:
 /// contiguous).
 ///
 /// # Safety
-/// The block is readable through `x`; the CPU has AVX.
+/// The block is readable through `x`; the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -798,7 +798,7 @@ unsafe fn pack_panels<const W: usize>(
 /// (`dst + l * ld`, `l < 8`): the values move, none is computed.
 ///
 /// # Safety
-/// The 32 source values are readable, the 8 x 4 destination values writable; AVX.
+/// The 32 source values are readable, the 8 x 4 destination values writable; AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]

@@ -71,11 +71,11 @@ impl Feeder {
         train.set_input(input::QUERY, &batch.query).map_err(err)?;
         let one_hot = EpisodeBatch::one_hot(&batch.support_labels, n);
         train
-            .set_input(input::SUPPORT_TARGETS, &one_hot)
+            .set_input_vec(input::SUPPORT_TARGETS, one_hot)
             .map_err(err)?;
         let one_hot = EpisodeBatch::one_hot(&batch.query_labels, n);
         train
-            .set_input(input::QUERY_TARGETS, &one_hot)
+            .set_input_vec(input::QUERY_TARGETS, one_hot)
             .map_err(err)?;
         awgim::draw_random_inputs(&self.inputs, 1.0 - s.dropout, &mut rng, |name, v| {
             train.set_input_vec(name, v)
