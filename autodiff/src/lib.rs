@@ -4,8 +4,10 @@
 
 mod backward;
 mod error;
+#[allow(unsafe_code)]
+pub mod exp2;
 mod graph;
-// `unsafe` is allowed in two modules: `kernels`, where `BatchedMatMul` calls `sgemm::sgemm`
+// `unsafe` is allowed in three modules: `exp2` (its vector intrinsics), `kernels`, where `BatchedMatMul` calls `sgemm::sgemm`
 // on strided operands and products and element-wise ops write fresh, uninitialised outputs,
 // and `sgemm`, the products' intrinsics, raw pointers and threads (each block with its own
 // safety argument).
