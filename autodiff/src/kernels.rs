@@ -1554,6 +1554,31 @@ mod tests {
         matches_luminal(build);
     }
 
+    /// A multiply by 1 adds no op (`GraphBuilder`'s `mul_scalar`): the tensor comes back as it
+    /// was, so a mean over an axis of length 1 is its sum alone, and it equals, bit for bit,
+    /// the sum multiplied by a tensor of ones (-0.0, NaN and infinities among the values).
+    /// Seen to fail with the shortcut removed (the node changes).
+    #[test]
+    fn multiplying_by_one_adds_no_op() {
+        let mut g = GraphBuilder::new();
+        let a = g.input("a", &[3, 1, 4]);
+        let same = a.mul_scalar(1.0);
+        assert_eq!((same.node(), same.view()), (a.node(), a.view()));
+        assert_ne!(a.mul_scalar(-1.0).node(), a.node());
+        let build: fn(&mut GraphBuilder) -> Vec<Tensor> = |g| {
+            let a = g.input("a", &[3, 1, 4]);
+            let sum = a.sum(&[1]);
+            vec![a.mean(&[1]), sum * sum.full_like(1.0)]
+        };
+        matches_luminal(build);
+        let x: Vec<f32> = (0..12)
+            .map(|i| [1.5, -0.0, f32::NAN, f32::INFINITY][i % 4])
+            .collect();
+        let outs = run(build, &x, crate::Backend::Cpu);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&outs[0]), bits(&outs[1]));
+    }
+
     /// Reductions with one output per row and enough rows to be split over threads agree
     /// bit for bit with luminal's primitive ops: contiguous and strided rows, sums and
     /// maxima, and padded rows (outputs left at the initial value, results scattered). Rows

@@ -230,7 +230,12 @@ impl Ctx {
         self.binary("less_than", op::LessThan, a, b)
     }
 
+    /// `t * v`; `t` itself when `v` is 1 (a mean over axes of length 1: `x * 1` is `x` bit
+    /// for bit, so the pass over the tensor, forward and backward, is left out).
     pub fn mul_scalar(&mut self, t: Tensor, v: f32) -> Tensor {
+        if v == 1.0 {
+            return t;
+        }
         let c = self.splat(v, &t.shape());
         self.mul(t, c)
     }
