@@ -733,7 +733,8 @@ unsafe fn pack_a<T: Tile>(dst: &mut [f32], a: Strided, i0: usize, mc: usize, l0:
 /// rows of `W` values, columns past `nc` zero. A panel row of `W` contiguous values is copied
 /// whole. When instead the panel's columns are contiguous (`A` stored row by row, `B` = `Wᵀ`
 /// of a row-major `W`: the forward products and the input gradients), blocks of 4 columns by
-/// 8 rows are loaded as four 8-lane vectors and transposed in registers (`transpose_4x8`):
+/// 8 rows are loaded as four 8-lane vectors and transposed in registers (`transpose_4x8`;
+/// the AVX2 tile's 6-column panels of `A` take their last 2 columns through `transpose_2x8`):
 /// one vector load per 8 values and one 4-value store per row, where reading the `W` columns
 /// side by side took a load and a store per value, and on the Zen 5 machine 20% of the
 /// products' time (`perf`). Other layouts, and the rows and columns left over, are read
@@ -761,15 +762,23 @@ unsafe fn pack_panels<const W: usize>(
         let width = W.min(j0 + nc - j);
         // Rows (of the panel) already packed by the transposes.
         let mut done = 0;
-        if width == W && x.rs == 1 && x.cs != 1 && W.is_multiple_of(4) {
+        if width == W && x.rs == 1 && x.cs != 1 && W.is_multiple_of(2) {
             done = kc / 8 * 8;
             for l in (0..done).step_by(8) {
-                for t in (0..W).step_by(4) {
+                for t in (0..W / 4 * 4).step_by(4) {
                     // SAFETY: X[l0 + l..l0 + l + 8][j + t..j + t + 4] is in the block, each
                     // column's 8 values contiguous (x.rs == 1); the panel holds rows l..l + 8.
                     unsafe {
                         let src = x.ptr.offset((l0 + l) as isize + (j + t) as isize * x.cs);
                         transpose_4x8(src, x.cs, panel.as_mut_ptr().add(l * W + t), W);
+                    }
+                }
+                if W % 4 == 2 {
+                    let t = W - 2;
+                    // SAFETY: as above, for the last two columns.
+                    unsafe {
+                        let src = x.ptr.offset((l0 + l) as isize + (j + t) as isize * x.cs);
+                        transpose_2x8(src, x.cs, panel.as_mut_ptr().add(l * W + t), W);
                     }
                 }
             }
@@ -810,6 +819,36 @@ unsafe fn transpose_4x8(src: *const f32, cs: isize, dst: *mut f32, ld: usize) {
         for (r, v) in interleave4(columns).into_iter().enumerate() {
             _mm_storeu_ps(dst.add(r * ld), _mm256_castps256_ps128(v));
             _mm_storeu_ps(dst.add((r + 4) * ld), _mm256_extractf128_ps::<1>(v));
+        }
+    }
+}
+
+/// Two columns of 8 contiguous values each (`src`, `src + cs`) written as 8 rows of 2
+/// (`dst + l * ld`, `l < 8`): the last two columns of the AVX2 tile's 6-row panels of `A`
+/// (the first four go through [`transpose_4x8`]). The values move, none is computed.
+///
+/// # Safety
+/// The 16 source values are readable, the 8 x 2 destination values writable; AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn transpose_2x8(src: *const f32, cs: isize, dst: *mut f32, ld: usize) {
+    // SAFETY: the contract; every store writes 8 bytes, unaligned.
+    unsafe {
+        let (c0, c1) = (_mm256_loadu_ps(src), _mm256_loadu_ps(src.offset(cs)));
+        // lo = c0[0] c1[0] c0[1] c1[1] | c0[4] c1[4] c0[5] c1[5]; hi: lanes 2, 3 | 6, 7.
+        let (lo, hi) = (_mm256_unpacklo_ps(c0, c1), _mm256_unpackhi_ps(c0, c1));
+        let halves = [
+            _mm256_castps256_ps128(lo),
+            _mm256_castps256_ps128(hi),
+            _mm256_extractf128_ps::<1>(lo),
+            _mm256_extractf128_ps::<1>(hi),
+        ];
+        for (q, h) in halves.into_iter().enumerate() {
+            // Rows 2q and 2q + 1: the half's low and high pairs.
+            let v = _mm_castps_si128(h);
+            _mm_storel_epi64(dst.add(2 * q * ld).cast(), v);
+            _mm_storel_epi64(dst.add((2 * q + 1) * ld).cast(), _mm_unpackhi_epi64(v, v));
         }
     }
 }
