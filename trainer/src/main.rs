@@ -124,9 +124,9 @@ enum Command {
         backend: BackendArgs,
     },
     /// Write the inference-only file a device needs; with --int8 its big products as int8
-    /// (per-row symmetric weights, version-3 file), and the int8 model's test accuracy next
-    /// to the f32 one's on the same tasks, both through the host engine (`--tasks 0`: no
-    /// comparison; the task flags are those of `eval`).
+    /// (per-row symmetric weights, rows stored in pairs: a version-4 file), and the int8
+    /// model's test accuracy next to the f32 one's on the same tasks, both through the host
+    /// engine (`--tasks 0`: no comparison; the task flags are those of `eval`).
     Export {
         /// The model file (training or inference, f32).
         #[arg(long)]
