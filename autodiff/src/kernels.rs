@@ -119,13 +119,29 @@ fn for_each_row_in(
 /// Materialise a view row-major into `out` (padding becomes `fill`).
 fn gather(src: &[f32], acc: &Access, fill: f32, out: &mut [f32]) {
     let acc = acc.coalesced();
-    let Some(last) = acc.axes.last().copied() else {
+    let Some((_, outer)) = acc.axes.split_last() else {
         out[0] = src[acc.base as usize];
         return;
     };
-    let n = last.len;
-    for_each_row(&acc, |row, off, valid| {
-        let dst = &mut out[row * n..(row + 1) * n];
+    let rows = outer.iter().map(|a| a.len).product();
+    gather_rows(src, &acc, 0..rows, fill, out);
+}
+
+/// Rows `rows` of a view (all axes but the last give the rows) into `out`, row-major from
+/// its start (padding becomes `fill`).
+fn gather_rows(
+    src: &[f32],
+    acc: &Access,
+    rows: std::ops::Range<usize>,
+    fill: f32,
+    out: &mut [f32],
+) {
+    let Some(last) = acc.axes.last().copied() else {
+        return;
+    };
+    let (n, first) = (last.len, rows.start);
+    for_each_row_in(acc, rows, |row, off, valid| {
+        let dst = &mut out[(row - first) * n..(row - first + 1) * n];
         if valid {
             copy_row(src, off, &last, fill, dst);
         } else {
@@ -445,23 +461,6 @@ fn zip_rows_in_place(
 /// Elements per block of [`zip_gathered`]: both operands' blocks stay in L1.
 const GATHER_BLOCK: usize = 2048;
 
-/// Rows `rows` of a view (all axes but the last give the rows) into `out`, row-major, padding
-/// read as 0.
-fn gather_rows(src: &[f32], acc: &Access, rows: std::ops::Range<usize>, out: &mut [f32]) {
-    let Some(last) = acc.axes.last().copied() else {
-        return;
-    };
-    let (n, first) = (last.len, rows.start);
-    for_each_row_in(acc, rows, |row, off, valid| {
-        let dst = &mut out[(row - first) * n..(row - first + 1) * n];
-        if valid {
-            copy_row(src, off, &last, 0.0, dst);
-        } else {
-            dst.fill(0.0);
-        }
-    });
-}
-
 /// `out = f(a, b)` over two views of one shape that [`RowWalk`] cannot walk together (padded:
 /// the halves of a concatenation), a block of rows at a time: each operand's rows gathered
 /// into an L1-sized buffer (padding read as 0, as luminal's element-wise ops read it), then
@@ -493,8 +492,8 @@ fn zip_gathered(
         for r0 in (0..rows).step_by(block_rows) {
             let r1 = rows.min(r0 + block_rows);
             let len = (r1 - r0) * n;
-            gather_rows(xa, a, first + r0..first + r1, &mut ba[..len]);
-            gather_rows(xb, b, first + r0..first + r1, &mut bb[..len]);
+            gather_rows(xa, a, first + r0..first + r1, 0.0, &mut ba[..len]);
+            gather_rows(xb, b, first + r0..first + r1, 0.0, &mut bb[..len]);
             let (x, y) = (Operand::Slice(&ba[..len]), Operand::Slice(&bb[..len]));
             zip_apply(x, y, &mut part[r0 * n..r1 * n], &f);
         }
@@ -702,6 +701,17 @@ impl UnaryKind {
             UnaryKind::Sqrt => f32::sqrt,
         }
     }
+
+    /// Applies the op to every element of `x`, each as [`UnaryKind::function`] gives it
+    /// (`exp2` eight at a time by [`crate::exp2`], the same bits).
+    fn apply(self, x: &mut [f32]) {
+        if self == UnaryKind::Exp2 {
+            crate::exp2::exp2_in_place(x);
+        } else {
+            let f = self.function();
+            x.iter_mut().for_each(|a| *a = f(*a));
+        }
+    }
 }
 
 /// One of luminal's unary ops, computed as luminal does (the same function on every element
@@ -727,18 +737,11 @@ impl Operator for ParUnary {
             panic!("{self:?} without an input");
         };
         let mut tensor = input.cloned();
-        let f = self.kind.function();
         let Some(values) = tensor.data.as_any_mut().downcast_mut::<Vec<f32>>() else {
             panic!("{self:?} on a tensor that is not f32 on the CPU");
         };
-        if self.kind == UnaryKind::Exp2 {
-            // The same bits as `f32::exp2`, 8 at a time (`crate::exp2`).
-            par_split(values, 1, |_, part| crate::exp2::exp2_in_place(part));
-        } else {
-            par_split(values, 1, |_, part| {
-                part.iter_mut().for_each(|a| *a = f(*a))
-            });
-        }
+        let kind = self.kind;
+        par_split(values, 1, |_, part| kind.apply(part));
         vec![tensor]
     }
 }
